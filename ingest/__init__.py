@@ -1,0 +1,1 @@
+"""Where data enters: recorded or live messages, decoded into columnar reading batches."""

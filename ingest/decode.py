@@ -1,0 +1,411 @@
+"""Message bodies to columnar readings plus dead letters (a pure function).
+
+The seed's JSON object, or a JSON array of them in one message. A batch of
+clean single-object messages is parsed by Arrow's multi-threaded JSON reader
+in one call; anything that reader refuses is re-read message by message, so
+every malformed message or element becomes a dead letter with its reason.
+Nothing raises; ``readings + dead letters == elements seen`` always holds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from ingest.batches import READING_SCHEMA, DeadLetter, DeadLetterBatch, MessageBatch, ReadingBatch
+from ingest.timeparse import MISSING, NS_PER_S, epoch_array_to_ns, epoch_to_ns, parse_time_array
+
+__all__ = ["DecodeConfig", "Decoded", "decode_batch"]
+
+_FIELDS = ("TS", "Device", "Tag", "Value")
+_FAST_SCHEMA = pa.schema([("Value", pa.float64())])
+_FAST_PARSE = pa_json.ParseOptions(explicit_schema=_FAST_SCHEMA, unexpected_field_behavior="infer")
+_FAST_CHUNK = 512  # messages per retry chunk after the whole batch was refused
+_YEAR_2000_NS = 946_684_800 * NS_PER_S
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How messages become readings.
+
+    ``time_source``: ``"ts"`` uses each reading's ``TS`` field; ``"enqueued"``
+    uses the message's enqueued time (what the seed's ASA query windowed by).
+    Readings before ``min_event_ns`` are ``out_of_range``; more than
+    ``max_clock_skew_ns`` ahead of the wall clock, ``future``.
+    """
+
+    time_source: Literal["ts", "enqueued"] = "ts"
+    min_event_ns: int = _YEAR_2000_NS
+    max_clock_skew_ns: int = 86_400 * NS_PER_S
+    max_id_length: int = 128
+
+    def __post_init__(self) -> None:
+        if self.time_source not in ("ts", "enqueued"):
+            raise ValueError(f"time_source must be 'ts' or 'enqueued', not {self.time_source!r}")
+        if self.max_clock_skew_ns < 0:
+            raise ValueError("max_clock_skew_ns must be >= 0")
+        if self.max_id_length < 1:
+            raise ValueError("max_id_length must be >= 1")
+
+
+@dataclass(frozen=True, eq=False)
+class Decoded:
+    """The result of decoding one message batch."""
+
+    readings: ReadingBatch
+    dead_letters: DeadLetterBatch
+    elements: int
+
+
+@dataclass
+class _Candidates:
+    """Elements that parsed as objects, as columns, with a reason per row once checked."""
+
+    message: np.ndarray  # index into the batch's bodies
+    element: np.ndarray
+    ts_text: pa.Array | None  # TS strings (nulls elsewhere)
+    ts_number: np.ndarray | None  # epoch numbers as ns, MISSING elsewhere
+    device: pa.Array
+    tag: pa.Array
+    value: np.ndarray
+    value_present: np.ndarray
+    reason: np.ndarray  # object: None or a reason string
+    payload: list[bytes | None]  # element payloads of array messages (None: use the body)
+
+
+def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None = None) -> Decoded:
+    """Decode every message of ``batch``; never raises on bad data."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    dead: list[DeadLetter] = [
+        DeadLetter(batch.partition, r.position, 0, r.reason, r.payload) for r in batch.rejects
+    ]
+    candidates = _parse_fast(batch.bodies)
+    if candidates is None:
+        candidates = _parse_chunks(batch.bodies)
+    readings = _validate(batch, candidates, config, now_ns, dead)
+    dead_batch = DeadLetterBatch.from_records(dead)
+    return Decoded(
+        ReadingBatch(batch.partition, readings, batch.eof),
+        dead_batch,
+        readings.num_rows + len(dead_batch),
+    )
+
+
+# -- fast path ---------------------------------------------------------------
+
+
+def _parse_fast(bodies: list[bytes]) -> _Candidates | None:
+    """All bodies as one Arrow JSON read; None when Arrow refuses any of them."""
+    if not bodies:
+        return _empty_candidates()
+    joined = b"\n".join(bodies)
+    if joined.count(b"\n") != len(bodies) - 1:
+        # JSON only has raw line breaks as whitespace between tokens.
+        joined = b"\n".join(b.replace(b"\n", b" ").replace(b"\r", b" ") for b in bodies)
+    try:
+        joined.decode("utf-8")
+        table = pa_json.read_json(io.BytesIO(joined), parse_options=_FAST_PARSE)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if table.num_rows != len(bodies):
+        return None  # blank bodies are skipped by Arrow: let the slow path report them
+    columns = {}
+    for name in _FIELDS:
+        column = table.column(name).combine_chunks() if name in table.column_names else pa.nulls(len(bodies))
+        columns[name] = column
+    ts_type = columns["TS"].type
+    ids_ok = all(columns[n].type in (pa.string(), pa.int64(), pa.null()) for n in ("Device", "Tag"))
+    if not ids_ok or ts_type not in (pa.string(), pa.int64(), pa.float64(), pa.null()):
+        return None
+    n = len(bodies)
+    ts_text = ts_number = None
+    if ts_type == pa.string():
+        ts_text = columns["TS"]
+    elif ts_type != pa.null():
+        raw = columns["TS"]
+        ns, ok = epoch_array_to_ns(raw.fill_null(0).to_numpy(zero_copy_only=False))
+        ts_number = np.where(ok & raw.is_valid().to_numpy(zero_copy_only=False), ns, MISSING)
+    value = columns["Value"]
+    reason = np.full(n, None, dtype=object)
+    if ts_number is not None:
+        bad = (ts_number == MISSING) & columns["TS"].is_valid().to_numpy(zero_copy_only=False)
+        reason[bad] = "bad_timestamp"
+    return _Candidates(
+        message=np.arange(n, dtype=np.int64),
+        element=np.zeros(n, dtype=np.int32),
+        ts_text=ts_text,
+        ts_number=ts_number,
+        device=_as_ids(columns["Device"]),
+        tag=_as_ids(columns["Tag"]),
+        value=value.fill_null(0.0).to_numpy(zero_copy_only=False),
+        value_present=value.is_valid().to_numpy(zero_copy_only=False),
+        reason=reason,
+        payload=[None] * n,
+    )
+
+
+def _as_ids(column: pa.Array) -> pa.Array:
+    return pc.cast(column, pa.string())
+
+
+def _empty_candidates() -> _Candidates:
+    return _Candidates(
+        message=np.zeros(0, np.int64),
+        element=np.zeros(0, np.int32),
+        ts_text=None,
+        ts_number=None,
+        device=pa.array([], pa.string()),
+        tag=pa.array([], pa.string()),
+        value=np.zeros(0),
+        value_present=np.zeros(0, bool),
+        reason=np.zeros(0, object),
+        payload=[],
+    )
+
+
+def _parse_chunks(bodies: list[bytes]) -> _Candidates:
+    """Retry in chunks so a few bad messages do not send a whole batch down the slow path."""
+    parts = []
+    for start in range(0, len(bodies), _FAST_CHUNK):
+        chunk = bodies[start : start + _FAST_CHUNK]
+        part = _parse_fast(chunk) if len(bodies) > _FAST_CHUNK else None
+        if part is None:
+            part = _parse_slow(chunk)
+        part.message = part.message + start
+        parts.append(part)
+    return _concat(parts)
+
+
+def _concat(parts: list[_Candidates]) -> _Candidates:
+    if len(parts) == 1:
+        return parts[0]
+    sizes = [len(p.message) for p in parts]
+
+    def texts(p: _Candidates, size: int) -> pa.Array:
+        return p.ts_text if p.ts_text is not None else pa.nulls(size, pa.string())
+
+    def numbers(p: _Candidates, size: int) -> np.ndarray:
+        return p.ts_number if p.ts_number is not None else np.full(size, MISSING, np.int64)
+
+    return _Candidates(
+        message=np.concatenate([p.message for p in parts]),
+        element=np.concatenate([p.element for p in parts]),
+        ts_text=pa.concat_arrays([texts(p, s) for p, s in zip(parts, sizes)]),
+        ts_number=np.concatenate([numbers(p, s) for p, s in zip(parts, sizes)]),
+        device=pa.concat_arrays([p.device for p in parts]),
+        tag=pa.concat_arrays([p.tag for p in parts]),
+        value=np.concatenate([p.value for p in parts]),
+        value_present=np.concatenate([p.value_present for p in parts]),
+        reason=np.concatenate([p.reason for p in parts]),
+        payload=[x for p in parts for x in p.payload],
+    )
+
+
+# -- slow path: one message at a time ----------------------------------------
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str
+
+
+def _load(body: bytes) -> object:
+    """Parse one body; a ``_Failure`` with the reason when it is not JSON."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Failure("bad_utf8")
+    if not text.strip():
+        return _Failure("empty_message")
+    try:
+        # The standard parser also takes NaN and Infinity, so they are reported as not_finite.
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _Failure("bad_json")
+
+
+class _Rows:
+    """Column lists filled one element at a time by the slow path."""
+
+    def __init__(self) -> None:
+        self.message: list[int] = []
+        self.element: list[int] = []
+        self.payload: list[bytes | None] = []
+        self.fields: list[tuple] = []
+
+    def add(self, message: int, element: int, payload: bytes | None, fields: tuple) -> None:
+        self.message.append(message)
+        self.element.append(element)
+        self.payload.append(payload)
+        self.fields.append(fields)
+
+    def fail(self, message: int, reason: str) -> None:
+        self.add(message, 0, None, (None, None, None, None, None, reason))
+
+    def columns(self) -> _Candidates:
+        ts_text, ts_ns, device, tag, value, reason = (list(c) for c in zip(*self.fields)) if self.fields else ([],) * 6
+        return _Candidates(
+            message=np.array(self.message, dtype=np.int64),
+            element=np.array(self.element, dtype=np.int32),
+            ts_text=pa.array(ts_text, pa.string()),
+            ts_number=np.array([MISSING if t is None else t for t in ts_ns], dtype=np.int64),
+            device=pa.array(device, pa.string()),
+            tag=pa.array(tag, pa.string()),
+            value=np.array([0.0 if v is None else v for v in value], dtype=np.float64),
+            value_present=np.array([v is not None for v in value], dtype=bool),
+            reason=np.array(reason, dtype=object),
+            payload=self.payload,
+        )
+
+
+def _parse_slow(bodies: list[bytes]) -> _Candidates:
+    rows = _Rows()
+    for index, body in enumerate(bodies):
+        parsed = _load(body)
+        if isinstance(parsed, _Failure):
+            rows.fail(index, parsed.reason)
+        elif isinstance(parsed, dict):
+            rows.add(index, 0, None, _fields(parsed))
+        elif isinstance(parsed, list) and parsed:
+            for position, item in enumerate(parsed):
+                rows.add(index, position, _dump(item), _fields(item))
+        else:
+            rows.fail(index, "empty_array" if isinstance(parsed, list) else "not_an_object")
+    return rows.columns()
+
+
+def _dump(item: object) -> bytes:
+    try:
+        return orjson.dumps(item)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(item, default=str).encode()
+
+
+def _fields(item: object) -> tuple:
+    """(ts_text, ts_ns, device, tag, value, reason) of one element; reason None when fine so far."""
+    if not isinstance(item, dict):
+        return (None, None, None, None, None, "not_an_object")
+    ts = item.get("TS")
+    ts_text = ts_ns = None
+    reason = None
+    if isinstance(ts, str):
+        ts_text = ts
+    elif isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        ts_ns = epoch_to_ns(ts)
+        if ts_ns is None:
+            reason = "bad_timestamp"
+    elif ts is not None:
+        reason = "bad_type: TS"
+    device, why = _id(item.get("Device"), "Device")
+    reason = reason or why
+    tag, why = _id(item.get("Tag"), "Tag")
+    reason = reason or why
+    value = item.get("Value")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            reason, value = reason or "bad_type: Value", 0.0
+        else:
+            try:
+                value = float(value)
+            except OverflowError:
+                reason, value = reason or "not_finite", math.inf
+    return (ts_text, ts_ns, device, tag, value, reason)
+
+
+def _id(raw: object, name: str) -> tuple[str | None, str | None]:
+    if raw is None:
+        return None, None  # reported as missing by the common checks
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        return "", f"bad_type: {name}"
+    return (str(raw) if isinstance(raw, int) else raw), None
+
+
+# -- common checks -------------------------------------------------------------
+
+
+def _validate(
+    batch: MessageBatch, c: _Candidates, config: DecodeConfig, now_ns: int, dead: list[DeadLetter]
+) -> pa.Table:
+    reason = c.reason.copy()
+    n = len(reason)
+    if n == 0:
+        return READING_SCHEMA.empty_table()
+    if config.time_source == "enqueued":
+        ts = batch.enqueued_ns[c.message]
+        _mark(reason, ts == MISSING, "no_enqueued_time")
+    else:
+        ts = c.ts_number if c.ts_number is not None else np.full(n, MISSING, np.int64)
+        if c.ts_text is not None:
+            text_ns, text_ok = parse_time_array(c.ts_text)
+            has_text = c.ts_text.is_valid().to_numpy(zero_copy_only=False)
+            _mark(reason, has_text & ~text_ok, "bad_timestamp")
+            ts = np.where(has_text, text_ns, ts)
+            _mark(reason, (ts == MISSING) & ~has_text, "missing_field: TS")
+        else:
+            _mark(reason, ts == MISSING, "missing_field: TS")
+    for name, column in (("Device", c.device), ("Tag", c.tag)):
+        _mark(reason, column.is_null().to_numpy(zero_copy_only=False), f"missing_field: {name}")
+        lengths = pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+        _mark(reason, (lengths == 0) | (lengths > config.max_id_length), f"bad_id: {name}")
+    _mark(reason, ~c.value_present, "missing_field: Value")
+    _mark(reason, ~np.isfinite(c.value), "not_finite")
+    valid_ts = ts != MISSING
+    _mark(reason, valid_ts & (ts < config.min_event_ns), "out_of_range")
+    _mark(reason, valid_ts & (ts > now_ns + config.max_clock_skew_ns), "future")
+
+    bad = np.flatnonzero(reason != None)  # noqa: E711 - elementwise on an object array
+    positions = batch.positions[c.message]
+    if len(bad):
+        devices, tags = c.device.take(pa.array(bad)).to_pylist(), c.tag.take(pa.array(bad)).to_pylist()
+        for k, i in enumerate(bad):
+            payload = c.payload[i] if c.payload[i] is not None else batch.bodies[c.message[i]]
+            dead.append(
+                DeadLetter(
+                    batch.partition,
+                    int(positions[i]),
+                    int(c.element[i]),
+                    reason[i],
+                    payload,
+                    int(ts[i]) if ts[i] != MISSING else None,
+                    devices[k] or None,
+                    tags[k] or None,
+                    float(c.value[i]) if c.value_present[i] and math.isfinite(c.value[i]) else None,
+                )
+            )
+    keep = reason == None  # noqa: E711
+    if keep.all():
+        index = None
+    else:
+        index = pa.array(np.flatnonzero(keep))
+    pick = (lambda a: a) if index is None else (lambda a: a.take(index))
+    pick_np = (lambda a: a) if index is None else (lambda a: a[keep])
+    return pa.table(
+        [
+            pa.array(pick_np(positions)),
+            pa.array(pick_np(c.element)),
+            pa.array(pick_np(ts)),
+            pick(c.device),
+            pick(c.tag),
+            pa.array(pick_np(c.value)),
+        ],
+        schema=READING_SCHEMA,
+    )
+
+
+def _mark(reason: np.ndarray, mask: np.ndarray, why: str) -> None:
+    """Set ``why`` where ``mask`` holds and no earlier reason was found."""
+    if mask.any():
+        reason[mask & (reason == None)] = why  # noqa: E711

@@ -1,0 +1,136 @@
+"""One JSON Lines partition file, read in blocks from a resumable byte offset.
+
+A line is an envelope (an object with ``"body"``, see docs/recordings.md) or
+a raw message body. Only envelopes are unwrapped here; bodies are decoded
+downstream.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from ingest.batches import MessageBatch, Reject
+from ingest.timeparse import MISSING, parse_time
+
+__all__ = ["JsonlPosition", "JsonlReader"]
+
+JsonlPosition = tuple[int, int]
+"""(byte offset, lines consumed) after the last message handed out."""
+
+_BODY_KEY = b'"body"'
+
+
+class JsonlReader:
+    """Reads messages from one ``.jsonl`` file; ``position`` resumes after the last one read."""
+
+    def __init__(self, path: Path, partition: str, position: JsonlPosition = (0, 0), block_bytes: int = 1 << 20):
+        if block_bytes < 1024:
+            raise ValueError("block_bytes must be >= 1024")
+        self.path = Path(path)
+        self.partition = partition
+        self._offset, self._line = position
+        self._block_bytes = block_bytes
+        self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self._file.seek(self._offset)
+        self._buffer = b""
+        self._at_eof = False
+
+    @property
+    def position(self) -> JsonlPosition:
+        return (self._offset, self._line)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def read(self, max_messages: int | None = None) -> MessageBatch:
+        """The next messages (up to ``max_messages``); ``eof`` set once the file is exhausted."""
+        self._fill()
+        end = self._buffer.rfind(b"\n") + 1
+        if self._at_eof and end < len(self._buffer):
+            complete, trailing = self._buffer + b"\n", True
+            end = len(self._buffer)
+        else:
+            complete, trailing = self._buffer[:end], False
+        lines = complete.split(b"\n", max_messages) if max_messages else complete.split(b"\n")
+        if max_messages and len(lines) > max_messages and lines[max_messages]:
+            taken, consumed = lines[:max_messages], len(complete) - len(lines[max_messages])
+        else:
+            taken, consumed = lines[:-1], len(complete)
+        if trailing and consumed == len(complete):
+            consumed -= 1  # the newline we added is not in the file
+        self._buffer = self._buffer[consumed:]
+        first = self._line
+        self._offset += consumed
+        self._line += len(taken)
+        eof = self._at_eof and not self._buffer
+        return _unwrap(self.partition, taken, first, eof)
+
+    def _fill(self) -> None:
+        while not self._at_eof and (b"\n" not in self._buffer or len(self._buffer) < self._block_bytes // 2):
+            chunk = self._file.read(self._block_bytes)
+            if not chunk:
+                self._at_eof = True
+                break
+            self._buffer += chunk
+            if len(chunk) < self._block_bytes:
+                self._at_eof = True
+
+
+def _unwrap(partition: str, lines: list[bytes], first_line: int, eof: bool) -> MessageBatch:
+    """Lines to messages: line numbers (1-based) are positions of raw lines."""
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    positions = np.arange(first_line + 1, first_line + 1 + len(lines), dtype=np.int64)
+    enqueued = np.full(len(lines), MISSING, dtype=np.int64)
+    if not any(_BODY_KEY in line for line in lines):
+        return MessageBatch(partition, lines, positions, enqueued, eof=eof)
+    bodies: list[bytes] = []
+    keep: list[int] = []
+    rejects: list[Reject] = []
+    for i, line in enumerate(lines):
+        envelope = _envelope(line)
+        if envelope is None:
+            bodies.append(line)
+            keep.append(i)
+            continue
+        body, sequence, enqueued_time = envelope
+        position = sequence if sequence is not None else int(positions[i])
+        if body is None:
+            rejects.append(Reject(position, "bad_envelope", line))
+            continue
+        bodies.append(body)
+        keep.append(i)
+        positions[i] = position
+        enqueued[i] = enqueued_time
+    index = np.array(keep, dtype=np.int64)
+    return MessageBatch(partition, bodies, positions[index], enqueued[index], tuple(rejects), eof)
+
+
+def _envelope(line: bytes) -> tuple[bytes | None, int | None, int] | None:
+    """(body, sequence number, enqueued ns) of an envelope line; None for a raw line."""
+    if _BODY_KEY not in line:
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or "body" not in obj:
+        return None
+    sequence = obj.get("sequence_number")
+    sequence = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None
+    enqueued_text = obj.get("enqueued_time")
+    enqueued = parse_time(enqueued_text) if isinstance(enqueued_text, str) else None
+    raw = obj["body"]
+    body: bytes | None = None
+    if isinstance(raw, str):
+        body = raw.encode("utf-8")
+    elif isinstance(raw, dict) and isinstance(raw.get("base64"), str):
+        try:
+            body = base64.b64decode(raw["base64"], validate=True)
+        except (binascii.Error, ValueError):
+            body = None
+    return body, sequence, MISSING if enqueued is None else enqueued

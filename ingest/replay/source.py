@@ -1,0 +1,168 @@
+"""A directory of recordings as a Bytewax partitioned source: one partition per recorded partition."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import orjson
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from ingest.batches import MessageBatch
+from ingest.replay.avro import AvroReader
+from ingest.replay.jsonl import JsonlReader
+from ingest.timeparse import MISSING, parse_time
+
+__all__ = ["ReplaySource", "discover_partitions", "RecordingError"]
+
+log = logging.getLogger(__name__)
+
+
+class RecordingError(ValueError):
+    """The path holds no recording we can replay."""
+
+
+def _partition_id(path: Path) -> str:
+    stem = path.stem
+    return stem[len("partition-") :] if stem.startswith("partition-") else stem
+
+
+def discover_partitions(path: Path) -> dict[str, list[Path]]:
+    """Partition id -> its files: ``*.jsonl`` files (one each) or per-partition directories of ``.avro``."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordingError(f"recording not found: {path}")
+    if path.is_file():
+        if path.suffix not in (".jsonl", ".avro"):
+            raise RecordingError(f"not a recording file (expected .jsonl or .avro): {path}")
+        return {_partition_id(path): [path]}
+    jsonl = sorted(path.glob("*.jsonl"))
+    avro_dirs = sorted(d for d in path.iterdir() if d.is_dir() and any(d.rglob("*.avro")))
+    if jsonl and avro_dirs:
+        raise RecordingError(f"{path} mixes .jsonl files and Avro directories; replay one kind at a time")
+    parts: dict[str, list[Path]] = {}
+    for file in jsonl:
+        pid = _partition_id(file)
+        if pid in parts:
+            raise RecordingError(f"two files map to partition {pid!r} in {path}")
+        parts[pid] = [file]
+    for directory in avro_dirs:
+        parts[directory.name] = sorted(directory.rglob("*.avro"))
+    if not parts:
+        raise RecordingError(
+            f"no recording in {path}: expected *.jsonl files or one directory of .avro files per partition"
+        )
+    return parts
+
+
+class ReplaySource(FixedPartitionedSource[MessageBatch, tuple]):
+    """Replays recorded partitions; each item is one :class:`MessageBatch`.
+
+    ``speed=None`` replays as fast as possible; ``speed=N`` paces messages at
+    N x real time by their enqueued time (or ``TS`` for raw lines). The
+    snapshot of a partition is the position after the last emitted batch.
+    """
+
+    def __init__(self, path: Path, block_bytes: int = 1 << 20, speed: float | None = None):
+        if speed is not None and speed <= 0:
+            raise ValueError("speed must be > 0 (or None for as fast as possible)")
+        self.path = Path(path)
+        self.partitions = discover_partitions(self.path)
+        self.block_bytes = block_bytes
+        self.speed = speed
+
+    def list_parts(self) -> list[str]:
+        return list(self.partitions)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: tuple | None) -> "_ReplayPartition":
+        files = self.partitions[for_part]
+        if files[0].suffix == ".avro":
+            reader = AvroReader(files, for_part, resume_state or (0, 0))
+        else:
+            reader = JsonlReader(files[0], for_part, resume_state or (0, 0), self.block_bytes)
+        if resume_state:
+            log.info("partition %s resumes at %s", for_part, resume_state)
+        return _ReplayPartition(reader, self.speed)
+
+
+class _ReplayPartition(StatefulSourcePartition[MessageBatch, tuple]):
+    def __init__(self, reader: JsonlReader | AvroReader, speed: float | None):
+        self._reader = reader
+        self._committed = reader.position
+        self._done = False
+        self._pacer = _Pacer(speed) if speed else None
+        self._pending: MessageBatch | None = None
+
+    def next_batch(self) -> list[MessageBatch]:
+        if self._done:
+            raise StopIteration
+        if self._pacer is None:
+            batch = self._reader.read()
+        else:
+            if self._pending is None:
+                self._pending = self._reader.read(self._pacer.chunk)
+            if not self._pacer.due(self._pending):
+                return []
+            batch, self._pending = self._pending, None
+        self._committed = self._reader.position
+        self._done = batch.eof
+        return [batch]
+
+    def next_awake(self) -> datetime | None:
+        if self._pacer is None or self._pending is None:
+            return None
+        return self._pacer.awake
+
+    def snapshot(self) -> tuple:
+        return self._committed
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class _Pacer:
+    """Holds batches back until their last message is due at ``speed`` x real time."""
+
+    def __init__(self, speed: float):
+        self.speed = speed
+        self.chunk = 1
+        self.awake: datetime | None = None
+        self._origin: tuple[float, int] | None = None  # (monotonic s, event ns)
+
+    def due(self, batch: MessageBatch) -> bool:
+        times = _event_times(batch)
+        if len(times) == 0:
+            return True
+        if self._origin is None:
+            self._origin = (time.monotonic(), int(times.min()))
+        wall, event = self._origin
+        due_at = wall + (int(times.max()) - event) / 1e9 / self.speed
+        wait = due_at - time.monotonic()
+        span = (int(times.max()) - int(times.min())) / 1e9 / self.speed
+        self.chunk = min(self.chunk * 2, 4096) if span < 0.05 else max(self.chunk // 2, 1) if span > 0.2 else self.chunk
+        if wait > 0:
+            self.awake = datetime.now(timezone.utc) + timedelta(seconds=wait)
+            return False
+        return True
+
+
+def _event_times(batch: MessageBatch) -> np.ndarray:
+    """Enqueued times, or the bodies' ``TS`` when there are none (best effort, pacing only)."""
+    known = batch.enqueued_ns[batch.enqueued_ns != MISSING]
+    if len(known):
+        return known
+    times = []
+    for body in batch.bodies:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            continue
+        for item in obj if isinstance(obj, list) else [obj]:
+            ts = item.get("TS") if isinstance(item, dict) else None
+            parsed = parse_time(ts) if isinstance(ts, str) else None
+            if parsed is not None:
+                times.append(parsed)
+    return np.array(times, dtype=np.int64)

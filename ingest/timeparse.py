@@ -1,0 +1,145 @@
+"""Timestamps to int64 nanoseconds since the Unix epoch, UTC.
+
+Accepted forms: ISO-8601 (the seed's .NET round-trip form with 7 fractional
+digits and ``Z``, other fraction lengths, offsets, or no zone meaning UTC),
+Event Hubs Capture's ``M/D/YYYY h:mm:ss AM`` form, and epoch numbers, whose
+magnitude gives the unit (below 1e11 seconds, below 1e14 milliseconds, below
+1e17 microseconds, else nanoseconds).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "NS_PER_S",
+    "MISSING",
+    "parse_time",
+    "parse_time_array",
+    "epoch_to_ns",
+    "epoch_array_to_ns",
+    "format_ms",
+]
+
+NS_PER_S = 1_000_000_000
+MISSING = np.iinfo(np.int64).min
+"""Marker for 'no time' in int64 time columns."""
+
+_MIN_NS = int(MISSING)
+_MAX_NS = int(np.iinfo(np.int64).max)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
+    r"\s*(Z|z|[+-]\d{2}:?\d{2})?"
+)
+_CAPTURE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2})(?: ?([AaPp][Mm]))?")
+_UTC_TS = pa.timestamp("ns", tz="UTC")
+
+
+def _civil_to_ns(year, month, day, hour, minute, second, fraction: str, offset_s: int) -> int | None:
+    try:
+        whole = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    seconds = (whole - _EPOCH) // _ONE_SECOND - offset_s
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    total = seconds * NS_PER_S + nanos
+    return total if _MIN_NS < total <= _MAX_NS else None
+
+
+_ONE_SECOND = datetime(1970, 1, 1, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+
+
+def _offset_seconds(zone: str | None) -> int:
+    if not zone or zone in ("Z", "z"):
+        return 0
+    sign = -1 if zone[0] == "-" else 1
+    digits = zone[1:].replace(":", "")
+    return sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+
+
+def parse_time(text: str) -> int | None:
+    """Parse one timestamp string; None when it is not a time we accept."""
+    text = text.strip()
+    match = _ISO.fullmatch(text)
+    if match:
+        y, mo, d, h, mi, s, frac, zone = match.groups()
+        return _civil_to_ns(
+            int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0), frac or "", _offset_seconds(zone)
+        )
+    match = _CAPTURE.fullmatch(text)
+    if match:
+        mo, d, y, h, mi, s, ampm = match.groups()
+        hour = int(h)
+        if ampm:
+            if not 1 <= hour <= 12:
+                return None
+            hour = hour % 12 + (12 if ampm.upper() == "PM" else 0)
+        return _civil_to_ns(int(y), int(mo), int(d), hour, int(mi), int(s), "", 0)
+    return None
+
+
+def epoch_to_ns(value: float | int) -> int | None:
+    """Epoch number to ns, the unit chosen by magnitude; None if not finite or negative."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value < 0:
+        return None
+    for limit, scale in ((1e11, NS_PER_S), (1e14, 1_000_000), (1e17, 1_000)):
+        if value < limit:
+            return round(value * scale) if isinstance(value, float) else int(value) * scale
+    if value >= 2**63:
+        return None
+    return int(value)
+
+
+def epoch_array_to_ns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized :func:`epoch_to_ns`: returns (ns, ok)."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.integer):
+        ints = values.astype(np.int64)
+        scale = np.select([ints < 10**11, ints < 10**14, ints < 10**17], [NS_PER_S, 1_000_000, 1_000], 1)
+        ok = (ints >= 0) & (ints <= np.iinfo(np.int64).max // scale)
+        return np.where(ok, ints * np.where(ok, scale, 0), 0), ok
+    values = values.astype(np.float64)
+    ok = np.isfinite(values) & (values >= 0) & (values < 9.2e18)
+    safe = np.where(ok, values, 0.0)
+    scale = np.select([safe < 1e11, safe < 1e14, safe < 1e17], [1e9, 1e6, 1e3], 1.0)
+    return np.round(safe * scale).astype(np.int64), ok
+
+
+def parse_time_array(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a string array: returns (ns, ok); ns is MISSING where not ok.
+
+    The whole array goes through Arrow's ISO-8601 cast when it can; only an
+    array holding some other form falls back to parsing element by element.
+    """
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    try:
+        cast = pc.cast(values, _UTC_TS)
+        ns = cast.cast(pa.int64()).fill_null(MISSING).to_numpy(zero_copy_only=False)
+        return ns, ns != MISSING
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    out = np.full(len(values), MISSING, dtype=np.int64)
+    for i, text in enumerate(values.to_pylist()):
+        if text is not None:
+            parsed = parse_time(text)
+            if parsed is not None:
+                out[i] = parsed
+    return out, out != MISSING
+
+
+def format_ms(ns: np.ndarray) -> list[str]:
+    """Format ns times as ``YYYY-MM-DD HH:MM:SS.fff`` (the store's text form), truncating to ms."""
+    ns = np.asarray(ns, dtype=np.int64)
+    unique, inverse = np.unique(ns, return_inverse=True)
+    text = np.datetime_as_string((unique // 1_000_000).astype("datetime64[ms]"), unit="ms")
+    text = np.char.replace(text, "T", " ")
+    return text[inverse].tolist()

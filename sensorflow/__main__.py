@@ -1,0 +1,3 @@
+from sensorflow.cli import main
+
+raise SystemExit(main())

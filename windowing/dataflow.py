@@ -1,0 +1,102 @@
+"""The dataflow, top to bottom: read -> decode -> lateness -> window -> write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource
+
+from ingest.batches import DeadLetterBatch, MessageBatch, ReadingBatch
+from ingest.decode import DecodeConfig, Decoded, decode_batch
+from windowing.operators import LatenessLogic, WindowLogic
+from windowing.sink import DeadLetterSink, WindowSink
+from windowing.stats import RunStats
+from windowing.tumbling import WindowAggregator, WindowBatch
+
+__all__ = ["FlowConfig", "build_flow"]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """What the dataflow needs to know; built from the settings at the edge."""
+
+    partitions: tuple[str, ...]
+    window_ns: int = 5_000_000_000
+    lateness_ns: int = 5_000_000_000
+    shards: int = 1
+    idle_timeout_ns: int | None = None
+    decode: DecodeConfig = DecodeConfig()
+
+    def __post_init__(self) -> None:
+        if not self.partitions:
+            raise ValueError("partitions must not be empty")
+        if self.window_ns <= 0 or self.lateness_ns < 0:
+            raise ValueError("window must be > 0 and lateness >= 0")
+        if self.shards < 1:
+            raise ValueError("shards must be >= 1")
+
+
+def build_flow(
+    source: FixedPartitionedSource,
+    config: FlowConfig,
+    window_sink: WindowSink,
+    dead_letter_sink: DeadLetterSink,
+    stats: RunStats,
+) -> Dataflow:
+    """One dataflow; no I/O happens until it runs."""
+    flow = Dataflow("sensorflow")
+    messages = op.input("read", flow, source)
+    decoded = op.map("decode", messages, partial(_decode, config.decode, stats))
+    malformed = op.filter_map("malformed", decoded, _dead_letters)
+    readings = op.map("readings", decoded, _readings)
+    by_partition = op.key_on("by_partition", readings, _partition)
+    stamped = op.key_rm("stamped", op.stateful_batch("lateness", by_partition, partial(_lateness, config)))
+    late_or_routed = op.branch("late_or_routed", stamped, _is_dead_letter)
+    windowed = op.key_rm("windowed", op.stateful_batch("window", late_or_routed.falses, partial(_window, config)))
+    closed_or_late = op.branch("closed_or_late", windowed, _is_window_batch)
+    dead_letters = op.merge("dead_letters", malformed, late_or_routed.trues, closed_or_late.falses)
+    op.output("write_windows", closed_or_late.trues, window_sink)
+    op.output("write_dead_letters", dead_letters, dead_letter_sink)
+    return flow
+
+
+def _decode(config: DecodeConfig, stats: RunStats, batch: MessageBatch) -> Decoded:
+    decoded = decode_batch(batch, config)
+    stats.add_decoded(batch.messages, decoded.elements, len(decoded.readings))
+    return decoded
+
+
+def _dead_letters(decoded: Decoded) -> DeadLetterBatch | None:
+    return decoded.dead_letters if len(decoded.dead_letters) else None
+
+
+def _readings(decoded: Decoded) -> ReadingBatch:
+    return decoded.readings
+
+
+def _partition(batch: ReadingBatch) -> str:
+    return batch.partition
+
+
+def _lateness(config: FlowConfig, resume: int | None) -> LatenessLogic:
+    return LatenessLogic(config.lateness_ns, config.shards, resume)
+
+
+def _window(config: FlowConfig, resume: tuple | None) -> WindowLogic:
+    live = config.idle_timeout_ns is not None
+    if resume is None:
+        aggregator = WindowAggregator(config.window_ns, config.partitions, config.idle_timeout_ns)
+    else:
+        aggregator = WindowAggregator.restore(config.window_ns, config.partitions, resume, config.idle_timeout_ns)
+    return WindowLogic(aggregator, live)
+
+
+def _is_dead_letter(item: object) -> bool:
+    return isinstance(item, DeadLetterBatch)
+
+
+def _is_window_batch(item: object) -> bool:
+    return isinstance(item, WindowBatch)

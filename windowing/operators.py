@@ -1,0 +1,75 @@
+"""Bytewax glue around the pure window logic: per-partition lateness, per-shard windows."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Iterable
+
+import pyarrow as pa
+from bytewax.operators import StatefulBatchLogic
+
+from ingest.batches import DeadLetterBatch, ReadingBatch
+from windowing.shards import ShardMessage, split_by_shard
+from windowing.tumbling import END_OF_TIME, PartitionClock, WindowAggregator, WindowBatch
+
+__all__ = ["LatenessLogic", "WindowLogic", "Routed"]
+
+Routed = tuple[str, ShardMessage]
+"""(shard key, message) pairs leaving the lateness step."""
+
+
+class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch", int]):
+    """Applies one partition's lateness rule and fans its readings out to the shards."""
+
+    def __init__(self, lateness_ns: int, shards: int, watermark: int | None):
+        self.clock = PartitionClock(lateness_ns) if watermark is None else PartitionClock(lateness_ns, watermark)
+        self.shards = shards
+
+    def on_batch(self, values: list[ReadingBatch]) -> tuple[Iterable, bool]:
+        out: list = []
+        for batch in values:
+            table = batch.table
+            late = self.clock.late_mask(table["ts"].to_numpy())
+            if late.any():
+                out.append(DeadLetterBatch.late(batch.partition, table.filter(pa.array(late))))
+                table = table.filter(pa.array(~late))
+            watermark = END_OF_TIME if batch.eof else self.clock.watermark
+            if batch.eof:
+                self.clock.watermark = END_OF_TIME
+            for shard, part in enumerate(split_by_shard(table, self.shards)):
+                out.append((str(shard), ShardMessage(batch.partition, part, watermark)))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> int:
+        return self.clock.watermark
+
+
+class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatch", tuple]):
+    """One shard's open windows; emits closed windows and readings that came too late."""
+
+    def __init__(self, aggregator: WindowAggregator, live: bool):
+        self.aggregator = aggregator
+        self.live = live
+
+    def on_batch(self, values: list[ShardMessage]) -> tuple[Iterable, bool]:
+        out: list = []
+        wall = time.time_ns() if self.live else None
+        for message in values:
+            closed, late = self.aggregator.add(message.partition, message.readings, message.watermark, wall)
+            if late is not None:
+                out.append(DeadLetterBatch.late(message.partition, late, "late: window already closed"))
+            if closed is not None:
+                out.append(closed)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable, bool]:
+        closed = self.aggregator.check_idle(time.time_ns())
+        return ([closed] if closed is not None else []), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        at = self.aggregator.next_idle_check() if self.live else None
+        return None if at is None else datetime.fromtimestamp(at / 1e9, tz=timezone.utc)
+
+    def snapshot(self) -> tuple:
+        return self.aggregator.snapshot()

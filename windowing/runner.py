@@ -1,0 +1,103 @@
+"""Runs the dataflow on a replay source with optional Bytewax recovery, reporting progress."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import TextIO
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+
+from ingest.decode import DecodeConfig
+from ingest.replay import ReplaySource
+from ingest.timeparse import NS_PER_S
+from sensorflow.settings import RunSettings
+from windowing.dataflow import FlowConfig, build_flow
+from windowing.sink import DeadLetterSink, WindowSink
+from windowing.stats import RunStats
+from windowing.store import StoreSummary, open_store
+
+__all__ = ["RunReport", "run_replay"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one run did, and what the store holds afterwards."""
+
+    partitions: int
+    stats: RunStats
+    store: StoreSummary
+
+
+def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunReport:
+    """Replay ``settings.source`` into ``settings.store``; returns when the input ends."""
+    source = ReplaySource(Path(settings.source), settings.block_bytes, settings.replay_speed)
+    with open_store(settings.store) as store:
+        store.create_schema()
+    stats = RunStats()
+    config = FlowConfig(
+        partitions=tuple(source.list_parts()),
+        window_ns=settings.window_ns,
+        lateness_ns=settings.lateness_ns,
+        shards=settings.shards or settings.workers,
+        decode=DecodeConfig(
+            time_source=settings.time_source,
+            min_event_ns=int(settings.min_event_time.timestamp()) * NS_PER_S,
+            max_clock_skew_ns=round(settings.max_clock_skew_seconds * NS_PER_S),
+        ),
+    )
+    opener = partial(open_store, settings.store)
+    flow = build_flow(source, config, WindowSink(opener, stats), DeadLetterSink(opener, stats), stats)
+    epoch = timedelta(seconds=settings.snapshot_interval_seconds)
+    recovery = _recovery(settings.recovery_dir, settings.workers)
+    with _Progress(stats, settings.progress_seconds, progress):
+        cli_main(flow, workers_per_process=settings.workers, epoch_interval=epoch, recovery_config=recovery)
+    with open_store(settings.store) as store:
+        summary = store.summary()
+    return RunReport(len(config.partitions), stats, summary)
+
+
+def _recovery(directory: Path | None, workers: int) -> RecoveryConfig | None:
+    if directory is None:
+        return None
+    directory = Path(directory)
+    if not directory.exists() or not any(directory.iterdir()):
+        directory.mkdir(parents=True, exist_ok=True)
+        init_db_dir(directory, max(1, workers))
+        log.info("initialised recovery store in %s", directory)
+    else:
+        log.info("resuming from recovery store in %s", directory)
+    return RecoveryConfig(str(directory))
+
+
+class _Progress:
+    """Prints the stats line every ``interval`` seconds while the flow runs."""
+
+    def __init__(self, stats: RunStats, interval: float, out: TextIO):
+        self._stats = stats
+        self._interval = interval
+        self._out = out
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+
+    def __enter__(self) -> "_Progress":
+        if self._interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            print(f"sensorflow: {self._stats.progress_line()}", file=self._out, flush=True)

@@ -1,0 +1,125 @@
+"""The store interface every backend implements, and ``open_store(url)``.
+
+Tables (see docs/store.md): ``SensorValues`` keyed by (Device, Tag, TS),
+``DeadLetters`` keyed by (Partition, Position, Element), ``Predictions``
+keyed by (Device, Tag, TS, Detector). Every write is an upsert that replaces
+the row with the same key, in one transaction per call, so replays converge
+to the same tables. Times cross this interface as int64 ns since the epoch
+(UTC); window ``TS`` is the window end.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+__all__ = ["Store", "StoreError", "StoreSummary", "open_store", "PREDICTION_SCHEMA", "WINDOW_READ_SCHEMA"]
+
+WINDOW_READ_SCHEMA = pa.schema(
+    [
+        ("ts", pa.int64()),
+        ("device", pa.string()),
+        ("tag", pa.string()),
+        ("value", pa.float64()),
+        ("count", pa.int64()),
+        ("min", pa.float64()),
+        ("max", pa.float64()),
+    ]
+)
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("ts", pa.int64()),
+        ("device", pa.string()),
+        ("tag", pa.string()),
+        ("value", pa.float64()),
+        ("score", pa.float64()),
+        ("is_anomaly", pa.bool_()),
+        ("detector", pa.string()),
+        ("model_version", pa.string()),
+    ]
+)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used (bad URL, missing driver, schema mismatch)."""
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What the tables hold now."""
+
+    windows: int
+    sensors: int
+    first_window: str | None
+    last_window: str | None
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def late(self) -> int:
+        return self.dead_letters.get("late", 0)
+
+    @property
+    def malformed(self) -> int:
+        return sum(n for reason, n in self.dead_letters.items() if reason != "late")
+
+
+class Store(ABC):
+    """One SQL database holding windows, dead letters and predictions."""
+
+    url: str
+
+    @abstractmethod
+    def create_schema(self) -> None:
+        """Create missing tables and indexes; safe to call on every start."""
+
+    @abstractmethod
+    def upsert_windows(self, windows: pa.Table) -> int:
+        """Write rows of ``tumbling.WINDOW_SCHEMA``, replacing same-key rows; one transaction."""
+
+    @abstractmethod
+    def upsert_dead_letters(self, dead_letters: pa.Table) -> int:
+        """Write rows of ``batches.DEAD_LETTER_SCHEMA``, replacing same-key rows; one transaction."""
+
+    @abstractmethod
+    def read_windows(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+        """Windows of ``sensors`` with ``ts_from < TS <= ts_to``, ordered by sensor then TS."""
+
+    @abstractmethod
+    def sensors_written_since(self, since_ns: int) -> list[tuple[str, str]]:
+        """Sensors with a window row written (``WrittenAt``) at or after ``since_ns``."""
+
+    @abstractmethod
+    def upsert_predictions(self, predictions: pa.Table) -> int:
+        """Write rows of ``PREDICTION_SCHEMA``, replacing same-key rows; one transaction."""
+
+    @abstractmethod
+    def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+        """Predictions of ``sensors`` with ``ts_from < TS <= ts_to``."""
+
+    @abstractmethod
+    def summary(self) -> StoreSummary:
+        """Counts for humans: window rows, sensors, dead letters per reason code."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url``: ``sqlite:///PATH`` (ODBC URLs arrive with the ODBC backend)."""
+    if url.startswith("sqlite:///"):
+        from windowing.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if url.startswith(("postgresql+odbc:", "mssql+odbc:")):
+        raise StoreError(f"ODBC stores are not available in this build yet: {url.split(':', 1)[0]}")
+    raise StoreError(f"unsupported store URL {url!r}: expected sqlite:///PATH, postgresql+odbc:... or mssql+odbc:...")

@@ -1,0 +1,196 @@
+"""The embedded default store: one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from ingest.timeparse import format_ms
+from windowing.store.base import PREDICTION_SCHEMA, WINDOW_READ_SCHEMA, Store, StoreError, StoreSummary
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS SensorValues (
+        TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL NOT NULL,
+        Count INTEGER NOT NULL, Min REAL NOT NULL, Max REAL NOT NULL, WrittenAt TEXT NOT NULL,
+        PRIMARY KEY (Device, Tag, TS)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS SensorValues_WrittenAt ON SensorValues (WrittenAt)",
+    """CREATE TABLE IF NOT EXISTS DeadLetters (
+        Partition TEXT NOT NULL, Position INTEGER NOT NULL, Element INTEGER NOT NULL,
+        Reason TEXT NOT NULL, Payload BLOB, TS TEXT, Device TEXT, Tag TEXT, Value REAL,
+        WrittenAt TEXT NOT NULL, PRIMARY KEY (Partition, Position, Element))""",
+    """CREATE TABLE IF NOT EXISTS Predictions (
+        TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL NOT NULL,
+        Score REAL NOT NULL, IsAnomaly INTEGER NOT NULL, Detector TEXT NOT NULL,
+        ModelVersion TEXT NOT NULL, WrittenAt TEXT NOT NULL,
+        PRIMARY KEY (Device, Tag, TS, Detector)) WITHOUT ROWID""",
+]
+
+_NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+_UPSERT_WINDOWS = """
+INSERT INTO SensorValues (TS, Device, Tag, Value, Count, Min, Max, WrittenAt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (Device, Tag, TS) DO UPDATE SET
+    Value = excluded.Value, Count = excluded.Count, Min = excluded.Min,
+    Max = excluded.Max, WrittenAt = excluded.WrittenAt"""
+
+_UPSERT_DEAD = """
+INSERT INTO DeadLetters (Partition, Position, Element, Reason, Payload, TS, Device, Tag, Value, WrittenAt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (Partition, Position, Element) DO UPDATE SET
+    Reason = excluded.Reason, Payload = excluded.Payload, TS = excluded.TS, Device = excluded.Device,
+    Tag = excluded.Tag, Value = excluded.Value, WrittenAt = excluded.WrittenAt"""
+
+_UPSERT_PREDICTIONS = """
+INSERT INTO Predictions (TS, Device, Tag, Value, Score, IsAnomaly, Detector, ModelVersion, WrittenAt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (Device, Tag, TS, Detector) DO UPDATE SET
+    Value = excluded.Value, Score = excluded.Score, IsAnomaly = excluded.IsAnomaly,
+    ModelVersion = excluded.ModelVersion, WrittenAt = excluded.WrittenAt"""
+
+_SENSORS = "WITH s(Device, Tag) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
+
+_READ_WINDOWS = (
+    _SENSORS + "SELECT v.TS, v.Device, v.Tag, v.Value, v.Count, v.Min, v.Max FROM SensorValues v "
+    "JOIN s ON v.Device = s.Device AND v.Tag = s.Tag WHERE v.TS > ? AND v.TS <= ? "
+    "ORDER BY v.Device, v.Tag, v.TS"
+)
+_READ_PREDICTIONS = (
+    _SENSORS + "SELECT p.TS, p.Device, p.Tag, p.Value, p.Score, p.IsAnomaly, p.Detector, p.ModelVersion "
+    "FROM Predictions p JOIN s ON p.Device = s.Device AND p.Tag = s.Tag WHERE p.TS > ? AND p.TS <= ? "
+    "ORDER BY p.Device, p.Tag, p.TS, p.Detector"
+)
+_REASON_CODE = "CASE WHEN instr(Reason, ':') > 0 THEN substr(Reason, 1, instr(Reason, ':') - 1) ELSE Reason END"
+
+
+def _ts_text(ns: int) -> str:
+    return format_ms([ns])[0]
+
+
+def _ts_ns(texts: list[str]) -> pa.Array:
+    return pa.array(texts, pa.string()).cast(pa.timestamp("ns")).cast(pa.int64())
+
+
+class SqliteStore(Store):
+    """``sqlite:///PATH``: WAL journal, one transaction per upsert call."""
+
+    def __init__(self, url: str):
+        if not url.startswith("sqlite:///"):
+            raise StoreError(f"not a SQLite URL: {url!r}")
+        self.url = url
+        self.path = Path(url[len("sqlite:///") :])
+        if not self.path.parent.exists():
+            raise StoreError(f"directory for the SQLite store does not exist: {self.path.parent}")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA cache_size=-32768")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e
+
+    def create_schema(self) -> None:
+        with self._transaction():
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+
+    def upsert_windows(self, windows: pa.Table) -> int:
+        if windows.num_rows == 0:
+            return 0
+        # Key order keeps B-tree page writes local.
+        windows = windows.sort_by([("device", "ascending"), ("tag", "ascending"), ("window_end", "ascending")])
+        ts = format_ms(windows["window_end"].to_numpy())
+        columns = [windows[name].to_pylist() for name in ("device", "tag", "value", "count", "min", "max")]
+        with self._transaction() as now:
+            self._db.executemany(_UPSERT_WINDOWS, zip(ts, *columns, [now] * len(ts)))
+        return windows.num_rows
+
+    def upsert_dead_letters(self, dead_letters: pa.Table) -> int:
+        if dead_letters.num_rows == 0:
+            return 0
+        rows = dead_letters.to_pylist()
+        with self._transaction() as now:
+            self._db.executemany(
+                _UPSERT_DEAD,
+                [
+                    (
+                        r["partition"], r["position"], r["element"], r["reason"], r["payload"],
+                        None if r["ts"] is None else _ts_text(r["ts"]),
+                        r["device"], r["tag"], r["value"], now,
+                    )
+                    for r in rows
+                ],
+            )
+        return len(rows)
+
+    def read_windows(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+        rows = self._db.execute(_READ_WINDOWS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
+        columns = list(zip(*rows)) if rows else [[]] * 7
+        return pa.table(
+            [_ts_ns(list(columns[0]))] + [pa.array(list(c), t) for c, t in zip(columns[1:], WINDOW_READ_SCHEMA.types[1:])],
+            schema=WINDOW_READ_SCHEMA,
+        )
+
+    def sensors_written_since(self, since_ns: int) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT DISTINCT Device, Tag FROM SensorValues WHERE WrittenAt >= ? ORDER BY Device, Tag",
+            (_ts_text(since_ns),),
+        ).fetchall()
+        return [(d, t) for d, t in rows]
+
+    def upsert_predictions(self, predictions: pa.Table) -> int:
+        if predictions.num_rows == 0:
+            return 0
+        ts = format_ms(predictions["ts"].to_numpy())
+        names = ("device", "tag", "value", "score", "is_anomaly", "detector", "model_version")
+        columns = [predictions[name].to_pylist() for name in names]
+        with self._transaction() as now:
+            self._db.executemany(_UPSERT_PREDICTIONS, zip(ts, *columns, [now] * len(ts)))
+        return predictions.num_rows
+
+    def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+        rows = self._db.execute(_READ_PREDICTIONS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
+        columns = list(zip(*rows)) if rows else [[]] * 8
+        return pa.table(
+            [_ts_ns(list(columns[0]))]
+            + [pa.array([bool(x) for x in c] if t == pa.bool_() else list(c), t) for c, t in zip(columns[1:], PREDICTION_SCHEMA.types[1:])],
+            schema=PREDICTION_SCHEMA,
+        )
+
+    def summary(self) -> StoreSummary:
+        windows, first, last = self._db.execute("SELECT COUNT(*), MIN(TS), MAX(TS) FROM SensorValues").fetchone()
+        (sensors,) = self._db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT Device, Tag FROM SensorValues)").fetchone()
+        dead = self._db.execute(f"SELECT {_REASON_CODE} AS Code, COUNT(*) FROM DeadLetters GROUP BY Code").fetchall()
+        return StoreSummary(windows, sensors, first, last, {code: n for code, n in dead})
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+
+def _sensor_json(sensors: list[tuple[str, str]]) -> str:
+    return orjson.dumps([[d, t] for d, t in sensors]).decode()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error; yields the database clock."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self) -> str:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db.execute(_NOW).fetchone()[0]
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
