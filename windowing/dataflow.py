@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 import bytewax.operators as op
@@ -29,14 +30,16 @@ class FlowConfig:
     shards: int = 1
     idle_timeout_ns: int | None = None
     decode: DecodeConfig = DecodeConfig()
+    write_batches: int = 8  # closed-window batches per store transaction, at most
+    write_wait: timedelta = timedelta(seconds=1)  # wall time a partial write batch may wait
 
     def __post_init__(self) -> None:
         if not self.partitions:
             raise ValueError("partitions must not be empty")
         if self.window_ns <= 0 or self.lateness_ns < 0:
             raise ValueError("window must be > 0 and lateness >= 0")
-        if self.shards < 1:
-            raise ValueError("shards must be >= 1")
+        if self.shards < 1 or self.write_batches < 1:
+            raise ValueError("shards and write_batches must be >= 1")
 
 
 def build_flow(
@@ -58,7 +61,9 @@ def build_flow(
     windowed = op.key_rm("windowed", op.stateful_batch("window", late_or_routed.falses, partial(_window, config)))
     closed_or_late = op.branch("closed_or_late", windowed, _is_window_batch)
     dead_letters = op.merge("dead_letters", malformed, late_or_routed.trues, closed_or_late.falses)
-    op.output("write_windows", closed_or_late.trues, window_sink)
+    by_writer = op.key_on("by_writer", closed_or_late.trues, _writer)
+    write_batches = op.collect("write_batches", by_writer, config.write_wait, config.write_batches)
+    op.output("write_windows", op.map("concat", op.key_rm("unkeyed", write_batches), WindowBatch.concat), window_sink)
     op.output("write_dead_letters", dead_letters, dead_letter_sink)
     return flow
 
@@ -92,6 +97,11 @@ def _window(config: FlowConfig, resume: tuple | None) -> WindowLogic:
     else:
         aggregator = WindowAggregator.restore(config.window_ns, config.partitions, resume, config.idle_timeout_ns)
     return WindowLogic(aggregator, live)
+
+
+def _writer(batch: WindowBatch) -> str:
+    # One writer: the embedded store takes one writing transaction at a time anyway.
+    return "windows"
 
 
 def _is_dead_letter(item: object) -> bool:

@@ -71,6 +71,10 @@ class WindowBatch:
     def __len__(self) -> int:
         return self.table.num_rows
 
+    @classmethod
+    def concat(cls, batches: list["WindowBatch"]) -> "WindowBatch":
+        return batches[0] if len(batches) == 1 else cls(pa.concat_tables([b.table for b in batches]))
+
 
 def window_ends(ts: np.ndarray, length_ns: int) -> np.ndarray:
     """The end of the window each time falls in: ``floor(ts / length) * length + length``."""

@@ -68,7 +68,8 @@ class JsonlReader:
         self._offset += consumed
         self._line += len(taken)
         eof = self._at_eof and not self._buffer
-        return _unwrap(self.partition, taken, first, eof)
+        chunk = complete[:consumed]
+        return _unwrap(self.partition, taken, first, eof, b"\r" in chunk, _BODY_KEY in chunk)
 
     def _fill(self) -> None:
         while not self._at_eof and (b"\n" not in self._buffer or len(self._buffer) < self._block_bytes // 2):
@@ -81,12 +82,15 @@ class JsonlReader:
                 self._at_eof = True
 
 
-def _unwrap(partition: str, lines: list[bytes], first_line: int, eof: bool) -> MessageBatch:
+def _unwrap(
+    partition: str, lines: list[bytes], first_line: int, eof: bool, has_cr: bool, has_envelopes: bool
+) -> MessageBatch:
     """Lines to messages: line numbers (1-based) are positions of raw lines."""
-    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    if has_cr:
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     positions = np.arange(first_line + 1, first_line + 1 + len(lines), dtype=np.int64)
     enqueued = np.full(len(lines), MISSING, dtype=np.int64)
-    if not any(_BODY_KEY in line for line in lines):
+    if not has_envelopes:
         return MessageBatch(partition, lines, positions, enqueued, eof=eof)
     bodies: list[bytes] = []
     keep: list[int] = []

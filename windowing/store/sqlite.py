@@ -18,7 +18,12 @@ _SCHEMA = [
         TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL NOT NULL,
         Count INTEGER NOT NULL, Min REAL NOT NULL, Max REAL NOT NULL, WrittenAt TEXT NOT NULL,
         PRIMARY KEY (Device, Tag, TS)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS SensorValues_WrittenAt ON SensorValues (WrittenAt)",
+    # One row per sensor and write: "which sensors got windows since T" without
+    # indexing every window row by WrittenAt (that index halves upsert speed).
+    """CREATE TABLE IF NOT EXISTS SensorWrites (
+        Device TEXT NOT NULL, Tag TEXT NOT NULL, WrittenAt TEXT NOT NULL,
+        PRIMARY KEY (Device, Tag)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS SensorWrites_WrittenAt ON SensorWrites (WrittenAt)",
     """CREATE TABLE IF NOT EXISTS DeadLetters (
         Partition TEXT NOT NULL, Position INTEGER NOT NULL, Element INTEGER NOT NULL,
         Reason TEXT NOT NULL, Payload BLOB, TS TEXT, Device TEXT, Tag TEXT, Value REAL,
@@ -38,6 +43,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (Device, Tag, TS) DO UPDATE SET
     Value = excluded.Value, Count = excluded.Count, Min = excluded.Min,
     Max = excluded.Max, WrittenAt = excluded.WrittenAt"""
+
+_UPSERT_SENSOR_WRITES = """
+INSERT INTO SensorWrites (Device, Tag, WrittenAt) VALUES (?, ?, ?)
+ON CONFLICT (Device, Tag) DO UPDATE SET WrittenAt = excluded.WrittenAt"""
 
 _UPSERT_DEAD = """
 INSERT INTO DeadLetters (Partition, Position, Element, Reason, Payload, TS, Device, Tag, Value, WrittenAt)
@@ -88,9 +97,13 @@ class SqliteStore(Store):
             raise StoreError(f"directory for the SQLite store does not exist: {self.path.parent}")
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+            # Larger pages and a longer WAL between checkpoints: window upserts touch one
+            # page per sensor, so fewer, bigger pages and checkpoints write less.
+            self._db.execute("PRAGMA page_size=16384")  # takes effect only on a new file
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             self._db.execute("PRAGMA cache_size=-32768")
+            self._db.execute("PRAGMA wal_autocheckpoint=4000")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e
 
@@ -106,8 +119,13 @@ class SqliteStore(Store):
         windows = windows.sort_by([("device", "ascending"), ("tag", "ascending"), ("window_end", "ascending")])
         ts = format_ms(windows["window_end"].to_numpy())
         columns = [windows[name].to_pylist() for name in ("device", "tag", "value", "count", "min", "max")]
+        sensors = windows.select(["device", "tag"]).group_by(["device", "tag"]).aggregate([])
         with self._transaction() as now:
             self._db.executemany(_UPSERT_WINDOWS, zip(ts, *columns, [now] * len(ts)))
+            self._db.executemany(
+                _UPSERT_SENSOR_WRITES,
+                zip(sensors["device"].to_pylist(), sensors["tag"].to_pylist(), [now] * sensors.num_rows),
+            )
         return windows.num_rows
 
     def upsert_dead_letters(self, dead_letters: pa.Table) -> int:
@@ -138,7 +156,7 @@ class SqliteStore(Store):
 
     def sensors_written_since(self, since_ns: int) -> list[tuple[str, str]]:
         rows = self._db.execute(
-            "SELECT DISTINCT Device, Tag FROM SensorValues WHERE WrittenAt >= ? ORDER BY Device, Tag",
+            "SELECT Device, Tag FROM SensorWrites WHERE WrittenAt >= ? ORDER BY Device, Tag",
             (_ts_text(since_ns),),
         ).fetchall()
         return [(d, t) for d, t in rows]
