@@ -1,0 +1,212 @@
+"""Labelled anomalies: plan window-aligned spans, apply them to readings, write the labels.
+
+Every span starts and ends on a window boundary (multiples of the window
+length since the epoch), so a label covers whole windows: a reading is
+anomalous exactly when its event time is in [start, end) of its sensor's
+label. Spans of one sensor never overlap and are at least one window apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simulator.config import ANOMALY_KINDS, AnomalySpec, TimingSpec
+from simulator.fleet import Fleet
+from simulator.signals import SensorParams, baseline, to_cents
+from simulator.timefmt import format_enqueued_time
+
+__all__ = ["AnomalyPlan", "Label", "apply_anomalies", "plan_anomalies", "write_labels"]
+
+KIND_INDEX = {kind: i for i, kind in enumerate(ANOMALY_KINDS)}
+
+# Span lengths in windows (min, max) per kind; a spike is one window.
+_LENGTH_WINDOWS = {
+    "spike": (1, 1),
+    "level_shift": (12, 120),
+    "stuck": (12, 120),
+    "noise": (6, 60),
+    "drift": (24, 240),
+    "dropout": (6, 60),
+}
+
+
+@dataclass(frozen=True)
+class Label:
+    """One ground-truth span: start inclusive, end exclusive, event time."""
+
+    device: str
+    tag: str
+    kind: str
+    start: str
+    end: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"device": self.device, "tag": self.tag, "kind": self.kind, "start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
+class AnomalyPlan:
+    """All anomalies of a run, sorted by (sensor, start).
+
+    `magnitude` is in value units: the offset of a spike or level shift, the
+    extra noise SD of a burst, the total ramp of a drift. `stuck_cents` is the
+    value a stuck sensor repeats.
+    """
+
+    sensor: np.ndarray
+    kind: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    magnitude: np.ndarray
+    stuck_cents: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.sensor.shape[0])
+
+    def labels(self, fleet: Fleet) -> list[Label]:
+        """Labels in (start, device, tag) order."""
+        order = np.lexsort((self.sensor, self.start_ns))
+        labels = []
+        for i in order.tolist():
+            device, tag = fleet.sensor_id_pair(int(self.sensor[i]))
+            labels.append(
+                Label(
+                    device=str(device),
+                    tag=str(tag),
+                    kind=ANOMALY_KINDS[int(self.kind[i])],
+                    start=format_enqueued_time(int(self.start_ns[i])),
+                    end=format_enqueued_time(int(self.end_ns[i])),
+                )
+            )
+        return labels
+
+
+def _empty_plan() -> AnomalyPlan:
+    empty_int = np.zeros(0, dtype=np.int64)
+    return AnomalyPlan(empty_int, empty_int.astype(np.int8), empty_int, empty_int, np.zeros(0), empty_int)
+
+
+def plan_anomalies(
+    spec: AnomalySpec,
+    timing: TimingSpec,
+    params: SensorParams,
+    signal_kind: str,
+    rng: np.random.Generator,
+) -> AnomalyPlan:
+    """Draw anomalies: a Poisson count per sensor, kinds uniform over `spec.kinds`."""
+    sensors = params.level.shape[0]
+    window = spec.window_ns
+    first_window = -(-timing.start_ns // window)
+    end_window = (timing.start_ns + timing.duration_ns) // window
+    windows = end_window - first_window
+    expected = spec.rate_per_sensor_hour * timing.duration_ns / 3.6e12
+    if expected <= 0 or windows < 1:
+        return _empty_plan()
+    counts = rng.poisson(expected, sensors)
+    sensor = np.repeat(np.arange(sensors, dtype=np.int64), counts)
+    total = sensor.shape[0]
+    kinds = np.array([KIND_INDEX[k] for k in spec.kinds], dtype=np.int8)
+    kind = kinds[rng.integers(0, kinds.shape[0], total)]
+    min_len = np.array([_LENGTH_WINDOWS[k][0] for k in ANOMALY_KINDS])[kind]
+    max_len = np.array([_LENGTH_WINDOWS[k][1] for k in ANOMALY_KINDS])[kind]
+    length = np.minimum(rng.integers(min_len, max_len + 1), windows)
+    start_window = first_window + (rng.random(total) * (windows - length + 1)).astype(np.int64)
+    sign = np.where(rng.random(total) < 0.5, -1.0, 1.0)
+    unit = rng.random(total)
+    scale = params.scale[sensor]
+    magnitude = np.select(
+        [kind == KIND_INDEX["spike"], kind == KIND_INDEX["level_shift"], kind == KIND_INDEX["noise"],
+         kind == KIND_INDEX["drift"]],
+        [sign * (2 + unit) * scale, sign * (1 + unit) * scale, (0.5 + unit / 2) * scale, sign * (1 + unit) * scale],
+        0.0,
+    )
+    start_ns = start_window * window
+    if signal_kind == "uniform":
+        stuck_cents = to_cents(params.low[sensor] + unit * scale)
+    else:
+        stuck_cents = to_cents(baseline(params, sensor, start_ns, timing.start_ns))
+    order = np.lexsort((start_ns, sensor))
+    plan = AnomalyPlan(
+        sensor[order], kind[order], start_ns[order], (start_window + length)[order] * window,
+        magnitude[order], stuck_cents[order],
+    )
+    return _without_overlaps(plan, window)
+
+
+def _without_overlaps(plan: AnomalyPlan, window: int) -> AnomalyPlan:
+    """Keep the earlier of overlapping spans; keep one free window between spans of a sensor."""
+    keep = np.zeros(len(plan), dtype=bool)
+    last_sensor, last_end = -1, 0
+    for i, (sensor, start, end) in enumerate(zip(plan.sensor.tolist(), plan.start_ns.tolist(), plan.end_ns.tolist())):
+        if sensor != last_sensor or start >= last_end + window:
+            keep[i] = True
+            last_sensor, last_end = sensor, end
+    return AnomalyPlan(
+        plan.sensor[keep], plan.kind[keep], plan.start_ns[keep], plan.end_ns[keep],
+        plan.magnitude[keep], plan.stuck_cents[keep],
+    )
+
+
+def locate(plan: AnomalyPlan, sensor: np.ndarray, ns: np.ndarray) -> np.ndarray:
+    """Index into `plan` of the anomaly each reading falls in, or -1."""
+    found = np.full(sensor.shape[0], -1, dtype=np.int64)
+    if sensor.shape[0] == 0 or len(plan) == 0:
+        return found
+    lo, hi = int(ns.min()), int(ns.max()) + 1
+    active = np.flatnonzero((plan.start_ns < hi) & (plan.end_ns > lo))
+    if active.shape[0] == 0:
+        return found
+    span = hi - lo
+    if (int(plan.sensor[active].max()) + 1) * span >= 2**62:
+        raise ValueError("chunk too long to locate anomalies; use shorter chunks")
+    # One sorted key line: sensor-major, then time within the chunk. Spans of a
+    # sensor do not overlap, so an odd insertion point means "inside a span".
+    base = plan.sensor[active] * span
+    bounds = np.empty(2 * active.shape[0], dtype=np.int64)
+    bounds[0::2] = base + np.maximum(plan.start_ns[active] - lo, 0)
+    bounds[1::2] = base + np.minimum(plan.end_ns[active] - lo, span)
+    position = np.searchsorted(bounds, sensor.astype(np.int64) * span + (ns - lo), side="right")
+    inside = (position & 1) == 1
+    found[inside] = active[(position[inside] - 1) // 2]
+    return found
+
+
+def apply_anomalies(
+    plan: AnomalyPlan, sensor: np.ndarray, ns: np.ndarray, cents: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Change `cents` in place for readings inside anomalies; return the mask of readings to keep.
+
+    Dropout readings are the ones not kept.
+    """
+    where = locate(plan, sensor, ns)
+    rows = np.flatnonzero(where >= 0)
+    keep = np.ones(sensor.shape[0], dtype=bool)
+    if rows.shape[0] == 0:
+        return keep
+    anomaly = where[rows]
+    kind = plan.kind[anomaly]
+    magnitude = plan.magnitude[anomaly]
+    shift = np.zeros(rows.shape[0], dtype=np.float64)
+    offset_kinds = (kind == KIND_INDEX["spike"]) | (kind == KIND_INDEX["level_shift"])
+    shift[offset_kinds] = magnitude[offset_kinds]
+    noisy = kind == KIND_INDEX["noise"]
+    shift[noisy] = rng.standard_normal(int(noisy.sum())) * magnitude[noisy]
+    drifting = kind == KIND_INDEX["drift"]
+    a = anomaly[drifting]
+    progress = (ns[rows[drifting]] - plan.start_ns[a]) / (plan.end_ns[a] - plan.start_ns[a])
+    shift[drifting] = magnitude[drifting] * progress
+    cents[rows] += np.rint(shift * 100.0).astype(np.int64)
+    stuck = kind == KIND_INDEX["stuck"]
+    cents[rows[stuck]] = plan.stuck_cents[anomaly[stuck]]
+    keep[rows[kind == KIND_INDEX["dropout"]]] = False
+    return keep
+
+
+def write_labels(path: Path, labels: list[Label]) -> None:
+    """Write `labels.json` (a JSON list, as CONTRACTS.md says)."""
+    text = json.dumps([label.to_json() for label in labels], indent=1)
+    path.write_text(text + "\n", encoding="utf-8")

@@ -1,0 +1,210 @@
+"""Simulator settings: small frozen dataclasses, each checked when it is built.
+
+A `SimulatorConfig` fully determines the output: the same config (seed
+included) gives byte-identical recordings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+__all__ = [
+    "ANOMALY_KINDS",
+    "AnomalySpec",
+    "DeliverySpec",
+    "FleetSpec",
+    "MessageSpec",
+    "SignalSpec",
+    "SimulatorConfig",
+    "TimingSpec",
+    "parse_duration",
+    "parse_start",
+]
+
+NS_PER_S = 1_000_000_000
+# Event times are kept on the 100 ns grid of .NET ticks so the 7-digit TS
+# text round-trips exactly.
+TICK_NS = 100
+
+ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift", "stuck", "noise", "drift", "dropout")
+
+IdKind = Literal["int", "str"]
+Sampling = Literal["random_sensor", "every_sensor"]
+SignalKind = Literal["uniform", "realistic"]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    """Which sensors exist: devices 1..devices times tags 1..tags."""
+
+    devices: int = 3
+    tags: int = 5
+    ids: IdKind = "int"
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.devices, int) and self.devices >= 1, "devices must be an int >= 1")
+        _check(isinstance(self.tags, int) and self.tags >= 1, "tags must be an int >= 1")
+        _check(self.devices * self.tags <= 1_000_000, "devices * tags must be <= 1,000,000")
+        _check(self.ids in ("int", "str"), "ids must be 'int' or 'str'")
+
+    @property
+    def sensors(self) -> int:
+        return self.devices * self.tags
+
+
+@dataclass(frozen=True)
+class TimingSpec:
+    """When readings happen.
+
+    `every_sensor`: each sensor reads once per `interval_ns`.
+    `random_sensor` (the seed's behaviour): one reading per `interval_ns`
+    from a sensor picked at random.
+    `jitter` shifts each reading forward by up to that fraction of the
+    interval, so a reading never leaves its own step.
+    """
+
+    start_ns: int
+    duration_ns: int = 3600 * NS_PER_S
+    interval_ns: int = 2 * NS_PER_S
+    sampling: Sampling = "random_sensor"
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.start_ns, int), "start_ns must be an int (ns since the epoch)")
+        _check(self.start_ns % TICK_NS == 0, "start must be a whole number of 100 ns ticks")
+        _check(isinstance(self.duration_ns, int) and self.duration_ns > 0, "duration must be > 0")
+        _check(
+            isinstance(self.interval_ns, int) and self.interval_ns >= 1000,
+            "interval must be >= 1 microsecond (rate <= 1,000,000 per second)",
+        )
+        _check(self.interval_ns % TICK_NS == 0, "interval must be a whole number of 100 ns ticks")
+        _check(self.sampling in ("random_sensor", "every_sensor"), "unknown sampling")
+        _check(0.0 <= self.jitter < 1.0, "jitter must be in [0, 1)")
+
+    @property
+    def steps(self) -> int:
+        return self.duration_ns // self.interval_ns
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """How values are made: the seed's per-tag uniform draw, or a realistic signal."""
+
+    kind: SignalKind = "uniform"
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("uniform", "realistic"), "signal must be 'uniform' or 'realistic'")
+
+
+@dataclass(frozen=True)
+class AnomalySpec:
+    """Labelled anomalies: expected count per sensor per hour, window-aligned."""
+
+    rate_per_sensor_hour: float = 0.0
+    kinds: tuple[str, ...] = ANOMALY_KINDS
+    window_ns: int = 5 * NS_PER_S
+
+    def __post_init__(self) -> None:
+        _check(self.rate_per_sensor_hour >= 0.0, "anomaly rate must be >= 0")
+        _check(len(self.kinds) > 0, "at least one anomaly kind is needed")
+        unknown = [k for k in self.kinds if k not in ANOMALY_KINDS]
+        _check(not unknown, f"unknown anomaly kind(s): {', '.join(unknown)}")
+        _check(len(set(self.kinds)) == len(self.kinds), "anomaly kinds must not repeat")
+        _check(isinstance(self.window_ns, int) and self.window_ns >= NS_PER_S // 1000, "bad window")
+
+
+@dataclass(frozen=True)
+class DeliverySpec:
+    """Faults of the way to the hub: late delivery, duplicates, malformed messages."""
+
+    out_of_order_fraction: float = 0.0
+    max_delay_ns: int = 10 * NS_PER_S
+    duplicate_fraction: float = 0.0
+    malformed_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.out_of_order_fraction <= 1.0, "out-of-order fraction must be in [0, 1]")
+        _check(isinstance(self.max_delay_ns, int) and self.max_delay_ns >= 0, "max delay must be >= 0")
+        _check(0.0 <= self.duplicate_fraction <= 1.0, "duplicate fraction must be in [0, 1]")
+        _check(0.0 <= self.malformed_fraction < 1.0, "malformed fraction must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    """Message shape and partitioning.
+
+    `readings_per_message == 1` sends the seed's single JSON object; more
+    sends JSON arrays of up to that many readings of one device.
+    """
+
+    readings_per_message: int = 1
+    partition_by_device: bool = True
+    partitions: int = 4
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.readings_per_message, int) and 1 <= self.readings_per_message <= 100_000,
+            "readings per message must be in 1..100000",
+        )
+        _check(isinstance(self.partitions, int) and 1 <= self.partitions <= 1024, "partitions must be in 1..1024")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Everything that determines a simulated stream."""
+
+    timing: TimingSpec
+    fleet: FleetSpec = field(default_factory=FleetSpec)
+    signal: SignalSpec = field(default_factory=SignalSpec)
+    anomalies: AnomalySpec = field(default_factory=AnomalySpec)
+    delivery: DeliverySpec = field(default_factory=DeliverySpec)
+    messages: MessageSpec = field(default_factory=MessageSpec)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.seed, int) and self.seed >= 0, "seed must be an int >= 0")
+
+    @classmethod
+    def seed_default(cls, start_ns: int, duration_ns: int = 3600 * NS_PER_S, seed: int = 0) -> "SimulatorConfig":
+        """The original simulator: 3 devices x 5 tags, one random reading every 2 s."""
+        return cls(timing=TimingSpec(start_ns=start_ns, duration_ns=duration_ns), seed=seed)
+
+    @property
+    def readings_per_step(self) -> int:
+        return self.fleet.sensors if self.timing.sampling == "every_sensor" else 1
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_NS = {"ms": 1_000_000, "s": NS_PER_S, "m": 60 * NS_PER_S, "h": 3600 * NS_PER_S, "d": 86400 * NS_PER_S}
+
+
+def parse_duration(text: str) -> int:
+    """Parse `90`, `90s`, `15m`, `2h`, `1d` or `250ms` into nanoseconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 1d")
+    number, unit = match.groups()
+    return round(float(number) * _UNIT_NS[unit or "s"])
+
+
+def parse_start(text: str, now_ns: int) -> int:
+    """Parse `now` or an ISO 8601 time (UTC unless it says otherwise) into ns, on the 100 ns grid."""
+    if text.strip().lower() == "now":
+        return now_ns - now_ns % TICK_NS
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"bad start time {text!r}: use 'now' or ISO 8601, e.g. 2026-01-01T00:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    ns = (delta.days * 86400 + delta.seconds) * NS_PER_S + delta.microseconds * 1000
+    return ns - ns % TICK_NS
