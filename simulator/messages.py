@@ -17,7 +17,7 @@ from simulator.malformed import MALFORMED_KINDS, malformed_body
 from simulator.readings import ReadingChunk, Streams
 from simulator.texts import ReadingTexts
 
-__all__ = ["MessageAssembler", "MessageChunk"]
+__all__ = ["MessageAssembler", "MessageChunk", "message_bodies"]
 
 
 @dataclass(frozen=True)
@@ -102,20 +102,22 @@ class MessageAssembler:
         good = key_device.shape[0]
         bad_device, bad_enqueued, bad_bodies = self._malformed(chunk.index, enqueued)
         bad = len(bad_bodies)
-        # Sort key: a malformed message goes right after the message it was drawn next to.
         rank = np.concatenate([np.arange(good, dtype=np.int64) * 2, bad_enqueued[1] * 2 + 1])
         all_device = np.concatenate([key_device, bad_device])
         all_enqueued = np.concatenate([enqueued, bad_enqueued[0]])
+        # Arrival order: good messages are already in enqueued order; a malformed
+        # one goes right after the message it was drawn next to.
+        arrival = np.argsort(rank, kind="stable") if bad else np.arange(good, dtype=np.int64)
         if config.messages.partition_by_device:
             partition = self._device_partition[all_device]
             key = all_device
         else:
-            arrival = np.lexsort((rank, all_enqueued))
             partition = np.empty(good + bad, dtype=np.int32)
             partition[arrival] = (self._round_robin + np.arange(good + bad)) % config.messages.partitions
             self._round_robin = (self._round_robin + good + bad) % config.messages.partitions
             key = np.full(good + bad, -1, dtype=np.int32)
-        order = np.lexsort((rank, all_enqueued, partition))
+        # Stable sort of small ints is a radix sort: group by partition, keep arrival order.
+        order = arrival[np.argsort(partition[arrival].astype(np.int16), kind="stable")]
         partition = partition[order].astype(np.int32)
         all_length = np.concatenate([body_length, np.array([len(b) for b in bad_bodies], dtype=np.int64)])[order]
         sequence, offset = self._number(partition, all_length)
@@ -179,3 +181,21 @@ class MessageAssembler:
 
 def _json_text(value: str | int) -> str:
     return str(value) if isinstance(value, int) else f'"{value}"'
+
+
+def message_bodies(chunk: MessageChunk, texts: ReadingTexts) -> list[bytes]:
+    """Every message's body bytes, in the chunk's order."""
+    n = len(chunk)
+    is_explicit = np.zeros(n, dtype=bool)
+    if chunk.explicit:
+        is_explicit[np.fromiter(chunk.explicit.keys(), dtype=np.int64, count=len(chunk.explicit))] = True
+    fast = np.flatnonzero(~is_explicit)
+    rendered = texts.render(chunk.sensor[fast], chunk.event_ns[fast], chunk.cents[fast])
+    if not chunk.explicit:
+        return rendered
+    bodies: list[bytes] = [b""] * n
+    for i, body in zip(fast.tolist(), rendered):
+        bodies[i] = body
+    for i, body in chunk.explicit.items():
+        bodies[i] = body
+    return bodies
