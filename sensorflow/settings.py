@@ -35,7 +35,7 @@ class RunSettings(BaseSettings):
     snapshot_interval_seconds: float = Field(10.0, gt=0, description="how often state is snapshotted (the epoch length)")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")
     shards: int | None = Field(None, ge=1, le=1024, description="window shards (default: one per worker)")
-    block_bytes: int = Field(1 << 20, ge=4096, le=1 << 28, description="bytes read per replay batch")
+    block_bytes: int = Field(4 << 20, ge=128, le=1 << 28, description="bytes read per replay batch (small values only for tests)")
     progress_seconds: float = Field(5.0, ge=0, description="progress line interval on stderr (0: off)")
 
     @field_validator("window_seconds")

@@ -251,7 +251,7 @@ class WindowAggregator:
         if through <= self.closed_through:
             return None
         self.closed_through = through
-        if self._min_end > through:
+        if not self._pending or self._min_end > through:
             return None
         merged = _merge(self._pending)
         done = pc.less_equal(merged["window_end"], pa.scalar(through, pa.int64()))

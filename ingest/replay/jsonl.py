@@ -29,8 +29,8 @@ class JsonlReader:
     """Reads messages from one ``.jsonl`` file; ``position`` resumes after the last one read."""
 
     def __init__(self, path: Path, partition: str, position: JsonlPosition = (0, 0), block_bytes: int = 1 << 20):
-        if block_bytes < 1024:
-            raise ValueError("block_bytes must be >= 1024")
+        if block_bytes < 128:
+            raise ValueError("block_bytes must be >= 128")
         self.path = Path(path)
         self.partition = partition
         self._offset, self._line = position
