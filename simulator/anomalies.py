@@ -113,7 +113,8 @@ def plan_anomalies(
     kind = kinds[rng.integers(0, kinds.shape[0], total)]
     min_len = np.array([_LENGTH_WINDOWS[k][0] for k in ANOMALY_KINDS])[kind]
     max_len = np.array([_LENGTH_WINDOWS[k][1] for k in ANOMALY_KINDS])[kind]
-    length = np.minimum(rng.integers(min_len, max_len + 1), windows)
+    # At most half the run, so every span has normal readings around it.
+    length = np.minimum(rng.integers(min_len, max_len + 1), max(1, windows // 2))
     start_window = first_window + (rng.random(total) * (windows - length + 1)).astype(np.int64)
     sign = np.where(rng.random(total) < 0.5, -1.0, 1.0)
     unit = rng.random(total)

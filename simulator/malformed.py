@@ -2,7 +2,8 @@
 
 Each body is one message that a correct reader must turn into exactly one
 dead letter (never zero, never several): no empty arrays, and no values a
-lenient parser could coerce (a numeric string, an integer-valued float).
+lenient parser could coerce (a numeric string, an epoch-number TS, an
+integer-valued float).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def malformed_body(kind: str, rng: np.random.Generator, device_json: str, tag_js
     if kind == "non_finite":
         return _object(ts, device_json, tag_json, ("NaN", "Infinity", "-Infinity", '"NaN"')[int(rng.integers(0, 4))])
     if kind == "bad_timestamp":
-        bad = ('"2026-13-45T25:61:00Z"', '"yesterday"', "1700000000", '""')[int(rng.integers(0, 4))]
+        bad = ('"2026-13-45T25:61:00Z"', '"yesterday"', "true", '""')[int(rng.integers(0, 4))]
         return _object(bad, device_json, tag_json, value)
     if kind == "not_object":
         return (b'"hello"', b"42", b"null", b"[42]")[int(rng.integers(0, 4))]
