@@ -91,12 +91,11 @@ def epoch_to_ns(value: float | int) -> int | None:
         return None
     if value < 0:
         return None
-    for limit, scale in ((1e11, NS_PER_S), (1e14, 1_000_000), (1e17, 1_000)):
+    for limit, scale in ((1e11, NS_PER_S), (1e14, 1_000_000), (1e17, 1_000), (math.inf, 1)):
         if value < limit:
-            return round(value * scale) if isinstance(value, float) else int(value) * scale
-    if value >= 2**63:
-        return None
-    return int(value)
+            ns = round(value * scale) if isinstance(value, float) else int(value) * scale
+            return ns if ns <= _MAX_NS else None
+    return None
 
 
 def epoch_array_to_ns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,34 @@
+# Two entry points (see README): `make run` and `make test`. Each builds its own virtualenv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 required, found {sys.version.split()[0]}"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+# Main job on the embedded defaults: replay the shipped sample into SQLite.
+run: $(VENV)/.installed
+	$(BIN)/sensorflow run --source samples/seed --store sqlite:///sensorflow.db
+
+# The whole test suite (installs what the integration tests need first).
+test: $(VENV)/.installed-test
+	bash .ci/test-deps.sh
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/dataflow.py
+
+clean:
+	rm -rf $(VENV) sensorflow.db sensorflow.db-wal sensorflow.db-shm

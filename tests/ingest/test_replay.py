@@ -1,0 +1,138 @@
+from pathlib import Path
+
+import fastavro
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.replay.avro import AvroReader
+from ingest.replay.jsonl import JsonlReader
+from ingest.replay.source import RecordingError, ReplaySource, discover_partitions
+from ingest.timeparse import MISSING
+
+ENVELOPE = (
+    b'{"partition": "3", "sequence_number": 17, "offset": "4096", "enqueued_time": "2026-01-01T00:00:01.250Z", '
+    b'"partition_key": "7", "body": "{\\"TS\\": 1}"}'
+)
+
+
+def read_all(reader):
+    batches = []
+    while True:
+        batch = reader.read()
+        batches.append(batch)
+        if batch.eof:
+            return batches
+
+
+def test_jsonl_envelopes_raw_lines_base64_and_crlf(tmp_path: Path):
+    path = tmp_path / "partition-3.jsonl"
+    path.write_bytes(
+        b'{"Device": 1}\r\n' + ENVELOPE + b"\n" + b'{"body": {"base64": "//79"}, "sequence_number": 18}\n'
+        b'{"body": 5, "sequence_number": 19}\n' + b"no newline at the end"
+    )
+    (batch,) = read_all(JsonlReader(path, "3"))
+    assert batch.bodies == [b'{"Device": 1}', b'{"TS": 1}', b"\xff\xfe\xfd", b"no newline at the end"]
+    assert batch.positions.tolist() == [1, 17, 18, 5]  # raw lines by line number, envelopes by sequence
+    assert batch.enqueued_ns.tolist() == [MISSING, 1_767_225_601_250_000_000, MISSING, MISSING]
+    assert [(r.position, r.reason) for r in batch.rejects] == [(19, "bad_envelope")]
+    assert batch.eof
+
+
+@settings(max_examples=40, deadline=None)
+@given(lines=st.lists(st.binary(min_size=1, max_size=40).map(lambda b: b.replace(b"\n", b"_")), max_size=30),
+       cut=st.integers(0, 30), block=st.sampled_from([128, 256, 4096]))
+def test_jsonl_resume_from_any_position_gives_the_rest_exactly(tmp_path_factory, lines, cut, block):
+    path = tmp_path_factory.mktemp("r") / "p.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    whole = [b for batch in read_all(JsonlReader(path, "p", block_bytes=block)) for b in batch.bodies]
+    first = JsonlReader(path, "p", block_bytes=block)
+    taken = []
+    while len(taken) < min(cut, len(lines)):
+        taken += first.read(max_messages=1).bodies
+    rest = [b for batch in read_all(JsonlReader(path, "p", first.position, block)) for b in batch.bodies]
+    assert taken + rest == whole
+    assert len(whole) == len(lines)
+
+
+CAPTURE_SCHEMA = {
+    "type": "record",
+    "name": "EventData",
+    "namespace": "Microsoft.ServiceBus.Messaging",
+    "fields": [
+        {"name": "SequenceNumber", "type": "long"},
+        {"name": "Offset", "type": "string"},
+        {"name": "EnqueuedTimeUtc", "type": "string"},
+        {"name": "SystemProperties", "type": {"type": "map", "values": ["long", "double", "string", "bytes"]}},
+        {"name": "Properties", "type": {"type": "map", "values": ["long", "double", "string", "bytes", "null"]}},
+        {"name": "Body", "type": ["null", "bytes"]},
+    ],
+}
+
+
+def write_capture(directory: Path, records: list[tuple[int, bytes | None]]) -> None:
+    directory.mkdir(parents=True)
+    for index in range(0, len(records), 3):
+        rows = [
+            {"SequenceNumber": seq, "Offset": str(seq * 100), "EnqueuedTimeUtc": "1/1/2026 12:00:01 AM",
+             "SystemProperties": {}, "Properties": {}, "Body": body}
+            for seq, body in records[index : index + 3]
+        ]
+        with open(directory / f"{index:04d}.avro", "wb") as f:
+            fastavro.writer(f, fastavro.parse_schema(CAPTURE_SCHEMA), rows)
+
+
+def test_capture_avro_partition_reads_in_file_order_and_resumes(tmp_path: Path):
+    records = [(i, b'{"n": %d}' % i) for i in range(7)] + [(7, None)]
+    write_capture(tmp_path / "cap" / "0", records)
+    parts = discover_partitions(tmp_path / "cap")
+    reader = AvroReader(parts["0"], "0", batch_records=2)
+    first = reader.read()
+    assert first.positions.tolist() == [0, 1]
+    assert first.enqueued_ns.tolist() == [1_767_225_601_000_000_000] * 2
+    rest = read_all(AvroReader(parts["0"], "0", reader.position, batch_records=2))
+    assert [p for b in rest for p in b.positions.tolist()] == [2, 3, 4, 5, 6]
+    assert [r.reason for b in rest for r in b.rejects] == ["missing_body"]
+
+
+def test_discover_partitions(tmp_path: Path):
+    (tmp_path / "partition-0.jsonl").write_text("")
+    (tmp_path / "other.jsonl").write_text("")
+    assert sorted(discover_partitions(tmp_path)) == ["0", "other"]
+    assert list(discover_partitions(tmp_path / "other.jsonl")) == ["other"]
+    with pytest.raises(RecordingError, match="not found"):
+        discover_partitions(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecordingError, match="no recording"):
+        discover_partitions(tmp_path / "empty")
+
+
+def test_source_partition_snapshot_is_after_the_last_emitted_batch(tmp_path: Path):
+    path = tmp_path / "partition-0.jsonl"
+    path.write_bytes(b"".join(b'{"i": %d}\n' % i for i in range(100)))
+    source = ReplaySource(tmp_path, block_bytes=128)
+    part = source.build_part("read", "0", None)
+    emitted = part.next_batch() + part.next_batch()
+    resumed = source.build_part("read", "0", part.snapshot())
+    rest = []
+    while True:
+        try:
+            rest += resumed.next_batch()
+        except StopIteration:
+            break
+    bodies = [b for batch in emitted + rest for b in batch.bodies]
+    assert bodies == [b'{"i": %d}' % i for i in range(100)]
+    assert rest[-1].eof
+
+
+def test_paced_replay_holds_messages_until_due(tmp_path: Path):
+    path = tmp_path / "partition-0.jsonl"
+    path.write_bytes(
+        b'{"TS": "2026-01-01T00:00:00Z"}\n{"TS": "2026-01-01T00:00:00.1Z"}\n{"TS": "2026-01-01T01:00:00Z"}\n'
+    )
+    part = ReplaySource(tmp_path, speed=1.0).build_part("read", "0", None)
+    got = []
+    for _ in range(50):
+        got += [b for batch in part.next_batch() for b in batch.bodies]
+    assert len(got) < 3  # the third message is an hour of replay time away
+    assert part.next_awake() is not None
