@@ -24,9 +24,10 @@ from simulator.timefmt import TS_WIDTH, ts_fills
 __all__ = ["ReadingTexts"]
 
 _HEAD = b'{"TS": "'
-# Above this many distinct cent values a dense token table costs more than
-# sorting out the distinct values.
-_DENSE_TABLE_LIMIT = 1 << 21
+# A dense token table (one entry per cent in the value range) pays off while
+# the range is not much wider than the number of values rendered; beyond
+# that, render only the distinct values.
+_DENSE_TABLE_SLACK = 100_000
 
 
 def _escape(text: bytes) -> bytes:
@@ -85,7 +86,7 @@ class ReadingTexts:
         if cents.shape[0] == 0:
             return np.zeros(0, dtype="S1"), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         low, high = int(cents.min()), int(cents.max())
-        if high - low >= _DENSE_TABLE_LIMIT:
+        if high - low > 4 * cents.shape[0] + _DENSE_TABLE_SLACK:
             distinct, index = np.unique(cents, return_inverse=True)
             texts, lengths = _render_tokens(distinct.tolist(), suffix, pad)
             return texts, index, lengths[index]
