@@ -121,13 +121,22 @@ class EnvelopeWriter:
         width = max(len(h) for h in heads)
         self._heads = np.array([h.ljust(width) for h in heads], dtype=f"S{width}")
         self._buffers = [np.zeros(0, dtype=np.uint8) for _ in range(buffers)]
+        # Per buffer: the template its rows hold, and how many rows hold it.
+        self._templated: list[tuple[bytes, int]] = [(b"", 0) for _ in range(buffers)]
         self._turn = 0
 
-    def _rows(self, count: int, width: int) -> np.ndarray:
+    def _rows(self, count: int, template: bytes) -> tuple[np.ndarray, bool]:
+        """The next buffer as rows, and whether its rows already hold `template`."""
         self._turn = (self._turn + 1) % len(self._buffers)
+        width = len(template)
         if self._buffers[self._turn].shape[0] < count * width:
             self._buffers[self._turn] = np.empty(int(count * width * 1.25) + 4096, dtype=np.uint8)
-        return self._buffers[self._turn][: count * width].reshape(count, width)
+            self._templated[self._turn] = (b"", 0)
+        held_template, held_rows = self._templated[self._turn]
+        ready = held_template == template and held_rows >= count
+        if not ready:
+            self._templated[self._turn] = (template, count)
+        return self._buffers[self._turn][: count * width].reshape(count, width), ready
 
     def render_fast(self, chunk: MessageChunk, which: np.ndarray) -> np.ndarray:
         """Rows (with newline) of the single-reading messages `which`, as a 2-D uint8 array."""
@@ -156,8 +165,11 @@ class EnvelopeWriter:
         fills += self._texts.fills(
             text_column, sensor, chunk.event_ns[which], cents, escaped=True, suffix=_LINE_END, pad=_SPACE
         )
-        rows = self._rows(count, width)
-        fill_rows(rows, np.frombuffer(bytes(template), dtype=np.uint8), fills)
+        template = bytes(template)
+        rows, ready = self._rows(count, template)
+        # Rows that hold this template already need only the variable-length tail reset.
+        tail = (text_column + len(self._texts.head(escaped=True)), width - 1) if ready else None
+        fill_rows(rows, np.frombuffer(template, dtype=np.uint8), fills, template_columns=tail)
         return rows
 
     def _explicit_line(self, chunk: MessageChunk, i: int) -> bytes:

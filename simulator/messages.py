@@ -148,12 +148,13 @@ class MessageAssembler:
         partitions = self._config.messages.partitions
         counts = np.bincount(partition, minlength=partitions)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        index_in_partition = np.arange(partition.shape[0]) - starts[partition]
-        sequence = self._next_sequence[partition] + index_in_partition
-        running = np.cumsum(body_length) - body_length
-        offset = self._next_offset[partition] + running - running[starts[partition]] if partition.shape[0] else running
+        # Rows are grouped by partition, so per-row partition constants are runs.
+        index_in_partition = np.arange(partition.shape[0]) - np.repeat(starts, counts)
+        sequence = np.repeat(self._next_sequence, counts) + index_in_partition
+        running = np.concatenate([[0], np.cumsum(body_length)])
+        offset = np.repeat(self._next_offset - running[starts], counts) + running[:-1]
         self._next_sequence += counts
-        self._next_offset += np.bincount(partition, weights=body_length, minlength=partitions).astype(np.int64)
+        self._next_offset += running[starts + counts] - running[starts]
         return sequence, offset
 
     def _malformed(self, chunk_index: int, enqueued: np.ndarray):

@@ -43,15 +43,27 @@ class FieldFill:
         return self.table.dtype.itemsize
 
 
-def fill_rows(rows: np.ndarray, template: np.ndarray, fills: list[FieldFill], block_rows: int = BLOCK_ROWS) -> None:
-    """Set every row to `template`, then apply `fills`, one block of rows at a time."""
+def fill_rows(
+    rows: np.ndarray,
+    template: np.ndarray,
+    fills: list[FieldFill],
+    template_columns: tuple[int, int] | None = None,
+    block_rows: int = BLOCK_ROWS,
+) -> None:
+    """Set every row to `template`, then apply `fills`, one block of rows at a time.
+
+    With `template_columns=(a, b)` only those columns are reset: for rows
+    that already hold the template from an earlier fill with the same layout.
+    """
+    a, b = template_columns if template_columns is not None else (0, rows.shape[1])
     for fill in fills:
         if fill.column + fill.width > rows.shape[1]:
             raise ValueError("fill outside the row")
     for start in range(0, rows.shape[0], block_rows):
         stop = min(start + block_rows, rows.shape[0])
         block = rows[start:stop]
-        block[:] = template
+        if b > a:
+            block[:, a:b] = template[a:b]
         for fill in fills:
             target = field(block, fill.column, fill.width)
             index = fill.index[start:stop]

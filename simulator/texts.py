@@ -62,6 +62,12 @@ class ReadingTexts:
             self.fragments(escaped, 0)
         return self._fragment_lengths[escaped]
 
+    def _distinct_lengths(self, escaped: bool) -> list[int]:
+        key = (escaped, -1)  # cached beside the fragment tables
+        if key not in self._fragments:
+            self._fragments[key] = np.unique(self.fragment_lengths(escaped))
+        return self._fragments[key].tolist()
+
     def fragments(self, escaped: bool, pad: int) -> np.ndarray:
         """Per-sensor fragment after the TS, as an S array padded with byte `pad`."""
         key = (escaped, pad)
@@ -140,7 +146,7 @@ class ReadingTexts:
             return result
         # The token's column depends on the fragment's length: one fill per length.
         fragment_length = lengths[sensor]
-        for length in np.unique(fragment_length).tolist():
+        for length in self._distinct_lengths(escaped):
             result.append(FieldFill(fragment_column + length, tokens, index, where=fragment_length == length))
         return result
 

@@ -118,6 +118,16 @@ def ts_fills(column: int, ns: np.ndarray) -> list[FieldFill]:
 
 def enqueued_fills(column: int, ns: np.ndarray) -> list[FieldFill]:
     """Fills writing the 24-byte millisecond enqueued time of each `ns` at `column`."""
+    ms = ns // 1_000_000
+    if ms.shape[0] and int(ms.max()) - int(ms.min()) < ms.shape[0]:
+        # Dense in milliseconds (many readings per ms): one whole-text table, one lookup per row.
+        low = int(ms.min())
+        every_ms = np.arange(low, int(ms.max()) + 1, dtype=np.int64)
+        prefixes, prefix_index = second_prefixes(every_ms // 1000)
+        rows = np.empty((every_ms.shape[0], ENQUEUED_WIDTH), dtype=np.uint8)
+        rows[:, :20] = prefixes.view(np.uint8).reshape(-1, 20)[prefix_index]
+        rows[:, 20:] = digit_table(3, b"Z").view(np.uint8).reshape(-1, 4)[every_ms % 1000]
+        return [FieldFill(column, rows.view(f"S{ENQUEUED_WIDTH}")[:, 0], ms - low)]
     table, index = second_prefixes(ns // NS_PER_S)
     return [
         FieldFill(column, table, index),
