@@ -142,7 +142,8 @@ def _without_overlaps(plan: AnomalyPlan, window: int) -> AnomalyPlan:
     """Keep the earlier of overlapping spans; keep one free window between spans of a sensor."""
     keep = np.zeros(len(plan), dtype=bool)
     last_sensor, last_end = -1, 0
-    for i, (sensor, start, end) in enumerate(zip(plan.sensor.tolist(), plan.start_ns.tolist(), plan.end_ns.tolist())):
+    spans = zip(plan.sensor.tolist(), plan.start_ns.tolist(), plan.end_ns.tolist(), strict=True)
+    for i, (sensor, start, end) in enumerate(spans):
         if sensor != last_sensor or start >= last_end + window:
             keep[i] = True
             last_sensor, last_end = sensor, end

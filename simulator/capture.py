@@ -111,7 +111,7 @@ def write_capture_recording(
             bodies = message_bodies(chunk, simulation.texts)
             columns = zip(
                 chunk.partition.tolist(), chunk.sequence_number.tolist(), chunk.offset.tolist(),
-                chunk.enqueued_ns.tolist(), chunk.key_device.tolist(), bodies,
+                chunk.enqueued_ns.tolist(), chunk.key_device.tolist(), bodies, strict=True,
             )
             for partition, sequence, offset, enqueued, key_device, body in columns:
                 system = {

@@ -89,7 +89,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     fleet.add_argument("--start", default="now", help="'now' or an ISO time like 2026-01-01T00:00:00Z")
     fleet.add_argument("--seed", type=int, default=0, help="random seed: same options and seed, same output")
     fleet.add_argument("--signal", choices=["uniform", "realistic"], help="value model (default by profile)")
-    fleet.add_argument("--jitter", type=float, default=0.0, help="move readings later by up to this part of the interval")
+    fleet.add_argument(
+        "--jitter", type=float, default=0.0, help="move readings later by up to this part of the interval"
+    )
     faults = parser.add_argument_group("faults and anomalies")
     faults.add_argument("--out-of-order", type=_fraction, default=0.0, help="fraction of readings delivered late")
     faults.add_argument("--max-delay", default="10s", help="longest late delivery (default 10s)")
@@ -128,7 +130,10 @@ def build_config(args: argparse.Namespace, now_ns: int) -> SimulatorConfig:
     if args.interval is not None and fleet_profile:
         raise UsageError("--interval is for --profile seed; use --rate with --profile fleet")
     rate = args.rate if args.rate is not None else 1.0
-    interval_s = (1.0 / rate if rate > 0 else 0) if fleet_profile else (args.interval if args.interval is not None else 2.0)
+    if fleet_profile:
+        interval_s = 1.0 / rate if rate > 0 else 0.0
+    else:
+        interval_s = args.interval if args.interval is not None else 2.0
     if interval_s <= 0:
         raise UsageError("--rate and --interval must be > 0")
     kinds = tuple(k.strip() for k in args.anomaly_kinds.split(",") if k.strip())

@@ -20,8 +20,8 @@ import orjson
 from simulator.config import SimulatorConfig
 from simulator.fleet import Fleet
 from simulator.messages import MessageChunk
-from simulator.texts import ReadingTexts
 from simulator.rows import FieldFill, fill_rows
+from simulator.texts import ReadingTexts
 from simulator.timefmt import ENQUEUED_WIDTH, digit_table, enqueued_fills, format_enqueued_time
 
 __all__ = ["EnvelopeWriter", "OFFSET_DIGITS", "body_json", "envelope_line"]
@@ -196,7 +196,7 @@ class EnvelopeWriter:
         ) + 1
         bounds = np.concatenate([[0], change, [n]]).tolist()
         fast_before = np.cumsum(~is_explicit) - (~is_explicit)
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             partition = int(chunk.partition[a])
             if is_explicit[a]:
                 yield partition, b"".join(self._explicit_line(chunk, i) for i in range(a, b))

@@ -74,7 +74,8 @@ class EventHubTarget:
     def __repr__(self) -> str:  # never show the secret, even by accident
         return (
             f"EventHubTarget(eventhub_name={self.eventhub_name!r}, "
-            f"namespace={self.fully_qualified_namespace!r}, connection_string={'***' if self.connection_string else None})"
+            f"namespace={self.fully_qualified_namespace!r}, "
+            f"connection_string={'***' if self.connection_string else None})"
         )
 
 
@@ -143,7 +144,7 @@ class EventHubsSender:
         *,
         partition_by_key: bool = True,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy | None = None,
         pace: bool = False,
         tick_s: float = 0.1,
         progress: TextIO | None = sys.stderr,
@@ -160,7 +161,7 @@ class EventHubsSender:
         self._producer = producer
         self._partition_by_key = partition_by_key
         self._max_batch_bytes = max_batch_bytes
-        self._retry = retry
+        self._retry = retry or RetryPolicy()
         self._pace = pace
         self._tick_ns = int(tick_s * 1e9)
         self._progress = progress
@@ -237,7 +238,9 @@ class EventHubsSender:
                 continue
             sent, pending = pending[:added], pending[added:]
             try:
-                send_with_retry(lambda: self._producer.send_batch(batch), self._retry, self._is_retryable, self._sleep)
+                send_with_retry(
+                    lambda ready=batch: self._producer.send_batch(ready), self._retry, self._is_retryable, self._sleep
+                )
             except RetriesExhausted as error:
                 self.stats.messages_failed += len(sent)
                 self._failed_in_a_row += 1

@@ -63,7 +63,7 @@ def _group_arrays(chunk: ReadingChunk, device: np.ndarray, per_message: int, tex
     starts = np.flatnonzero(rank % per_message == 0)
     ends = np.append(starts[1:], n)
     reading_texts = texts.render(chunk.sensor[order], chunk.event_ns[order], chunk.cents[order])
-    bodies = [b"[" + b", ".join(reading_texts[a:b]) + b"]" for a, b in zip(starts.tolist(), ends.tolist())]
+    bodies = [b"[" + b", ".join(reading_texts[a:b]) + b"]" for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
     enqueued = chunk.delivery_ns[order][ends - 1]
     return dev_sorted[starts], enqueued, (ends - starts).astype(np.int32), bodies
 
@@ -125,8 +125,8 @@ class MessageAssembler:
         position[order] = np.arange(good + bad)
         explicit: dict[int, bytes] = {}
         if explicit_bodies is not None:
-            explicit.update(zip(position[:good].tolist(), explicit_bodies))
-        explicit.update(zip(position[good:].tolist(), bad_bodies))
+            explicit.update(zip(position[:good].tolist(), explicit_bodies, strict=True))
+        explicit.update(zip(position[good:].tolist(), bad_bodies, strict=True))
         zero = np.zeros(bad, dtype=np.int64)
         return MessageChunk(
             partition=partition,
@@ -171,7 +171,7 @@ class MessageAssembler:
         kinds = rng.integers(0, len(MALFORMED_KINDS), count)
         device_ids, tag_ids = self._fleet.device_ids, self._fleet.tag_ids
         bodies = []
-        for d, t, k, a in zip(device.tolist(), tag.tolist(), kinds.tolist(), anchor.tolist()):
+        for d, t, k, a in zip(device.tolist(), tag.tolist(), kinds.tolist(), anchor.tolist(), strict=True):
             bodies.append(
                 malformed_body(
                     MALFORMED_KINDS[k], rng, _json_text(device_ids[d]), _json_text(tag_ids[t]), int(enqueued[a])
@@ -195,7 +195,7 @@ def message_bodies(chunk: MessageChunk, texts: ReadingTexts) -> list[bytes]:
     if not chunk.explicit:
         return rendered
     bodies: list[bytes] = [b""] * n
-    for i, body in zip(fast.tolist(), rendered):
+    for i, body in zip(fast.tolist(), rendered, strict=True):
         bodies[i] = body
     for i, body in chunk.explicit.items():
         bodies[i] = body

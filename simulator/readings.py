@@ -149,7 +149,7 @@ def generate_readings(config: SimulatorConfig, model: RunModel | None = None) ->
     for first_step in range(0, total_steps, per_chunk):
         steps = min(per_chunk, total_steps - first_step)
         fresh = _raw_chunk(config, model, streams, chunk, first_step, steps)
-        columns = fresh if carried is None else tuple(np.concatenate(pair) for pair in zip(carried, fresh))
+        columns = fresh if carried is None else tuple(np.concatenate(pair) for pair in zip(carried, fresh, strict=True))
         order = np.argsort(columns[3], kind="stable")
         columns = tuple(c[order] for c in columns)
         is_last = first_step + steps >= total_steps

@@ -43,7 +43,8 @@ def test_avro_files_follow_the_capture_schema_and_carry_the_recorded_messages(tm
     for partition, partition_records in records.items():
         assert [r["SequenceNumber"] for r in partition_records] == list(range(len(partition_records)))
         assert [r["Body"] for r in partition_records] == [line.body for line in jsonl[partition]]
-        assert [int(r["Offset"]) for r in partition_records] == [int(l.envelope["offset"]) for l in jsonl[partition]]
+        offsets = [int(line.envelope["offset"]) for line in jsonl[partition]]
+        assert [int(r["Offset"]) for r in partition_records] == offsets
 
 
 def test_capture_windows_split_files_by_enqueued_time(tmp_path):

@@ -7,7 +7,8 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator import AnomalySpec, write_jsonl_recording
 from simulator.anomalies import AnomalyPlan, locate
@@ -62,7 +63,7 @@ def test_labels_file_follows_the_contract(runs):
         spans[label["device"], label["tag"]].append((label["start"], label["end"]))
     for sensor_spans in spans.values():
         sensor_spans.sort()
-        for (_, end), (start, _) in zip(sensor_spans, sensor_spans[1:]):
+        for (_, end), (start, _) in zip(sensor_spans, sensor_spans[1:], strict=False):
             assert end < start  # disjoint, with a gap
 
 
@@ -99,7 +100,7 @@ def test_readings_outside_labels_are_untouched_and_inside_are_changed(runs):
         if kind == "spike":
             assert all(not (low <= v <= high) for v in values)
         elif kind == "level_shift":
-            assert all(v != clean_value for v, (_, clean_value) in zip(values, members))
+            assert all(v != clean_value for v, (_, clean_value) in zip(values, members, strict=True))
         elif kind == "stuck":
             assert len(set(values)) == 1
     # and nothing anomalous appears outside the labels or the clean run

@@ -6,9 +6,10 @@ import json
 import math
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from simulator import DeliverySpec, FleetSpec, MALFORMED_KINDS, write_jsonl_recording
+from simulator import MALFORMED_KINDS, DeliverySpec, FleetSpec, write_jsonl_recording
 from simulator.config import FleetSpec as Spec
 from simulator.fleet import Fleet
 from simulator.malformed import malformed_body
@@ -58,7 +59,8 @@ def test_malformed_rate_is_honoured(tmp_path):
 
 def _reference_text(ts_ns: int, device, tag, cents: int) -> bytes:
     value = f"{'-' if cents < 0 else ''}{abs(cents) // 100}.{abs(cents) % 100:02d}"
-    return f'{{"TS": "{format_ts(ts_ns)}", "Device": {json.dumps(device)}, "Tag": {json.dumps(tag)}, "Value": {value}}}'.encode()
+    ids = f'"Device": {json.dumps(device)}, "Tag": {json.dumps(tag)}'
+    return f'{{"TS": "{format_ts(ts_ns)}", {ids}, "Value": {value}}}'.encode()
 
 
 @settings(max_examples=40, deadline=None)
@@ -83,7 +85,8 @@ def test_rendered_texts_match_a_reference(ids, devices, readings):
     cents = np.array([r[2] for r in readings], dtype=np.int64)
     rendered = texts.render(sensor, ns, cents)
     expected = [
-        _reference_text(int(t), *fleet.sensor_id_pair(int(s)), int(c)) for s, t, c in zip(sensor, ns, cents)
+        _reference_text(int(t), *fleet.sensor_id_pair(int(s)), int(c))
+        for s, t, c in zip(sensor, ns, cents, strict=True)
     ]
     assert rendered == expected
     assert texts.text_lengths(sensor, cents).tolist() == [len(e) for e in expected]

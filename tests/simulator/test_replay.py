@@ -47,7 +47,8 @@ def test_replay_dead_letters_equal_the_malformed_count_and_dropouts_have_no_wind
         # window rows carry the window END: windows inside [start, end) end in (start, end]
         start = label["start"].replace("T", " ").rstrip("Z")
         end = label["end"].replace("T", " ").rstrip("Z")
-        inside = [c for (d, t, ts), c in by_window.items() if (d, t) == (label["device"], label["tag"]) and start < ts <= end]
+        sensor = (label["device"], label["tag"])
+        inside = [c for (d, t, ts), c in by_window.items() if (d, t) == sensor and start < ts <= end]
         if label["kind"] == "dropout":
             assert inside == []
         else:
