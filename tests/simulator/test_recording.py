@@ -142,3 +142,14 @@ def test_slow_path_envelope_line(body):
         assert set(envelope["body"]) == {"base64"}
     else:
         assert envelope["body"] == body.decode()
+
+
+def test_generate_yields_the_recorded_messages(tmp_path):
+    from simulator import generate
+
+    config = fleet_config(delivery=DeliverySpec(malformed_fraction=0.01))
+    chunks = list(generate(config))
+    summary = write_jsonl_recording(tmp_path, config)
+    assert sum(len(c) for c in chunks) == summary.messages == len(read_recording(tmp_path))
+    assert sum(c.readings for c in chunks) == summary.readings
+    assert sum(c.malformed for c in chunks) == summary.malformed
