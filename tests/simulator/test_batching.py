@@ -119,3 +119,33 @@ def test_send_with_retry_does_not_retry_other_errors():
     with pytest.raises(PermissionError):
         send_with_retry(send, RetryPolicy(), lambda e: isinstance(e, Transient), slept.append)
     assert slept == []
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_sender_turns_a_chunk_into_events_in_enqueued_order(keyed):
+    """With a real (unconnected) producer client: nothing is sent, only events are built."""
+    eventhub = pytest.importorskip("azure.eventhub")
+    from simulator import DeliverySpec, MessageSpec, Simulation
+    from simulator.eventhubs import EventHubsSender
+    from simulator.messages import message_bodies
+    from tests.simulator.helpers import fleet_config
+
+    producer = eventhub.EventHubProducerClient.from_connection_string(
+        "Endpoint=sb://example.invalid/;SharedAccessKeyName=k;SharedAccessKey=x;EntityPath=hub"
+    )
+    config = fleet_config(
+        delivery=DeliverySpec(out_of_order_fraction=0.1, malformed_fraction=0.01),
+        messages=MessageSpec(partition_by_device=keyed),
+    )
+    simulation = Simulation.prepare(config)
+    sender = EventHubsSender(producer, partition_by_key=keyed, progress=None)
+    chunk = next(simulation.chunks())
+    bodies = message_bodies(chunk, simulation.texts)
+    events = sender.events(chunk, bodies, simulation.fleet.device_keys)
+    assert len(events) == len(chunk)
+    assert [e.due_ns for e in events] == sorted(chunk.enqueued_ns.tolist())
+    assert sorted(e.body for e in events) == sorted(bodies)
+    keys = {e.partition_key for e in events}
+    assert keys == ({None} if not keyed else set(simulation.fleet.device_keys))
+    assert sum(e.readings for e in events) == chunk.readings
+    producer.close()
