@@ -100,11 +100,11 @@ class MessageAssembler:
             body_length = np.array([len(b) for b in explicit_bodies], dtype=np.int64)
             sensor = event_ns = cents = np.zeros(len(explicit_bodies), dtype=np.int64)
         good = key_device.shape[0]
-        bad_device, bad_enqueued, bad_bodies = self._malformed(chunk.index, enqueued)
+        bad_device, anchor, bad_bodies = self._malformed(chunk.index, enqueued)
         bad = len(bad_bodies)
-        rank = np.concatenate([np.arange(good, dtype=np.int64) * 2, bad_enqueued[1] * 2 + 1])
+        rank = np.concatenate([np.arange(good, dtype=np.int64) * 2, anchor * 2 + 1])
         all_device = np.concatenate([key_device, bad_device])
-        all_enqueued = np.concatenate([enqueued, bad_enqueued[0]])
+        all_enqueued = np.concatenate([enqueued, enqueued[anchor]])
         # Arrival order: good messages are already in enqueued order; a malformed
         # one goes right after the message it was drawn next to.
         arrival = np.argsort(rank, kind="stable") if bad else np.arange(good, dtype=np.int64)
@@ -157,10 +157,14 @@ class MessageAssembler:
         self._next_offset += running[starts + counts] - running[starts]
         return sequence, offset
 
-    def _malformed(self, chunk_index: int, enqueued: np.ndarray):
-        """Malformed messages: drawn so that they are `malformed_fraction` of all messages."""
+    def _malformed(self, chunk_index: int, enqueued: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """(device, anchor message, body) of the chunk's malformed messages.
+
+        Drawn so that they are `malformed_fraction` of all messages; each is
+        enqueued right after its anchor (a good message of the chunk).
+        """
         fraction = self._config.delivery.malformed_fraction
-        empty = (np.zeros(0, dtype=np.int32), (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)), [])
+        empty = (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64), [])
         if fraction <= 0 or enqueued.shape[0] == 0:
             return empty
         rng = self._streams.rng(Streams.MALFORMED, chunk_index)
@@ -177,7 +181,7 @@ class MessageAssembler:
                     MALFORMED_KINDS[k], rng, _json_text(device_ids[d]), _json_text(tag_ids[t]), int(enqueued[a])
                 )
             )
-        return device, (enqueued[anchor], anchor), bodies
+        return device, anchor, bodies
 
 
 def _json_text(value: str | int) -> str:

@@ -52,6 +52,7 @@ class ReadingTexts:
     fleet: Fleet
     _fragments: dict[tuple[bool, int], np.ndarray] = field(default_factory=dict, repr=False)
     _fragment_lengths: dict[bool, np.ndarray] = field(default_factory=dict, repr=False)
+    _distinct: dict[bool, list[int]] = field(default_factory=dict, repr=False)
     _tokens: dict[tuple[bytes, int], _TokenTable] = field(default_factory=dict, repr=False)
 
     def head(self, escaped: bool) -> bytes:
@@ -63,10 +64,9 @@ class ReadingTexts:
         return self._fragment_lengths[escaped]
 
     def _distinct_lengths(self, escaped: bool) -> list[int]:
-        key = (escaped, -1)  # cached beside the fragment tables
-        if key not in self._fragments:
-            self._fragments[key] = np.unique(self.fragment_lengths(escaped))
-        return self._fragments[key].tolist()
+        if escaped not in self._distinct:
+            self._distinct[escaped] = sorted(set(self.fragment_lengths(escaped).tolist()))
+        return self._distinct[escaped]
 
     def fragments(self, escaped: bool, pad: int) -> np.ndarray:
         """Per-sensor fragment after the TS, as an S array padded with byte `pad`."""
