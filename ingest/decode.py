@@ -91,7 +91,7 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
     dead: list[DeadLetter] = [
         DeadLetter(batch.partition, r.position, 0, r.reason, r.payload) for r in batch.rejects
     ]
-    candidates = _parse_fast(batch.bodies)
+    candidates = _parse_fast(batch.bodies, batch.joined)
     if candidates is None:
         candidates = _parse_chunks(batch.bodies)
     readings = _validate(batch, candidates, config, now_ns, dead)
@@ -106,14 +106,15 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
 # -- fast path ---------------------------------------------------------------
 
 
-def _parse_fast(bodies: list[bytes]) -> _Candidates | None:
+def _parse_fast(bodies: list[bytes], joined: bytes | None = None) -> _Candidates | None:
     """All bodies as one Arrow JSON read; None when Arrow refuses any of them."""
     if not bodies:
         return _empty_candidates()
-    joined = b"\n".join(bodies)
-    if joined.count(b"\n") != len(bodies) - 1:
-        # JSON only has raw line breaks as whitespace between tokens.
-        joined = b"\n".join(b.replace(b"\n", b" ").replace(b"\r", b" ") for b in bodies)
+    if joined is None:
+        joined = b"\n".join(bodies)
+        if joined.count(b"\n") != len(bodies) - 1:
+            # JSON only has raw line breaks as whitespace between tokens.
+            joined = b"\n".join(b.replace(b"\n", b" ").replace(b"\r", b" ") for b in bodies)
     try:
         joined.decode("utf-8")
         table = pa_json.read_json(io.BytesIO(joined), read_options=_FAST_READ, parse_options=_FAST_PARSE)

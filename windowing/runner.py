@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
+from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
@@ -38,16 +39,37 @@ class RunReport:
 
 
 def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunReport:
-    """Replay ``settings.source`` into ``settings.store``; returns when the input ends."""
-    source = ReplaySource(Path(settings.source), settings.block_bytes, settings.replay_speed)
+    """Replay ``settings.source`` into ``settings.store``; returns when the input ends.
+
+    With ``processes > 1`` this process is process 0 of a local Bytewax
+    cluster and starts the others itself (see ``windowing.cluster``).
+    """
     with open_store(settings.store) as store:
         store.create_schema()
+    _recovery(settings.recovery_dir, settings.workers * settings.processes, init=True)
+    flow, partitions, stats = prepare_flow(settings)
+    with _Progress(stats, settings.progress_seconds, progress):
+        if settings.processes == 1:
+            execute(flow, settings)
+        else:
+            from windowing.cluster import run_local_cluster
+
+            for child in run_local_cluster(settings, flow):
+                stats.merge(child)
+    with open_store(settings.store) as store:
+        summary = store.summary()
+    return RunReport(partitions, stats, summary)
+
+
+def prepare_flow(settings: RunSettings) -> tuple[Dataflow, int, RunStats]:
+    """The dataflow for ``settings``; every process of a cluster builds the same one."""
+    source = ReplaySource(Path(settings.source), settings.block_bytes, settings.replay_speed)
     stats = RunStats()
     config = FlowConfig(
         partitions=tuple(source.list_parts()),
         window_ns=settings.window_ns,
         lateness_ns=settings.lateness_ns,
-        shards=settings.shards or settings.workers,
+        shards=settings.shards or settings.workers * settings.processes,
         decode=DecodeConfig(
             time_source=settings.time_source,
             min_event_ns=int(settings.min_event_time.timestamp()) * NS_PER_S,
@@ -56,25 +78,32 @@ def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunRepor
     )
     opener = partial(open_store, settings.store)
     flow = build_flow(source, config, WindowSink(opener, stats), DeadLetterSink(opener, stats), stats)
-    epoch = timedelta(seconds=settings.snapshot_interval_seconds)
-    recovery = _recovery(settings.recovery_dir, settings.workers)
-    with _Progress(stats, settings.progress_seconds, progress):
-        cli_main(flow, workers_per_process=settings.workers, epoch_interval=epoch, recovery_config=recovery)
-    with open_store(settings.store) as store:
-        summary = store.summary()
-    return RunReport(len(config.partitions), stats, summary)
+    return flow, len(config.partitions), stats
 
 
-def _recovery(directory: Path | None, workers: int) -> RecoveryConfig | None:
+def execute(flow: Dataflow, settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:
+    """Run ``flow`` to the end of its input in this process (one member of a cluster when addresses are given)."""
+    cli_main(
+        flow,
+        workers_per_process=settings.workers,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=settings.snapshot_interval_seconds),
+        recovery_config=_recovery(settings.recovery_dir, settings.workers * settings.processes),
+    )
+
+
+def _recovery(directory: Path | None, workers: int, init: bool = False) -> RecoveryConfig | None:
     if directory is None:
         return None
     directory = Path(directory)
-    if not directory.exists() or not any(directory.iterdir()):
-        directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(directory, max(1, workers))
-        log.info("initialised recovery store in %s", directory)
-    else:
-        log.info("resuming from recovery store in %s", directory)
+    if init:
+        if not directory.exists() or not any(directory.iterdir()):
+            directory.mkdir(parents=True, exist_ok=True)
+            init_db_dir(directory, max(1, workers))
+            log.info("initialised recovery store in %s", directory)
+        else:
+            log.info("resuming from recovery store in %s", directory)
     return RecoveryConfig(str(directory))
 
 

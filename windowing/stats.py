@@ -21,6 +21,8 @@ class RunStats:
     dead_letters_written: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    _COUNTERS = ("messages", "readings", "elements", "windows_written", "dead_letters_written")
+
     def add_decoded(self, messages: int, elements: int, readings: int) -> None:
         with self._lock:
             self.messages += messages
@@ -34,6 +36,15 @@ class RunStats:
     def add_dead_letters(self, rows: int) -> None:
         with self._lock:
             self.dead_letters_written += rows
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self._COUNTERS}
+
+    def merge(self, counts: dict[str, int]) -> None:
+        """Add another process's counters (from :meth:`as_dict`)."""
+        with self._lock:
+            for name in self._COUNTERS:
+                setattr(self, name, getattr(self, name) + int(counts.get(name, 0)))
 
     @property
     def elapsed(self) -> float:

@@ -50,26 +50,21 @@ class JsonlReader:
     def read(self, max_messages: int | None = None) -> MessageBatch:
         """The next messages (up to ``max_messages``); ``eof`` set once the file is exhausted."""
         self._fill()
-        end = self._buffer.rfind(b"\n") + 1
-        if self._at_eof and end < len(self._buffer):
-            complete, trailing = self._buffer + b"\n", True
-            end = len(self._buffer)
-        else:
-            complete, trailing = self._buffer[:end], False
+        complete = self._buffer[: self._buffer.rfind(b"\n") + 1]
+        if self._at_eof and len(complete) < len(self._buffer):
+            complete = self._buffer + b"\n"  # a last line without its newline
         lines = complete.split(b"\n", max_messages) if max_messages else complete.split(b"\n")
         if max_messages and len(lines) > max_messages and lines[max_messages]:
-            taken, consumed = lines[:max_messages], len(complete) - len(lines[max_messages])
+            taken, chunk = lines[:max_messages], complete[: len(complete) - len(lines[max_messages])]
         else:
-            taken, consumed = lines[:-1], len(complete)
-        if trailing and consumed == len(complete):
-            consumed -= 1  # the newline we added is not in the file
+            taken, chunk = lines[:-1], complete
+        consumed = min(len(chunk), len(self._buffer))  # the added newline is not in the file
         self._buffer = self._buffer[consumed:]
         first = self._line
         self._offset += consumed
         self._line += len(taken)
         eof = self._at_eof and not self._buffer
-        chunk = complete[:consumed]
-        return _unwrap(self.partition, taken, first, eof, b"\r" in chunk, _BODY_KEY in chunk)
+        return _unwrap(self.partition, taken, first, eof, chunk)
 
     def _fill(self) -> None:
         while not self._at_eof and (b"\n" not in self._buffer or len(self._buffer) < self._block_bytes // 2):
@@ -82,16 +77,19 @@ class JsonlReader:
                 self._at_eof = True
 
 
-def _unwrap(
-    partition: str, lines: list[bytes], first_line: int, eof: bool, has_cr: bool, has_envelopes: bool
-) -> MessageBatch:
-    """Lines to messages: line numbers (1-based) are positions of raw lines."""
+def _unwrap(partition: str, lines: list[bytes], first_line: int, eof: bool, chunk: bytes) -> MessageBatch:
+    """Lines to messages: line numbers (1-based) are positions of raw lines.
+
+    ``chunk`` is the bytes the lines were split from, each line with its newline.
+    """
+    has_cr, has_envelopes = b"\r" in chunk, _BODY_KEY in chunk
     if has_cr:
         lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     positions = np.arange(first_line + 1, first_line + 1 + len(lines), dtype=np.int64)
     enqueued = np.full(len(lines), MISSING, dtype=np.int64)
     if not has_envelopes:
-        return MessageBatch(partition, lines, positions, enqueued, eof=eof)
+        joined = None if has_cr or not lines else chunk[:-1]
+        return MessageBatch(partition, lines, positions, enqueued, eof=eof, joined=joined)
     bodies: list[bytes] = []
     keep: list[int] = []
     rejects: list[Reject] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from itertools import repeat
 from pathlib import Path
 
 import orjson
@@ -17,7 +18,7 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS SensorValues (
         TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL NOT NULL,
         Count INTEGER NOT NULL, Min REAL NOT NULL, Max REAL NOT NULL, WrittenAt TEXT NOT NULL,
-        PRIMARY KEY (Device, Tag, TS)) WITHOUT ROWID""",
+        UNIQUE (Device, Tag, TS))""",  # a rowid table + unique key: upserts ~25% faster than WITHOUT ROWID
     # One row per sensor and write: "which sensors got windows since T" without
     # indexing every window row by WrittenAt (that index halves upsert speed).
     """CREATE TABLE IF NOT EXISTS SensorWrites (
@@ -35,6 +36,7 @@ _SCHEMA = [
         PRIMARY KEY (Device, Tag, TS, Detector)) WITHOUT ROWID""",
 ]
 
+_ROWS_PER_CHUNK = 16_384
 _NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 _UPSERT_WINDOWS = """
@@ -102,7 +104,7 @@ class SqliteStore(Store):
             self._db.execute("PRAGMA page_size=16384")  # takes effect only on a new file
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-            self._db.execute("PRAGMA cache_size=-32768")
+            self._db.execute("PRAGMA cache_size=-65536")
             self._db.execute("PRAGMA wal_autocheckpoint=4000")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e
@@ -117,14 +119,16 @@ class SqliteStore(Store):
             return 0
         # Key order keeps B-tree page writes local.
         windows = windows.sort_by([("device", "ascending"), ("tag", "ascending"), ("window_end", "ascending")])
-        ts = format_ms(windows["window_end"].to_numpy())
-        columns = [windows[name].to_pylist() for name in ("device", "tag", "value", "count", "min", "max")]
         sensors = windows.select(["device", "tag"]).group_by(["device", "tag"]).aggregate([])
         with self._transaction() as now:
-            self._db.executemany(_UPSERT_WINDOWS, zip(ts, *columns, [now] * len(ts)))
+            # Python objects for a slice at a time keep memory flat on big batches.
+            for chunk in windows.to_batches(max_chunksize=_ROWS_PER_CHUNK):
+                ts = format_ms(chunk.column("window_end").to_numpy())
+                columns = [chunk.column(name).to_pylist() for name in ("device", "tag", "value", "count", "min", "max")]
+                self._db.executemany(_UPSERT_WINDOWS, zip(ts, *columns, repeat(now)))
             self._db.executemany(
                 _UPSERT_SENSOR_WRITES,
-                zip(sensors["device"].to_pylist(), sensors["tag"].to_pylist(), [now] * sensors.num_rows),
+                zip(sensors["device"].to_pylist(), sensors["tag"].to_pylist(), repeat(now)),
             )
         return windows.num_rows
 
@@ -168,7 +172,7 @@ class SqliteStore(Store):
         names = ("device", "tag", "value", "score", "is_anomaly", "detector", "model_version")
         columns = [predictions[name].to_pylist() for name in names]
         with self._transaction() as now:
-            self._db.executemany(_UPSERT_PREDICTIONS, zip(ts, *columns, [now] * len(ts)))
+            self._db.executemany(_UPSERT_PREDICTIONS, zip(ts, *columns, repeat(now)))
         return predictions.num_rows
 
     def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:

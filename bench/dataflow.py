@@ -1,0 +1,246 @@
+"""Benchmark: our columnar dataflow vs the parse-only limit vs a naive per-item Bytewax pipeline.
+
+All three run on the same seed-format recording (one reading per message,
+>= 5 M readings over >= 10 k sensors) in one run, so the ratios compare like
+with like. A second, separate process measures peak RSS with 100 k sensors.
+The last line printed is one JSON object of the figures.
+
+    python bench/dataflow.py [--readings 5000000] [--sensors 10000] [--partitions 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def make_recording(directory: Path, readings: int, sensors: int, partitions: int, rate_hz: float = 1.0) -> Path:
+    """Seed-format raw lines: every sensor reports ``rate_hz`` times a second, split by device."""
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / f".complete-{readings}-{sensors}-{partitions}-{rate_hz}"
+    if marker.exists():
+        return directory
+    for old in directory.glob("*.jsonl"):
+        old.unlink()
+    rng = np.random.default_rng(42)
+    tags = 10
+    devices = sensors // tags
+    files = [open(directory / f"partition-{p}.jsonl", "wb") for p in range(partitions)]  # noqa: SIM115
+    offsets = rng.uniform(0, 1 / rate_hz, sensors)  # each sensor's phase within a tick
+    level = rng.uniform(10, 110, sensors)
+    ticks = readings // sensors
+    base = int(START.timestamp())
+    for tick in range(ticks):
+        t = tick / rate_hz + offsets
+        order = np.argsort(t, kind="stable")
+        values = np.round(level + rng.normal(0, 1, sensors), 2)
+        seconds = np.floor(t).astype(np.int64)
+        frac = ((t - seconds) * 1e7).astype(np.int64)
+        stamps = {}
+        out = [[] for _ in range(partitions)]
+        for s in order.tolist():
+            sec = int(seconds[s])
+            prefix = stamps.get(sec)
+            if prefix is None:
+                prefix = stamps[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base + sec))
+            device = s // tags
+            out[device % partitions].append(
+                b'{"TS": "%s.%07dZ", "Device": %d, "Tag": %d, "Value": %.2f}\n'
+                % (prefix.encode(), frac[s], device, s % tags, values[s])
+            )
+        for f, lines in zip(files, out):
+            f.write(b"".join(lines))
+    for f in files:
+        f.close()
+    marker.touch()
+    return directory
+
+
+def parse_only(directory: Path) -> dict[str, float]:
+    """Read + parse every line: orjson line by line, and Arrow's JSON reader (fastest options we know)."""
+    files = sorted(directory.glob("*.jsonl"))
+    start = time.perf_counter()
+    lines = 0
+    for path in files:
+        with open(path, "rb") as f:
+            for line in f:
+                orjson.loads(line)
+                lines += 1
+    orjson_rate = lines / (time.perf_counter() - start)
+
+    options = pa_json.ReadOptions(block_size=1 << 16, use_threads=True)
+    start = time.perf_counter()
+    rows = 0
+    for path in files:
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(4 << 20)
+                if not chunk:
+                    break
+                tail = f.readline()  # finish the last line
+                rows += pa_json.read_json(io.BytesIO(chunk + tail), read_options=options).num_rows
+    arrow_rate = rows / (time.perf_counter() - start)
+    return {"orjson_lines_per_s": orjson_rate, "arrow_lines_per_s": arrow_rate, "lines": lines}
+
+
+def ours(directory: Path, db: Path, workers: int = 1) -> dict[str, float]:
+    from sensorflow.settings import RunSettings, load_settings
+    from windowing.runner import run_replay
+
+    settings = load_settings(
+        RunSettings, {"source": str(directory), "store": f"sqlite:///{db}", "progress_seconds": 0, "workers": workers}
+    )
+    start = time.perf_counter()
+    report = run_replay(settings)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "readings": report.stats.readings, "rows": report.store.windows}
+
+
+def naive(directory: Path, db: Path) -> dict[str, float]:
+    """Per-item Bytewax: orjson per line, key_on sensor, stock EventClock + TumblingWindower fold_window."""
+    import bytewax.operators as op
+    import bytewax.operators.windowing as win
+    from bytewax.connectors.files import DirSource
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import run_main
+
+    from windowing.sink import WindowSink
+    from windowing.stats import RunStats
+    from windowing.store import open_store
+    from windowing.tumbling import WINDOW_SCHEMA, WindowBatch
+
+    with open_store(f"sqlite:///{db}") as store:
+        store.create_schema()
+    length = timedelta(seconds=5)
+
+    def parse(line: str) -> dict:
+        return orjson.loads(line)
+
+    def event_time(reading: dict) -> datetime:
+        return datetime.fromisoformat(reading["TS"])
+
+    def fold(acc: tuple, reading: dict) -> tuple:
+        v = reading["Value"]
+        return (acc[0] + v, acc[1] + 1, min(acc[2], v), max(acc[3], v))
+
+    def merge(a: tuple, b: tuple) -> tuple:
+        return (a[0] + b[0], a[1] + b[1], min(a[2], b[2]), max(a[3], b[3]))
+
+    def to_row(item: tuple) -> tuple:
+        key, (window_id, acc) = item
+        device, tag = key.split("\x1f")
+        end_ns = (window_id + 1) * int(length.total_seconds()) * 1_000_000_000
+        return ("rows", (end_ns, device, tag, acc[0] / acc[1], acc[1], acc[2], acc[3]))
+
+    def to_batch(item: tuple) -> WindowBatch:
+        _, rows = item
+        columns = list(zip(*rows))
+        return WindowBatch(pa.table([pa.array(c, t) for c, t in zip(columns, WINDOW_SCHEMA.types)], schema=WINDOW_SCHEMA))
+
+    flow = Dataflow("naive")
+    lines = op.input("read", flow, DirSource(directory, glob_pat="*.jsonl"))
+    readings = op.map("parse", lines, parse)
+    keyed = op.key_on("key", readings, lambda r: f"{r['Device']}\x1f{r['Tag']}")
+    clock = win.EventClock(event_time, wait_for_system_duration=timedelta(seconds=5))
+    windower = win.TumblingWindower(length=length, align_to=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    out = win.fold_window("window", keyed, clock, windower, lambda: (0.0, 0, float("inf"), float("-inf")), fold, merge)
+    rows = op.map("rows", out.down, to_row)
+    batches = op.map("batch", op.collect("collect", rows, timedelta(seconds=1), 10_000), to_batch)
+    op.output("write", batches, WindowSink(lambda: open_store(f"sqlite:///{db}"), RunStats()))
+    start = time.perf_counter()
+    run_main(flow)
+    seconds = time.perf_counter() - start
+    with open_store(f"sqlite:///{db}") as store:
+        rows_written = store.summary().windows
+    return {"seconds": seconds, "rows": rows_written}
+
+
+def peak_rss_mb(directory: Path, db: Path) -> float:
+    """Peak RSS of a separate process running our pipeline (so nothing else counts)."""
+    code = (
+        "import resource, sys; sys.path.insert(0, %r)\n"
+        "from sensorflow.settings import RunSettings, load_settings\n"
+        "from windowing.runner import run_replay\n"
+        "run_replay(load_settings(RunSettings, {'source': %r, 'store': 'sqlite:///%s', 'progress_seconds': 0}))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    ) % (str(REPO), str(directory), str(db))
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readings", type=int, default=5_000_000)
+    parser.add_argument("--sensors", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rss-sensors", type=int, default=100_000)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sensorflow-bench")
+    parser.add_argument("--skip-naive", action="store_true", help="skip the slow naive pipeline")
+    args = parser.parse_args()
+
+    print(f"recording: {args.readings:,} readings, {args.sensors:,} sensors, {args.partitions} partitions", flush=True)
+    recording = make_recording(args.cache / "main", args.readings, args.sensors, args.partitions)
+    size = sum(p.stat().st_size for p in recording.glob("*.jsonl"))
+    print(f"  {recording} ({size / 1e6:,.0f} MB)", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        parsed = parse_only(recording)
+        limit = max(parsed["orjson_lines_per_s"], parsed["arrow_lines_per_s"])
+        print(f"parse-only: orjson {parsed['orjson_lines_per_s']:,.0f} lines/s, "
+              f"Arrow {parsed['arrow_lines_per_s']:,.0f} lines/s -> limit {limit:,.0f}/s", flush=True)
+
+        result = ours(recording, tmp / "ours.db")
+        rate = result["readings"] / result["seconds"]
+        print(f"ours (1 worker): {result['readings']:,} readings in {result['seconds']:.1f} s = {rate:,.0f} readings/s, "
+              f"{result['rows']:,} window rows", flush=True)
+
+        figures = {
+            "readings": result["readings"],
+            "sensors": args.sensors,
+            "end_to_end_readings_per_s": round(rate),
+            "parse_only_limit_lines_per_s": round(limit),
+            "parse_orjson_lines_per_s": round(parsed["orjson_lines_per_s"]),
+            "parse_arrow_lines_per_s": round(parsed["arrow_lines_per_s"]),
+            "ratio_vs_parse_limit": round(rate / limit, 3),
+            "window_rows": result["rows"],
+        }
+        if not args.skip_naive:
+            slow = naive(recording, tmp / "naive.db")
+            naive_rate = parsed["lines"] / slow["seconds"]
+            print(f"naive per-item Bytewax: {slow['seconds']:.1f} s = {naive_rate:,.0f} readings/s, "
+                  f"{slow['rows']:,} window rows (stock EventClock drops readings it deems late)", flush=True)
+            figures.update(naive_readings_per_s=round(naive_rate), ratio_vs_naive=round(rate / naive_rate, 2),
+                           naive_window_rows=slow["rows"])
+
+        rss_recording = make_recording(args.cache / "rss", args.rss_sensors * 20, args.rss_sensors, args.partitions)
+        rss = peak_rss_mb(rss_recording, tmp / "rss.db")
+        print(f"peak RSS with {args.rss_sensors:,} sensors ({args.rss_sensors * 20:,} readings): {rss:,.0f} MB", flush=True)
+        figures.update(rss_sensors=args.rss_sensors, peak_rss_mb=round(rss))
+
+    ok = figures["ratio_vs_parse_limit"] >= 0.4 and figures.get("ratio_vs_naive", 8) >= 8 and figures["peak_rss_mb"] < 300
+    print(f"targets (>= 8x naive, >= 40% of parse-only, < 300 MB at {args.rss_sensors:,} sensors): {'met' if ok else 'NOT met'}")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
