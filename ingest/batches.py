@@ -31,7 +31,6 @@ class Reject:
     payload: bytes
 
 
-@dataclass(frozen=True, eq=False)
 class MessageBatch:
     """Messages read from one input partition, in partition order.
 
@@ -39,26 +38,61 @@ class MessageBatch:
     of a raw line, sequence number of an envelope or Event Hubs event);
     ``enqueued_ns[i]`` its enqueued time in ns, ``MISSING`` where unknown.
     ``eof`` marks the partition's last batch: no message follows it.
-    ``joined``, when a reader has it for free, is ``b"\n".join(bodies)`` with
-    no newline inside any body (it saves the decoder a copy).
+
+    Bodies come as a list, or as ``joined`` = ``b"\\n".join(bodies)`` when a
+    reader has them that way and no body holds a newline; the decoder's fast
+    path reads ``joined`` and only a slow path needs the list, split lazily.
     """
 
-    partition: str
-    bodies: list[bytes]
-    positions: np.ndarray
-    enqueued_ns: np.ndarray
-    rejects: tuple[Reject, ...] = ()
-    eof: bool = False
-    joined: bytes | None = None
+    __slots__ = ("partition", "positions", "enqueued_ns", "rejects", "eof", "_bodies", "_joined")
 
-    def __post_init__(self) -> None:
-        if not (len(self.bodies) == len(self.positions) == len(self.enqueued_ns)):
-            raise ValueError("bodies, positions and enqueued_ns must have the same length")
+    def __init__(
+        self,
+        partition: str,
+        bodies: list[bytes] | None,
+        positions: np.ndarray,
+        enqueued_ns: np.ndarray,
+        rejects: tuple[Reject, ...] = (),
+        eof: bool = False,
+        joined: bytes | None = None,
+    ):
+        if bodies is None and joined is None:
+            raise ValueError("give bodies or joined")
+        if bodies is not None and len(bodies) != len(positions):
+            raise ValueError("bodies and positions must have the same length")
+        if len(positions) != len(enqueued_ns):
+            raise ValueError("positions and enqueued_ns must have the same length")
+        self.partition = partition
+        self.positions = positions
+        self.enqueued_ns = enqueued_ns
+        self.rejects = rejects
+        self.eof = eof
+        self._bodies = bodies
+        self._joined = joined
+
+    @property
+    def bodies(self) -> list[bytes]:
+        if self._bodies is None:
+            self._bodies = self._joined.split(b"\n") if len(self.positions) else []
+        return self._bodies
+
+    @property
+    def joined(self) -> bytes | None:
+        return self._joined
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
     @property
     def messages(self) -> int:
         """Messages carried, rejects included."""
-        return len(self.bodies) + len(self.rejects)
+        return len(self.positions) + len(self.rejects)
+
+    def __getstate__(self) -> tuple:
+        return (self.partition, self.positions, self.enqueued_ns, self.rejects, self.eof, self._bodies, self._joined)
+
+    def __setstate__(self, state: tuple) -> None:
+        (self.partition, self.positions, self.enqueued_ns, self.rejects, self.eof, self._bodies, self._joined) = state
 
 
 READING_SCHEMA = pa.schema(

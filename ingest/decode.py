@@ -91,7 +91,7 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
     dead: list[DeadLetter] = [
         DeadLetter(batch.partition, r.position, 0, r.reason, r.payload) for r in batch.rejects
     ]
-    candidates = _parse_fast(batch.bodies, batch.joined)
+    candidates = _parse_fast(batch.joined, len(batch)) if batch.joined is not None else _parse_fast_list(batch.bodies)
     if candidates is None:
         candidates = _parse_chunks(batch.bodies)
     readings = _validate(batch, candidates, config, now_ns, dead)
@@ -106,31 +106,33 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
 # -- fast path ---------------------------------------------------------------
 
 
-def _parse_fast(bodies: list[bytes], joined: bytes | None = None) -> _Candidates | None:
-    """All bodies as one Arrow JSON read; None when Arrow refuses any of them."""
-    if not bodies:
+def _parse_fast_list(bodies: list[bytes]) -> _Candidates | None:
+    joined = b"\n".join(bodies)
+    if joined.count(b"\n") != len(bodies) - 1:
+        # JSON only has raw line breaks as whitespace between tokens.
+        joined = b"\n".join(b.replace(b"\n", b" ").replace(b"\r", b" ") for b in bodies)
+    return _parse_fast(joined, len(bodies))
+
+
+def _parse_fast(joined: bytes, n: int) -> _Candidates | None:
+    """``n`` bodies joined by newlines as one Arrow JSON read; None when Arrow refuses any of them."""
+    if n == 0:
         return _empty_candidates()
-    if joined is None:
-        joined = b"\n".join(bodies)
-        if joined.count(b"\n") != len(bodies) - 1:
-            # JSON only has raw line breaks as whitespace between tokens.
-            joined = b"\n".join(b.replace(b"\n", b" ").replace(b"\r", b" ") for b in bodies)
     try:
         joined.decode("utf-8")
         table = pa_json.read_json(io.BytesIO(joined), read_options=_FAST_READ, parse_options=_FAST_PARSE)
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
-    if table.num_rows != len(bodies):
+    if table.num_rows != n:
         return None  # blank bodies are skipped by Arrow: let the slow path report them
     columns = {}
     for name in _FIELDS:
-        column = table.column(name).combine_chunks() if name in table.column_names else pa.nulls(len(bodies))
+        column = table.column(name).combine_chunks() if name in table.column_names else pa.nulls(n)
         columns[name] = column
     ts_type = columns["TS"].type
     ids_ok = all(columns[n].type in (pa.string(), pa.int64(), pa.null()) for n in ("Device", "Tag"))
     if not ids_ok or ts_type not in (pa.string(), pa.int64(), pa.float64(), pa.null()):
         return None
-    n = len(bodies)
     ts_text = ts_number = None
     if ts_type == pa.string():
         ts_text = columns["TS"]
@@ -181,7 +183,7 @@ def _parse_chunks(bodies: list[bytes]) -> _Candidates:
     parts = []
     for start in range(0, len(bodies), _FAST_CHUNK):
         chunk = bodies[start : start + _FAST_CHUNK]
-        part = _parse_fast(chunk) if len(bodies) > _FAST_CHUNK else None
+        part = _parse_fast_list(chunk) if len(bodies) > _FAST_CHUNK else None
         if part is None:
             part = _parse_slow(chunk)
         part.message = part.message + start

@@ -12,7 +12,7 @@ from bytewax.inputs import FixedPartitionedSource
 
 from ingest.batches import DeadLetterBatch, MessageBatch, ReadingBatch
 from ingest.decode import DecodeConfig, Decoded, decode_batch
-from windowing.operators import LatenessLogic, WindowLogic
+from windowing.operators import LatenessLogic, WindowLogic, WriteBatchLogic
 from windowing.sink import DeadLetterSink, WindowSink
 from windowing.stats import RunStats
 from windowing.tumbling import WindowAggregator, WindowBatch
@@ -30,16 +30,16 @@ class FlowConfig:
     shards: int = 1
     idle_timeout_ns: int | None = None
     decode: DecodeConfig = DecodeConfig()
-    write_batches: int = 8  # closed-window batches per store transaction, at most
-    write_wait: timedelta = timedelta(seconds=1)  # wall time a partial write batch may wait
+    write_rows: int = 65_536  # closed windows gathered per store transaction
+    write_wait: timedelta = timedelta(seconds=1)  # wall time a smaller batch may wait
 
     def __post_init__(self) -> None:
         if not self.partitions:
             raise ValueError("partitions must not be empty")
         if self.window_ns <= 0 or self.lateness_ns < 0:
             raise ValueError("window must be > 0 and lateness >= 0")
-        if self.shards < 1 or self.write_batches < 1:
-            raise ValueError("shards and write_batches must be >= 1")
+        if self.shards < 1 or self.write_rows < 1:
+            raise ValueError("shards and write_rows must be >= 1")
 
 
 def build_flow(
@@ -62,8 +62,8 @@ def build_flow(
     closed_or_late = op.branch("closed_or_late", windowed, _is_window_batch)
     dead_letters = op.merge("dead_letters", malformed, late_or_routed.trues, closed_or_late.falses)
     by_writer = op.key_on("by_writer", closed_or_late.trues, _writer)
-    write_batches = op.collect("write_batches", by_writer, config.write_wait, config.write_batches)
-    op.output("write_windows", op.map("concat", op.key_rm("unkeyed", write_batches), WindowBatch.concat), window_sink)
+    write_batches = op.stateful_batch("write_batches", by_writer, partial(_write_batches, config))
+    op.output("write_windows", write_batches, window_sink)
     op.output("write_dead_letters", dead_letters, dead_letter_sink)
     return flow
 
@@ -97,6 +97,10 @@ def _window(config: FlowConfig, resume: tuple | None) -> WindowLogic:
     else:
         aggregator = WindowAggregator.restore(config.window_ns, config.partitions, resume, config.idle_timeout_ns)
     return WindowLogic(aggregator, live)
+
+
+def _write_batches(config: FlowConfig, resume: tuple | None) -> WriteBatchLogic:
+    return WriteBatchLogic(config.write_rows, config.write_wait, resume)
 
 
 def _writer(batch: WindowBatch) -> str:

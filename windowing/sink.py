@@ -1,18 +1,30 @@
-"""Bytewax sinks that hand batches to a store; each write is one transaction."""
+"""Bytewax sinks that hand batches to a store; each batch is one transaction.
+
+Window rows go to a writer process (``windowing.writer``): ``write_batch``
+hands a batch over and returns, so decoding the next input overlaps the
+store's work on another core, and ``snapshot()`` returns only once every
+handed batch is committed. Bytewax snapshots the sink at the end of each
+epoch before it records the epoch as done, so no recovery snapshot ever
+covers a window that is not in the store; a crash in between replays those
+windows, and the upserts make the replay harmless.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import pyarrow as pa
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from ingest.batches import DeadLetterBatch
 from windowing.stats import RunStats
 from windowing.store import Store
 from windowing.tumbling import WindowBatch
+from windowing.writer import ProcessWriter
 
-__all__ = ["WindowSink", "DeadLetterSink"]
+__all__ = ["WindowSink", "DeadLetterSink", "WINDOW_SINK_PARTITION"]
+
+WINDOW_SINK_PARTITION = "windows"
 
 
 class _StorePartition(StatelessSinkPartition):
@@ -24,22 +36,46 @@ class _StorePartition(StatelessSinkPartition):
     def write_batch(self, items: list) -> None:
         tables = [item.table for item in items if item.table.num_rows]
         if tables:
-            # Committed before returning: Bytewax may snapshot as soon as we return.
+            # Committed before returning.
             self._count(self._write(self._store, pa.concat_tables(tables)))
 
     def close(self) -> None:
         self._store.close()
 
 
-class WindowSink(DynamicSink[WindowBatch]):
-    """Upserts closed windows into ``SensorValues``."""
+class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
+    """Hands window batches to a writer process; ``snapshot()`` is the commit barrier."""
 
-    def __init__(self, open_store: Callable[[], Store], stats: RunStats):
-        self._open_store = open_store
+    def __init__(self, writer: ProcessWriter, count: Callable[[int], None]):
+        self._writer = writer
+        self._count = count
+
+    def write_batch(self, values: list[WindowBatch]) -> None:
+        tables = [v.table for v in values if v.table.num_rows]
+        if tables:
+            self._writer.submit(pa.concat_tables(tables))
+
+    def snapshot(self) -> None:
+        self._count(self._writer.drain())
+        return None
+
+    def close(self) -> None:
+        self._count(self._writer.drain())
+        self._writer.close()
+
+
+class WindowSink(FixedPartitionedSink[WindowBatch, None]):
+    """Upserts closed windows into ``SensorValues`` (one partition: one writer)."""
+
+    def __init__(self, store_url: str, stats: RunStats):
+        self._store_url = store_url
         self._stats = stats
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self._open_store(), lambda s, t: s.upsert_windows(t), self._stats.add_windows)
+    def list_parts(self) -> list[str]:
+        return [WINDOW_SINK_PARTITION]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPartition:
+        return _WriterPartition(ProcessWriter(self._store_url), self._stats.add_windows)
 
 
 class DeadLetterSink(DynamicSink[DeadLetterBatch]):

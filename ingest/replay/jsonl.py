@@ -53,18 +53,22 @@ class JsonlReader:
         complete = self._buffer[: self._buffer.rfind(b"\n") + 1]
         if self._at_eof and len(complete) < len(self._buffer):
             complete = self._buffer + b"\n"  # a last line without its newline
-        lines = complete.split(b"\n", max_messages) if max_messages else complete.split(b"\n")
-        if max_messages and len(lines) > max_messages and lines[max_messages]:
-            taken, chunk = lines[:max_messages], complete[: len(complete) - len(lines[max_messages])]
+        if max_messages:
+            lines = complete.split(b"\n", max_messages)
+            if len(lines) > max_messages and lines[max_messages]:
+                taken, chunk = lines[:max_messages], complete[: len(complete) - len(lines[max_messages])]
+            else:
+                taken, chunk = lines[:-1], complete
         else:
-            taken, chunk = lines[:-1], complete
+            taken, chunk = None, complete  # split only if the lines are needed one by one
         consumed = min(len(chunk), len(self._buffer))  # the added newline is not in the file
         self._buffer = self._buffer[consumed:]
         first = self._line
+        count = len(taken) if taken is not None else chunk.count(b"\n")
         self._offset += consumed
-        self._line += len(taken)
+        self._line += count
         eof = self._at_eof and not self._buffer
-        return _unwrap(self.partition, taken, first, eof, chunk)
+        return _unwrap(self.partition, taken, count, first, eof, chunk)
 
     def _fill(self) -> None:
         while not self._at_eof and (b"\n" not in self._buffer or len(self._buffer) < self._block_bytes // 2):
@@ -77,19 +81,25 @@ class JsonlReader:
                 self._at_eof = True
 
 
-def _unwrap(partition: str, lines: list[bytes], first_line: int, eof: bool, chunk: bytes) -> MessageBatch:
+def _unwrap(
+    partition: str, lines: list[bytes] | None, count: int, first_line: int, eof: bool, chunk: bytes
+) -> MessageBatch:
     """Lines to messages: line numbers (1-based) are positions of raw lines.
 
-    ``chunk`` is the bytes the lines were split from, each line with its newline.
+    ``chunk`` is the bytes of the ``count`` lines, each with its newline;
+    ``lines`` the same split, or None when not split yet.
     """
     has_cr, has_envelopes = b"\r" in chunk, _BODY_KEY in chunk
+    positions = np.arange(first_line + 1, first_line + 1 + count, dtype=np.int64)
+    enqueued = np.full(count, MISSING, dtype=np.int64)
+    if not has_cr and not has_envelopes:
+        return MessageBatch(partition, lines, positions, enqueued, eof=eof, joined=chunk[:-1] if count else b"")
+    if lines is None:
+        lines = chunk.split(b"\n")[:-1]
     if has_cr:
         lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-    positions = np.arange(first_line + 1, first_line + 1 + len(lines), dtype=np.int64)
-    enqueued = np.full(len(lines), MISSING, dtype=np.int64)
     if not has_envelopes:
-        joined = None if has_cr or not lines else chunk[:-1]
-        return MessageBatch(partition, lines, positions, enqueued, eof=eof, joined=joined)
+        return MessageBatch(partition, lines, positions, enqueued, eof=eof)
     bodies: list[bytes] = []
     keep: list[int] = []
     rejects: list[Reject] = []

@@ -104,7 +104,7 @@ class SqliteStore(Store):
             self._db.execute("PRAGMA page_size=16384")  # takes effect only on a new file
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-            self._db.execute("PRAGMA cache_size=-65536")
+            self._db.execute("PRAGMA cache_size=-32768")
             self._db.execute("PRAGMA wal_autocheckpoint=4000")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e

@@ -1,0 +1,139 @@
+"""A store writer in its own process, so store work runs on another core.
+
+The dataflow hands a window table over a pipe (Arrow IPC) and carries on;
+the writer commits each table in one transaction and acknowledges it.
+``drain()`` waits for every acknowledgement: the sink calls it from
+``snapshot()``, so Bytewax never records an epoch whose windows are not
+committed. At most ``depth`` tables are in flight (back-pressure).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import subprocess
+import sys
+from typing import BinaryIO
+
+import orjson
+import pyarrow as pa
+
+__all__ = ["ProcessWriter", "WriterError"]
+
+log = logging.getLogger(__name__)
+
+
+class WriterError(RuntimeError):
+    """The writer process failed; the batch it was writing is not committed."""
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+def _send(stream: BinaryIO, payload: bytes) -> None:
+    stream.write(_LENGTH.pack(len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> bytes:
+    header = stream.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        raise EOFError
+    (size,) = _LENGTH.unpack(header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError
+    return payload
+
+
+def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
+    """The child: first frame is the store URL (never on the command line), then tables."""
+    from windowing.store import open_store
+
+    try:
+        store = open_store(orjson.loads(_receive(requests))["store"])
+    except Exception as e:  # reported to the parent, which raises
+        _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
+        return 1
+    with store:
+        while True:
+            try:
+                frame = _receive(requests)
+            except EOFError:  # the dataflow is gone
+                return 0
+            if not frame:
+                _send(replies, orjson.dumps({"closed": True}))
+                return 0
+            try:
+                table = pa.ipc.open_stream(frame).read_all()
+                _send(replies, orjson.dumps({"rows": store.upsert_windows(table)}))
+            except Exception as e:
+                _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
+                return 1
+
+
+class ProcessWriter:
+    """Upserts window tables into ``store_url`` from a child process."""
+
+    def __init__(self, store_url: str, depth: int = 2):
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
+        self._depth = depth
+        self._pending = 0
+        self.rows = 0
+        # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's
+        # spawn: it would re-import the caller's __main__).
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "windowing.writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        _send(self._process.stdin, orjson.dumps({"store": store_url}))
+
+    def submit(self, table: pa.Table) -> None:
+        """Queue ``table``; blocks only while ``depth`` tables are already in flight."""
+        while self._pending >= self._depth:
+            self._ack()
+        try:
+            _send(self._process.stdin, _to_ipc(table))
+        except BrokenPipeError as e:
+            raise WriterError(f"the writer process exited (code {self._process.poll()})") from e
+        self._pending += 1
+
+    def drain(self) -> int:
+        """Wait until every submitted table is committed; returns rows committed since the last drain."""
+        while self._pending:
+            self._ack()
+        rows, self.rows = self.rows, 0
+        return rows
+
+    def close(self) -> None:
+        self.drain()
+        _send(self._process.stdin, b"")
+        self._reply()
+        self._process.stdin.close()
+        self._process.wait(timeout=60)
+
+    def _ack(self) -> None:
+        reply = self._reply()
+        self._pending -= 1
+        self.rows += reply["rows"]
+
+    def _reply(self) -> dict:
+        try:
+            reply = orjson.loads(_receive(self._process.stdout))
+        except EOFError as e:
+            raise WriterError(f"the writer process exited (code {self._process.poll()})") from e
+        if "error" in reply:
+            raise WriterError(f"writing windows failed: {reply['error']}")
+        return reply
+
+
+if __name__ == "__main__":
+    raise SystemExit(_writer_main(sys.stdin.buffer, sys.stdout.buffer))
