@@ -136,3 +136,25 @@ def test_paced_replay_holds_messages_until_due(tmp_path: Path):
         got += [b for batch in part.next_batch() for b in batch.bodies]
     assert len(got) < 3  # the third message is an hour of replay time away
     assert part.next_awake() is not None
+
+
+def test_envelope_blocks_read_in_one_go_match_a_line_by_line_reading(tmp_path: Path):
+    import orjson
+
+    path = tmp_path / "partition-0.jsonl"
+    lines = []
+    for seq in range(300):
+        body = {"TS": f"2026-01-01T00:00:{seq % 60:02d}.5000000Z", "Device": seq % 7, "Tag": "t", "Value": seq / 3}
+        lines.append(orjson.dumps({"partition": "0", "sequence_number": 1000 + seq, "offset": str(seq),
+                                   "enqueued_time": f"2026-01-01T00:01:{seq % 60:02d}.250Z",
+                                   "body": orjson.dumps(body, option=orjson.OPT_INDENT_2 if seq == 7 else 0).decode()}))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    got = read_all(JsonlReader(path, "0", block_bytes=4096))
+    bodies = [b for batch in got for b in batch.bodies]
+    positions = [p for batch in got for p in batch.positions.tolist()]
+    enqueued = [e for batch in got for e in batch.enqueued_ns.tolist()]
+    expected = [orjson.loads(line) for line in lines]
+    assert bodies == [e["body"].encode() for e in expected]
+    assert positions == [e["sequence_number"] for e in expected]
+    assert enqueued == [1_767_225_660_250_000_000 + (i % 60) * 1_000_000_000 for i in range(300)]
+    assert any(b.joined is not None for b in got)  # the one-read path was taken
