@@ -25,9 +25,9 @@ def test_run_replays_the_shipped_sample_and_prints_what_it_wrote(tmp_path: Path)
     result = sensorflow("run", "--source", str(REPO / "samples" / "seed"), "--store", f"sqlite:///{tmp_path}/s.db")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "3,600 messages" in out and "readings/s" in out
-    assert "window rows, 15 sensors" in out
-    assert "bad_json 9" in out and "late 4" in out
+    assert "1,806 messages" in out and "readings/s" in out
+    assert "1,655 window rows, 15 sensors" in out
+    assert "late 25" in out and "not_finite 2" in out
 
 
 def test_bad_settings_exit_non_zero_with_one_clear_line(tmp_path: Path):
