@@ -9,7 +9,6 @@ Nothing raises; ``readings + dead letters == elements seen`` always holds.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from ingest.jsonblock import read_object_lines
 from ingest.batches import READING_SCHEMA, DeadLetter, DeadLetterBatch, MessageBatch, ReadingBatch
 from ingest.timeparse import MISSING, NS_PER_S, epoch_array_to_ns, epoch_to_ns, parse_time_array
 
@@ -30,8 +30,6 @@ __all__ = ["DecodeConfig", "Decoded", "decode_batch"]
 _FIELDS = ("TS", "Device", "Tag", "Value")
 _FAST_SCHEMA = pa.schema([("Value", pa.float64())])
 _FAST_PARSE = pa_json.ParseOptions(explicit_schema=_FAST_SCHEMA, unexpected_field_behavior="infer")
-# Small blocks let Arrow parse one batch on all cores.
-_FAST_READ = pa_json.ReadOptions(block_size=1 << 16, use_threads=True)
 _FAST_CHUNK = 512  # messages per retry chunk after the whole batch was refused
 _YEAR_2000_NS = 946_684_800 * NS_PER_S
 
@@ -118,13 +116,9 @@ def _parse_fast(joined: bytes, n: int) -> _Candidates | None:
     """``n`` bodies joined by newlines as one Arrow JSON read; None when Arrow refuses any of them."""
     if n == 0:
         return _empty_candidates()
-    try:
-        joined.decode("utf-8")
-        table = pa_json.read_json(io.BytesIO(joined), read_options=_FAST_READ, parse_options=_FAST_PARSE)
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+    table = read_object_lines(joined, n, _FAST_PARSE)
+    if table is None:
         return None
-    if table.num_rows != n:
-        return None  # blank bodies are skipped by Arrow: let the slow path report them
     columns = {}
     for name in _FIELDS:
         column = table.column(name).combine_chunks() if name in table.column_names else pa.nulls(n)

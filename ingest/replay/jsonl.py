@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from ingest.batches import MessageBatch, Reject
+from ingest.jsonblock import read_object_lines
 from ingest.timeparse import MISSING, parse_time, parse_time_array
 
 __all__ = ["JsonlPosition", "JsonlReader"]
@@ -134,19 +134,17 @@ _ENVELOPE_SCHEMA = pa.schema(
     [("sequence_number", pa.int64()), ("enqueued_time", pa.string()), ("body", pa.string())]
 )
 _ENVELOPE_PARSE = pa_json.ParseOptions(explicit_schema=_ENVELOPE_SCHEMA, unexpected_field_behavior="ignore")
-_ENVELOPE_READ = pa_json.ReadOptions(block_size=1 << 16, use_threads=True)
 
 
 def _envelopes_fast(
     partition: str, chunk: bytes, count: int, line_positions: np.ndarray, eof: bool
 ) -> MessageBatch | None:
     """A block of envelope lines in one Arrow read; None when any line is not a plain envelope."""
-    try:
-        table = pa_json.read_json(io.BytesIO(chunk), read_options=_ENVELOPE_READ, parse_options=_ENVELOPE_PARSE)
-    except pa.ArrowInvalid:
+    table = read_object_lines(chunk[:-1], count, _ENVELOPE_PARSE)
+    if table is None:
         return None
     body = table.column("body").combine_chunks()
-    if table.num_rows != count or body.null_count:
+    if body.null_count:
         return None
     sequence = table.column("sequence_number").combine_chunks()
     positions = np.where(

@@ -52,6 +52,9 @@ def test_int_and_string_ids_are_the_same_sensor():
         (b"", "empty_message"),
         (b"[]", "empty_array"),
         (b"42", "not_an_object"),
+        (b"null", "not_an_object"),  # crashed Arrow's JSON reader (segfault) before the guard
+        (b'{"TS": "2018-04-06T20:59:55Z", "Device": 1, "Tag": 1, "Value": 1} null', "bad_json"),
+        (b'{"TS": "2018-04-06T20:59:55Z", "Device": 1, "Tag": 1, "Value": 1}{}', "bad_json"),
         (b'{"Device": 1, "Tag": 1, "Value": 1}', "missing_field"),
         (b'{"TS": "2018-04-06T20:59:55Z", "Tag": 1, "Value": 1}', "missing_field"),
         (b'{"TS": "2018-04-06T20:59:55Z", "Device": 1, "Value": 1}', "missing_field"),

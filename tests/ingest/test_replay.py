@@ -158,3 +158,10 @@ def test_envelope_blocks_read_in_one_go_match_a_line_by_line_reading(tmp_path: P
     assert positions == [e["sequence_number"] for e in expected]
     assert enqueued == [1_767_225_660_250_000_000 + (i % 60) * 1_000_000_000 for i in range(300)]
     assert any(b.joined is not None for b in got)  # the one-read path was taken
+
+
+def test_a_null_line_among_envelopes_is_read_line_by_line(tmp_path: Path):
+    path = tmp_path / "partition-0.jsonl"
+    path.write_bytes(ENVELOPE + b"\nnull\n" + ENVELOPE + b"\n")
+    (batch,) = read_all(JsonlReader(path, "0"))
+    assert batch.bodies == [b'{"TS": 1}', b"null", b'{"TS": 1}']
