@@ -194,13 +194,15 @@ def main() -> int:
     parser.add_argument("--readings", type=int, default=5_000_000)
     parser.add_argument("--sensors", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rate-hz", type=float, default=1.0, help="readings per sensor per second (window rows = readings / (5 x rate))")
     parser.add_argument("--rss-sensors", type=int, default=100_000)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sensorflow-bench")
     parser.add_argument("--skip-naive", action="store_true", help="skip the slow naive pipeline")
     args = parser.parse_args()
 
-    print(f"recording: {args.readings:,} readings, {args.sensors:,} sensors, {args.partitions} partitions", flush=True)
-    recording = make_recording(args.cache / "main", args.readings, args.sensors, args.partitions)
+    print(f"recording: {args.readings:,} readings, {args.sensors:,} sensors at {args.rate_hz:g} Hz, "
+          f"{args.partitions} partitions", flush=True)
+    recording = make_recording(args.cache / f"main-{args.rate_hz:g}hz", args.readings, args.sensors, args.partitions, args.rate_hz)
     size = sum(p.stat().st_size for p in recording.glob("*.jsonl"))
     print(f"  {recording} ({size / 1e6:,.0f} MB)", flush=True)
 
@@ -219,6 +221,7 @@ def main() -> int:
         figures = {
             "readings": result["readings"],
             "sensors": args.sensors,
+            "rate_hz": args.rate_hz,
             "end_to_end_readings_per_s": round(rate),
             "parse_only_limit_lines_per_s": round(limit),
             "parse_orjson_lines_per_s": round(parsed["orjson_lines_per_s"]),

@@ -16,6 +16,7 @@ from typing import IO
 from fastavro import parse_schema
 from fastavro.write import Writer
 
+from ingest.replay.avro import CAPTURE_SCHEMA
 from simulator.anomalies import write_labels
 from simulator.config import SimulatorConfig
 from simulator.messages import message_bodies
@@ -25,19 +26,6 @@ from simulator.timefmt import format_capture_time
 
 __all__ = ["CAPTURE_SCHEMA", "capture_path", "write_capture_recording"]
 
-CAPTURE_SCHEMA = {
-    "type": "record",
-    "name": "EventData",
-    "namespace": "Microsoft.ServiceBus.Messaging",
-    "fields": [
-        {"name": "SequenceNumber", "type": "long"},
-        {"name": "Offset", "type": "string"},
-        {"name": "EnqueuedTimeUtc", "type": "string"},
-        {"name": "SystemProperties", "type": {"type": "map", "values": ["long", "double", "string", "bytes"]}},
-        {"name": "Properties", "type": {"type": "map", "values": ["long", "double", "string", "bytes", "null"]}},
-        {"name": "Body", "type": ["null", "bytes"]},
-    ],
-}
 _PARSED = parse_schema(CAPTURE_SCHEMA)
 NS_PER_S = 1_000_000_000
 

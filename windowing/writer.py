@@ -10,9 +10,11 @@ committed. At most ``depth`` tables are in flight (back-pressure).
 from __future__ import annotations
 
 import logging
+import queue
 import struct
 import subprocess
 import sys
+import threading
 from typing import BinaryIO
 
 import orjson
@@ -54,6 +56,15 @@ def _receive(stream: BinaryIO) -> bytes:
     return payload
 
 
+def _pump(requests: BinaryIO, frames: "queue.Queue[bytes | None]") -> None:
+    while True:
+        try:
+            frames.put(_receive(requests))
+        except (EOFError, OSError):
+            frames.put(None)
+            return
+
+
 def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     """The child: first frame is the store URL (never on the command line), then tables."""
     from windowing.store import open_store
@@ -63,11 +74,13 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     except Exception as e:  # reported to the parent, which raises
         _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
         return 1
+    frames: queue.Queue[bytes | None] = queue.Queue()
+    # Drain the pipe at once so the dataflow never blocks writing a frame while we write SQL.
+    threading.Thread(target=_pump, args=(requests, frames), name="frames", daemon=True).start()
     with store:
         while True:
-            try:
-                frame = _receive(requests)
-            except EOFError:  # the dataflow is gone
+            frame = frames.get()
+            if frame is None:  # the dataflow is gone
                 return 0
             if not frame:
                 _send(replies, orjson.dumps({"closed": True}))
@@ -118,7 +131,7 @@ class ProcessWriter:
         _send(self._process.stdin, b"")
         self._reply()
         self._process.stdin.close()
-        self._process.wait(timeout=60)
+        self._process.wait()
 
     def _ack(self) -> None:
         reply = self._reply()

@@ -11,7 +11,23 @@ import numpy as np
 from ingest.batches import MessageBatch, Reject
 from ingest.timeparse import MISSING, parse_time
 
-__all__ = ["AvroPosition", "AvroReader"]
+__all__ = ["AvroPosition", "AvroReader", "CAPTURE_SCHEMA"]
+
+CAPTURE_SCHEMA = {
+    "type": "record",
+    "name": "EventData",
+    "namespace": "Microsoft.ServiceBus.Messaging",
+    "fields": [
+        {"name": "SequenceNumber", "type": "long"},
+        {"name": "Offset", "type": "string"},
+        {"name": "EnqueuedTimeUtc", "type": "string"},
+        {"name": "SystemProperties", "type": {"type": "map", "values": ["long", "double", "string", "bytes"]}},
+        {"name": "Properties", "type": {"type": "map", "values": ["long", "double", "string", "bytes", "null"]}},
+        {"name": "Body", "type": ["null", "bytes"]},
+    ],
+}
+"""Event Hubs Capture's Avro schema (what Capture writes; the reader needs only
+SequenceNumber, EnqueuedTimeUtc and Body)."""
 
 AvroPosition = tuple[int, int]
 """(file index, records consumed in that file) after the last message handed out."""

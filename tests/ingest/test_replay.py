@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.replay.avro import AvroReader
+from ingest.replay.avro import CAPTURE_SCHEMA, AvroReader
 from ingest.replay.jsonl import JsonlReader
 from ingest.replay.source import RecordingError, ReplaySource, discover_partitions
 from ingest.timeparse import MISSING
@@ -53,21 +53,6 @@ def test_jsonl_resume_from_any_position_gives_the_rest_exactly(tmp_path_factory,
     rest = [b for batch in read_all(JsonlReader(path, "p", first.position, block)) for b in batch.bodies]
     assert taken + rest == whole
     assert len(whole) == len(lines)
-
-
-CAPTURE_SCHEMA = {
-    "type": "record",
-    "name": "EventData",
-    "namespace": "Microsoft.ServiceBus.Messaging",
-    "fields": [
-        {"name": "SequenceNumber", "type": "long"},
-        {"name": "Offset", "type": "string"},
-        {"name": "EnqueuedTimeUtc", "type": "string"},
-        {"name": "SystemProperties", "type": {"type": "map", "values": ["long", "double", "string", "bytes"]}},
-        {"name": "Properties", "type": {"type": "map", "values": ["long", "double", "string", "bytes", "null"]}},
-        {"name": "Body", "type": ["null", "bytes"]},
-    ],
-}
 
 
 def write_capture(directory: Path, records: list[tuple[int, bytes | None]]) -> None:
