@@ -45,7 +45,6 @@ def make_recording(directory: Path, readings: int, sensors: int, partitions: int
         old.unlink()
     rng = np.random.default_rng(42)
     tags = 10
-    devices = sensors // tags
     files = [open(directory / f"partition-{p}.jsonl", "wb") for p in range(partitions)]  # noqa: SIM115
     offsets = rng.uniform(0, 1 / rate_hz, sensors)  # each sensor's phase within a tick
     level = rng.uniform(10, 110, sensors)

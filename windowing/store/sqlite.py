@@ -76,7 +76,10 @@ _READ_PREDICTIONS = (
     "FROM Predictions p JOIN s ON p.Device = s.Device AND p.Tag = s.Tag WHERE p.TS > ? AND p.TS <= ? "
     "ORDER BY p.Device, p.Tag, p.TS, p.Detector"
 )
-_REASON_CODE = "CASE WHEN instr(Reason, ':') > 0 THEN substr(Reason, 1, instr(Reason, ':') - 1) ELSE Reason END"
+_DEAD_BY_REASON = (
+    "SELECT CASE WHEN instr(Reason, ':') > 0 THEN substr(Reason, 1, instr(Reason, ':') - 1) ELSE Reason END AS Code,"
+    " COUNT(*) FROM DeadLetters GROUP BY Code"
+)
 
 
 def _ts_text(ns: int) -> str:
@@ -187,7 +190,7 @@ class SqliteStore(Store):
     def summary(self) -> StoreSummary:
         windows, first, last = self._db.execute("SELECT COUNT(*), MIN(TS), MAX(TS) FROM SensorValues").fetchone()
         (sensors,) = self._db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT Device, Tag FROM SensorValues)").fetchone()
-        dead = self._db.execute(f"SELECT {_REASON_CODE} AS Code, COUNT(*) FROM DeadLetters GROUP BY Code").fetchall()
+        dead = self._db.execute(_DEAD_BY_REASON).fetchall()
         return StoreSummary(windows, sensors, first, last, {code: n for code, n in dead})
 
     def close(self) -> None:
