@@ -34,7 +34,10 @@ class RunSettings(BaseSettings):
     recovery_dir: Path | None = Field(None, description="Bytewax recovery directory; enables resume after a crash")
     snapshot_interval_seconds: float = Field(10.0, gt=0, description="how often state is snapshotted (the epoch length)")
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads per process")
-    processes: int = Field(1, ge=1, le=64, description="local Bytewax processes (a cluster on 127.0.0.1; uses more cores)")
+    processes: int = Field(1, ge=1, le=64, description="local Bytewax processes, a cluster on 127.0.0.1 (experimental: slower than 1 on 2 cores)")
+    writer: Literal["process", "inline"] = Field(
+        "process", description="window writes in a writer process (overlaps with decoding) or inline in the sink"
+    )
     shards: int | None = Field(None, ge=1, le=1024, description="window shards (default: one per worker)")
     block_bytes: int = Field(4 << 20, ge=128, le=1 << 28, description="bytes read per replay batch (small values only for tests)")
     progress_seconds: float = Field(5.0, ge=0, description="progress line interval on stderr (0: off)")

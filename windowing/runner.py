@@ -77,7 +77,7 @@ def prepare_flow(settings: RunSettings) -> tuple[Dataflow, int, RunStats]:
         ),
     )
     opener = partial(open_store, settings.store)
-    flow = build_flow(source, config, WindowSink(settings.store, stats), DeadLetterSink(opener, stats), stats)
+    flow = build_flow(source, config, WindowSink(settings.store, stats, settings.writer), DeadLetterSink(opener, stats), stats)
     return flow, len(config.partitions), stats
 
 

@@ -6,7 +6,8 @@ store's work on another core, and ``snapshot()`` returns only once every
 handed batch is committed. Bytewax snapshots the sink at the end of each
 epoch before it records the epoch as done, so no recovery snapshot ever
 covers a window that is not in the store; a crash in between replays those
-windows, and the upserts make the replay harmless.
+windows, and the upserts make the replay harmless. ``writer="inline"`` commits
+each batch before ``write_batch`` returns instead (one core, slower).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ingest.batches import DeadLetterBatch
 from windowing.stats import RunStats
 from windowing.store import Store
 from windowing.tumbling import WindowBatch
-from windowing.writer import ProcessWriter
+from windowing.writer import InlineWriter, ProcessWriter
 
 __all__ = ["WindowSink", "DeadLetterSink", "WINDOW_SINK_PARTITION"]
 
@@ -46,7 +47,7 @@ class _StorePartition(StatelessSinkPartition):
 class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
     """Hands window batches to a writer process; ``snapshot()`` is the commit barrier."""
 
-    def __init__(self, writer: ProcessWriter, count: Callable[[int], None]):
+    def __init__(self, writer: ProcessWriter | InlineWriter, count: Callable[[int], None]):
         self._writer = writer
         self._count = count
 
@@ -67,15 +68,19 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
 class WindowSink(FixedPartitionedSink[WindowBatch, None]):
     """Upserts closed windows into ``SensorValues`` (one partition: one writer)."""
 
-    def __init__(self, store_url: str, stats: RunStats):
+    def __init__(self, store_url: str, stats: RunStats, writer: str = "process"):
+        if writer not in ("process", "inline"):
+            raise ValueError(f"writer must be 'process' or 'inline', not {writer!r}")
         self._store_url = store_url
         self._stats = stats
+        self._writer = writer
 
     def list_parts(self) -> list[str]:
         return [WINDOW_SINK_PARTITION]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPartition:
-        return _WriterPartition(ProcessWriter(self._store_url), self._stats.add_windows)
+        writer = ProcessWriter(self._store_url) if self._writer == "process" else InlineWriter(self._store_url)
+        return _WriterPartition(writer, self._stats.add_windows)
 
 
 class DeadLetterSink(DynamicSink[DeadLetterBatch]):

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import orjson
 import pyarrow as pa
 
-__all__ = ["ProcessWriter", "WriterError"]
+__all__ = ["InlineWriter", "ProcessWriter", "WriterError"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,28 @@ class ProcessWriter:
         if "error" in reply:
             raise WriterError(f"writing windows failed: {reply['error']}")
         return reply
+
+
+
+
+class InlineWriter:
+    """The same interface, writing in the caller's thread: each batch is committed before ``submit`` returns."""
+
+    def __init__(self, store_url: str):
+        from windowing.store import open_store
+
+        self._store = open_store(store_url)
+        self.rows = 0
+
+    def submit(self, table: pa.Table) -> None:
+        self.rows += self._store.upsert_windows(table)
+
+    def drain(self) -> int:
+        rows, self.rows = self.rows, 0
+        return rows
+
+    def close(self) -> None:
+        self._store.close()
 
 
 if __name__ == "__main__":

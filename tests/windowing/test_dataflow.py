@@ -130,3 +130,22 @@ def test_time_source_setting(tmp_path: Path, time_source: str) -> None:
     run_flow(tmp_path / "rec", tmp_path / "out.db", time_source=time_source)
     expected = "2026-01-01 00:00:05.000" if time_source == "ts" else "2026-01-01 00:01:05.000"
     assert windows_frame(tmp_path / "out.db")["TS"].tolist() == [expected]
+
+
+@pytest.mark.parametrize("extra", [{"writer": "inline"}, {"processes": 2}, {"workers": 2}])
+def test_other_execution_modes_write_the_same_table(tmp_path: Path, extra: dict) -> None:
+    rng = np.random.default_rng(4)
+    partitions = {
+        str(p): [
+            seed_message(_ts_text(START_NS + int(t)), int(rng.integers(0, 5)), 1, float(rng.normal()))
+            for t in np.sort(rng.integers(0, 60_000_000_000, 400))
+        ]
+        for p in range(3)
+    }
+    source = write_recording(tmp_path / "rec", partitions)
+    run_flow(source, tmp_path / "default.db", block_bytes=2048)
+    run_flow(source, tmp_path / "other.db", block_bytes=2048, **extra)
+    want, got = windows_frame(tmp_path / "default.db"), windows_frame(tmp_path / "other.db")
+    assert len(got) == len(want) > 0
+    assert got.drop(columns="Value").equals(want.drop(columns="Value"))
+    np.testing.assert_allclose(got["Value"], want["Value"], rtol=1e-9)
