@@ -115,10 +115,6 @@ class ReadingBatch:
     table: pa.Table
     eof: bool = False
 
-    @classmethod
-    def empty(cls, partition: str, eof: bool = False) -> "ReadingBatch":
-        return cls(partition, READING_SCHEMA.empty_table(), eof)
-
     def __len__(self) -> int:
         return self.table.num_rows
 

@@ -71,10 +71,6 @@ class WindowBatch:
     def __len__(self) -> int:
         return self.table.num_rows
 
-    @classmethod
-    def concat(cls, batches: list["WindowBatch"]) -> "WindowBatch":
-        return batches[0] if len(batches) == 1 else cls(pa.concat_tables([b.table for b in batches]))
-
 
 def window_ends(ts: np.ndarray, length_ns: int) -> np.ndarray:
     """The end of the window each time falls in: ``floor(ts / length) * length + length``."""
@@ -180,11 +176,6 @@ class WindowAggregator:
         agg._pending_rows = agg._open_rows = sum(t.num_rows for t in pending)
         agg._min_end = min((pc.min(t["window_end"]).as_py() for t in pending if t.num_rows), default=END_OF_TIME)
         return agg
-
-    @property
-    def open_windows(self) -> int:
-        self._consolidate()
-        return self._open_rows
 
     # -- input ---------------------------------------------------------------
 
