@@ -85,6 +85,8 @@ def _flags(args: argparse.Namespace, cls: type[BaseSettings]) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from bytewax.errors import BytewaxRuntimeError
+
     from ingest.replay.source import RecordingError
     from windowing.runner import run_replay
     from windowing.store import StoreError
@@ -94,6 +96,17 @@ def _run(args: argparse.Namespace) -> int:
         report = run_replay(settings)
     except (StoreError, RecordingError) as e:
         print(f"sensorflow run: {e}", file=sys.stderr)
+        return 1
+    except (BytewaxRuntimeError, OSError, RuntimeError) as e:  # broken infrastructure mid-run
+        root = e
+        while root.__cause__ is not None:
+            root = root.__cause__
+        logging.getLogger("sensorflow").debug("dataflow failed", exc_info=e)
+        print(
+            f"sensorflow run: the dataflow failed: {type(root).__name__}: {root} "
+            "(rerun with --log-level DEBUG for the traceback; with --recovery-dir a rerun resumes)",
+            file=sys.stderr,
+        )
         return 1
     _print_report(settings, report)
     return 0

@@ -53,3 +53,18 @@ def test_config_file(tmp_path: Path):
     result = sensorflow("run", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert "15 sensors" in result.stdout and "windows 2018-08-28 23:01:00.000" in result.stdout
+
+
+def test_a_store_failure_mid_run_is_one_clear_line(tmp_path: Path, monkeypatch, capsys):
+    from sensorflow.cli import main
+    from windowing.store.sqlite import SqliteStore
+
+    def disk_full(self, table):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(SqliteStore, "upsert_windows", disk_full)
+    code = main(["run", "--source", str(REPO / "samples" / "seed"), "--store", f"sqlite:///{tmp_path}/f.db",
+                 "--writer", "inline", "--progress-seconds", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("sensorflow run: the dataflow failed: OSError: disk full (simulated)")
