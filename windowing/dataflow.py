@@ -91,12 +91,11 @@ def _lateness(config: FlowConfig, resume: int | None) -> LatenessLogic:
 
 
 def _window(config: FlowConfig, resume: tuple | None) -> WindowLogic:
-    live = config.idle_timeout_ns is not None
     if resume is None:
         aggregator = WindowAggregator(config.window_ns, config.partitions, config.idle_timeout_ns)
     else:
         aggregator = WindowAggregator.restore(config.window_ns, config.partitions, resume, config.idle_timeout_ns)
-    return WindowLogic(aggregator, live)
+    return WindowLogic(aggregator)
 
 
 def _write_batches(config: FlowConfig, resume: tuple | None) -> WriteBatchLogic:

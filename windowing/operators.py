@@ -48,9 +48,9 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
 class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatch", tuple]):
     """One shard's open windows; emits closed windows and readings that came too late."""
 
-    def __init__(self, aggregator: WindowAggregator, live: bool):
+    def __init__(self, aggregator: WindowAggregator):
         self.aggregator = aggregator
-        self.live = live
+        self.live = aggregator.idle_timeout_ns is not None  # only live sources have an idle timeout
 
     def on_batch(self, values: list[ShardMessage]) -> tuple[Iterable, bool]:
         out: list = []

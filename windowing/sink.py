@@ -28,17 +28,20 @@ __all__ = ["WindowSink", "DeadLetterSink", "WINDOW_SINK_PARTITION"]
 WINDOW_SINK_PARTITION = "windows"
 
 
-class _StorePartition(StatelessSinkPartition):
-    def __init__(self, store: Store, write: Callable[[Store, pa.Table], int], count: Callable[[int], None]):
+def _tables(batches: list[WindowBatch] | list[DeadLetterBatch]) -> pa.Table | None:
+    tables = [b.table for b in batches if b.table.num_rows]
+    return pa.concat_tables(tables) if tables else None
+
+
+class _DeadLetterPartition(StatelessSinkPartition[DeadLetterBatch]):
+    def __init__(self, store: Store, count: Callable[[int], None]):
         self._store = store
-        self._write = write
         self._count = count
 
-    def write_batch(self, items: list) -> None:
-        tables = [item.table for item in items if item.table.num_rows]
-        if tables:
-            # Committed before returning.
-            self._count(self._write(self._store, pa.concat_tables(tables)))
+    def write_batch(self, items: list[DeadLetterBatch]) -> None:
+        table = _tables(items)
+        if table is not None:
+            self._count(self._store.upsert_dead_letters(table))  # committed before returning
 
     def close(self) -> None:
         self._store.close()
@@ -52,9 +55,9 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
         self._count = count
 
     def write_batch(self, values: list[WindowBatch]) -> None:
-        tables = [v.table for v in values if v.table.num_rows]
-        if tables:
-            self._writer.submit(pa.concat_tables(tables))
+        table = _tables(values)
+        if table is not None:
+            self._writer.submit(table)
 
     def snapshot(self) -> None:
         self._count(self._writer.drain())
@@ -90,5 +93,5 @@ class DeadLetterSink(DynamicSink[DeadLetterBatch]):
         self._open_store = open_store
         self._stats = stats
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _StorePartition:
-        return _StorePartition(self._open_store(), lambda s, t: s.upsert_dead_letters(t), self._stats.add_dead_letters)
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(self._open_store(), self._stats.add_dead_letters)

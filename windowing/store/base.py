@@ -15,19 +15,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from windowing.tumbling import WINDOW_SCHEMA
+
 __all__ = ["Store", "StoreError", "StoreSummary", "open_store", "PREDICTION_SCHEMA", "WINDOW_READ_SCHEMA"]
 
-WINDOW_READ_SCHEMA = pa.schema(
-    [
-        ("ts", pa.int64()),
-        ("device", pa.string()),
-        ("tag", pa.string()),
-        ("value", pa.float64()),
-        ("count", pa.int64()),
-        ("min", pa.float64()),
-        ("max", pa.float64()),
-    ]
-)
+WINDOW_READ_SCHEMA = WINDOW_SCHEMA.set(0, WINDOW_SCHEMA.field("window_end").with_name("ts"))
+"""Windows as read back: the written schema with ``window_end`` named ``ts`` (the table's TS)."""
 
 PREDICTION_SCHEMA = pa.schema(
     [

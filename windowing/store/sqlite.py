@@ -155,11 +155,7 @@ class SqliteStore(Store):
 
     def read_windows(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
         rows = self._db.execute(_READ_WINDOWS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
-        columns = list(zip(*rows)) if rows else [[]] * 7
-        return pa.table(
-            [_ts_ns(list(columns[0]))] + [pa.array(list(c), t) for c, t in zip(columns[1:], WINDOW_READ_SCHEMA.types[1:])],
-            schema=WINDOW_READ_SCHEMA,
-        )
+        return _as_table(rows, WINDOW_READ_SCHEMA)
 
     def sensors_written_since(self, since_ns: int) -> list[tuple[str, str]]:
         rows = self._db.execute(
@@ -180,12 +176,7 @@ class SqliteStore(Store):
 
     def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
         rows = self._db.execute(_READ_PREDICTIONS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
-        columns = list(zip(*rows)) if rows else [[]] * 8
-        return pa.table(
-            [_ts_ns(list(columns[0]))]
-            + [pa.array([bool(x) for x in c] if t == pa.bool_() else list(c), t) for c, t in zip(columns[1:], PREDICTION_SCHEMA.types[1:])],
-            schema=PREDICTION_SCHEMA,
-        )
+        return _as_table(rows, PREDICTION_SCHEMA)
 
     def summary(self) -> StoreSummary:
         windows, first, last = self._db.execute("SELECT COUNT(*), MIN(TS), MAX(TS) FROM SensorValues").fetchone()
@@ -198,6 +189,15 @@ class SqliteStore(Store):
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self._db)
+
+
+def _as_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    """Fetched rows (first column TS text) as a table of ``schema`` (first column ns)."""
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in schema]
+    arrays = [_ts_ns(columns[0])]
+    for column, kind in zip(columns[1:], schema.types[1:]):
+        arrays.append(pa.array([bool(x) for x in column] if kind == pa.bool_() else column, kind))
+    return pa.table(arrays, schema=schema)
 
 
 def _sensor_json(sensors: list[tuple[str, str]]) -> str:
