@@ -10,17 +10,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# Dependencies come pinned and hashed from the lock files (.ci/lock.sh regenerates them).
+$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,azure]'
+$(VENV)/.installed-test: pyproject.toml requirements-test.lock | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-test.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.installed
 
-# Main job on the embedded defaults: replay the shipped sample into SQLite.
+# Main job on the embedded defaults: the demo (simulated fleet -> windows in SQLite -> per-sensor models -> anomalies).
 run: $(VENV)/.installed
-	$(BIN)/sensorflow run --source samples/seed --store sqlite:///sensorflow.db
+	$(BIN)/sensorflow demo
 
 # The whole test suite (installs what the integration tests need first).
 test: $(VENV)/.installed-test

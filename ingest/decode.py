@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -21,15 +23,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from ingest.batches import (
+    READING_SCHEMA,
+    DeadLetter,
+    DeadLetterBatch,
+    MessageBatch,
+    ReadingBatch,
+)
 from ingest.jsonblock import read_object_lines
-from ingest.batches import READING_SCHEMA, DeadLetter, DeadLetterBatch, MessageBatch, ReadingBatch
-from ingest.timeparse import MISSING, NS_PER_S, epoch_array_to_ns, epoch_to_ns, parse_time_array
+from ingest.timeparse import (
+    MISSING,
+    NS_PER_S,
+    epoch_array_to_ns,
+    epoch_to_ns,
+    parse_time_array,
+)
 
 __all__ = ["DecodeConfig", "Decoded", "decode_batch"]
 
 _FIELDS = ("TS", "Device", "Tag", "Value")
 _FAST_SCHEMA = pa.schema([("Value", pa.float64())])
 _FAST_PARSE = pa_json.ParseOptions(explicit_schema=_FAST_SCHEMA, unexpected_field_behavior="infer")
+_ARRAY_PARSE = pa_json.ParseOptions(
+    explicit_schema=pa.schema([("r", pa.list_(pa.struct([("Value", pa.float64())])))]),
+    unexpected_field_behavior="infer",
+)
 _FAST_CHUNK = 512  # messages per retry chunk after the whole batch was refused
 _YEAR_2000_NS = 946_684_800 * NS_PER_S
 
@@ -80,7 +98,7 @@ class _Candidates:
     value: np.ndarray
     value_present: np.ndarray
     reason: np.ndarray  # object: None or a reason string
-    payload: list[bytes | None]  # element payloads of array messages (None: use the body)
+    payload: Sequence[bytes | None]  # element payloads of array messages (None: use the body)
 
 
 def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None = None) -> Decoded:
@@ -89,8 +107,12 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
     dead: list[DeadLetter] = [
         DeadLetter(batch.partition, r.position, 0, r.reason, r.payload) for r in batch.rejects
     ]
-    candidates = _parse_fast(batch.joined, len(batch)) if batch.joined is not None else _parse_fast_list(batch.bodies)
-    if candidates is None:
+    candidates = None
+    for parse in _fast_parsers(batch):
+        candidates = parse()
+        if candidates is not None:
+            break
+    else:
         candidates = _parse_chunks(batch.bodies)
     readings = _validate(batch, candidates, config, now_ns, dead)
     dead_batch = DeadLetterBatch.from_records(dead)
@@ -102,6 +124,19 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
 
 
 # -- fast path ---------------------------------------------------------------
+
+
+def _fast_parsers(batch: MessageBatch) -> list:
+    """The whole-batch Arrow reads to try, most likely first: objects per line, or arrays of them."""
+    if batch.joined is not None:
+        objects = partial(_parse_fast, batch.joined, len(batch))
+    else:
+        objects = partial(_parse_fast_list, batch.bodies)
+    def arrays() -> _Candidates | None:
+        return _parse_arrays(batch.bodies)  # bodies split from ``joined`` only if it comes to this
+
+    first = batch.bodies[0][:1] if batch.joined is None and batch.bodies else b"{"
+    return [arrays, objects] if first == b"[" else [objects, arrays]
 
 
 def _parse_fast_list(bodies: list[bytes]) -> _Candidates | None:
@@ -119,13 +154,57 @@ def _parse_fast(joined: bytes, n: int) -> _Candidates | None:
     table = read_object_lines(joined, n, _FAST_PARSE)
     if table is None:
         return None
-    columns = {}
-    for name in _FIELDS:
-        column = table.column(name).combine_chunks() if name in table.column_names else pa.nulls(n)
-        columns[name] = column
+    columns = {name: table.column(name).combine_chunks() for name in _FIELDS if name in table.column_names}
+    return _from_columns(columns, np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int32), [None] * n)
+
+
+def _parse_arrays(bodies: list[bytes]) -> _Candidates | None:
+    """Messages that are all JSON arrays of objects, in one Arrow read; None when any is not.
+
+    Each body is wrapped as ``{"r": BODY}``, one per line, so Arrow parses the
+    arrays as list<struct> and the elements come out as columns. A wrapped
+    body that is not exactly one array (``[..], "x": ..``) shows up as a
+    second column and is refused, like anything Arrow refuses.
+    """
+    if not bodies or not all(body[:1] == b"[" for body in bodies):
+        return None
+    block = b'{"r":' + b'}\n{"r":'.join(bodies) + b"}"
+    if block.count(b"\n") != len(bodies) - 1 or b"\r" in block:
+        block = b'{"r":' + b'}\n{"r":'.join(_one_line(body) for body in bodies) + b"}"
+    table = read_object_lines(block, len(bodies), _ARRAY_PARSE)
+    if table is None or table.column_names != ["r"]:
+        return None
+    arrays = table.column("r").combine_chunks()
+    if not pa.types.is_list(arrays.type) or not pa.types.is_struct(arrays.type.value_type) or arrays.null_count:
+        return None
+    offsets = arrays.offsets.to_numpy()
+    if np.any(np.diff(offsets) == 0):  # an empty array: the slow path names it
+        return None
+    elements = arrays.flatten()
+    if elements.null_count:  # a null element: not an object
+        return None
+    message = pc.list_parent_indices(arrays).to_numpy().astype(np.int64)
+    element = (np.arange(len(elements), dtype=np.int64) + offsets[0] - offsets[message]).astype(np.int32)
+    columns = {name: elements.field(name) for name in _FIELDS if elements.type.get_field_index(name) >= 0}
+    return _from_columns(columns, message, element, _ElementPayloads(bodies, message, element))
+
+
+def _one_line(body: bytes) -> bytes:
+    # JSON only has raw line breaks as whitespace between tokens.
+    return body.replace(b"\n", b" ").replace(b"\r", b" ")
+
+
+def _from_columns(
+    columns: dict[str, pa.Array], message: np.ndarray, element: np.ndarray, payload: Sequence[bytes | None]
+) -> _Candidates | None:
+    """Candidates from Arrow columns of the four fields (absent: all null); None for types the slow path must judge."""
+    n = len(message)
+    columns = {name: columns.get(name, pa.nulls(n)) for name in _FIELDS}
     ts_type = columns["TS"].type
-    ids_ok = all(columns[n].type in (pa.string(), pa.int64(), pa.null()) for n in ("Device", "Tag"))
+    ids_ok = all(columns[name].type in (pa.string(), pa.int64(), pa.null()) for name in ("Device", "Tag"))
     if not ids_ok or ts_type not in (pa.string(), pa.int64(), pa.float64(), pa.null()):
+        return None
+    if columns["Value"].type not in (pa.float64(), pa.null()):
         return None
     ts_text = ts_number = None
     if ts_type == pa.string():
@@ -134,14 +213,14 @@ def _parse_fast(joined: bytes, n: int) -> _Candidates | None:
         raw = columns["TS"]
         ns, ok = epoch_array_to_ns(raw.fill_null(0).to_numpy(zero_copy_only=False))
         ts_number = np.where(ok & raw.is_valid().to_numpy(zero_copy_only=False), ns, MISSING)
-    value = columns["Value"]
+    value = columns["Value"].cast(pa.float64())
     reason = np.full(n, None, dtype=object)
     if ts_number is not None:
         bad = (ts_number == MISSING) & columns["TS"].is_valid().to_numpy(zero_copy_only=False)
         reason[bad] = "bad_timestamp"
     return _Candidates(
-        message=np.arange(n, dtype=np.int64),
-        element=np.zeros(n, dtype=np.int32),
+        message=message,
+        element=element,
         ts_text=ts_text,
         ts_number=ts_number,
         device=_as_ids(columns["Device"]),
@@ -149,8 +228,24 @@ def _parse_fast(joined: bytes, n: int) -> _Candidates | None:
         value=value.fill_null(0.0).to_numpy(zero_copy_only=False),
         value_present=value.is_valid().to_numpy(zero_copy_only=False),
         reason=reason,
-        payload=[None] * n,
+        payload=payload,
     )
+
+
+class _ElementPayloads(Sequence):
+    """Payloads of array elements, made only for the few that become dead letters."""
+
+    def __init__(self, bodies: list[bytes], message: np.ndarray, element: np.ndarray):
+        self._bodies, self._message, self._element = bodies, message, element
+
+    def __len__(self) -> int:
+        return len(self._message)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        parsed = orjson.loads(self._bodies[self._message[i]])  # the fast path read it: valid JSON
+        return _dump(parsed[self._element[i]])
 
 
 def _as_ids(column: pa.Array) -> pa.Array:
@@ -365,7 +460,7 @@ def _validate(
     _mark(reason, valid_ts & (ts < config.min_event_ns), "out_of_range")
     _mark(reason, valid_ts & (ts > now_ns + config.max_clock_skew_ns), "future")
 
-    bad = np.flatnonzero(reason != None)  # noqa: E711 - elementwise on an object array
+    bad = np.flatnonzero(reason != None)
     positions = batch.positions[c.message]
     if len(bad):
         devices, tags = c.device.take(pa.array(bad)).to_pylist(), c.tag.take(pa.array(bad)).to_pylist()
@@ -384,7 +479,7 @@ def _validate(
                     float(c.value[i]) if c.value_present[i] and math.isfinite(c.value[i]) else None,
                 )
             )
-    keep = reason == None  # noqa: E711
+    keep = reason == None
     if keep.all():
         index = None
     else:
@@ -407,4 +502,4 @@ def _validate(
 def _mark(reason: np.ndarray, mask: np.ndarray, why: str) -> None:
     """Set ``why`` where ``mask`` holds and no earlier reason was found."""
     if mask.any():
-        reason[mask & (reason == None)] = why  # noqa: E711
+        reason[mask & (reason == None)] = why

@@ -120,6 +120,9 @@ def parse_time_array(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     array holding some other form falls back to parsing element by element.
     """
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    uniform = _parse_uniform_iso(values)
+    if uniform is not None:
+        return uniform, np.ones(len(uniform), dtype=bool)
     try:
         cast = pc.cast(values, _UTC_TS)
         ns = cast.cast(pa.int64()).fill_null(MISSING).to_numpy(zero_copy_only=False)
@@ -133,6 +136,95 @@ def parse_time_array(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             if parsed is not None:
                 out[i] = parsed
     return out, out != MISSING
+
+
+# Offsets of the digits of "YYYY-MM-DDTHH:MM:SS"; decimal weights turn them into
+# (year, month, day, hour, minute, second).
+_DATE_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_FIELD_WEIGHTS = np.array(
+    [[1000, 100, 10, 1] + [0] * 10, [0] * 4 + [10, 1] + [0] * 8, [0] * 6 + [10, 1] + [0] * 6,
+     [0] * 8 + [10, 1] + [0] * 4, [0] * 10 + [10, 1, 0, 0], [0] * 12 + [10, 1]],
+    dtype=np.float64,  # float matmul (exact below 2**53) is BLAS; int64 matmul is not
+).T
+_DAYS_BEFORE_MONTH = np.array([0, 306, 337, 0, 31, 61, 92, 122, 153, 184, 214, 245, 275], dtype=np.int64)
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_NS_PER_DAY = 86_400 * NS_PER_S
+
+
+def _parse_uniform_iso(values: pa.Array) -> np.ndarray | None:
+    """The common case, vectorized: every string ``YYYY-MM-DDTHH:MM:SS[.f{1,9}][Z]`` of one width.
+
+    That is how a fleet's clocks write times (the seed: 7 fractional digits),
+    and Arrow's general ISO-8601 cast costs ~10x more. Returns None unless
+    every element is such a string and a valid time within 1678..2261 (so
+    int64 ns cannot overflow); the caller then takes the general path, so
+    results never depend on which path ran.
+    """
+    n = len(values)
+    if n == 0 or values.null_count or values.type != pa.string():
+        return None
+    offsets = np.frombuffer(values.buffers()[1], np.int32, n + 1, values.offset * 4)
+    width = int(offsets[1] - offsets[0])
+    if width < 19 or np.any(np.diff(offsets) != width):
+        return None
+    data, start = values.buffers()[2], int(offsets[0])
+    chars = np.frombuffer(data, np.uint8, width * n, start).reshape(n, width)
+    zone = chars[0, -1] in (ord("Z"), ord("z"))  # "Z", or no zone at all (UTC too; the stores' text form)
+    digits = width - 20 - zone  # fractional digits
+    if not (digits == -1 or 1 <= digits <= 9):
+        return None
+    tail_ok = ((chars[:, -1] == ord("Z")) | (chars[:, -1] == ord("z"))) if zone else np.ones(n, dtype=bool)
+    fraction = np.zeros(n, dtype=np.int64)
+    if digits > 0:
+        tail_ok &= chars[:, 19] == ord(".")
+        numeric = chars[:, 20 : 20 + digits] - np.uint8(ord("0"))  # bytes below '0' wrap above 9
+        if not (numeric <= 9).all():
+            return None
+        weights = 10.0 ** np.arange(8, 8 - digits, -1)  # to nanoseconds
+        fraction = (numeric.astype(np.float64) @ weights).astype(np.int64)
+    if not tail_ok.all():
+        return None
+    # Readings of one batch share few distinct seconds: parse "YYYY-MM-DDTHH:MM:SS"
+    # only where it differs from the row before (compared as 8-byte words).
+    words = [np.ndarray((n,), "<u8", data, start + at, (width,)) for at in (0, 8, 11)]
+    starts = np.ones(n, dtype=bool)
+    for word in words:
+        starts[1:] &= word[1:] == word[:-1]
+    starts = ~starts
+    starts[0] = True
+    first = np.flatnonzero(starts)
+    seconds = _civil_seconds_ns(chars[first])
+    if seconds is None:
+        return None
+    return seconds[np.cumsum(starts) - 1] + fraction
+
+
+def _civil_seconds_ns(chars: np.ndarray) -> np.ndarray | None:
+    """Rows "YYYY-MM-DDTHH:MM:SS..." to ns since the epoch; None if any row is not a valid time."""
+    separators_ok = (
+        (chars[:, 4] == ord("-")) & (chars[:, 7] == ord("-")) & (chars[:, 13] == ord(":")) & (chars[:, 16] == ord(":"))
+        & ((chars[:, 10] == ord("T")) | (chars[:, 10] == ord(" ")))
+    )
+    numeric = chars[:, _DATE_DIGITS] - np.uint8(ord("0"))
+    if not (separators_ok.all() and (numeric <= 9).all()):
+        return None
+    year, month, day, hour, minute, second = (numeric.astype(np.float64) @ _FIELD_WEIGHTS).astype(np.int64).T
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_ok = (month >= 1) & (month <= 12)
+    days_in_month = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
+    valid = (
+        month_ok & (day >= 1) & (day <= days_in_month) & (hour <= 23) & (minute <= 59) & (second <= 59)
+        & (year >= 1678) & (year <= 2261)
+    )
+    if not valid.all():
+        return None
+    # Days since the epoch from the civil date (H. Hinnant's days_from_civil; years here are positive).
+    shifted = year - (month <= 2)
+    era, year_of_era = np.divmod(shifted, 400)
+    day_of_year = _DAYS_BEFORE_MONTH[month] + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    days = era * 146_097 + day_of_era - 719_468
+    return days * _NS_PER_DAY + (hour * 3600 + minute * 60 + second) * NS_PER_S
 
 
 def format_ms(ns: np.ndarray) -> list[str]:

@@ -12,7 +12,13 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from sensorflow import __version__
-from sensorflow.settings import RunSettings, SettingsError, load_settings
+from sensorflow.settings import (
+    DemoSettings,
+    RunSettings,
+    SettingsError,
+    SidecarSettings,
+    load_settings,
+)
 
 __all__ = ["main"]
 
@@ -38,6 +44,21 @@ examples:
   sensorflow run --source rec/ --recovery-dir .sensorflow/recovery --snapshot-interval-seconds 5
   # pace a replay at 10x real time
   sensorflow run --source rec/ --replay-speed 10
+
+live, from Azure Event Hubs (--source eventhubs; secrets from the environment, not flags):
+  # connection string in SENSORFLOW_EVENTHUB_CONNECTION_STRING, checkpoints in Blob Storage
+  # (SENSORFLOW_CHECKPOINT_CONNECTION_STRING), metrics and probes on :9108
+  sensorflow run --source eventhubs --consumer-group sensorflow --checkpoint-container checkpoints \\
+      --recovery-dir /var/lib/sensorflow/recovery --metrics-port 9108 --log-format json
+  # Entra ID (DefaultAzureCredential) for both the hub and the storage account
+  sensorflow run --source eventhubs --eventhub-namespace NS.servicebus.windows.net --eventhub-name readings \\
+      --checkpoint-account-url https://ACCOUNT.blob.core.windows.net --checkpoint-container checkpoints
+  # catch up from an enqueued time, then stop once the hub has been quiet for a minute
+  sensorflow run --source eventhubs --starting-position 2026-01-01T00:00:00Z --stop-after-idle-seconds 60
+
+  A live run starts each partition from the Bytewax recovery state if --recovery-dir holds
+  one, else from the consumer group's Blob checkpoints, else at --starting-position. SIGTERM
+  stops it gracefully (last batch processed, snapshot, checkpoint). See docs/eventhubs.md.
 """
 
 
@@ -63,14 +84,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
         "run",
-        help="replay recorded events through the windowing dataflow into SQL",
-        description="Replay recorded events through the 5-second windowing dataflow into the store; exits when the input ends.",
+        help="replay recorded events, or consume a live Event Hub, through the windowing dataflow into SQL",
+        description="Replay recorded events (exits when the input ends), or consume a live Azure Event Hub "
+        "(--source eventhubs; runs until SIGTERM), through the 5-second windowing dataflow into the store.",
         epilog=_RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
     _add_settings_flags(run, RunSettings)
     run.set_defaults(func=_run)
+    _add_batch_commands(commands)
     try:
         from simulator.cli import add_subcommand
     except ImportError:  # the simulator is optional in slim installs
@@ -80,6 +103,69 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SIDECAR_EXAMPLES = """\
+examples:
+  # one run: score what was written since the last run, train if due, then exit
+  sensorflow sidecar --once --store sqlite:///sensorflow.db
+  # every 5 minutes; scoring at minute 10 of every hour instead: --cron '10 * * * *'
+  sensorflow sidecar --interval-seconds 300
+  # models in Azure Blob Storage (account from SENSORFLOW_BLOB_CONNECTION_STRING)
+  sensorflow sidecar --model-store azblob://models
+"""
+
+
+def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
+    sidecar = commands.add_parser(
+        "sidecar",
+        help="score new windows and retrain per-sensor models, on a schedule",
+        description="Each run scores the sensors with windows written since the last run and retrains "
+        "when due, on a local process pool or Azure Batch (--executor); one sidecar at a time holds the store's lease.",
+        epilog=_SIDECAR_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sidecar.add_argument("--once", action="store_true", help="one run, then exit")
+    sidecar.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
+    _add_settings_flags(sidecar, SidecarSettings)
+    sidecar.set_defaults(func=_sidecar)
+    task = commands.add_parser("task", help="run one batch task from its spec", description="Run one batch task.")
+    actions = task.add_subparsers(dest="action", metavar="ACTION", required=True)
+    task_run = actions.add_parser(
+        "run",
+        help="run the task whose JSON spec is at SPEC_URL; its result is written beside it",
+        description="Read a task spec (a model store object: a path or azblob://CONTAINER/NAME), run it "
+        "and write <task>.result.json beside it. Exit 1 if the task could not run.",
+    )
+    task_run.add_argument("spec_url", metavar="SPEC_URL")
+    task_run.set_defaults(func=_task_run)
+    demo = commands.add_parser(
+        "demo",
+        help="the whole story on a simulated fleet: windows, models, anomalies found vs labelled, a plot",
+        description="Simulate a fleet with labelled anomalies, replay it through the dataflow into SQLite, "
+        "train on the first part and score the rest with the sidecar, then report and plot.",
+    )
+    demo.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
+    _add_settings_flags(demo, DemoSettings)
+    demo.set_defaults(func=_demo)
+
+
+def _sidecar(args: argparse.Namespace) -> int:
+    from batch_jobs.cli import sidecar_command
+
+    return sidecar_command(load_settings(SidecarSettings, _flags(args, SidecarSettings), args.config), args.once)
+
+
+def _task_run(args: argparse.Namespace) -> int:
+    from batch_jobs.cli import task_run_command
+
+    return task_run_command(args.spec_url)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from batch_jobs.demo import demo_command
+
+    return demo_command(load_settings(DemoSettings, _flags(args, DemoSettings), args.config))
+
+
 def _flags(args: argparse.Namespace, cls: type[BaseSettings]) -> dict[str, Any]:
     return {name: getattr(args, name) for name in cls.model_fields if getattr(args, name, None) is not None}
 
@@ -87,13 +173,29 @@ def _flags(args: argparse.Namespace, cls: type[BaseSettings]) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from bytewax.errors import BytewaxRuntimeError
 
+    from ingest.eventhubs.checkpoints import CheckpointMismatch
+    from ingest.eventhubs.config import MissingDependency
     from ingest.replay.source import RecordingError
-    from windowing.runner import run_replay
     from windowing.store import StoreError
 
     settings = load_settings(RunSettings, _flags(args, RunSettings), args.config)
+    if settings.log_format == "json":  # the flag, SENSORFLOW_LOG_FORMAT or the config file
+        from windowing.service import configure_logging
+
+        configure_logging(args.log_level, "json")
     try:
-        report = run_replay(settings)
+        if settings.live:
+            from windowing.live import LiveSourceError, run_live
+
+            try:
+                report = run_live(settings)
+            except (LiveSourceError, CheckpointMismatch, MissingDependency) as e:
+                print(f"sensorflow run: {e}", file=sys.stderr)
+                return 1
+        else:
+            from windowing.runner import run_replay
+
+            report = run_replay(settings)
     except (StoreError, RecordingError) as e:
         print(f"sensorflow run: {e}", file=sys.stderr)
         return 1
@@ -116,7 +218,8 @@ def _print_report(settings: RunSettings, report: Any) -> None:
     stats, store = report.stats, report.store
     rate = stats.readings / stats.elapsed if stats.elapsed > 0 else 0.0
     dead = ", ".join(f"{reason} {n:,}" for reason, n in sorted(store.dead_letters.items())) or "none"
-    print(f"sensorflow run: replayed {report.partitions} partition(s) of {settings.source} in {stats.elapsed:.1f} s")
+    verb = "consumed" if settings.live else "replayed"
+    print(f"sensorflow run: {verb} {report.partitions} partition(s) of {settings.source} in {stats.elapsed:.1f} s")
     print(
         f"  read:   {stats.messages:,} messages, {stats.elements:,} elements -> {stats.readings:,} readings "
         f"({rate:,.0f} readings/s)"

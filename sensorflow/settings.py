@@ -6,22 +6,39 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-__all__ = ["RunSettings", "SettingsError", "load_settings"]
+__all__ = ["DemoSettings", "RunSettings", "SettingsError", "SidecarSettings", "load_settings"]
 
 
 class SettingsError(ValueError):
     """Settings that cannot be used; the message is one line for humans."""
 
 
-class RunSettings(BaseSettings):
-    """Settings of ``sensorflow run``."""
+class _Settings(BaseSettings):
+    """Every command's settings: flags > SENSORFLOW_* env > TOML file (``--config``) > defaults; frozen."""
 
     model_config = SettingsConfigDict(env_prefix="SENSORFLOW_", frozen=True, extra="forbid")
 
-    source: str = Field(description="recording file or directory to replay (JSON Lines or Capture Avro)")
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+class RunSettings(_Settings):
+    """Settings of ``sensorflow run``."""
+
+    source: str = Field(
+        description="recording file or directory to replay (JSON Lines or Capture Avro), or 'eventhubs' to consume a live Event Hub"
+    )
     store: str = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH")
     window_seconds: float = Field(5.0, gt=0, le=86_400, description="tumbling window length")
     lateness_seconds: float = Field(5.0, ge=0, le=86_400, description="allowed lateness (ASA's late-arrival tolerance)")
@@ -39,8 +56,45 @@ class RunSettings(BaseSettings):
         "process", description="window writes in a writer process (overlaps with decoding) or inline in the sink"
     )
     shards: int | None = Field(None, ge=1, le=1024, description="window shards (default: one per worker)")
-    block_bytes: int = Field(4 << 20, ge=128, le=1 << 28, description="bytes read per replay batch (small values only for tests)")
+    block_bytes: int = Field(3 << 20, ge=128, le=1 << 28, description="bytes read per replay batch (small values only for tests)")
     progress_seconds: float = Field(5.0, ge=0, description="progress line interval on stderr (0: off)")
+    # -- live: Azure Event Hubs (source = eventhubs) --------------------------------------------
+    eventhub_connection_string: SecretStr | None = Field(
+        None, description="eventhubs: connection string (Endpoint=sb://...;EntityPath=HUB); or use --eventhub-namespace"
+    )
+    eventhub_namespace: str | None = Field(
+        None, description="eventhubs: fully qualified namespace (NS.servicebus.windows.net), signs in with DefaultAzureCredential"
+    )
+    eventhub_name: str | None = Field(None, description="eventhubs: event hub name (needed with a namespace)")
+    consumer_group: str = Field("$default", min_length=1, description="eventhubs: consumer group")
+    starting_position: str = Field(
+        "earliest", description="eventhubs: where a partition without checkpoint starts: earliest, latest or an ISO enqueued time"
+    )
+    owner_level: int | None = Field(None, ge=0, description="eventhubs: exclusive receivers; a higher level takes a partition over")
+    receive_batch_size: int = Field(500, ge=1, le=10_000, description="eventhubs: events per received batch at most")
+    receive_wait_seconds: float = Field(0.2, gt=0, le=60, description="eventhubs: deliver a smaller batch after this wait")
+    checkpoint_connection_string: SecretStr | None = Field(
+        None, description="eventhubs: Blob Storage connection string for checkpoints; or use --checkpoint-account-url"
+    )
+    checkpoint_account_url: str | None = Field(
+        None, description="eventhubs: Blob account URL for checkpoints, signs in with DefaultAzureCredential"
+    )
+    checkpoint_container: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+        description="eventhubs: Blob container for checkpoints, 3-63 of a-z 0-9 - (created if missing)",
+    )
+    idle_timeout_seconds: float = Field(
+        30.0, gt=0, description="eventhubs: a partition silent this long (wall time) stops holding windows open"
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65_535, description="eventhubs: serve /metrics, /healthz, /readyz on this port (0: any free port)"
+    )
+    stop_after_idle_seconds: float | None = Field(
+        None, gt=0, description="eventhubs: stop gracefully after no event at all for this long (none: run until SIGTERM)"
+    )
+    max_runtime_seconds: float | None = Field(None, gt=0, description="eventhubs: stop gracefully after this long")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text or JSON (one object per line)")
 
     @field_validator("window_seconds")
     @classmethod
@@ -60,16 +114,37 @@ class RunSettings(BaseSettings):
             raise ValueError(f"store must start with sqlite:///, postgresql+odbc: or mssql+odbc:, not {self.store!r}")
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+    @model_validator(mode="after")
+    def _live_settings(self) -> "RunSettings":
+        if not self.live:
+            given = [name for name in _LIVE_ONLY if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} need source = eventhubs")
+            return self
+        if (self.eventhub_connection_string is None) == (self.eventhub_namespace is None):
+            raise ValueError("source eventhubs needs exactly one of eventhub_connection_string or eventhub_namespace")
+        if self.eventhub_namespace is not None and not self.eventhub_name:
+            raise ValueError("eventhub_namespace needs eventhub_name")
+        if self.checkpoint_connection_string is not None and self.checkpoint_account_url is not None:
+            raise ValueError("give checkpoint_connection_string or checkpoint_account_url, not both")
+        has_account = self.checkpoint_connection_string is not None or self.checkpoint_account_url is not None
+        if has_account != (self.checkpoint_container is not None):
+            raise ValueError("checkpoints need both a container and a connection string or account URL")
+        if self.replay_speed is not None or self.processes != 1:
+            raise ValueError("replay_speed and processes > 1 are for replays, not source eventhubs")
+        from ingest.eventhubs.config import parse_starting_position
+
+        parse_starting_position(self.starting_position)
+        return self
+
+    @property
+    def live(self) -> bool:
+        """True when the source is a live Event Hub rather than a recording."""
+        return self.source.strip().lower() == "eventhubs"
+
+    @property
+    def idle_timeout_ns(self) -> int | None:
+        return round(self.idle_timeout_seconds * 1e9) if self.live else None
 
     @property
     def window_ns(self) -> int:
@@ -78,6 +153,157 @@ class RunSettings(BaseSettings):
     @property
     def lateness_ns(self) -> int:
         return round(self.lateness_seconds * 1e9)
+
+
+_STORE_SCHEMES = ("sqlite:///", "postgresql+odbc:", "mssql+odbc:")
+
+
+class _BatchSettings(_Settings):
+    """What the sidecar and the demo share: the model store, detector, task pool and Blob access."""
+
+    model_store: str = Field(
+        ".sensorflow/models", description="model store: a directory, file:///PATH or azblob://CONTAINER[/PREFIX]"
+    )
+    detector: str | None = Field(None, description="detector name (default: the project's default detector)")
+    task_processes: int | None = Field(None, ge=1, le=256, description="local task processes (default: CPU count)")
+    chunk_size: int = Field(500, ge=1, le=100_000, description="sensors per task")
+    window_seconds: float = Field(5.0, gt=0, le=86_400, description="window length of the stored windows")
+    blob_connection_string: SecretStr | None = Field(
+        None, description="Azure Blob connection string for azblob:// (secret; prefer the env variable)"
+    )
+    blob_account_url: str | None = Field(None, description="Azure Blob account URL, used with DefaultAzureCredential")
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str | None) -> str | None:
+        if value is not None:
+            from batch_jobs.detectors import UnknownDetectorError, get_detector
+
+            try:
+                get_detector(value)
+            except UnknownDetectorError as e:
+                raise ValueError(str(e)) from None
+        return value
+
+    @property
+    def window_ns(self) -> int:
+        return round(self.window_seconds * 1e9)
+
+
+class _AzureBatchSettings(_Settings):
+    """The sidecar's Azure Batch executor (``executor = azure-batch``, docs/azure-batch.md); secrets from the env."""
+
+
+    executor: Literal["local", "azure-batch"] = Field("local", description="where tasks run: local processes or an Azure Batch pool")
+    batch_account_url: str | None = Field(None, description="azure-batch: account URL, https://ACCOUNT.REGION.batch.azure.com")
+    batch_account_name: str | None = Field(
+        None, description="azure-batch: account name for shared key auth (key in SENSORFLOW_BATCH_ACCOUNT_KEY); no key: Azure AD"
+    )
+    batch_account_key: SecretStr | None = Field(None, description="azure-batch: shared key (secret; prefer the env variable)")
+    batch_pool_id: str = Field("sensorflow", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="azure-batch: pool id (created if missing)")
+    batch_vm_size: str = Field("standard_d2s_v3", description="azure-batch: VM size of the pool's nodes")
+    batch_vm_image: str = Field("microsoft-dsvm:ubuntu-hpc:2204", description="azure-batch: node OS image, publisher:offer:sku[:version]")
+    batch_node_agent: str = Field("batch.node.ubuntu 22.04", description="azure-batch: node agent SKU of that image")
+    batch_container_image: str | None = Field(None, description="azure-batch: the sensorflow image tasks run in (REGISTRY/sensorflow:TAG)")
+    batch_registry_username: str | None = Field(None, description="azure-batch: container registry user (or use a managed identity)")
+    batch_registry_password: SecretStr | None = Field(None, description="azure-batch: container registry password (secret)")
+    batch_identity_resource_id: str | None = Field(
+        None, description="azure-batch: resource id of the pool's user-assigned identity, for image pulls and output uploads"
+    )
+    batch_min_nodes: int = Field(0, ge=0, le=1000, description="azure-batch: fewest nodes (0: none while no task is pending)")
+    batch_max_nodes: int = Field(4, ge=1, le=1000, description="azure-batch: most nodes")
+    batch_task_slots_per_node: int = Field(2, ge=1, le=256, description="azure-batch: tasks at once per node (one per vCPU)")
+    batch_spot_nodes: bool = Field(False, description="azure-batch: Spot (low-priority) nodes instead of dedicated ones")
+    batch_autoscale_formula: str | None = Field(None, description="azure-batch: autoscale formula replacing the generated one")
+    batch_autoscale_minutes: int = Field(5, ge=5, le=10_080, description="azure-batch: autoscale evaluation interval")
+    batch_output_container_url: SecretStr | None = Field(
+        None, description="azure-batch: Blob container URL for task logs and results; with a SAS token (secret) unless the pool has an identity"
+    )
+    batch_max_task_retries: int = Field(2, ge=0, le=100, description="azure-batch: retries of a task that exits non-zero")
+    batch_task_timeout_seconds: float = Field(3600.0, gt=0, description="azure-batch: wall-clock limit of one task attempt")
+    batch_job_timeout_seconds: float = Field(14_400.0, gt=0, description="azure-batch: wall-clock limit of a run's job")
+    batch_job_retention_hours: float = Field(24.0, gt=0, description="azure-batch: delete this pool's jobs this long after they end")
+    batch_poll_seconds: float = Field(15.0, gt=0, description="azure-batch: how often a run polls its job")
+
+
+class SidecarSettings(_BatchSettings, _AzureBatchSettings):
+    """Settings of ``sensorflow sidecar``: what to score and train, and when."""
+
+    store: str = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH, postgresql+odbc:..., mssql+odbc:...")
+    interval_seconds: float = Field(300.0, gt=0, description="run every N seconds of wall time")
+    cron: str | None = Field(None, description="run at the times of a cron expression instead (e.g. '10 * * * *')")
+    safety_margin_seconds: float = Field(120.0, ge=0, description="rescan windows written this long before the last run's start")
+    score_lookback_seconds: float = Field(300.0, ge=0, description="rescore this much window time before the last run's newest window")
+    train_seconds: float = Field(3600.0, gt=0, description="train on this much window time before the newest window")
+    retrain_every_seconds: float = Field(3600.0, gt=0, description="retrain when the newest window moved this far past the last training")
+    lease_seconds: float = Field(600.0, gt=0, description="lease lifetime; renewed while a run is in progress")
+    seed_csv: bool = Field(False, description="also write the original's per-sensor prediction CSVs to predictions/")
+
+    @field_validator("store")
+    @classmethod
+    def _store_scheme(cls, value: str) -> str:
+        if not value.startswith(_STORE_SCHEMES):
+            raise ValueError(f"store must start with sqlite:///, postgresql+odbc: or mssql+odbc:, not {value[:16]!r}...")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(value):
+                raise ValueError(f"bad cron expression {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _azure_batch(self) -> SidecarSettings:
+        if self.executor != "azure-batch":
+            return self
+        if self.store.startswith("sqlite:///"):
+            raise ValueError("executor azure-batch needs a server store (postgresql+odbc: or mssql+odbc:): "
+                             "Batch nodes cannot open this machine's SQLite file")
+        if not self.model_store.startswith("azblob://"):
+            raise ValueError("executor azure-batch needs model_store azblob://CONTAINER: Batch nodes read specs and models there")
+        missing = [n for n in ("batch_account_url", "batch_container_image", "batch_output_container_url") if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"executor azure-batch needs {', '.join(missing)}")
+        if self.blob_connection_string is None and self.blob_account_url is None:
+            raise ValueError("executor azure-batch needs Blob access for the model store: blob_connection_string or blob_account_url")
+        if self.batch_account_key is not None and not self.batch_account_name:
+            raise ValueError("batch_account_key needs batch_account_name")
+        if self.batch_min_nodes > self.batch_max_nodes:
+            raise ValueError("batch_min_nodes must be <= batch_max_nodes")
+        return self
+
+
+class DemoSettings(_BatchSettings):
+    """Settings of ``sensorflow demo``: the simulated fleet and where the outputs go."""
+
+    out: Path = Field(Path(".sensorflow/demo"), description="directory for the recording, store, models and plot (replaced)")
+    devices: int = Field(100, ge=1, le=10_000, description="simulated devices")
+    tags: int = Field(4, ge=1, le=100, description="tags per device")
+    minutes: float = Field(60.0, gt=1, le=24 * 60, description="simulated event time in minutes")
+    train_fraction: float = Field(0.5, gt=0.1, lt=0.95, description="first part of the event time to train on")
+    anomaly_rate: float = Field(
+        4.0, ge=0, le=120, description="labelled anomalies per sensor per hour of the scored part (a tenth of it in training)"
+    )
+    seed: int = Field(7, ge=0, description="random seed of the simulation")
+    plot_sensors: int = Field(4, ge=1, le=12, description="sensors drawn in the plot")
+
+
+_LIVE_ONLY = (
+    "eventhub_connection_string",
+    "eventhub_namespace",
+    "eventhub_name",
+    "owner_level",
+    "checkpoint_connection_string",
+    "checkpoint_account_url",
+    "checkpoint_container",
+    "metrics_port",
+    "stop_after_idle_seconds",
+    "max_runtime_seconds",
+)
 
 
 def load_settings(cls: type[BaseSettings], flags: dict[str, Any], config_file: Path | None = None) -> Any:

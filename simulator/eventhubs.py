@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
-from pydantic import SecretStr
 
+from ingest.eventhubs.config import EventHubsConnection, MissingDependency
 from simulator.batching import (
     DEFAULT_MAX_BATCH_BYTES,
     OutgoingEvent,
@@ -42,9 +42,8 @@ __all__ = [
 
 _AZURE_HINT = "pip install 'sensorflow[azure]'"
 
-
-class MissingDependency(RuntimeError):
-    """An optional dependency is not installed; the message says what to install."""
+EventHubTarget = EventHubsConnection
+"""Where to send: the same connection description the live source reads with."""
 
 
 class EventHubsUnavailable(RuntimeError):
@@ -55,31 +54,7 @@ class EventHubsUnavailable(RuntimeError):
 MAX_FAILED_BATCHES_IN_A_ROW = 3
 
 
-@dataclass(frozen=True)
-class EventHubTarget:
-    """Where to send: a connection string, or a namespace + hub signed in with DefaultAzureCredential."""
-
-    eventhub_name: str | None = None
-    connection_string: SecretStr | None = None
-    fully_qualified_namespace: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.connection_string is not None and not isinstance(self.connection_string, SecretStr):
-            raise TypeError("connection_string must be a pydantic SecretStr")
-        if (self.connection_string is None) == (self.fully_qualified_namespace is None):
-            raise ValueError("give exactly one of a connection string or a fully qualified namespace")
-        if self.fully_qualified_namespace is not None and not self.eventhub_name:
-            raise ValueError("an event hub name is needed with a namespace")
-
-    def __repr__(self) -> str:  # never show the secret, even by accident
-        return (
-            f"EventHubTarget(eventhub_name={self.eventhub_name!r}, "
-            f"namespace={self.fully_qualified_namespace!r}, "
-            f"connection_string={'***' if self.connection_string else None})"
-        )
-
-
-def open_producer(target: EventHubTarget) -> Any:
+def open_producer(target: EventHubsConnection) -> Any:
     """An `EventHubProducerClient` for `target` (imports azure lazily)."""
     try:
         from azure.eventhub import EventHubProducerClient
@@ -95,9 +70,7 @@ def open_producer(target: EventHubTarget) -> Any:
         from azure.identity import DefaultAzureCredential
     except ImportError as error:
         raise MissingDependency(f"signing in with a namespace needs azure-identity: {_AZURE_HINT}") from error
-    return EventHubProducerClient(
-        target.fully_qualified_namespace, target.eventhub_name, DefaultAzureCredential(), retry_total=0
-    )
+    return EventHubProducerClient(target.fully_qualified_namespace, target.hub, DefaultAzureCredential(), retry_total=0)
 
 
 def _is_retryable(error: BaseException) -> bool:

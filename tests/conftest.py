@@ -12,6 +12,8 @@ import pytest
 
 from sensorflow.settings import RunSettings, load_settings
 
+pytest_plugins = ["tests.support.azurite", "tests.support.postgres", "tests.support.eventhubs_broker"]
+
 SEED_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_sensor_windows.csv"
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,17 @@
-"""A local multi-process Bytewax cluster: process 0 is the caller, the others are children.
+"""Multi-process Bytewax clusters: a local one (process 0 is the caller, the others are children),
+or one member of a cluster addressed by Bytewax's environment variables (one process per pod).
 
 Python threads share one interpreter lock, so more worker threads do not use
 more cores for our Python steps; processes do. Every process builds the same
 dataflow from the same settings (sent to children on stdin, never on the
 command line, so a store URL with a password does not show in ``ps``).
+
+On Kubernetes each pod of a StatefulSet is one process; :func:`member_from_env` reads
+the same variables as ``python -m bytewax.run`` (our entry point calls Bytewax's
+``cli_main`` itself, which does not read them): ``BYTEWAX_PROCESS_ID`` or the pod's
+ordinal (``BYTEWAX_POD_NAME`` minus ``BYTEWAX_STATEFULSET_NAME-``), and
+``BYTEWAX_ADDRESSES`` (``;``-separated) or one address per line of
+``BYTEWAX_HOSTFILE_PATH``.
 """
 
 from __future__ import annotations
@@ -15,14 +23,94 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 
-from sensorflow.settings import RunSettings
+from sensorflow.settings import RunSettings, SettingsError
 
-__all__ = ["run_local_cluster", "child_main"]
+__all__ = ["ClusterEnvError", "ClusterMember", "child_main", "member_from_env", "run_local_cluster"]
 
 log = logging.getLogger(__name__)
+
+
+class ClusterEnvError(SettingsError):
+    """Bytewax cluster variables that cannot be used; the message is one line for humans."""
+
+
+@dataclass(frozen=True)
+class ClusterMember:
+    """This process's place in a cluster addressed from the environment."""
+
+    process_id: int
+    addresses: tuple[str, ...]
+    workers: int | None = None
+    """``BYTEWAX_WORKERS_PER_PROCESS`` when given."""
+
+    def settings_for(self, settings: RunSettings) -> RunSettings:
+        """``settings`` with the cluster's process and worker counts.
+
+        ``processes`` and ``workers`` at 1 (their default) take the cluster's values;
+        any other value must agree with them.
+        """
+        update = {}
+        for name, value, origin in (
+            ("processes", len(self.addresses), "Bytewax cluster address(es)"),
+            ("workers", self.workers, "BYTEWAX_WORKERS_PER_PROCESS"),
+        ):
+            current = getattr(settings, name)
+            if value is None or current == value:
+                continue
+            if current != 1:
+                raise ClusterEnvError(f"{name}={current} disagrees with {value} from {origin}")
+            update[name] = value
+        return settings.model_copy(update=update)
+
+
+def member_from_env(env: Mapping[str, str] = os.environ) -> ClusterMember | None:
+    """This process's cluster membership from Bytewax's variables, or None when none is set."""
+    process_id = _process_id(env)
+    if process_id is None:
+        return None
+    addresses = _addresses(env)
+    if not addresses:
+        raise ClusterEnvError("a Bytewax process id is set but no addresses: set BYTEWAX_HOSTFILE_PATH or BYTEWAX_ADDRESSES")
+    if not 0 <= process_id < len(addresses):
+        raise ClusterEnvError(f"Bytewax process id {process_id} is not below the {len(addresses)} cluster address(es)")
+    workers = env.get("BYTEWAX_WORKERS_PER_PROCESS", "").strip()
+    if workers and not (workers.isdigit() and 1 <= int(workers) <= 64):
+        raise ClusterEnvError(f"BYTEWAX_WORKERS_PER_PROCESS must be a whole number from 1 to 64, not {workers!r}")
+    return ClusterMember(process_id, addresses, int(workers) if workers else None)
+
+
+def _process_id(env: Mapping[str, str]) -> int | None:
+    if env.get("BYTEWAX_PROCESS_ID"):
+        text = env["BYTEWAX_PROCESS_ID"]
+    elif env.get("BYTEWAX_POD_NAME") and env.get("BYTEWAX_STATEFULSET_NAME"):
+        pod, prefix = env["BYTEWAX_POD_NAME"], env["BYTEWAX_STATEFULSET_NAME"] + "-"
+        if not pod.startswith(prefix):
+            raise ClusterEnvError(f"pod name {pod!r} does not start with the StatefulSet name {prefix!r}")
+        text = pod[len(prefix):]
+    else:
+        return None
+    if not text.isdigit():
+        raise ClusterEnvError(f"Bytewax process id must be a whole number, not {text!r}")
+    return int(text)
+
+
+def _addresses(env: Mapping[str, str]) -> tuple[str, ...]:
+    if env.get("BYTEWAX_ADDRESSES"):
+        lines = env["BYTEWAX_ADDRESSES"].split(";")
+    elif env.get("BYTEWAX_HOSTFILE_PATH"):
+        try:
+            lines = Path(env["BYTEWAX_HOSTFILE_PATH"]).read_text().splitlines()
+        except OSError as e:
+            raise ClusterEnvError(f"cannot read BYTEWAX_HOSTFILE_PATH: {e}") from e
+    else:
+        return ()
+    return tuple(line.strip() for line in lines if line.strip())
 
 
 def _free_ports(count: int) -> list[int]:

@@ -13,6 +13,7 @@ from bytewax.inputs import FixedPartitionedSource
 from ingest.batches import DeadLetterBatch, MessageBatch, ReadingBatch
 from ingest.decode import DecodeConfig, Decoded, decode_batch
 from windowing.operators import LatenessLogic, WindowLogic, WriteBatchLogic
+from windowing.resume import ResumeBoard
 from windowing.sink import DeadLetterSink, WindowSink
 from windowing.stats import RunStats
 from windowing.tumbling import WindowAggregator, WindowBatch
@@ -30,7 +31,7 @@ class FlowConfig:
     shards: int = 1
     idle_timeout_ns: int | None = None
     decode: DecodeConfig = DecodeConfig()
-    write_rows: int = 65_536  # closed windows gathered per store transaction
+    write_rows: int = 196_608  # closed windows gathered per store transaction
     write_wait: timedelta = timedelta(seconds=1)  # wall time a smaller batch may wait
 
     def __post_init__(self) -> None:
@@ -48,17 +49,22 @@ def build_flow(
     window_sink: WindowSink,
     dead_letter_sink: DeadLetterSink,
     stats: RunStats,
+    board: ResumeBoard | None = None,
 ) -> Dataflow:
-    """One dataflow; no I/O happens until it runs."""
+    """One dataflow; no I/O happens until it runs.
+
+    ``board`` (live runs with checkpoints) collects where each partition could restart without
+    Bytewax state; its ``start``, if any, is the checkpoint this run starts from.
+    """
     flow = Dataflow("sensorflow")
     messages = op.input("read", flow, source)
     decoded = op.map("decode", messages, partial(_decode, config.decode, stats))
     malformed = op.filter_map("malformed", decoded, _dead_letters)
     readings = op.map("readings", decoded, _readings)
     by_partition = op.key_on("by_partition", readings, _partition)
-    stamped = op.key_rm("stamped", op.stateful_batch("lateness", by_partition, partial(_lateness, config)))
+    stamped = op.key_rm("stamped", op.stateful_batch("lateness", by_partition, partial(_lateness, config, board)))
     late_or_routed = op.branch("late_or_routed", stamped, _is_dead_letter)
-    windowed = op.key_rm("windowed", op.stateful_batch("window", late_or_routed.falses, partial(_window, config)))
+    windowed = op.key_rm("windowed", op.stateful_batch("window", late_or_routed.falses, partial(_window, config, board)))
     closed_or_late = op.branch("closed_or_late", windowed, _is_window_batch)
     dead_letters = op.merge("dead_letters", malformed, late_or_routed.trues, closed_or_late.falses)
     by_writer = op.key_on("by_writer", closed_or_late.trues, _writer)
@@ -86,11 +92,14 @@ def _partition(batch: ReadingBatch) -> str:
     return batch.partition
 
 
-def _lateness(config: FlowConfig, resume: int | None) -> LatenessLogic:
-    return LatenessLogic(config.lateness_ns, config.shards, resume)
+def _lateness(config: FlowConfig, board: ResumeBoard | None, resume: int | tuple | None) -> LatenessLogic:
+    return LatenessLogic(config.lateness_ns, config.shards, resume, board)
 
 
-def _window(config: FlowConfig, resume: tuple | None) -> WindowLogic:
+def _window(config: FlowConfig, board: ResumeBoard | None, resume: tuple | None) -> WindowLogic:
+    start = board.start if board is not None else None
+    if resume is None and start is not None:  # restart from checkpoints: closed windows stay closed
+        resume = (start.watermarks(), start.closed_through, ())
     if resume is None:
         aggregator = WindowAggregator(config.window_ns, config.partitions, config.idle_timeout_ns)
     else:

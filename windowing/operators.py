@@ -10,6 +10,7 @@ import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
 from ingest.batches import DeadLetterBatch, ReadingBatch
+from windowing.resume import PartitionTracker, ResumeBoard
 from windowing.shards import ShardMessage, split_by_shard
 from windowing.tumbling import END_OF_TIME, PartitionClock, WindowAggregator, WindowBatch
 
@@ -19,21 +20,36 @@ Routed = tuple[str, ShardMessage]
 """(shard key, message) pairs leaving the lateness step."""
 
 
-class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch", int]):
-    """Applies one partition's lateness rule and fans its readings out to the shards."""
+class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch", "int | tuple"]):
+    """Applies one partition's lateness rule and fans its readings out to the shards.
 
-    def __init__(self, lateness_ns: int, shards: int, watermark: int | None):
+    With a :class:`~windowing.resume.ResumeBoard` (live runs with checkpoints) it also keeps the
+    partition's resume log and, after a restart from checkpoints, drops readings already stored.
+    """
+
+    def __init__(self, lateness_ns: int, shards: int, state: int | tuple | None, board: ResumeBoard | None = None):
+        watermark, tracked = state if isinstance(state, tuple) else (state, None)
         self.clock = PartitionClock(lateness_ns) if watermark is None else PartitionClock(lateness_ns, watermark)
         self.shards = shards
+        self.tracker = None if board is None else PartitionTracker(board, tracked)
 
     def on_batch(self, values: list[ReadingBatch]) -> tuple[Iterable, bool]:
         out: list = []
         for batch in values:
             table = batch.table
-            late = self.clock.late_mask(table["ts"].to_numpy())
+            ts = table["ts"].to_numpy()
+            if self.tracker is not None:
+                self.clock.watermark = self.tracker.bind(batch.partition, self.clock.watermark)
+            before = self.clock.watermark
+            late = self.clock.late_mask(ts)
             if late.any():
                 out.append(DeadLetterBatch.late(batch.partition, table.filter(pa.array(late))))
-                table = table.filter(pa.array(~late))
+            stored = None
+            if self.tracker is not None:
+                stored = self.tracker.observe(table["position"].to_numpy(), ts, before, self.clock.watermark, late)
+            drop = late if stored is None else late | stored
+            if drop.any():
+                table = table.filter(pa.array(~drop))
             watermark = END_OF_TIME if batch.eof else self.clock.watermark
             if batch.eof:
                 self.clock.watermark = END_OF_TIME
@@ -41,8 +57,10 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
                 out.append((str(shard), ShardMessage(batch.partition, part, watermark)))
         return out, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> int:
-        return self.clock.watermark
+    def snapshot(self) -> int | tuple:
+        if self.tracker is None:
+            return self.clock.watermark
+        return (self.clock.watermark, self.tracker.snapshot())
 
 
 class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatch", tuple]):

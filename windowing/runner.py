@@ -42,14 +42,27 @@ def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunRepor
     """Replay ``settings.source`` into ``settings.store``; returns when the input ends.
 
     With ``processes > 1`` this process is process 0 of a local Bytewax
-    cluster and starts the others itself (see ``windowing.cluster``).
+    cluster and starts the others itself (see ``windowing.cluster``). With
+    Bytewax's cluster variables set (a pod of the StatefulSet) it is one member
+    of that cluster; the recovery partitions were made by the pod's init step.
     """
-    with open_store(settings.store) as store:
-        store.create_schema()
-    _recovery(settings.recovery_dir, settings.workers * settings.processes, init=True)
+    from windowing.cluster import member_from_env
+
+    member = member_from_env()
+    if member is not None:
+        settings = member.settings_for(settings)
+    if member is None or member.process_id == 0:  # the others write only once process 0 has joined
+        with open_store(settings.store) as store:
+            store.create_schema()
+    if member is None:
+        _recovery(settings.recovery_dir, settings.workers * settings.processes, init=True)
+    elif settings.recovery_dir is not None:
+        Path(settings.recovery_dir).mkdir(parents=True, exist_ok=True)  # may hold none of the partitions
     flow, partitions, stats = prepare_flow(settings)
     with _Progress(stats, settings.progress_seconds, progress):
-        if settings.processes == 1:
+        if member is not None:
+            execute(flow, settings, member.process_id, list(member.addresses))
+        elif settings.processes == 1:
             execute(flow, settings)
         else:
             from windowing.cluster import run_local_cluster

@@ -12,12 +12,14 @@ each batch before ``write_batch`` returns instead (one core, slower).
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import pyarrow as pa
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from ingest.batches import DeadLetterBatch
+from windowing.resume import CommittedWindows
 from windowing.stats import RunStats
 from windowing.store import Store
 from windowing.tumbling import WindowBatch
@@ -34,56 +36,77 @@ def _tables(batches: list[WindowBatch] | list[DeadLetterBatch]) -> pa.Table | No
 
 
 class _DeadLetterPartition(StatelessSinkPartition[DeadLetterBatch]):
-    def __init__(self, store: Store, count: Callable[[int], None]):
+    def __init__(self, store: Store, stats: RunStats):
         self._store = store
-        self._count = count
+        self._stats = stats
 
     def write_batch(self, items: list[DeadLetterBatch]) -> None:
         table = _tables(items)
         if table is not None:
-            self._count(self._store.upsert_dead_letters(table))  # committed before returning
+            started = time.monotonic()
+            rows = self._store.upsert_dead_letters(table)  # committed before returning
+            self._stats.add_dead_letters(rows, table["reason"])
+            self._stats.observe_write(time.monotonic() - started)
 
     def close(self) -> None:
         self._store.close()
 
 
 class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
-    """Hands window batches to a writer process; ``snapshot()`` is the commit barrier."""
+    """Hands window batches to a writer process; ``snapshot()`` is the commit barrier.
 
-    def __init__(self, writer: ProcessWriter | InlineWriter, count: Callable[[int], None]):
+    ``commits`` (live runs with checkpoints) learns what was handed and when it is committed.
+    """
+
+    def __init__(self, writer: ProcessWriter | InlineWriter, stats: RunStats, commits: CommittedWindows | None):
         self._writer = writer
-        self._count = count
+        self._stats = stats
+        self._commits = commits
+        self._handed_at: list[float] = []
 
     def write_batch(self, values: list[WindowBatch]) -> None:
         table = _tables(values)
         if table is not None:
+            self._handed_at.append(time.monotonic())
             self._writer.submit(table)
+            if self._commits is not None:
+                self._commits.handed(table)
 
     def snapshot(self) -> None:
-        self._count(self._writer.drain())
+        self._drain()
         return None
 
     def close(self) -> None:
-        self._count(self._writer.drain())
+        self._drain()
         self._writer.close()
+
+    def _drain(self) -> None:
+        self._stats.add_windows(self._writer.drain())
+        now = time.monotonic()
+        for handed in self._handed_at:  # known committed only now: an upper bound per batch
+            self._stats.observe_write(now - handed)
+        self._handed_at.clear()
+        if self._commits is not None:
+            self._commits.committed()
 
 
 class WindowSink(FixedPartitionedSink[WindowBatch, None]):
     """Upserts closed windows into ``SensorValues`` (one partition: one writer)."""
 
-    def __init__(self, store_url: str, stats: RunStats, writer: str = "process"):
+    def __init__(self, store_url: str, stats: RunStats, writer: str = "process", commits: CommittedWindows | None = None):
         if writer not in ("process", "inline"):
             raise ValueError(f"writer must be 'process' or 'inline', not {writer!r}")
         self._store_url = store_url
         self._stats = stats
         self._writer = writer
+        self._commits = commits
 
     def list_parts(self) -> list[str]:
         return [WINDOW_SINK_PARTITION]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPartition:
         writer = ProcessWriter(self._store_url) if self._writer == "process" else InlineWriter(self._store_url)
-        return _WriterPartition(writer, self._stats.add_windows)
+        return _WriterPartition(writer, self._stats, self._commits)
 
 
 class DeadLetterSink(DynamicSink[DeadLetterBatch]):
@@ -94,4 +117,4 @@ class DeadLetterSink(DynamicSink[DeadLetterBatch]):
         self._stats = stats
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self._open_store(), self._stats.add_dead_letters)
+        return _DeadLetterPartition(self._open_store(), self._stats)

@@ -1,12 +1,19 @@
-"""Counters of one run, for the progress line and the final summary."""
+"""Counters of one run, for the progress line, the final summary and the /metrics endpoint."""
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["RunStats"]
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["RunStats", "WRITE_BUCKETS"]
+
+WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds (seconds) of the store write latency histogram."""
 
 
 @dataclass
@@ -19,6 +26,9 @@ class RunStats:
     elements: int = 0
     windows_written: int = 0
     dead_letters_written: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    write_buckets: list[int] = field(default_factory=lambda: [0] * (len(WRITE_BUCKETS) + 1))
+    write_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     _COUNTERS = ("messages", "readings", "elements", "windows_written", "dead_letters_written")
@@ -33,9 +43,29 @@ class RunStats:
         with self._lock:
             self.windows_written += rows
 
-    def add_dead_letters(self, rows: int) -> None:
+    def add_dead_letters(self, rows: int, reasons: pa.Array | pa.ChunkedArray | None = None) -> None:
+        """``rows`` written; ``reasons`` (their reason column) counts them by reason code (``late: ...`` is ``late``)."""
+        counts: dict[str, int] = {}
+        if reasons is not None and len(reasons):
+            codes = pc.utf8_slice_codeunits(reasons, 0, 64)
+            for item in pc.value_counts(codes).to_pylist():
+                code = (item["values"] or "").split(":", 1)[0]
+                counts[code] = counts.get(code, 0) + item["counts"]
         with self._lock:
             self.dead_letters_written += rows
+            for code, n in counts.items():
+                self.dead_letters_by_reason[code] = self.dead_letters_by_reason.get(code, 0) + n
+
+    def observe_write(self, seconds: float) -> None:
+        """One store batch took ``seconds`` from hand-over to commit."""
+        with self._lock:
+            self.write_buckets[bisect.bisect_left(WRITE_BUCKETS, seconds)] += 1
+            self.write_seconds += seconds
+
+    @property
+    def late_readings(self) -> int:
+        with self._lock:
+            return self.dead_letters_by_reason.get("late", 0)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self._COUNTERS}

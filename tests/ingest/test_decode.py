@@ -1,9 +1,12 @@
+from unittest import mock
+
 import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ingest.decode as decode_module
 from ingest.batches import MessageBatch
 from ingest.decode import DecodeConfig, decode_batch
 from ingest.timeparse import MISSING
@@ -139,3 +142,54 @@ def test_counts_reconcile_and_nothing_raises(bodies):
     # Decoding each message alone (slow path) gives the same readings as the batch.
     alone = [decode_batch(batch([b]), DecodeConfig(), now_ns=NOW) for b in bodies]
     assert sum(len(a.readings) for a in alone) == len(decoded.readings)
+
+
+# -- messages carrying arrays of readings: one Arrow read, same answers as one by one ---------
+
+
+
+def _decode_slowly(bodies: list[bytes]):
+    with mock.patch.object(decode_module, "_parse_arrays", lambda bodies: None), \
+            mock.patch.object(decode_module, "_parse_fast_list", lambda bodies: None):
+        return decode_batch(batch(bodies), DecodeConfig(), now_ns=NOW)
+
+
+def test_array_messages_take_the_columnar_path():
+    element = orjson.loads(GOOD)
+    bodies = [orjson.dumps([{**element, "Tag": t, "Value": v} for t in range(50)]) for v in range(20)]
+    with mock.patch.object(decode_module, "_parse_slow", side_effect=AssertionError("slow path used")):
+        decoded = decode_batch(batch(bodies), DecodeConfig(), now_ns=NOW)
+    table = decoded.readings.table
+    assert len(table) == 1000 and decoded.elements == 1000
+    assert table["element"].to_pylist()[:3] == [0, 1, 2] and table["element"].to_pylist()[-1] == 49
+    assert table["position"].to_pylist()[49:51] == [1, 2]  # message positions, one per array
+    assert table["tag"].to_pylist()[:2] == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b'[{"TS": "2018-04-06T20:59:55Z", "Device": 1, "Tag": 1, "Value": 1}, null]',
+        b'[{"TS": "2018-04-06T20:59:55Z", "Device": 1, "Tag": 1, "Value": 1}], "r": [7]',
+        b'[{"TS": "2018-04-06T20:59:55Z", "Device": 1, "Tag": 1, "Value": 1}], "x": 1',
+        b'[[{"TS": "2018-04-06T20:59:55Z", "Device": 1, "Tag": 1, "Value": 1}]]',
+        b'[{"TS": "2018-04-06T20:59:55Z", "Device": 1, "Tag": 1, "Value": "7"}]',
+        b'[{"TS": "2018-04-06T20:59:55Z",\n "Device": 1, "Tag": 1, "Value": 2}]',
+    ],
+)
+def test_odd_arrays_give_the_answers_of_the_slow_path(body):
+    good = orjson.dumps([orjson.loads(GOOD)] * 3)
+    bodies = [good, body, good]
+    fast, slow = decode_batch(batch(bodies), DecodeConfig(), now_ns=NOW), _decode_slowly(bodies)
+    assert fast.readings.table.equals(slow.readings.table)
+    assert fast.dead_letters.table.equals(slow.dead_letters.table)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(_elements, min_size=1, max_size=5).map(orjson.dumps), min_size=1, max_size=20))
+def test_array_batches_decode_as_the_slow_path_does(bodies):
+    fast, slow = decode_batch(batch(bodies), DecodeConfig(), now_ns=NOW), _decode_slowly(bodies)
+    assert fast.readings.table.equals(slow.readings.table)
+    assert fast.dead_letters.table.equals(slow.dead_letters.table)
+    assert fast.elements == slow.elements

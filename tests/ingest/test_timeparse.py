@@ -56,3 +56,70 @@ def test_epoch_to_ns(value, expected):
 
 def test_format_ms_is_the_store_text_form():
     assert format_ms(np.array([BASE + 709_656_400, BASE])) == ["2018-04-06 20:59:55.709", "2018-04-06 20:59:55.000"]
+
+
+# -- the vectorized path for uniform ISO strings must agree with the scalar parser ------
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ingest.timeparse import _parse_uniform_iso  # noqa: E402
+
+_times = st.datetimes(min_value=datetime(1678, 1, 1), max_value=datetime(2261, 12, 31))
+
+
+def _iso(moment: datetime, digits: int, separator: str = "T", zone: str = "Z") -> str:
+    text = moment.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
+    if digits:
+        text += "." + f"{moment.microsecond:06d}{moment.microsecond % 997:03d}"[:digits]
+    return text + zone
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_times, min_size=1, max_size=60), st.integers(0, 9), st.sampled_from(["T", " "]), st.sampled_from(["Z", "z", ""]))
+def test_uniform_iso_path_equals_the_scalar_parser(moments, digits, separator, zone):
+    texts = [_iso(m, digits, separator, zone) for m in sorted(moments)]  # sorted: seconds repeat, as in fleets
+    fast = _parse_uniform_iso(pa.array(texts))
+    assert fast is not None
+    assert fast.tolist() == [parse_time(t) for t in texts]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_times, min_size=1, max_size=20), st.data())
+def test_a_corrupted_element_gives_the_scalar_answer_for_every_element(moments, data):
+    texts = [_iso(m, 7) for m in moments]
+    i = data.draw(st.integers(0, len(texts) - 1))
+    at = data.draw(st.integers(0, len(texts[i]) - 1))
+    texts[i] = texts[i][:at] + data.draw(st.sampled_from("0X9:-.T /\u00e9")) + texts[i][at + 1 :]
+    ns, ok = parse_time_array(pa.array(texts))
+    expected = [parse_time(t) for t in texts]
+    assert [int(x) if good else None for x, good in zip(ns, ok)] == expected
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["2018-02-29T00:00:00Z"],  # not a leap year
+        ["2016-02-29T00:00:00Z", "2018-13-01T00:00:00Z"],
+        ["2018-04-06T24:00:00Z"],
+        ["2018-04-06T20:59:60Z"],
+        ["2018-04-06T20:59:55.1234567Z", "2018-04-06T20:59:55.123456Z"],  # widths differ
+        ["2018-04-06T20:59:55.1234567+"],
+        ["2300-01-01T00:00:00Z"],  # beyond int64 ns
+        ["2018-04-06T20:59:55.123", "2018-04-06T20:59:55.12Z"],  # zone on some only
+        ["2018-04-06T20:59:5"],
+    ],
+)
+def test_uniform_path_declines_what_it_cannot_vouch_for(texts):
+    assert _parse_uniform_iso(pa.array(texts)) is None
+    ns, ok = parse_time_array(pa.array(texts))
+    assert [int(x) if good else None for x, good in zip(ns, ok)] == [parse_time(t) for t in texts]
+
+
+def test_uniform_path_on_a_sliced_array():
+    base = datetime(2018, 4, 6, 20, 59, 55, tzinfo=timezone.utc)
+    texts = [_iso(base + timedelta(milliseconds=700 * k), 7) for k in range(10)]
+    sliced = pa.array(texts).slice(3, 5)
+    assert _parse_uniform_iso(sliced).tolist() == [parse_time(t) for t in texts[3:8]]

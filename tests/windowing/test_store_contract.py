@@ -10,17 +10,19 @@ import pytest
 
 from ingest.batches import DeadLetter, DeadLetterBatch
 from windowing.store import StoreError, open_store
-from windowing.store.base import PREDICTION_SCHEMA
+from windowing.store.base import PREDICTION_SCHEMA, RunRecord
 from windowing.tumbling import WINDOW_SCHEMA
 
 S = 1_000_000_000
 T0 = 1_535_497_200 * S  # 2018-08-28T23:00:00Z
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path: Path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'contract.db'}"
+    else:  # PostgreSQL over ODBC: the same code path as Azure SQL (tests/windowing/store/)
+        url = f"postgresql+odbc:{request.getfixturevalue('postgres_odbc')}"
     s = open_store(url)
     s.create_schema()
     yield s
@@ -136,3 +138,69 @@ def test_bad_urls_are_clear_errors(tmp_path: Path):
         open_store("mysql://x")
     with pytest.raises(StoreError, match="does not exist"):
         open_store(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+
+
+def test_database_time_is_the_clock_written_at_uses(store):
+    before = store.database_time()
+    store.upsert_windows(windows([(5, "1", "1", 1.0, 1)]))
+    assert store.sensors_written_since(before) == [("1", "1")]
+    assert abs(store.database_time() - time.time_ns()) < 60 * S  # UTC, not local time
+
+
+def test_runs_round_trip_replace_and_filter(store):
+    now = store.database_time()
+    first = RunRecord("r1", "score", "running", now, range_from=T0, range_to=T0 + 5 * S)
+    store.upsert_run(first)
+    done = RunRecord("r1", "score", "partial", now, now + S, T0, T0 + 5 * S, 10, 2, 1, '{"failed": [["1", "2"]]}')
+    store.upsert_run(done)
+    store.upsert_run(RunRecord("r2", "train", "succeeded", now + 2 * S, now + 3 * S))
+    assert store.read_runs() == [RunRecord("r2", "train", "succeeded", now + 2 * S, now + 3 * S), done]
+    assert store.read_runs(kind="score") == [done]
+    assert store.read_runs(status="succeeded", limit=1)[0].run_id == "r2"
+    assert store.read_runs(kind="score", status="succeeded") == []
+
+
+def test_a_lease_has_one_holder_until_it_expires_or_is_released(store):
+    assert store.try_lease("sidecar", "a", ttl_seconds=60)
+    assert not store.try_lease("sidecar", "b", ttl_seconds=60)
+    assert store.try_lease("sidecar", "a", ttl_seconds=60)  # renewal
+    assert store.try_lease("other", "b", ttl_seconds=60)  # leases are independent
+    store.release_lease("sidecar", "b")  # not b's: no effect
+    assert not store.try_lease("sidecar", "b", ttl_seconds=60)
+    store.release_lease("sidecar", "a")
+    assert store.try_lease("sidecar", "b", ttl_seconds=0.05)
+    time.sleep(0.1)
+    assert store.try_lease("sidecar", "a", ttl_seconds=60)  # b's lease expired
+
+
+def test_two_connections_racing_for_a_free_lease_one_wins(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    others = [open_store(store.url) for _ in range(3)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            won = list(pool.map(lambda s: s[1].try_lease("race", f"owner-{s[0]}", 60), enumerate([store, *others])))
+    finally:
+        for other in others:
+            other.close()
+    assert sum(won) == 1
+
+
+def test_a_prediction_for_a_missing_window_slot_has_no_value(store):
+    # Dropout detectors flag window slots without readings: such a row has Value NULL.
+    table = pa.table(
+        {
+            "ts": [T0 + 5 * S, T0 + 10 * S],
+            "device": ["1", "1"],
+            "tag": ["2", "2"],
+            "value": pa.array([1.5, None], pa.float64()),
+            "score": [0.1, 7.0],
+            "is_anomaly": [False, True],
+            "detector": ["robust-window"] * 2,
+            "model_version": ["v1"] * 2,
+        },
+        schema=PREDICTION_SCHEMA,
+    )
+    store.upsert_predictions(table)
+    got = store.read_predictions([("1", "2")], T0, T0 + 60 * S).to_pylist()
+    assert [(r["value"], r["is_anomaly"]) for r in got] == [(1.5, False), (None, True)]

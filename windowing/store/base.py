@@ -17,7 +17,15 @@ import pyarrow as pa
 
 from windowing.tumbling import WINDOW_SCHEMA
 
-__all__ = ["Store", "StoreError", "StoreSummary", "open_store", "PREDICTION_SCHEMA", "WINDOW_READ_SCHEMA"]
+__all__ = [
+    "Store",
+    "StoreError",
+    "StoreSummary",
+    "RunRecord",
+    "open_store",
+    "PREDICTION_SCHEMA",
+    "WINDOW_READ_SCHEMA",
+]
 
 WINDOW_READ_SCHEMA = WINDOW_SCHEMA.set(0, WINDOW_SCHEMA.field("window_end").with_name("ts"))
 """Windows as read back: the written schema with ``window_end`` named ``ts`` (the table's TS)."""
@@ -59,6 +67,29 @@ class StoreSummary:
         return sum(n for reason, n in self.dead_letters.items() if reason != "late")
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """One sidecar run as kept in the ``Runs`` table (key ``run_id``).
+
+    Times are int64 ns: ``started_at``/``finished_at`` on the database clock
+    (``Store.database_time``), ``range_from``/``range_to`` in window time (TS).
+    ``detail`` is a JSON text the sidecar owns (failed sensors, job id, task
+    durations); the store keeps it verbatim.
+    """
+
+    run_id: str
+    kind: str  # "score" | "train"
+    status: str  # "running" | "succeeded" | "partial" | "failed"
+    started_at: int
+    finished_at: int | None = None
+    range_from: int | None = None
+    range_to: int | None = None
+    sensors: int = 0
+    tasks: int = 0
+    failures: int = 0
+    detail: str = "{}"
+
+
 class Store(ABC):
     """One SQL database holding windows, dead letters and predictions."""
 
@@ -93,6 +124,30 @@ class Store(ABC):
         """Predictions of ``sensors`` with ``ts_from < TS <= ts_to``."""
 
     @abstractmethod
+    def database_time(self) -> int:
+        """The database clock now (ns): the clock ``WrittenAt``, runs and leases use."""
+
+    @abstractmethod
+    def upsert_run(self, run: RunRecord) -> None:
+        """Insert or replace the run with ``run.run_id``; one transaction."""
+
+    @abstractmethod
+    def read_runs(self, kind: str | None = None, status: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Runs newest first (by ``started_at``), optionally only one kind and/or status."""
+
+    @abstractmethod
+    def try_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease ``name`` for ``owner`` until database time + ttl.
+
+        True if ``owner`` holds it afterwards: it was free, expired, or already
+        ``owner``'s. Atomic: of two callers racing for a free lease exactly one wins.
+        """
+
+    @abstractmethod
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it (no-op otherwise)."""
+
+    @abstractmethod
     def summary(self) -> StoreSummary:
         """Counts for humans: window rows, sensors, dead letters per reason code."""
 
@@ -108,11 +163,13 @@ class Store(ABC):
 
 
 def open_store(url: str) -> Store:
-    """A store for ``url``: ``sqlite:///PATH`` (ODBC URLs arrive with the ODBC backend)."""
+    """A store for ``url``: ``sqlite:///PATH``, ``postgresql+odbc:...`` or ``mssql+odbc:...`` (docs/azure-sql.md)."""
     if url.startswith("sqlite:///"):
         from windowing.store.sqlite import SqliteStore
 
         return SqliteStore(url)
     if url.startswith(("postgresql+odbc:", "mssql+odbc:")):
-        raise StoreError(f"ODBC stores are not available in this build yet: {url.split(':', 1)[0]}")
+        from windowing.store.odbc import OdbcStore
+
+        return OdbcStore(url)
     raise StoreError(f"unsupported store URL {url!r}: expected sqlite:///PATH, postgresql+odbc:... or mssql+odbc:...")

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from ingest.timeparse import format_ms
-from windowing.store.base import PREDICTION_SCHEMA, WINDOW_READ_SCHEMA, Store, StoreError, StoreSummary
+from ingest.timeparse import format_ms, parse_time_array
+from windowing.store.base import PREDICTION_SCHEMA, WINDOW_READ_SCHEMA, RunRecord, Store, StoreError, StoreSummary
 
 __all__ = ["SqliteStore"]
 
@@ -30,10 +30,18 @@ _SCHEMA = [
         Reason TEXT NOT NULL, Payload BLOB, TS TEXT, Device TEXT, Tag TEXT, Value REAL,
         WrittenAt TEXT NOT NULL, PRIMARY KEY (Partition, Position, Element))""",
     """CREATE TABLE IF NOT EXISTS Predictions (
-        TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL NOT NULL,
+        TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL,  -- NULL: a missing slot (dropout)
         Score REAL NOT NULL, IsAnomaly INTEGER NOT NULL, Detector TEXT NOT NULL,
         ModelVersion TEXT NOT NULL, WrittenAt TEXT NOT NULL,
         PRIMARY KEY (Device, Tag, TS, Detector)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS Runs (
+        RunId TEXT PRIMARY KEY, Kind TEXT NOT NULL, Status TEXT NOT NULL,
+        StartedAt TEXT NOT NULL, FinishedAt TEXT, RangeFrom TEXT, RangeTo TEXT,
+        Sensors INTEGER NOT NULL, Tasks INTEGER NOT NULL, Failures INTEGER NOT NULL,
+        Detail TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS Runs_StartedAt ON Runs (StartedAt)",
+    """CREATE TABLE IF NOT EXISTS Leases (
+        Name TEXT PRIMARY KEY, Owner TEXT NOT NULL, ExpiresAt TEXT NOT NULL)""",
 ]
 
 _ROWS_PER_CHUNK = 16_384
@@ -64,6 +72,25 @@ ON CONFLICT (Device, Tag, TS, Detector) DO UPDATE SET
     Value = excluded.Value, Score = excluded.Score, IsAnomaly = excluded.IsAnomaly,
     ModelVersion = excluded.ModelVersion, WrittenAt = excluded.WrittenAt"""
 
+_UPSERT_RUN = """
+INSERT INTO Runs (RunId, Kind, Status, StartedAt, FinishedAt, RangeFrom, RangeTo, Sensors, Tasks, Failures, Detail)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (RunId) DO UPDATE SET
+    Kind = excluded.Kind, Status = excluded.Status, StartedAt = excluded.StartedAt,
+    FinishedAt = excluded.FinishedAt, RangeFrom = excluded.RangeFrom, RangeTo = excluded.RangeTo,
+    Sensors = excluded.Sensors, Tasks = excluded.Tasks, Failures = excluded.Failures, Detail = excluded.Detail"""
+
+_READ_RUNS = """
+SELECT RunId, Kind, Status, StartedAt, FinishedAt, RangeFrom, RangeTo, Sensors, Tasks, Failures, Detail
+FROM Runs WHERE (? IS NULL OR Kind = ?) AND (? IS NULL OR Status = ?)
+ORDER BY StartedAt DESC, RunId DESC LIMIT ?"""
+
+# Take the lease if it is free, expired, or ours; the WHERE leaves a live lease of another owner alone.
+_TAKE_LEASE = """
+INSERT INTO Leases (Name, Owner, ExpiresAt) VALUES (?, ?, ?)
+ON CONFLICT (Name) DO UPDATE SET Owner = excluded.Owner, ExpiresAt = excluded.ExpiresAt
+WHERE Leases.Owner = excluded.Owner OR Leases.ExpiresAt < ?"""
+
 _SENSORS = "WITH s(Device, Tag) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
 
 _READ_WINDOWS = (
@@ -87,7 +114,20 @@ def _ts_text(ns: int) -> str:
 
 
 def _ts_ns(texts: list[str]) -> pa.Array:
-    return pa.array(texts, pa.string()).cast(pa.timestamp("ns")).cast(pa.int64())
+    ns, _ = parse_time_array(pa.array(texts, pa.string()))  # the store's own text: always valid
+    return pa.array(ns, pa.int64())
+
+
+def _ts_ns_one(text: str) -> int:
+    return _ts_ns([text])[0].as_py()
+
+
+def _opt_ts_text(ns: int | None) -> str | None:
+    return None if ns is None else _ts_text(ns)
+
+
+def _opt_ts_ns(text: str | None) -> int | None:
+    return None if text is None else _ts_ns_one(text)
 
 
 class SqliteStore(Store):
@@ -177,6 +217,41 @@ class SqliteStore(Store):
     def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
         rows = self._db.execute(_READ_PREDICTIONS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
         return _as_table(rows, PREDICTION_SCHEMA)
+
+    def database_time(self) -> int:
+        return _ts_ns_one(self._db.execute(_NOW).fetchone()[0])
+
+    def upsert_run(self, run: RunRecord) -> None:
+        with self._transaction():
+            self._db.execute(
+                _UPSERT_RUN,
+                (
+                    run.run_id, run.kind, run.status, _ts_text(run.started_at), _opt_ts_text(run.finished_at),
+                    _opt_ts_text(run.range_from), _opt_ts_text(run.range_to),
+                    run.sensors, run.tasks, run.failures, run.detail,
+                ),
+            )
+
+    def read_runs(self, kind: str | None = None, status: str | None = None, limit: int = 20) -> list[RunRecord]:
+        rows = self._db.execute(_READ_RUNS, (kind, kind, status, status, limit)).fetchall()
+        return [
+            RunRecord(
+                run_id, kind_, status_, _ts_ns_one(started), _opt_ts_ns(finished),
+                _opt_ts_ns(range_from), _opt_ts_ns(range_to), sensors, tasks, failures, detail,
+            )
+            for run_id, kind_, status_, started, finished, range_from, range_to, sensors, tasks, failures, detail in rows
+        ]
+
+    def try_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        with self._transaction() as now:
+            expires = _ts_text(_ts_ns_one(now) + int(ttl_seconds * 1e9))
+            self._db.execute(_TAKE_LEASE, (name, owner, expires, now))
+            (holder,) = self._db.execute("SELECT Owner FROM Leases WHERE Name = ?", (name,)).fetchone()
+        return holder == owner
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM Leases WHERE Name = ? AND Owner = ?", (name, owner))
 
     def summary(self) -> StoreSummary:
         windows, first, last = self._db.execute("SELECT COUNT(*), MIN(TS), MAX(TS) FROM SensorValues").fetchone()

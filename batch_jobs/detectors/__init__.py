@@ -1,0 +1,65 @@
+"""Per-sensor anomaly detectors by name, and their models as bytes without pickle.
+
+``get_detector(name)`` gives a detector, ``model_class(name)`` the class that
+loads its models, ``DEFAULT_DETECTOR`` the one tasks use unless told
+otherwise. ``save_model``/``load_model`` turn any model into ``.npz`` bytes
+and back (``codec``).
+"""
+
+from __future__ import annotations
+
+from batch_jobs.detectors.base import (
+    Detector,
+    Model,
+    Scores,
+    SensorWindows,
+    iter_sensor_windows,
+)
+from batch_jobs.detectors.codec import ModelFormatError, load_model, save_model
+from batch_jobs.detectors.robust_window import RobustWindow, RobustWindowModel
+from batch_jobs.detectors.seed_ocsvm import SeedOcsvm, SeedOcsvmModel
+
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "DETECTORS",
+    "Detector",
+    "Model",
+    "ModelFormatError",
+    "Scores",
+    "SensorWindows",
+    "UnknownDetectorError",
+    "get_detector",
+    "iter_sensor_windows",
+    "load_model",
+    "model_class",
+    "save_model",
+]
+
+DETECTORS: dict[str, tuple[type[Detector], type[Model]]] = {
+    SeedOcsvm.name: (SeedOcsvm, SeedOcsvmModel),
+    RobustWindow.name: (RobustWindow, RobustWindowModel),
+}
+
+DEFAULT_DETECTOR: str = RobustWindow.name
+
+
+class UnknownDetectorError(LookupError):
+    """A detector name that is not registered."""
+
+
+def _entry(name: str) -> tuple[type[Detector], type[Model]]:
+    try:
+        return DETECTORS[name]
+    except KeyError:
+        known = ", ".join(sorted(DETECTORS))
+        raise UnknownDetectorError(f"unknown detector {name!r}: known detectors are {known}") from None
+
+
+def get_detector(name: str) -> Detector:
+    """A detector by name; UnknownDetectorError naming the known detectors otherwise."""
+    return _entry(name)[0]()
+
+
+def model_class(detector_name: str) -> type[Model]:
+    """The model class of a detector (what ``from_arrays`` loads); UnknownDetectorError naming the known ones otherwise."""
+    return _entry(detector_name)[1]

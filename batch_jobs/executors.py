@@ -1,0 +1,142 @@
+"""Where tasks run: one small interface, and a local process pool as the default.
+
+An executor takes a run's ``TaskSpec``s, stores each spec in its model store
+(``runs/<run>/tasks/<task>.json``), has every task run from its spec URL
+(what ``sensorflow task run SPEC_URL`` does on a remote node) and returns one
+``TaskResult`` per spec, in spec order. A task that cannot run at all (its
+worker died, its spec could not be stored) comes back with every sensor
+failed and the reason, so a run always has an outcome for each sensor.
+``open_executor`` picks the local pool or Azure Batch (``batch_jobs.azure_batch``)
+from the sidecar's settings.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any, Self
+
+from batch_jobs.model_store import open_model_store
+from batch_jobs.tasks import TaskResult, TaskSpec, run_task_at
+
+if TYPE_CHECKING:
+    from sensorflow.settings import SidecarSettings
+
+__all__ = ["Executor", "LocalPoolExecutor", "open_executor", "store_specs"]
+
+Callback = Callable[[TaskResult], None]
+
+
+class Executor(ABC):
+    """Runs a run's tasks and waits for all of them."""
+
+    @abstractmethod
+    def run(self, specs: Sequence[TaskSpec], on_done: Callback | None = None) -> list[TaskResult]:
+        """Run every spec; ``on_done`` is called (in this thread) as each task finishes. Results in spec order."""
+
+    def run_detail(self) -> dict[str, Any]:
+        """What the last ``run`` adds to its run record's detail (e.g. the Batch job id); nothing by default."""
+        return {}
+
+    def close(self) -> None:
+        """Release workers."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def store_specs(specs: Sequence[TaskSpec]) -> list[str]:
+    """Write each spec to its model store; their URLs, in order."""
+    by_store: dict[str, list[TaskSpec]] = {}
+    for spec in specs:
+        by_store.setdefault(spec.model_store, []).append(spec)
+    located: dict[str, str] = {}
+    for url, group in by_store.items():
+        with open_model_store(url) as store:
+            store.put_many([(spec.spec_name, spec.to_json()) for spec in group])
+            located.update({spec.task_id: store.object_url(spec.spec_name) for spec in group})
+    return [located[spec.task_id] for spec in specs]
+
+
+def _set_environment(environ: Mapping[str, str]) -> None:
+    os.environ.update(environ)
+
+
+class LocalPoolExecutor(Executor):
+    """A pool of ``workers`` spawned Python processes, kept warm between runs.
+
+    ``environ`` is added to the workers' environment: what ``env:NAME``
+    store references and Blob access resolve against, when the values came
+    from flags or a config file rather than this process's environment.
+    """
+
+    def __init__(self, workers: int | None = None, environ: Mapping[str, str] | None = None):
+        self.workers = workers or os.cpu_count() or 1
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        self._environ = dict(environ or {})
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self, specs: Sequence[TaskSpec], on_done: Callback | None = None) -> list[TaskResult]:
+        if len({spec.task_id for spec in specs}) != len(specs):
+            raise ValueError("task ids of a run must be unique")
+        started = time.perf_counter()
+        try:
+            urls = store_specs(specs)
+        except Exception as e:  # noqa: BLE001 - no spec stored: every task fails with the reason
+            results = [TaskResult.all_failed(spec, f"cannot store the task spec: {e}") for spec in specs]
+            for result in results:
+                if on_done:
+                    on_done(result)
+            return results
+        pool = self._ensure_pool()
+        futures: dict[Future, int] = {pool.submit(run_task_at, url): i for i, url in enumerate(urls)}
+        results: list[TaskResult | None] = [None] * len(specs)
+        broken = False
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                result = future.result()
+            except BrokenProcessPool as e:
+                broken = True
+                result = TaskResult.all_failed(specs[i], f"worker process died: {e}", time.perf_counter() - started)
+            except Exception as e:  # noqa: BLE001 - e.g. the spec could not be read back
+                result = TaskResult.all_failed(specs[i], f"{type(e).__name__}: {e}", time.perf_counter() - started)
+            results[i] = result
+            if on_done:
+                on_done(result)
+        if broken:  # a dead pool takes no more work: the next run starts a fresh one
+            self.close()
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_set_environment,
+                initargs=(self._environ,),
+            )
+        return self._pool
+
+
+def open_executor(settings: SidecarSettings, environ: Mapping[str, str], **batch_client_options: Any) -> Executor:
+    """The executor the settings name: the local pool, or Azure Batch (``batch_client_options`` go to its client)."""
+    if settings.executor == "azure-batch":
+        from batch_jobs.azure_batch import executor_from_settings
+
+        return executor_from_settings(settings, environ, **batch_client_options)
+    return LocalPoolExecutor(settings.task_processes, environ)

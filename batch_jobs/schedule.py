@@ -1,0 +1,196 @@
+"""What a sidecar run does and when the next one starts: pure planning, no I/O.
+
+Two clocks, never mixed:
+- which sensors have new windows is decided by when rows were WRITTEN
+  (``WrittenAt``, the database clock): a run scans from the last successful
+  score run's start minus a safety margin, so windows written late (a
+  replay, a slow partition) are scored too;
+- what to score and what to train on is decided in WINDOW time (``TS``):
+  scoring starts ``score_lookback`` before the last run's newest window,
+  training takes ``train_span`` before the newest window and is due once the
+  newest window has moved ``retrain_every`` past the last training. Replayed
+  history therefore schedules exactly as live data did.
+
+Sensors that failed in the last run are planned again with their old range,
+besides the new work; they never hold back the others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+from batch_jobs.tasks import TaskResult, TaskSpec
+from windowing.store.base import RunRecord
+
+__all__ = [
+    "SUCCESSFUL",
+    "Cron",
+    "Every",
+    "FailedSensor",
+    "Policy",
+    "Work",
+    "chunk_tasks",
+    "failed_json",
+    "failed_sensors",
+    "newest_window",
+    "retries",
+    "score_work",
+    "train_due",
+    "train_work",
+    "written_since",
+]
+
+Sensor = tuple[str, str]
+SUCCESSFUL = ("succeeded", "partial")
+"""Run states that move the watermark; a ``partial`` run lists its failed sensors for retry."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The sidecar's planning knobs, all durations in ns."""
+
+    safety_margin_ns: int
+    score_lookback_ns: int
+    train_span_ns: int
+    retrain_every_ns: int
+    chunk_size: int
+
+    def __post_init__(self) -> None:
+        if min(self.safety_margin_ns, self.score_lookback_ns) < 0 or min(self.train_span_ns, self.retrain_every_ns) <= 0:
+            raise ValueError("margins must be >= 0 and the training span and period > 0")
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class Work:
+    """Sensors that share one window-time range ``(ts_from, ts_to]`` (None: open end)."""
+
+    sensors: tuple[Sensor, ...]
+    ts_from: int | None
+    ts_to: int | None
+
+
+@dataclass(frozen=True)
+class FailedSensor:
+    """A sensor a run could not finish, with the range it was given and why (kept in the run's detail)."""
+
+    device: str
+    tag: str
+    ts_from: int | None
+    ts_to: int | None
+    reason: str
+
+
+def written_since(last: RunRecord | None, policy: Policy) -> int:
+    """Database time to scan ``WrittenAt`` from: the last successful run's start minus the margin (0: ever)."""
+    return 0 if last is None else max(0, last.started_at - policy.safety_margin_ns)
+
+
+def retries(last: RunRecord | None) -> list[FailedSensor]:
+    """The failed sensors recorded in a run's detail."""
+    if last is None:
+        return []
+    return [FailedSensor(**f) for f in json.loads(last.detail).get("failed", [])]
+
+
+def score_work(written: Iterable[Sensor], last: RunRecord | None, failed: list[FailedSensor], policy: Policy) -> list[Work]:
+    """New windows: from ``score_lookback`` before the last run's newest window to the newest; retries from their old start."""
+    start = None if last is None or last.range_to is None else last.range_to - policy.score_lookback_ns
+    ranges: dict[Sensor, int | None] = {sensor: start for sensor in written}
+    for f in failed:  # a retry's earlier start wins; it reads to the newest window as well
+        sensor = (f.device, f.tag)
+        current = ranges.get(sensor, f.ts_from)
+        ranges[sensor] = None if current is None or f.ts_from is None else min(current, f.ts_from)
+    return _group({sensor: (ts_from, None) for sensor, ts_from in ranges.items()})
+
+
+def train_due(newest: int | None, last_train: RunRecord | None, policy: Policy) -> bool:
+    """Training is due when there is data and no training yet, or the newest window moved ``retrain_every`` past it."""
+    if newest is None:
+        return False
+    if last_train is None or last_train.range_to is None:
+        return True
+    return newest - last_train.range_to >= policy.retrain_every_ns
+
+
+def train_work(sensors: Iterable[Sensor], newest: int | None, failed: list[FailedSensor], policy: Policy) -> list[Work]:
+    """The ``train_span`` before the newest window for ``sensors``; failed ones with their old range."""
+    sensors = list(sensors)
+    if sensors and newest is None:
+        raise ValueError("training new sensors needs the newest window")
+    ranges: dict[Sensor, tuple[int | None, int | None]] = {
+        s: (newest - policy.train_span_ns, newest) for s in sensors  # type: ignore[operator]
+    }
+    for f in failed:
+        ranges.setdefault((f.device, f.tag), (f.ts_from, f.ts_to))
+    return _group(ranges)
+
+
+def _group(ranges: dict[Sensor, tuple[int | None, int | None]]) -> list[Work]:
+    groups: dict[tuple[int | None, int | None], list[Sensor]] = {}
+    for sensor in sorted(ranges):
+        groups.setdefault(ranges[sensor], []).append(sensor)
+    return [Work(tuple(sensors), ts_from, ts_to) for (ts_from, ts_to), sensors in groups.items()]
+
+
+def chunk_tasks(run_id: str, kind: str, work: list[Work], policy: Policy, **spec_fields) -> list[TaskSpec]:
+    """One ``TaskSpec`` per ``chunk_size`` sensors of each work group (``spec_fields``: detector, store, ...)."""
+    specs = []
+    for group in work:
+        for lo in range(0, len(group.sensors), policy.chunk_size):
+            sensors = group.sensors[lo:lo + policy.chunk_size]
+            task_id = f"{kind}-{len(specs):05d}"
+            specs.append(TaskSpec(task_id, run_id, kind, sensors, group.ts_from, group.ts_to, **spec_fields))
+    return specs
+
+
+def failed_sensors(specs: list[TaskSpec], results: list[TaskResult]) -> list[FailedSensor]:
+    """Every failed sensor of a run with the range its task had."""
+    failed = []
+    for spec, result in zip(specs, results):
+        for o in result.outcomes:
+            if o.status == "failed":
+                failed.append(FailedSensor(o.device, o.tag, spec.ts_from, spec.ts_to, o.reason))
+    return failed
+
+
+def newest_window(results: list[TaskResult]) -> int | None:
+    """The newest window end any task read."""
+    ends = [o.last_ts for r in results for o in r.outcomes if o.last_ts is not None]
+    return max(ends) if ends else None
+
+
+def failed_json(failed: list[FailedSensor]) -> list[dict]:
+    return [asdict(f) for f in failed]
+
+
+@dataclass(frozen=True)
+class Every:
+    """Runs every ``seconds`` of wall time (when to wake up only; ranges are window time)."""
+
+    seconds: float
+
+    def next_after(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.seconds)
+
+
+@dataclass(frozen=True)
+class Cron:
+    """Runs at the times of a cron expression (``10 * * * *``: minute 10 of every hour, as the seed's scoring)."""
+
+    expression: str
+
+    def __post_init__(self) -> None:
+        from croniter import croniter
+
+        if not croniter.is_valid(self.expression):
+            raise ValueError(f"bad cron expression {self.expression!r}")
+
+    def next_after(self, now: datetime) -> datetime:
+        from croniter import croniter
+
+        return croniter(self.expression, now).get_next(datetime)

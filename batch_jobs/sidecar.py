@@ -1,0 +1,205 @@
+"""The sidecar: on a schedule, score what was written since the last run and retrain when due.
+
+Each run holds the store's lease row (``Store.try_lease``) so two sidecars
+started together never run the same work; the one that does not get it
+does nothing. A run has a score phase and, when due (``schedule.train_due``)
+or when sensors are left to retry, a train phase; each phase is one row
+in ``Runs`` (kind, window-time range, sensors, tasks, failures, duration,
+and a JSON detail with the failed sensors that the next run retries).
+Planning is ``batch_jobs.schedule``; the tasks run on an ``Executor``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from tqdm import tqdm
+
+from batch_jobs.executors import Executor
+from batch_jobs.schedule import (
+    SUCCESSFUL,
+    Cron,
+    Every,
+    Policy,
+    Work,
+    chunk_tasks,
+    failed_json,
+    failed_sensors,
+    newest_window,
+    retries,
+    score_work,
+    train_due,
+    train_work,
+    written_since,
+)
+from batch_jobs.tasks import TaskResult, TaskSpec
+from windowing.store import RunRecord, Store
+
+__all__ = ["Phase", "Sidecar", "SidecarConfig", "SidecarReport", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    """What the sidecar plans with. ``store_ref`` is the store as task specs name it (no secrets)."""
+
+    store_ref: str
+    model_store: str
+    detector: str
+    policy: Policy
+    window_ns: int = 5_000_000_000
+    lease_name: str = "sidecar"
+    lease_seconds: float = 600.0
+    seed_csv: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Phase:
+    """One phase of a run: its ``Runs`` row, specs and task results."""
+
+    run: RunRecord
+    specs: tuple[TaskSpec, ...]
+    results: tuple[TaskResult, ...]
+
+    def count(self, status: str) -> int:
+        return sum(r.count(status) for r in self.results)
+
+
+@dataclass(frozen=True, eq=False)
+class SidecarReport:
+    """What one ``run_once`` did; ``leased`` is False when another sidecar held the lease."""
+
+    leased: bool
+    score: Phase | None = None
+    train: Phase | None = None
+
+
+class Sidecar:
+    """Plans runs from the store's ``Runs`` and runs their tasks on ``executor``."""
+
+    def __init__(self, config: SidecarConfig, store: Store, executor: Executor, progress: bool | None = None):
+        self.config, self.store, self.executor, self.progress = config, store, executor, progress
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._renewed = 0.0
+
+    def run_once(self) -> SidecarReport:
+        """One run under the lease: score, then train if due; False ``leased`` if another sidecar is running."""
+        if not self.store.try_lease(self.config.lease_name, self.owner, self.config.lease_seconds):
+            log.info("lease %r is held by another sidecar: nothing to do", self.config.lease_name)
+            return SidecarReport(leased=False)
+        self._renewed = time.monotonic()
+        try:
+            score = self._score(self._last("score"))
+            return SidecarReport(True, score, self._train(score.run.range_to))
+        finally:
+            self.store.release_lease(self.config.lease_name, self.owner)
+
+    def _last(self, kind: str) -> RunRecord | None:
+        return next((r for r in self.store.read_runs(kind=kind, limit=100) if r.status in SUCCESSFUL), None)
+
+    def _score(self, last: RunRecord | None) -> Phase:
+        since = written_since(last, self.config.policy)
+        written = self.store.sensors_written_since(since)
+        work = score_work(written, last, retries(last), self.config.policy)
+        phase = self._phase("score", work, {"since": since, "written": len(written)})
+        newest = newest_window(list(phase.results))
+        carried = max((t for t in (newest, last and last.range_to) if t is not None), default=None)
+        run = replace(phase.run, range_to=carried)
+        self.store.upsert_run(run)
+        return replace(phase, run=run)
+
+    def _train(self, newest: int | None) -> Phase | None:
+        """Train when due over the span before ``newest`` (the newest window seen so far), plus retries."""
+        last = self._last("train")
+        due = train_due(newest, last, self.config.policy)
+        failed = retries(last)
+        if not due and not failed:
+            return None
+        sensors = self.store.sensors_written_since(written_since(last, self.config.policy)) if due else []
+        work = train_work(sensors, newest, failed, self.config.policy)
+        phase = self._phase("train", work, {"due": due, "newest_window": newest})
+        run = replace(phase.run, range_to=newest if due else last.range_to)  # type: ignore[union-attr]
+        self.store.upsert_run(run)
+        return replace(phase, run=run)
+
+    def _phase(self, kind: str, work: list[Work], detail: dict) -> Phase:
+        started = self.store.database_time()
+        run_id = f"{datetime.fromtimestamp(started / 1e9, UTC):%Y%m%dT%H%M%S}-{kind}-{uuid.uuid4().hex[:6]}"
+        specs = chunk_tasks(
+            run_id, kind, work, self.config.policy, detector=self.config.detector, store=self.config.store_ref,
+            model_store=self.config.model_store, window_ns=self.config.window_ns, seed_csv=self.config.seed_csv,
+        )
+        sensors = sum(len(s.sensors) for s in specs)
+        starts = [w.ts_from for w in work if w.ts_from is not None]
+        run = RunRecord(run_id, kind, "running", started, range_from=min(starts) if starts else None, sensors=sensors, tasks=len(specs))
+        self.store.upsert_run(run)
+        clock = time.perf_counter()
+        try:
+            results = self._execute(kind, specs, sensors)
+        except BaseException as e:
+            error = {**detail, **(self.executor.run_detail() if specs else {}), "error": f"{type(e).__name__}: {e}"}
+            self.store.upsert_run(replace(run, status="failed", finished_at=self.store.database_time(), detail=json.dumps(error)))
+            raise
+        failed = failed_sensors(specs, results)
+        failed_tasks = sum(1 for r in results if r.outcomes and r.count("failed") == len(r.outcomes))
+        status = "succeeded" if not failed else ("failed" if failed_tasks == len(results) else "partial")
+        skipped: dict[str, int] = {}
+        for r in results:
+            for o in r.outcomes:
+                if o.status == "skipped":
+                    skipped[o.reason] = skipped.get(o.reason, 0) + 1
+        detail = {
+            **detail, **(self.executor.run_detail() if specs else {}), "owner": self.owner, "seconds": round(time.perf_counter() - clock, 3),
+            "predictions": sum(r.predictions for r in results), "skipped": skipped,
+            "tasks": [{"task_id": r.task_id, "sensors": len(r.outcomes), "failed": r.count("failed"),
+                       "seconds": round(r.seconds, 3), "error": r.error} for r in results],
+            "failed": failed_json(failed),
+        }
+        run = replace(run, status=status, finished_at=self.store.database_time(), failures=len(failed),
+                      detail=json.dumps(detail))
+        return Phase(run, tuple(specs), tuple(results))
+
+    def _execute(self, kind: str, specs: list[TaskSpec], sensors: int) -> list[TaskResult]:
+        if not specs:
+            return []
+        with tqdm(total=sensors, desc=f"{kind} (sensors)", unit="sensor", disable=self._quiet(), leave=False) as bar:
+            def done(result: TaskResult) -> None:
+                bar.update(len(result.outcomes))
+                self._renew()
+
+            return self.executor.run(specs, done)
+
+    def _quiet(self) -> bool | None:
+        return None if self.progress is None else not self.progress  # None: tqdm shows bars on a terminal only
+
+    def _renew(self) -> None:
+        """Keep the lease while tasks finish (every third of its lifetime)."""
+        if time.monotonic() - self._renewed < self.config.lease_seconds / 3:
+            return
+        if not self.store.try_lease(self.config.lease_name, self.owner, self.config.lease_seconds):
+            log.warning("lease %r was taken over while this run was in progress", self.config.lease_name)
+        self._renewed = time.monotonic()
+
+
+def serve(sidecar: Sidecar, schedule: Every | Cron, stop: threading.Event,
+          on_report: Callable[[SidecarReport], None] | None = None) -> None:
+    """Run on ``schedule`` until ``stop`` is set; a failed run is logged and the next one runs on time."""
+    while not stop.is_set():
+        try:
+            report = sidecar.run_once()
+            if on_report:
+                on_report(report)
+        except Exception:
+            log.exception("sidecar run failed")
+        now = datetime.now(UTC)
+        stop.wait(max(0.0, (schedule.next_after(now) - now).total_seconds()))

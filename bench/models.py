@@ -1,0 +1,233 @@
+"""Benchmark: per-sensor models trained and scored through our chunked tasks, the original way, and in memory.
+
+From one run on one windows table (>= 10k sensors x 1 h of 5 s windows in
+SQLite, written with ``Store.upsert_windows``):
+
+- chunked: train tasks that then score the same hour (``then_score``), of
+  ``--chunk`` sensors on the local process pool: one SQL read per task, fit,
+  model writes, scoring, one prediction upsert per task;
+- per-process: the original way on a sample: one fresh Python process per
+  sensor, each with its own query, fit, model write, scoring and prediction
+  write (this script with ``--one-sensor``);
+- in-memory: fit + score of every sensor from arrays already in memory,
+  one process: the compute-only limit.
+
+Rates are models trained+scored per second per core. Targets: chunked >= 50x
+the per-process rate and >= 50% of the in-memory rate. The last line printed
+is one JSON object of the figures.
+
+    python bench/models.py [--devices 1000] [--tags 10] [--detectors robust-window,seed-ocsvm]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as the sensorflow command does
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from batch_jobs.detectors import (
+    DEFAULT_DETECTOR,
+    get_detector,
+    iter_sensor_windows,
+    save_model,
+)
+from batch_jobs.executors import LocalPoolExecutor
+from batch_jobs.schedule import Policy, Work, chunk_tasks
+from batch_jobs.tasks import TaskResult, _predictions_table
+from windowing.store import open_store
+from windowing.tumbling import WINDOW_SCHEMA
+
+NS = 1_000_000_000
+W = 5 * NS
+START = 1_767_225_600 * NS  # 2026-01-01T00:00:00Z
+WINDOWS = 720  # one hour
+
+
+def sensors_of(devices: int, tags: int) -> list[tuple[str, str]]:
+    return [(str(d), str(t)) for d in range(1, devices + 1) for t in range(1, tags + 1)]
+
+
+def build_store(url: str, sensors: list[tuple[str, str]], seed: int = 1) -> float:
+    """An hour of windows per sensor (level + noise, the odd spike); seconds spent writing."""
+    rng = np.random.default_rng(seed)
+    ends = START + np.arange(1, WINDOWS + 1, dtype=np.int64) * W
+    took = 0.0
+    with open_store(url) as store:
+        store.create_schema()
+        for lo in range(0, len(sensors), 1000):
+            part = sensors[lo:lo + 1000]
+            level = rng.uniform(10, 110, (len(part), 1))
+            value = level + rng.normal(0, 0.5, (len(part), WINDOWS))
+            value[rng.random(value.shape) < 0.002] += 20.0
+            flat = value.ravel()
+            table = pa.table({
+                "window_end": np.tile(ends, len(part)), "device": np.repeat([d for d, _ in part], WINDOWS),
+                "tag": np.repeat([t for _, t in part], WINDOWS), "value": flat,
+                "count": np.full(flat.shape[0], 5, dtype=np.int64), "min": flat - 0.8, "max": flat + 0.8,
+            }, schema=WINDOW_SCHEMA)
+            began = time.perf_counter()
+            store.upsert_windows(table)
+            took += time.perf_counter() - began
+    return took
+
+
+def chunked(url: str, models: Path, sensors: list[tuple[str, str]], detector: str, chunk: int, workers: int) -> dict:
+    """Train tasks that then score the same hour (one read per chunk), on a warm pool."""
+    policy = Policy(0, 0, 3600 * NS, 3600 * NS, chunk)
+    fields = {"detector": detector, "store": url, "model_store": str(models), "then_score": True}
+    hour = [Work(tuple(sensors), START, START + WINDOWS * W)]
+    with LocalPoolExecutor(workers) as pool:
+        pool.run(chunk_tasks("warm-up", "train", [Work(tuple(sensors[:1]), START, START + WINDOWS * W)], policy, **fields))
+        began = time.perf_counter()
+        results = pool.run(chunk_tasks("bench", "train", hour, policy, **fields))
+        seconds = time.perf_counter() - began
+    ok = sum(r.count("ok") for r in results)
+    if ok != len(sensors):
+        raise SystemExit(f"chunked run lost sensors: {ok} of {len(sensors)} ok: {results[0].outcomes[:3]}")
+    return {
+        "seconds": round(seconds, 2), "per_s_per_core": len(sensors) / seconds / workers,
+        "per_cpu_s": len(sensors) / sum(r.cpu_seconds for r in results),
+        "predictions": sum(r.predictions for r in results), "stages": _stages(results),
+    }
+
+
+def _stages(results: list[TaskResult]) -> dict[str, float]:
+    """Seconds per task stage, summed over tasks (all workers); "write" is model writes + the prediction upsert."""
+    totals: dict[str, float] = {}
+    for result in results:
+        for stage, seconds in result.stages.items():
+            totals[stage] = round(totals.get(stage, 0.0) + seconds, 2)
+    return totals
+
+
+def per_process(url: str, models: Path, sample: list[tuple[str, str]], detector: str) -> dict:
+    """One fresh interpreter per sensor, one after the other (one core)."""
+    began, cpu = time.perf_counter(), _children_cpu()
+    for device, tag in sample:
+        subprocess.run(
+            [sys.executable, __file__, "--one-sensor", device, tag, "--store", url, "--models", str(models),
+             "--detectors", detector], check=True,
+        )
+    seconds = time.perf_counter() - began
+    return {"sensors": len(sample), "seconds": round(seconds, 2), "per_s_per_core": len(sample) / seconds,
+            "per_cpu_s": len(sample) / (_children_cpu() - cpu)}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_sensor(device: str, tag: str, url: str, models: Path, detector_name: str) -> None:
+    """The original job: query one sensor, fit, write its model, score, write its predictions."""
+    detector = get_detector(detector_name)
+    with open_store(url) as store:
+        table = store.read_windows([(device, tag)], START, START + WINDOWS * W)
+        (windows,) = iter_sensor_windows(table, START, START + WINDOWS * W, W)
+        model = detector.fit(windows)
+        models.mkdir(parents=True, exist_ok=True)
+        (models / f"model_{device}_{tag}").write_bytes(save_model(model))
+        scores = model.score(windows)
+        store.upsert_predictions(_predictions_table(detector_name, [(windows, "per-process", scores)]))
+
+
+def in_memory(url: str, sensors: list[tuple[str, str]], detector_name: str) -> dict:
+    """Fit + score of every sensor whose windows are already arrays in memory; one process."""
+    windows = []
+    with open_store(url) as store:  # read in slices: 10k sensors of rows at once would be GBs of Python tuples
+        for lo in range(0, len(sensors), 1000):
+            table = store.read_windows(sensors[lo:lo + 1000], START, START + WINDOWS * W)
+            windows += iter_sensor_windows(table, START, START + WINDOWS * W, W)
+    detector = get_detector(detector_name)
+    began, cpu = time.perf_counter(), time.process_time()
+    for w in windows:
+        detector.fit(w).score(w)
+    seconds = time.perf_counter() - began
+    return {"sensors": len(windows), "seconds": round(seconds, 2), "per_s_per_core": len(windows) / seconds,
+            "per_cpu_s": len(windows) / (time.process_time() - cpu)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--tags", type=int, default=10)
+    parser.add_argument("--detectors", default=f"{DEFAULT_DETECTOR},seed-ocsvm")
+    parser.add_argument("--ocsvm-sensors", type=int, default=2000, help="sensors for seed-ocsvm (slow: a subset)")
+    parser.add_argument("--sample", type=int, default=20, help="sensors run the original way")
+    parser.add_argument("--chunk", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--one-sensor", nargs=2, metavar=("DEVICE", "TAG"), help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    parser.add_argument("--models", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one_sensor:
+        one_sensor(*args.one_sensor, args.store, args.models, args.detectors)
+        return 0
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sensorflow-bench-models-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{workdir / 'bench.db'}"
+    for name in ("bench.db", "bench.db-wal", "bench.db-shm"):
+        (workdir / name).unlink(missing_ok=True)
+    sensors = sensors_of(args.devices, args.tags)
+    write_s = build_store(url, sensors)
+    print(f"windows: {len(sensors):,} sensors x {WINDOWS} windows = {len(sensors) * WINDOWS:,} rows written in "
+          f"{write_s:.1f} s ({len(sensors) * WINDOWS / write_s:,.0f} rows/s) to {workdir / 'bench.db'}", flush=True)
+    figures: dict[str, object] = {"sensors": len(sensors), "windows_per_sensor": WINDOWS, "workers": args.workers,
+                                  "chunk": args.chunk, "window_rows_per_s": round(len(sensors) * WINDOWS / write_s)}
+    step = max(1, len(sensors) // args.sample)
+    sample = sensors[::step][:args.sample]
+    for detector in args.detectors.split(","):
+        subset = sensors if detector == DEFAULT_DETECTOR else sensors[:args.ocsvm_sensors]
+        shutil.rmtree(workdir / "models", ignore_errors=True)
+        ours = chunked(url, workdir / "models", subset, detector, args.chunk, args.workers)
+        original = per_process(url, workdir / "per-process-models", sample, detector)
+        memory = in_memory(url, subset, detector)
+        vs_original = ours["per_s_per_core"] / original["per_s_per_core"]
+        vs_memory = ours["per_s_per_core"] / memory["per_s_per_core"]
+        cpu_vs_original = ours["per_cpu_s"] / original["per_cpu_s"]
+        cpu_vs_memory = ours["per_cpu_s"] / memory["per_cpu_s"]
+        print(f"{detector}: {len(subset):,} sensors (rates: models trained+scored per second per core, wall clock; "
+              "[per CPU-second: unaffected by other load on the machine])")
+        print(f"  chunked tasks:  {ours['per_s_per_core']:8.1f} [{ours['per_cpu_s']:7.1f}] "
+              f"({ours['seconds']} s on {args.workers} workers; {ours['predictions']:,} predictions)")
+        print(f"    task stages (s, all workers): {ours['stages']}")
+        print(f"  per process:    {original['per_s_per_core']:8.2f} [{original['per_cpu_s']:7.2f}] "
+              f"({original['sensors']} sensors in {original['seconds']} s, one interpreter each)")
+        print(f"  in memory:      {memory['per_s_per_core']:8.1f} [{memory['per_cpu_s']:7.1f}] "
+              f"({memory['sensors']:,} sensors in {memory['seconds']} s)")
+        print(f"  chunked / per-process: {vs_original:.0f}x [{cpu_vs_original:.0f}x] (target >= 50x); "
+              f"chunked / in-memory: {vs_memory:.2f} [{cpu_vs_memory:.2f}] (target >= 0.50)", flush=True)
+        figures[detector] = {
+            "sensors": len(subset), "chunked_per_s_per_core": round(ours["per_s_per_core"], 1),
+            "per_process_per_s_per_core": round(original["per_s_per_core"], 3),
+            "in_memory_per_s_per_core": round(memory["per_s_per_core"], 1),
+            "chunked_vs_per_process": round(vs_original, 1), "chunked_vs_in_memory": round(vs_memory, 3),
+            "chunked_per_cpu_s": round(ours["per_cpu_s"], 1), "per_process_per_cpu_s": round(original["per_cpu_s"], 3),
+            "in_memory_per_cpu_s": round(memory["per_cpu_s"], 1),
+            "cpu_chunked_vs_per_process": round(cpu_vs_original, 1), "cpu_chunked_vs_in_memory": round(cpu_vs_memory, 3),
+            "chunked_seconds": ours["seconds"], "stages": ours["stages"],
+        }
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

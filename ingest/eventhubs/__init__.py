@@ -1,0 +1,1 @@
+"""Live input from Azure Event Hubs: the source, its receivers and Blob checkpoints."""

@@ -1,0 +1,154 @@
+"""A live Event Hub as a Bytewax partitioned source: one Bytewax partition per Event Hubs partition.
+
+Each received SDK batch becomes ONE :class:`~ingest.batches.MessageBatch` (positions are
+sequence numbers, enqueued times in ns). The SDK receives in a separate process
+(:class:`~ingest.eventhubs.host.ReceiverHost`); ``next_batch`` never blocks: it takes what
+that process has sent for the partition. A partition's snapshot is the sequence number after
+the last emitted event; a resumed partition starts there, a new one at its checkpoint (from
+Blob Storage) or else at the configured starting position.
+
+Bytewax calls ``next_batch`` in epoch E+1 only after every output has finished epoch E, and
+takes the source snapshot at the end of each epoch. So the first ``next_batch`` after a
+snapshot proves that everything before the snapshot's position is fully processed: the source
+reports that position to the :class:`~windowing.resume.ResumeBoard` then (the checkpointer's
+"durable" position).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from ingest.batches import MessageBatch
+from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
+from ingest.eventhubs.host import ReceiverHost
+from ingest.eventhubs.received import Received
+from ingest.eventhubs.receiver import OffsetBook, PartitionStatus
+from ingest.timeparse import MISSING
+from windowing.resume import ResumeBoard
+
+__all__ = ["EventHubsSource", "to_message_batch"]
+
+log = logging.getLogger(__name__)
+
+_IDLE_POLL = timedelta(milliseconds=5)
+_TAKE = 64  # received batches handed to Bytewax per call at most
+
+
+def to_message_batch(partition: str, received: Received) -> MessageBatch:
+    """One received SDK batch as one dataflow item (bodies stay joined when no body holds a newline)."""
+    if received.clean:
+        return MessageBatch(partition, None, received.sequence_numbers, received.enqueued_ns, received.rejects, joined=received.data)
+    return MessageBatch(partition, received.bodies, received.sequence_numbers, received.enqueued_ns, received.rejects)
+
+
+class EventHubsSource(FixedPartitionedSource[MessageBatch, "int | None"]):
+    """Reads ``partitions`` of the hub behind ``connection``.
+
+    ``starts`` maps a partition to the sequence number to start from when Bytewax has no state
+    for it (from checkpoints); ``stop`` set ends every partition at its next call (graceful
+    shutdown: nothing queued but not emitted counts as read). ``board`` receives durable
+    positions for checkpoints. ``host`` is the receiver process to use (the caller closes it);
+    without one the source starts its own and closes it when its last partition closes.
+    """
+
+    def __init__(
+        self,
+        connection: EventHubsConnection,
+        options: ReceiveOptions,
+        partitions: list[str],
+        starts: Mapping[str, int] | None = None,
+        board: ResumeBoard | None = None,
+        stop: threading.Event | None = None,
+        host: ReceiverHost | None = None,
+    ):
+        if isinstance(partitions, str) or not partitions:
+            raise ValueError("partitions must be a non-empty list of partition ids")
+        self.connection = connection
+        self.options = options
+        self.partitions = [str(p) for p in partitions]
+        self.starts = dict(starts or {})
+        self.board = board
+        self.stop = stop or threading.Event()
+        self.status = {p: PartitionStatus(p) for p in self.partitions}
+        self.offsets = {p: OffsetBook() for p in self.partitions}
+        self.final_positions: dict[str, int | None] = {}
+        self._host = host
+        self._own_host = host is None
+        self._lock = threading.Lock()
+        self._open_parts = 0
+
+    def list_parts(self) -> list[str]:
+        return list(self.partitions)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _EventHubsPartition:
+        start = resume_state if resume_state is not None else self.starts.get(for_part)
+        log.info(
+            "partition %s starts at %s",
+            for_part,
+            f"sequence number {start}" if start is not None else self.options.starting_position,
+            extra={"partition": for_part, "position": start},
+        )
+        with self._lock:
+            if self._host is None:
+                self._host = ReceiverHost(self.connection, self.options)
+            self._open_parts += 1
+        self._host.start(for_part, start, self.status[for_part])
+        return _EventHubsPartition(for_part, self._host, start, self)
+
+    def connected(self) -> bool:
+        return all(s.connected for s in self.status.values())
+
+    def _closed(self, partition: str, position: int | None) -> None:
+        self.final_positions[partition] = position
+        with self._lock:
+            self._open_parts -= 1
+            if self._own_host and self._open_parts == 0 and self._host is not None:
+                self._host.close()
+                self._host = None
+
+
+class _EventHubsPartition(StatefulSourcePartition[MessageBatch, "int | None"]):
+    def __init__(self, partition: str, host: ReceiverHost, start: int | None, source: EventHubsSource):
+        self._partition = partition
+        self._host = host
+        self._next = start  # sequence number after the last emitted event
+        self._source = source
+        self._offsets = source.offsets[partition]
+        self._status = source.status[partition]
+        self._snapshotted: int | None = None
+
+    def next_batch(self) -> list[MessageBatch]:
+        if self._snapshotted is not None:  # every output finished the epoch of that snapshot
+            if self._source.board is not None:
+                self._source.board.source_durable(self._partition, self._snapshotted)
+            self._snapshotted = None
+        if self._source.stop.is_set():
+            raise StopIteration
+        batches = []
+        for received in self._host.take(self._partition, _TAKE):
+            batches.append(to_message_batch(self._partition, received))
+            self._next = received.next_sequence
+            self._status.last_sequence = self._next - 1
+            if len(received):
+                self._offsets.add(received.sequence_numbers, received.offsets)
+                if received.enqueued_ns[-1] != MISSING:
+                    self._status.last_enqueued_ns = int(received.enqueued_ns[-1])
+        return batches
+
+    def next_awake(self) -> datetime | None:
+        if self._host.waiting(self._partition) or self._source.stop.is_set():
+            return None
+        return datetime.now(UTC) + _IDLE_POLL
+
+    def snapshot(self) -> int | None:
+        self._snapshotted = self._next  # None (nothing read on a cold start) reports nothing
+        return self._next
+
+    def close(self) -> None:
+        self._host.stop(self._partition)
+        self._source._closed(self._partition, self._next)

@@ -1,0 +1,231 @@
+"""What makes the live dataflow a service: /metrics, /healthz, /readyz, JSON logs, graceful stops.
+
+* :class:`MetricsServer` serves Prometheus metrics (prometheus-client's exposition, from a
+  collector that reads the run's counters at scrape time, so the dataflow pays nothing per
+  reading), ``/healthz`` (the process answers) and ``/readyz`` (every partition's receiver is
+  connected, the store answers, checkpoints are being written).
+* :class:`JsonFormatter` writes one JSON object per log line; ``partition`` and ``position``
+  given as ``extra`` become fields, so every receiver error names where it happened.
+* :class:`StopSignal` turns SIGTERM (Kubernetes stopping the pod), a max runtime or a quiet hub
+  into one event the source checks: the dataflow finishes its batch, snapshots and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ingest.eventhubs.receiver import PartitionStatus
+from windowing.stats import WRITE_BUCKETS, RunStats
+
+__all__ = ["JsonFormatter", "MetricsServer", "RunCollector", "StopSignal", "configure_logging"]
+
+log = logging.getLogger(__name__)
+
+_RECORD_FIELDS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, any ``extra`` fields, the exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                doc[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+JsonFormatter.converter = time.gmtime
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Root logging to stderr as ``text`` or ``json``; replaces handlers set earlier."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("azure").setLevel(max(logging.WARNING, root.level))  # the SDKs log every link at INFO
+
+
+class RunCollector:
+    """Prometheus metrics of one live run, read from its counters when scraped."""
+
+    def __init__(self, stats: RunStats, partitions: Mapping[str, PartitionStatus], extra: Callable[[], dict[str, float]] | None = None):
+        self._stats = stats
+        self._partitions = partitions
+        self._extra = extra
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        yield CounterMetricFamily("sensorflow_messages", "Messages read", value=stats.messages)
+        yield CounterMetricFamily("sensorflow_readings", "Readings decoded (valid)", value=stats.readings)
+        yield CounterMetricFamily("sensorflow_elements", "Elements seen (readings + malformed)", value=stats.elements)
+        yield CounterMetricFamily("sensorflow_windows_written", "Window rows committed to the store", value=stats.windows_written)
+        yield CounterMetricFamily("sensorflow_late_readings", "Readings refused as late", value=stats.late_readings)
+        dead = CounterMetricFamily("sensorflow_dead_letters", "Dead letters written, by reason code", labels=["reason"])
+        for reason, count in sorted(dict(stats.dead_letters_by_reason).items()):
+            dead.add_metric([reason], count)
+        yield dead
+        buckets, total = list(stats.write_buckets), stats.write_seconds
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, WRITE_BUCKETS), "+Inf"], buckets):
+            running += count
+            cumulative.append((bound, running))
+        yield HistogramMetricFamily(
+            "sensorflow_store_write_seconds", "Seconds from handing a batch to the store until it is committed",
+            buckets=cumulative, sum_value=total,
+        )
+        now_ns = time.time_ns()
+        last = GaugeMetricFamily("sensorflow_partition_last_sequence_number", "Last sequence number read", labels=["partition"])
+        lag = GaugeMetricFamily("sensorflow_partition_enqueued_lag_seconds", "Wall time minus enqueued time of the last event read", labels=["partition"])
+        behind = GaugeMetricFamily("sensorflow_partition_events_behind", "Events enqueued but not read yet", labels=["partition"])
+        up = GaugeMetricFamily("sensorflow_partition_connected", "1 if the partition's receiver is connected", labels=["partition"])
+        reconnects = CounterMetricFamily("sensorflow_partition_reconnects", "Receiver reconnects", labels=["partition"])
+        for pid, status in sorted(self._partitions.items()):
+            if status.last_sequence is not None:
+                last.add_metric([pid], status.last_sequence)
+            if status.last_enqueued_ns is not None:
+                lag.add_metric([pid], max(0.0, (now_ns - status.last_enqueued_ns) / 1e9))
+            if status.behind is not None:
+                behind.add_metric([pid], status.behind)
+            up.add_metric([pid], 1.0 if status.connected else 0.0)
+            reconnects.add_metric([pid], status.reconnects)
+        yield from (last, lag, behind, up, reconnects)
+        for name, value in (self._extra() if self._extra else {}).items():
+            yield GaugeMetricFamily(f"sensorflow_{name}", name.replace("_", " "), value=value)
+
+
+class MetricsServer:
+    """/metrics, /healthz and /readyz on ``port`` (0: a free one) on a daemon thread."""
+
+    def __init__(self, collector: RunCollector, ready: Callable[[], tuple[bool, str]], port: int, host: str = "0.0.0.0"):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        handler = _handler(registry, ready)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+
+    def __enter__(self) -> MetricsServer:
+        self._thread.start()
+        log.info("serving /metrics, /healthz and /readyz on port %d", self.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._reply(200, b"ok\n")
+            elif path == "/readyz":
+                ok, reason = ready()
+                self._reply(200 if ok else 503, (reason + "\n").encode())
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # probes every few seconds: not worth a line
+            pass
+
+    return Handler
+
+
+class StopSignal:
+    """One event for every reason to stop gracefully: SIGTERM/SIGINT, a max runtime, a quiet hub.
+
+    The activity counter (:meth:`attach_activity`) grows while events arrive; the hub counts
+    as quiet once it has not changed for ``idle_seconds``.
+    """
+
+    def __init__(self, max_runtime: float | None = None, idle_seconds: float | None = None, event: threading.Event | None = None):
+        self.event = event if event is not None else threading.Event()
+        self.reason: str | None = None
+        self._max_runtime = max_runtime
+        self._idle_seconds = idle_seconds
+        self._activity: Callable[[], int] | None = None
+        self._ready: Callable[[], bool] = lambda: True
+        self._previous: dict[int, signal.Handlers] = {}
+        self._watch = threading.Thread(target=self._watch_loop, name="stop-watch", daemon=True)
+
+    def attach_activity(self, activity: Callable[[], int], ready: Callable[[], bool] = lambda: True) -> None:
+        """``activity`` grows while events arrive; the quiet clock runs only once ``ready()`` (all connected)."""
+        self._activity = activity
+        self._ready = ready
+
+    def stop(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            log.info("stopping: %s", reason)
+            self.event.set()
+
+    def __enter__(self) -> StopSignal:
+        if self._idle_seconds is not None and self._activity is None:
+            raise ValueError("idle_seconds needs an activity counter")
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        if self._max_runtime is not None or self._idle_seconds is not None:
+            self._watch.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self.event.set()  # ends the watch thread
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stop(signal.Signals(signum).name)
+
+    def _watch_loop(self) -> None:
+        started = last_change = time.monotonic()
+        seen = self._activity() if self._activity else 0
+        while not self.event.wait(0.2):
+            now = time.monotonic()
+            if self._max_runtime is not None and now - started >= self._max_runtime:
+                self.stop(f"max runtime {self._max_runtime:g} s reached")
+            if self._idle_seconds is not None:
+                current = self._activity()
+                if current != seen or not self._ready():
+                    seen, last_change = current, now
+                elif now - last_change >= self._idle_seconds:
+                    self.stop(f"no event for {self._idle_seconds:g} s")
