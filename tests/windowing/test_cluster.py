@@ -268,9 +268,13 @@ def test_a_killed_pod_and_a_restarted_cluster_write_the_same_table(tmp_path: Pat
         if all(p.poll() is None for p in processes):
             processes[kills % PODS].send_signal(signal.SIGKILL)  # pod 0 and pod 1 in turn
             kills += 1
-            # The survivor loses its peer and exits non-zero (Kubernetes restarts its container).
+            # The survivor loses its peer and exits non-zero (Kubernetes restarts its container),
+            # unless the kill landed after the dataflow had completed on every worker (a survivor
+            # only exits 0 once its peer's progress said so): then the next start resumes at the
+            # end. Either way it must not hang, and the final table below shows nothing was lost.
             results = _wait(processes, timeout=60)
-            assert all(code != 0 for code, _ in results), f"a pod outlived its killed peer: {results}"
+            killed = (kills - 1) % PODS
+            assert results[killed][0] == -signal.SIGKILL, results
             continue
         results = _wait(processes, timeout=120)
         assert [code for code, _ in results] == [0] * PODS, results
