@@ -39,6 +39,15 @@ class Executor(ABC):
     def run(self, specs: Sequence[TaskSpec], on_done: Callback | None = None) -> list[TaskResult]:
         """Run every spec; ``on_done`` is called (in this thread) as each task finishes. Results in spec order."""
 
+    @property
+    def parallelism(self) -> int:
+        """Tasks that run at once on warm workers: the sidecar splits a run's sensors at least this many ways.
+
+        1 (chunks of ``chunk_size`` only) where tasks have a start-up cost of their own, as
+        Batch tasks on nodes that autoscale from zero do.
+        """
+        return 1
+
     def run_detail(self) -> dict[str, Any]:
         """What the last ``run`` adds to its run record's detail (e.g. the Batch job id); nothing by default."""
         return {}
@@ -66,8 +75,16 @@ def store_specs(specs: Sequence[TaskSpec]) -> list[str]:
     return [located[spec.task_id] for spec in specs]
 
 
-def _set_environment(environ: Mapping[str, str]) -> None:
+def _prepare_worker(environ: Mapping[str, str], threads: int) -> None:
+    """A pool worker's set-up: its environment, and its share of the cores for BLAS/OpenMP.
+
+    Each worker runs one task at a time on about one core; numpy's BLAS otherwise starts a
+    thread per core in every worker, and the workers' threads then spin against each other.
+    """
     os.environ.update(environ)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
 
 
 class LocalPoolExecutor(Executor):
@@ -84,6 +101,10 @@ class LocalPoolExecutor(Executor):
             raise ValueError("workers must be >= 1")
         self._environ = dict(environ or {})
         self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def parallelism(self) -> int:
+        return self.workers
 
     def run(self, specs: Sequence[TaskSpec], on_done: Callback | None = None) -> list[TaskResult]:
         if len({spec.task_id for spec in specs}) != len(specs):
@@ -127,8 +148,8 @@ class LocalPoolExecutor(Executor):
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_set_environment,
-                initargs=(self._environ,),
+                initializer=_prepare_worker,
+                initargs=(self._environ, max(1, (os.cpu_count() or 1) // self.workers)),
             )
         return self._pool
 

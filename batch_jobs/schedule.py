@@ -137,12 +137,21 @@ def _group(ranges: dict[Sensor, tuple[int | None, int | None]]) -> list[Work]:
     return [Work(tuple(sensors), ts_from, ts_to) for (ts_from, ts_to), sensors in groups.items()]
 
 
-def chunk_tasks(run_id: str, kind: str, work: list[Work], policy: Policy, **spec_fields) -> list[TaskSpec]:
-    """One ``TaskSpec`` per ``chunk_size`` sensors of each work group (``spec_fields``: detector, store, ...)."""
+def chunk_tasks(
+    run_id: str, kind: str, work: list[Work], policy: Policy, parallelism: int = 1, **spec_fields
+) -> list[TaskSpec]:
+    """One ``TaskSpec`` per chunk of each work group's sensors (``spec_fields``: detector, store, ...).
+
+    Chunks hold at most ``chunk_size`` sensors, and fewer when that leaves some of the
+    executor's ``parallelism`` (tasks it runs at once) idle: 500 sensors on 2 workers are
+    2 tasks of 250, not 1 task of 500 and an idle worker.
+    """
+    total = sum(len(group.sensors) for group in work)
+    size = max(1, min(policy.chunk_size, -(-total // max(1, parallelism))))
     specs = []
     for group in work:
-        for lo in range(0, len(group.sensors), policy.chunk_size):
-            sensors = group.sensors[lo:lo + policy.chunk_size]
+        for lo in range(0, len(group.sensors), size):
+            sensors = group.sensors[lo:lo + size]
             task_id = f"{kind}-{len(specs):05d}"
             specs.append(TaskSpec(task_id, run_id, kind, sensors, group.ts_from, group.ts_to, **spec_fields))
     return specs

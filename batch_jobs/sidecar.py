@@ -136,7 +136,7 @@ class Sidecar:
         started = self.store.database_time()
         run_id = f"{datetime.fromtimestamp(started / 1e9, UTC):%Y%m%dT%H%M%S}-{kind}-{uuid.uuid4().hex[:6]}"
         specs = chunk_tasks(
-            run_id, kind, work, self.config.policy, detector=self.config.detector, store=self.config.store_ref,
+            run_id, kind, work, self.config.policy, self.executor.parallelism, detector=self.config.detector, store=self.config.store_ref,
             model_store=self.config.model_store, window_ns=self.config.window_ns, seed_csv=self.config.seed_csv,
         )
         sensors = sum(len(s.sensors) for s in specs)

@@ -95,7 +95,7 @@ def chunked(url: str, models: Path, sensors: list[tuple[str, str]], detector: st
     with LocalPoolExecutor(workers) as pool:
         pool.run(chunk_tasks("warm-up", "train", [Work(tuple(sensors[:1]), START, START + WINDOWS * W)], policy, **fields))
         began = time.perf_counter()
-        results = pool.run(chunk_tasks("bench", "train", hour, policy, **fields))
+        results = pool.run(chunk_tasks("bench", "train", hour, policy, pool.parallelism, **fields))
         seconds = time.perf_counter() - began
     ok = sum(r.count("ok") for r in results)
     if ok != len(sensors):

@@ -89,6 +89,17 @@ def test_chunks_hold_at_most_chunk_size_sensors():
     assert len({s.task_id for s in specs}) == 4 and specs[-1].ts_from == T0
 
 
+def test_chunks_shrink_so_every_worker_gets_a_task():
+    sensors = tuple((str(i), "1") for i in range(7))
+    policy = replace(POLICY, chunk_size=500)
+    fields = {"detector": "d", "store": "sqlite:///x", "model_store": "/m"}
+    assert [len(s.sensors) for s in chunk_tasks("r", "train", [Work(sensors, None, None)], policy, 1, **fields)] == [7]
+    assert [len(s.sensors) for s in chunk_tasks("r", "train", [Work(sensors, None, None)], policy, 2, **fields)] == [4, 3]
+    assert [len(s.sensors) for s in chunk_tasks("r", "train", [Work(sensors, None, None)], policy, 16, **fields)] == [1] * 7
+    # The chunk size stays the upper bound.
+    assert [len(s.sensors) for s in chunk_tasks("r", "train", [Work(sensors, None, None)], POLICY, 2, **fields)] == [2, 2, 2, 1]
+
+
 def test_written_since_is_the_last_start_minus_the_safety_margin():
     assert written_since(None, POLICY) == 0
     assert written_since(run(T0, started=T0 + 3600 * S), POLICY) == T0 + 3540 * S

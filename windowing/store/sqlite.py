@@ -93,8 +93,11 @@ WHERE Leases.Owner = excluded.Owner OR Leases.ExpiresAt < ?"""
 
 _SENSORS = "WITH s(Device, Tag) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
 
+# The sensor comes back as its index in the bound list, not as two strings per row: fewer
+# Python objects per fetched row (about a third of the read's time for a chunk of sensors).
 _READ_WINDOWS = (
-    _SENSORS + "SELECT v.TS, v.Device, v.Tag, v.Value, v.Count, v.Min, v.Max FROM SensorValues v "
+    "WITH s(Sensor, Device, Tag) AS (SELECT key, value ->> 0, value ->> 1 FROM json_each(?)) "
+    "SELECT s.Sensor, v.TS, v.Value, v.Count, v.Min, v.Max FROM SensorValues v "
     "JOIN s ON v.Device = s.Device AND v.Tag = s.Tag WHERE v.TS > ? AND v.TS <= ? "
     "ORDER BY v.Device, v.Tag, v.TS"
 )
@@ -195,7 +198,22 @@ class SqliteStore(Store):
 
     def read_windows(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
         rows = self._db.execute(_READ_WINDOWS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
-        return _as_table(rows, WINDOW_READ_SCHEMA)
+        if not rows:
+            return WINDOW_READ_SCHEMA.empty_table()
+        sensor, ts, value, count, low, high = zip(*rows)
+        index = pa.array(sensor, pa.int64())
+        return pa.table(
+            [
+                _ts_ns(ts),
+                pa.array([d for d, _ in sensors], pa.string()).take(index),
+                pa.array([t for _, t in sensors], pa.string()).take(index),
+                pa.array(value, pa.float64()),
+                pa.array(count, pa.int64()),
+                pa.array(low, pa.float64()),
+                pa.array(high, pa.float64()),
+            ],
+            schema=WINDOW_READ_SCHEMA,
+        )
 
     def sensors_written_since(self, since_ns: int) -> list[tuple[str, str]]:
         rows = self._db.execute(
