@@ -18,18 +18,17 @@ other transport, or an SDK whose consumer no longer looks as expected, gets the 
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from ingest.eventhubs.received import Received, received_from_events
+from ingest.offsets import OffsetBook
 
 __all__ = ["OffsetBook", "PartitionReceiver", "PartitionStatus"]
 
@@ -56,37 +55,6 @@ class PartitionStatus:
         if self.hub_last_sequence is None:
             return None
         return max(0, self.hub_last_sequence - (self.last_sequence if self.last_sequence is not None else -1))
-
-
-class OffsetBook:
-    """Offsets of the events handed to the dataflow, by sequence number, until checkpoints pass them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._starts: list[int] = []
-        self._batches: list[tuple[np.ndarray, Sequence[bytes]]] = []
-
-    def add(self, sequence_numbers: np.ndarray, offsets: Sequence[bytes]) -> None:
-        if len(offsets):
-            with self._lock:
-                self._starts.append(int(sequence_numbers[0]))
-                self._batches.append((sequence_numbers, offsets))
-
-    def offset(self, sequence_number: int) -> str | None:
-        with self._lock:
-            i = bisect.bisect_right(self._starts, sequence_number) - 1
-            if i < 0:
-                return None
-            seqs, offsets = self._batches[i]
-            j = int(np.searchsorted(seqs, sequence_number))
-            if j < len(seqs) and seqs[j] == sequence_number and offsets[j]:
-                return offsets[j].decode()
-            return None
-
-    def forget_before(self, sequence_number: int) -> None:
-        with self._lock:
-            keep = max(0, bisect.bisect_right(self._starts, sequence_number) - 1)
-            del self._starts[:keep], self._batches[:keep]
 
 
 def _is_stolen(error: BaseException) -> bool:
