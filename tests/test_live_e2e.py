@@ -224,21 +224,3 @@ def test_an_idle_partition_does_not_stall_windows_beyond_the_idle_timeout(eventh
     dead = dead_letters_frame(db)
     assert dead["Reason"].tolist() == ["late: window already closed"] and dead["Partition"].tolist() == ["2"]
     assert windows_frame(db)["Max"].max() == 1.0
-
-
-def test_a_live_run_refuses_a_multi_process_cluster(tmp_path, monkeypatch):
-    # Resume points and checkpoints are kept in process: two pods would each consume the whole hub.
-    from sensorflow.settings import SettingsError
-    from windowing.live import run_live
-
-    hostfile = tmp_path / "hosts.txt"
-    hostfile.write_text("sensorflow-0.sensorflow:2101\nsensorflow-1.sensorflow:2101\n")
-    monkeypatch.setenv("BYTEWAX_HOSTFILE_PATH", str(hostfile))
-    monkeypatch.setenv("BYTEWAX_POD_NAME", "sensorflow-1")
-    monkeypatch.setenv("BYTEWAX_STATEFULSET_NAME", "sensorflow")
-    settings = load_settings(RunSettings, {
-        "source": "eventhubs", "store": f"sqlite:///{tmp_path / 'x.db'}", "progress_seconds": 0,
-        "eventhub_connection_string": "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=k;SharedAccessKey=s;EntityPath=hub",
-    })
-    with pytest.raises(SettingsError, match="runs as one process"):
-        run_live(settings)

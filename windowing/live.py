@@ -1,11 +1,17 @@
-"""Runs the dataflow on a live Event Hub: checkpoints, metrics, graceful stop.
+"""Runs the dataflow on a live Event Hub: checkpoints, metrics, graceful stop; one process or a cluster.
 
 Start position of each partition, in order of precedence: Bytewax's recovery state (when
 ``recovery_dir`` holds a committed epoch); else the consumer group's Blob checkpoints (our
-resume blob beside the Event Hubs checkpoints, see ``ingest.eventhubs.checkpoints``); else
+resume blobs beside the Event Hubs checkpoints, see ``ingest.eventhubs.checkpoints``); else
 ``starting_position``. The run ends on SIGTERM/SIGINT, ``max_runtime_seconds`` or
 ``stop_after_idle_seconds``: the source stops, the flow finishes what it read, takes its last
 snapshot, and the final checkpoint is written before this returns.
+
+With Bytewax's cluster variables set (a pod of the StatefulSet), this process is one member of
+a cluster: it reads the Event Hubs partitions Bytewax gives its workers, and writes the resume
+blobs and Event Hubs checkpoints of the partitions whose lateness step it runs (the source's
+durable positions and offsets reach that step inside the batches) and the shard ends its window
+sink commits; every member loads the same blobs at start.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from ingest.eventhubs.config import (
 from ingest.eventhubs.host import ReceiverError, ReceiverHost
 from ingest.eventhubs.source import EventHubsSource
 from ingest.timeparse import NS_PER_S
-from sensorflow.settings import RunSettings, SettingsError
+from sensorflow.settings import RunSettings
 from windowing.dataflow import FlowConfig, build_flow
 from windowing.resume import ResumeBoard
 from windowing.runner import RunReport, _Progress, execute
@@ -54,8 +60,9 @@ class LiveSourceError(RuntimeError):
     """The Event Hub cannot be used (unreachable, unknown, refused); the message is one line."""
 
 
-def has_bytewax_state(directory: Path | None, workers: int) -> bool:
-    """True if ``directory`` holds a committed Bytewax epoch; a missing or empty one is initialised.
+def has_bytewax_state(directory: Path | None, workers: int, init: bool = True) -> bool:
+    """True if ``directory`` holds a committed Bytewax epoch; a missing or empty one is initialised
+    with ``workers`` partitions (``init``; a pod of a cluster gets its share from its init step).
 
     Reads only Bytewax's ``commits`` table (integers), never its pickled snapshots.
     """
@@ -64,7 +71,8 @@ def has_bytewax_state(directory: Path | None, workers: int) -> bool:
     directory = Path(directory)
     if not directory.exists() or not any(directory.iterdir()):
         directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(directory, max(1, workers))
+        if init:
+            init_db_dir(directory, max(1, workers))
         return False
     for part in sorted(directory.glob("*.sqlite3")):
         with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as con:
@@ -120,41 +128,41 @@ def run_live(
     """Consume the Event Hub in ``settings`` into ``settings.store`` until told to stop.
 
     ``stats`` lets a caller watch the run's counters; setting ``stop_event`` stops it like SIGTERM.
-    A live run is one process (any number of workers): its resume points and
-    checkpoints are kept in process, so a multi-process Bytewax cluster is refused.
+    With Bytewax's cluster variables set, this process is one member of a multi-process cluster
+    (see the module docstring); the Blob checkpoints are then every member's way to the same
+    start, so every member loads them (a key's Bytewax state still wins over them).
     """
     from windowing.cluster import member_from_env
 
     member = member_from_env()
-    if member is not None and len(member.addresses) > 1:
-        raise SettingsError(
-            f"the live Event Hubs source runs as one process, but Bytewax's cluster variables name "
-            f"{len(member.addresses)} processes: run one pod (deploy/k8s/overlays/small) and scale with workers"
-        )
+    if member is not None:
+        settings = member.settings_for(settings)
+    cluster = member is not None and settings.processes > 1
     connection, options = _connection(settings), _options(settings)
     with ExitStack() as stack:
         # The receiver process starts first: its start-up overlaps ours.
         host = stack.enter_context(ReceiverHost(connection, options))
-        with open_store(settings.store) as store:
-            store.create_schema()
+        if member is None or member.process_id == 0:  # the others write only once process 0 has joined
+            with open_store(settings.store) as store:
+                store.create_schema()
         partitions = _partition_ids(host, connection)
-        shards = settings.shards or settings.workers
-        resumed = has_bytewax_state(settings.recovery_dir, settings.workers)
+        shards = settings.shards or settings.workers * settings.processes
+        resumed = has_bytewax_state(settings.recovery_dir, settings.workers, init=member is None)
         checkpoints = _checkpoints(settings, connection)
         board = None
         if checkpoints is not None:
             stack.callback(checkpoints.close)
-            start = None if resumed else checkpoints.load()
+            start = checkpoints.load() if cluster or not resumed else None
             board = ResumeBoard(shards, start)
         starts = {p: point.position for p, point in board.start.partitions.items()} if board and board.start else {}
         if resumed:
             log.info("resuming from the Bytewax recovery state in %s", settings.recovery_dir)
-        elif starts:
+        if starts and (cluster or not resumed):
             log.info("starting from Blob checkpoints: %s", {p: starts[p] for p in sorted(starts)})
         stats = stats if stats is not None else RunStats()
         stop = StopSignal(settings.max_runtime_seconds, settings.stop_after_idle_seconds, stop_event)
-        source = EventHubsSource(connection, options, partitions, starts, board, stop.event, host)
-        stop.attach_activity(lambda: sum(s.received_events for s in source.status.values()), source.connected)
+        source = EventHubsSource(connection, options, partitions, starts, board is not None, stop.event, host, cluster)
+        stop.attach_activity(lambda: sum(s.received_events for s in list(source.status.values())), source.connected)
         config = FlowConfig(
             partitions=tuple(partitions),
             window_ns=settings.window_ns,
@@ -172,7 +180,8 @@ def run_live(
         flow = build_flow(source, config, window_sink, dead_letter_sink, stats, board)
         checkpointer = None
         if checkpoints is not None:
-            checkpointer = Checkpointer(checkpoints, board, source.offsets, min(1.0, settings.snapshot_interval_seconds))
+            interval = min(1.0, settings.snapshot_interval_seconds)
+            checkpointer = Checkpointer(checkpoints, board, interval, shards_shared=cluster)
             stack.enter_context(_running(checkpointer))
         if settings.metrics_port is not None:
             health = _Health(source, settings.store, checkpointer)
@@ -180,12 +189,16 @@ def run_live(
             server = stack.enter_context(MetricsServer(collector, health.ready, settings.metrics_port))
             print(f"sensorflow: metrics on http://127.0.0.1:{server.port}/metrics", file=progress, flush=True)
         with stop, _Progress(stats, settings.progress_seconds, progress):
-            execute(flow, settings)
+            if member is not None:
+                execute(flow, settings, member.process_id, list(member.addresses))
+            else:
+                execute(flow, settings)
         if checkpointer is not None:  # the flow ended: everything read is processed and committed
             checkpointer.stop()
-            for partition, position in source.final_positions.items():
-                if position is not None:
-                    board.source_durable(partition, position)
+            if not cluster:  # in a cluster, the other processes may still be finishing: the sources sent their last durable positions
+                for partition, position in source.final_positions.items():
+                    if position is not None:
+                        board.source_durable(partition, position)
             checkpointer.flush()
         log.info("stopped (%s)", stop.reason or "input ended")
     with open_store(settings.store) as store:
@@ -226,7 +239,7 @@ class _Health:
         self._checkpointer = checkpointer
 
     def ready(self) -> tuple[bool, str]:
-        waiting = sorted(p for p, s in self._source.status.items() if not s.connected)
+        waiting = sorted(p for p, s in list(self._source.status.items()) if not s.connected)
         if waiting:
             return False, f"partitions not connected: {', '.join(waiting)}"
         if self._checkpointer is not None and not self._checkpointer.healthy:

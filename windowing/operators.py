@@ -24,7 +24,9 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
     """Applies one partition's lateness rule and fans its readings out to the shards.
 
     With a :class:`~windowing.resume.ResumeBoard` (live runs with checkpoints) it also keeps the
-    partition's resume log and, after a restart from checkpoints, drops readings already stored.
+    partition's resume log, hands what the source carried in the batches to the board, and, after
+    a restart from checkpoints, drops readings already stored. A batch that only carries source
+    progress goes no further: it is no sign of life of the partition for the window shards.
     """
 
     def __init__(self, lateness_ns: int, shards: int, state: int | tuple | None, board: ResumeBoard | None = None):
@@ -36,6 +38,11 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
     def on_batch(self, values: list[ReadingBatch]) -> tuple[Iterable, bool]:
         out: list = []
         for batch in values:
+            if batch.progress is not None:
+                if self.tracker is not None:
+                    self.tracker.carried(batch.partition, batch.progress)
+                if batch.progress.alone and not batch.eof:
+                    continue
             table = batch.table
             ts = table["ts"].to_numpy()
             if self.tracker is not None:

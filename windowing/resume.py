@@ -18,19 +18,24 @@ facts make that possible; none of them knows Bytewax, Event Hubs or SQL:
   sit before ``S`` (they are stored already; readings after ``S`` follow the normal rules).
 
 :class:`ResumeBoard` ties them together for one process: the dataflow reports to it, the
-checkpointer asks it for the current :class:`ResumeStart`.
+checkpointer asks it for the current :class:`ResumeStart`. In a cluster of processes each board
+holds the partitions whose lateness step runs in its process; the source's durable positions and
+offsets reach it inside the batches (:class:`~ingest.batches.SourceProgress`), and ``C`` is
+merged from every process's published shard ends (:meth:`CommittedWindows.closed_through_with`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.batches import SourceProgress
+from ingest.offsets import OffsetBook
 from windowing.shards import split_by_shard
 from windowing.tumbling import BEFORE_TIME
 
@@ -177,12 +182,28 @@ class CommittedWindows:
         with self._lock:
             return min(self._committed)
 
+    def committed_ends(self) -> list[int]:
+        """Per shard, the largest window end this process has committed (the floor if none)."""
+        with self._lock:
+            return list(self._committed)
+
+    def closed_through_with(self, published: Mapping[int, int]) -> int:
+        """``C`` over a cluster: per shard the larger of this process's and the published end, then the minimum.
+
+        ``published`` maps a shard to the end another process published for it; a shard nobody
+        published counts with this process's value (the floor when it holds none of the shard's
+        windows). A stale published value is smaller than the true one, so ``C`` is too: safe.
+        """
+        with self._lock:
+            return min(max(end, published.get(shard, end)) for shard, end in enumerate(self._committed))
+
 
 class ResumeBoard:
     """One process's view of where every partition could restart; thread-safe.
 
-    The lateness step attaches each partition's :class:`ResumeLog`; the source reports durable
-    positions (after an epoch every output has finished); the window sink reports commits.
+    The lateness step attaches each partition's :class:`ResumeLog` and hands on what the source
+    carried in the partition's batches (durable positions, after an epoch every output has
+    finished; event offsets); the window sink reports commits.
     """
 
     def __init__(self, shards: int, start: ResumeStart | None = None):
@@ -191,6 +212,7 @@ class ResumeBoard:
         self._lock = threading.Lock()
         self._logs: dict[str, ResumeLog] = {}
         self._durable: dict[str, int] = {}
+        self._offsets: dict[str, OffsetBook] = {}
         self._points: dict[str, ResumePoint] = dict(start.partitions) if start else {}
         self.stored_skipped = 0  # readings dropped after a restart because their window was already stored
 
@@ -207,9 +229,33 @@ class ResumeBoard:
         with self._lock:
             self._durable[partition] = max(position, self._durable.get(partition, position))
 
-    def current(self) -> ResumeStart:
-        """The resume start as of now; partitions with nothing new keep their previous point."""
-        closed_through = self.windows.closed_through
+    def source_offsets(self, partition: str, sequence_numbers: Sequence[int], offsets: Sequence[bytes]) -> None:
+        """The transport offsets of events of ``partition`` (for its transport checkpoint)."""
+        with self._lock:
+            book = self._offsets.get(partition)
+            if book is None:
+                book = self._offsets[partition] = OffsetBook()
+        book.add(sequence_numbers, offsets)
+
+    def offset(self, partition: str, sequence_number: int) -> str | None:
+        """The offset of event ``sequence_number`` of ``partition``, if it was handed on and not yet forgotten."""
+        with self._lock:
+            book = self._offsets.get(partition)
+        return None if book is None else book.offset(sequence_number)
+
+    def held(self) -> set[str]:
+        """The partitions whose resume logs this board holds (its process's lateness step has them)."""
+        with self._lock:
+            return set(self._logs)
+
+    def current(self, closed_through: int | None = None) -> ResumeStart:
+        """The resume start as of now; partitions with nothing new keep their previous point.
+
+        ``closed_through``: ``C`` when the caller knows better than this process's own commits
+        (a cluster); it must be a committed closure.
+        """
+        if closed_through is None:
+            closed_through = self.windows.closed_through
         with self._lock:
             for partition, log in self._logs.items():
                 durable = self._durable.get(partition)
@@ -222,12 +268,15 @@ class ResumeBoard:
             return ResumeStart(closed_through, dict(self._points))
 
     def forget_before(self, start: ResumeStart) -> None:
-        """``start`` is safely written: logs may drop marks before it."""
+        """``start`` is safely written: logs may drop marks, and offset books events, before it."""
         with self._lock:
             for partition, point in start.partitions.items():
                 log = self._logs.get(partition)
                 if log is not None:
                     log.prune(point)
+                book = self._offsets.get(partition)
+                if book is not None:
+                    book.forget_before(point.position - 1)
 
 
 class PartitionTracker:
@@ -264,6 +313,13 @@ class PartitionTracker:
             watermark = point.watermark
         self._board.attach(partition, self._log)
         return watermark
+
+    def carried(self, partition: str, progress: SourceProgress) -> None:
+        """What the source sent along with a batch of ``partition``: event offsets, a durable position."""
+        if len(progress.offsets):
+            self._board.source_offsets(partition, progress.sequence_numbers, progress.offsets)
+        if progress.durable is not None:
+            self._board.source_durable(partition, progress.durable)
 
     def observe(self, positions: np.ndarray, ts: np.ndarray, before: int, after: int, late: np.ndarray) -> np.ndarray | None:
         """Record the batch; return which accepted readings are already stored (None: none can be)."""

@@ -1,17 +1,19 @@
-"""Consumer-group progress in Azure Blob Storage: Event Hubs checkpoints plus our resume blob.
+"""Consumer-group progress in Azure Blob Storage: Event Hubs checkpoints plus our resume blobs.
 
-Two things are written after every epoch that every output has finished (see
-docs/eventhubs.md for why they are safe):
+Each process writes, whenever it changed (see docs/eventhubs.md for why they are safe; the
+blob layout is in ``ingest.eventhubs.resume_blobs``):
 
-1. our **resume blob** ``sensorflow/<namespace>/<hub>/<consumer group>/resume.json``: the
-   committed closure ``C`` and per partition the sequence number to restart from, the partition
-   watermark there and the durable position before which stored readings are dropped. JSON,
-   never pickle; it names the window length and lateness it was computed for.
-2. the standard **Event Hubs checkpoint** per partition (azure-eventhub-checkpointstoreblob-aio's
+1. in a cluster, the **shard ends** its window sink committed (``shards/<shard>.json``); every
+   process merges all of them into the committed closure ``C``;
+2. our **resume blob** of each partition whose resume log it holds (``resume/<partition>.json``):
+   the sequence number to restart from, the partition watermark there, the durable position
+   before which stored readings are dropped, and ``C``. JSON, never pickle; it names the window
+   length and lateness it was computed for;
+3. the standard **Event Hubs checkpoint** of those partitions (azure-eventhub-checkpointstoreblob-aio's
    ``BlobCheckpointStore``): the event just before the restart position, so Event Hubs tooling
    sees the consumer group's progress and lag.
 
-The resume blob is written first and wins on load; the checkpoints alone (written by another
+The resume blobs are written first and win on load; the checkpoints alone (written by another
 consumer, or an older run) give start positions without a watermark.
 """
 
@@ -23,14 +25,23 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from pydantic import SecretStr
 
 from ingest.eventhubs.config import MissingDependency
-from ingest.eventhubs.receiver import OffsetBook
+from ingest.eventhubs.resume_blobs import (
+    CheckpointMismatch,
+    PartitionResume,
+    StreamIdentity,
+    decode_partition_resume,
+    decode_resume,
+    decode_shard_end,
+    encode_partition_resume,
+    encode_resume,
+    encode_shard_end,
+    merge_resumes,
+)
 from windowing.resume import ResumeBoard, ResumePoint, ResumeStart
 from windowing.tumbling import BEFORE_TIME
 
@@ -45,12 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_FORMAT = 1
-
-
-class CheckpointMismatch(ValueError):
-    """The resume blob was written for other window settings; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -69,60 +74,6 @@ class CheckpointLocation:
 
     def __repr__(self) -> str:
         return f"CheckpointLocation(container={self.container!r}, account_url={self.account_url!r})"
-
-
-@dataclass(frozen=True)
-class StreamIdentity:
-    """Whose progress this is, and the window settings the resume data only holds for."""
-
-    namespace: str
-    eventhub: str
-    consumer_group: str
-    window_ns: int
-    lateness_ns: int
-
-    @property
-    def resume_blob(self) -> str:
-        return f"sensorflow/{self.namespace}/{self.eventhub}/{self.consumer_group}/resume.json".lower()
-
-
-def encode_resume(start: ResumeStart, identity: StreamIdentity) -> bytes:
-    return orjson.dumps(
-        {
-            "format": _FORMAT,
-            "window_ns": identity.window_ns,
-            "lateness_ns": identity.lateness_ns,
-            "closed_through": start.closed_through,
-            "partitions": {
-                p: {"position": pt.position, "watermark": pt.watermark, "drop_before": pt.drop_before}
-                for p, pt in sorted(start.partitions.items())
-            },
-            "written_at": datetime.now(UTC).isoformat(),
-        }
-    )
-
-
-def decode_resume(data: bytes, identity: StreamIdentity) -> ResumeStart:
-    """The resume blob's content; CheckpointMismatch if unreadable or written for other window settings."""
-    try:
-        doc = orjson.loads(data)
-        if doc.get("format") != _FORMAT:
-            raise CheckpointMismatch(f"resume blob {identity.resume_blob} has unknown format {doc.get('format')!r}")
-        if (doc["window_ns"], doc["lateness_ns"]) != (identity.window_ns, identity.lateness_ns):
-            raise CheckpointMismatch(
-                f"resume blob {identity.resume_blob} was written with window {doc['window_ns'] / 1e9:g} s and lateness "
-                f"{doc['lateness_ns'] / 1e9:g} s, not {identity.window_ns / 1e9:g} s and {identity.lateness_ns / 1e9:g} s: "
-                "use the same settings, or a new consumer group for the new ones"
-            )
-        points = {
-            str(p): ResumePoint(int(v["position"]), int(v["watermark"]), int(v["drop_before"]))
-            for p, v in doc["partitions"].items()
-        }
-        return ResumeStart(int(doc["closed_through"]), points)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        if isinstance(e, CheckpointMismatch):
-            raise
-        raise CheckpointMismatch(f"resume blob {identity.resume_blob} is not readable ({type(e).__name__}: {e})") from e
 
 
 class BlobCheckpoints:
@@ -168,7 +119,7 @@ class BlobCheckpoints:
         return self._run(self._load())
 
     async def _load(self) -> ResumeStart | None:
-        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+        from azure.core.exceptions import ResourceExistsError
 
         try:
             await self._container.create_container()
@@ -177,12 +128,8 @@ class BlobCheckpoints:
         ident = self.identity
         checkpoints = await self._store.list_checkpoints(ident.namespace, ident.eventhub, ident.consumer_group)
         self._known = {str(c["partition_id"]): int(c["sequence_number"]) for c in checkpoints}
-        try:
-            data = await (await self._container.get_blob_client(ident.resume_blob).download_blob()).readall()
-        except ResourceNotFoundError:
-            data = None
-        if data is not None:
-            start = decode_resume(data, ident)
+        start = await self._load_resume()
+        if start is not None:
             for p, seq in self._known.items():
                 point = start.partitions.get(p)
                 if point is None or seq + 1 > point.position:
@@ -202,14 +149,40 @@ class BlobCheckpoints:
         points = {p: ResumePoint(seq + 1, BEFORE_TIME, seq + 1) for p, seq in self._known.items()}
         return ResumeStart(BEFORE_TIME, points)
 
+    async def _load_resume(self) -> ResumeStart | None:
+        """Every partition's resume blob merged; the old single blob for partitions without one."""
+        ident = self.identity
+        names = [b.name async for b in self._container.list_blobs(name_starts_with=ident.partitions_prefix)]
+        blobs = await asyncio.gather(*(self._download(name) for name in names))
+        resumes = [decode_partition_resume(data, ident, name) for name, data in zip(names, blobs) if data is not None]
+        legacy_data = await self._download(ident.resume_blob)
+        legacy = decode_resume(legacy_data, ident) if legacy_data is not None else None
+        return merge_resumes(resumes, legacy)
+
+    async def _download(self, name: str) -> bytes | None:
+        """The blob's bytes; None if there is no such blob."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return await (await self._container.get_blob_client(name).download_blob()).readall()
+        except ResourceNotFoundError:
+            return None
+
     def save(self, start: ResumeStart, events: Mapping[str, tuple[int, str]]) -> None:
-        """Write the resume blob, then the checkpoint of every partition in ``events`` (sequence number, offset)."""
+        """Write the resume blob of every partition in ``start`` (each with ``start.closed_through``), then
+        the Event Hubs checkpoint of every partition in ``events`` (sequence number, offset)."""
         self._run(self._save(start, events))
 
     async def _save(self, start: ResumeStart, events: Mapping[str, tuple[int, str]]) -> None:
         ident = self.identity
-        blob = self._container.get_blob_client(ident.resume_blob)
-        await blob.upload_blob(encode_resume(start, ident), overwrite=True)
+        await asyncio.gather(
+            *(
+                self._container.get_blob_client(ident.partition_blob(p)).upload_blob(
+                    encode_partition_resume(PartitionResume(p, start.closed_through, point), ident), overwrite=True
+                )
+                for p, point in sorted(start.partitions.items())
+            )
+        )
         for partition, (sequence_number, offset) in sorted(events.items()):
             if self._known.get(partition) == sequence_number:
                 continue
@@ -225,6 +198,34 @@ class BlobCheckpoints:
             )
             self._known[partition] = sequence_number
 
+    def publish_shard_ends(self, ends: Mapping[int, int], shards: int) -> None:
+        """Publish the committed window end of each shard in ``ends`` (this process committed them)."""
+        ident = self.identity
+
+        async def publish() -> None:
+            await asyncio.gather(
+                *(
+                    self._container.get_blob_client(ident.shard_blob(shard)).upload_blob(
+                        encode_shard_end(shard, end, shards, ident), overwrite=True
+                    )
+                    for shard, end in sorted(ends.items())
+                )
+            )
+
+        self._run(publish())
+
+    def shard_ends(self, shards: int) -> dict[int, int]:
+        """The committed window end every process published, per shard (a shard nobody published is absent)."""
+        ident = self.identity
+
+        async def read() -> dict[int, int]:
+            names = [b.name async for b in self._container.list_blobs(name_starts_with=ident.shards_prefix)]
+            blobs = await asyncio.gather(*(self._download(name) for name in names))
+            ends = (decode_shard_end(data, ident, shards) for data in blobs if data is not None)
+            return dict(end for end in ends if end is not None)
+
+        return self._run(read())
+
     def close(self) -> None:
         async def close() -> None:
             await self._store.close()
@@ -237,19 +238,27 @@ class BlobCheckpoints:
 
 
 class Checkpointer:
-    """Writes the board's resume start whenever it changes, on its own thread; latest wins.
+    """Writes the board's resume data whenever it changes, on its own thread; latest wins.
 
-    A failed write is logged and retried at the next change or interval; ``healthy`` turns
-    False after failures so /readyz can report it.
+    It writes only the partitions whose resume logs the board holds (its process's share of a
+    cluster), each with the Event Hubs checkpoint from the offsets the source carried along.
+    With ``shards_shared`` (a cluster) it first publishes the shard ends this process's window
+    sink committed, then computes ``C`` from every process's published ends. A failed write is
+    logged and retried at the next change or interval; ``healthy`` turns False after failures
+    so /readyz can report it.
     """
 
-    def __init__(self, store: BlobCheckpoints, board: ResumeBoard, offsets: Mapping[str, OffsetBook], interval: float = 1.0):
+    def __init__(self, store: BlobCheckpoints, board: ResumeBoard, interval: float = 1.0, shards_shared: bool = False):
         self._store = store
         self._board = board
-        self._offsets = offsets
         self._interval = interval
+        self._shards_shared = shards_shared
         self._stop = threading.Event()
-        self._written: ResumeStart | None = board.start
+        floor = board.start.closed_through if board.start is not None else BEFORE_TIME
+        self._published = [floor] * board.windows.shards  # shard ends already published
+        self._written: dict[str, tuple[int, ResumePoint]] = {}  # per partition: (C, point) written
+        if board.start is not None:
+            self._written = {p: (board.start.closed_through, pt) for p, pt in board.start.partitions.items()}
         self.failures = 0
         self.writes = 0
         self.last_written: float | None = None
@@ -268,31 +277,49 @@ class Checkpointer:
         self._thread.join(30)
 
     def flush(self) -> None:
-        """Write the current start now (raises on failure); used at graceful shutdown."""
-        self._write(self._board.current())
+        """Write what changed now (raises on failure); used at graceful shutdown."""
+        self._write()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self._write(self._board.current())
+                self._write()
             except Exception as error:  # storage trouble must not stop the dataflow; it is reported
                 self.failures += 1
                 log.warning("writing checkpoints failed (%d in a row): %s: %s", self.failures, type(error).__name__, error)
 
-    def _write(self, start: ResumeStart) -> None:
-        if start == self._written or not start.partitions:
+    def closed_through(self) -> int:
+        """``C``: this process's commits, and in a cluster every process's published shard ends."""
+        windows = self._board.windows
+        if not self._shards_shared:
+            return windows.closed_through
+        ends = windows.committed_ends()
+        changed = {shard: end for shard, end in enumerate(ends) if end > self._published[shard]}
+        if changed:
+            self._store.publish_shard_ends(changed, windows.shards)
+            for shard, end in changed.items():
+                self._published[shard] = end
+        return windows.closed_through_with(self._store.shard_ends(windows.shards))
+
+    def _write(self) -> None:
+        closed_through = self.closed_through()
+        start = self._board.current(closed_through)
+        held = self._board.held()
+        changed = {
+            p: point for p, point in start.partitions.items()
+            if p in held and self._written.get(p) != (closed_through, point)
+        }
+        if not changed:
             return
         events = {}
-        for partition, point in start.partitions.items():
-            offset = self._offsets[partition].offset(point.position - 1) if partition in self._offsets else None
+        for partition, point in changed.items():
+            offset = self._board.offset(partition, point.position - 1)
             if offset is not None:
                 events[partition] = (point.position - 1, offset)
-        self._store.save(start, events)
-        self._written = start
+        written = ResumeStart(closed_through, changed)
+        self._store.save(written, events)
+        self._written.update({p: (closed_through, point) for p, point in changed.items()})
         self.writes += 1
         self.failures = 0
         self.last_written = time.monotonic()
-        self._board.forget_before(start)
-        for partition, point in start.partitions.items():
-            if partition in self._offsets:
-                self._offsets[partition].forget_before(point.position - 1)
+        self._board.forget_before(written)

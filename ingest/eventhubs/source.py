@@ -9,9 +9,12 @@ Blob Storage) or else at the configured starting position.
 
 Bytewax calls ``next_batch`` in epoch E+1 only after every output has finished epoch E, and
 takes the source snapshot at the end of each epoch. So the first ``next_batch`` after a
-snapshot proves that everything before the snapshot's position is fully processed: the source
-reports that position to the :class:`~windowing.resume.ResumeBoard` then (the checkpointer's
-"durable" position).
+snapshot proves that everything before the snapshot's position is fully processed (the
+checkpointer's "durable" position). With ``progress`` on, the source carries that position,
+and the offsets of the events it emits, IN the partition's batches
+(:class:`~ingest.batches.SourceProgress`) to the lateness step, whichever worker or process
+holds it; a partition with nothing new received sends a batch of no messages carrying only
+a durable position that moved.
 """
 
 from __future__ import annotations
@@ -23,13 +26,12 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from ingest.batches import MessageBatch
+from ingest.batches import MessageBatch, SourceProgress
 from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from ingest.eventhubs.host import ReceiverHost
 from ingest.eventhubs.received import Received
-from ingest.eventhubs.receiver import OffsetBook, PartitionStatus
+from ingest.eventhubs.receiver import PartitionStatus
 from ingest.timeparse import MISSING
-from windowing.resume import ResumeBoard
 
 __all__ = ["EventHubsSource", "to_message_batch"]
 
@@ -39,11 +41,13 @@ _IDLE_POLL = timedelta(milliseconds=5)
 _TAKE = 64  # received batches handed to Bytewax per call at most
 
 
-def to_message_batch(partition: str, received: Received) -> MessageBatch:
+def to_message_batch(partition: str, received: Received, progress: SourceProgress | None = None) -> MessageBatch:
     """One received SDK batch as one dataflow item (bodies stay joined when no body holds a newline)."""
     if received.clean:
-        return MessageBatch(partition, None, received.sequence_numbers, received.enqueued_ns, received.rejects, joined=received.data)
-    return MessageBatch(partition, received.bodies, received.sequence_numbers, received.enqueued_ns, received.rejects)
+        return MessageBatch(
+            partition, None, received.sequence_numbers, received.enqueued_ns, received.rejects, joined=received.data, progress=progress
+        )
+    return MessageBatch(partition, received.bodies, received.sequence_numbers, received.enqueued_ns, received.rejects, progress=progress)
 
 
 class EventHubsSource(FixedPartitionedSource[MessageBatch, "int | None"]):
@@ -51,9 +55,13 @@ class EventHubsSource(FixedPartitionedSource[MessageBatch, "int | None"]):
 
     ``starts`` maps a partition to the sequence number to start from when Bytewax has no state
     for it (from checkpoints); ``stop`` set ends every partition at its next call (graceful
-    shutdown: nothing queued but not emitted counts as read). ``board`` receives durable
-    positions for checkpoints. ``host`` is the receiver process to use (the caller closes it);
-    without one the source starts its own and closes it when its last partition closes.
+    shutdown: nothing queued but not emitted counts as read). ``progress`` (live runs with
+    checkpoints) attaches :class:`~ingest.batches.SourceProgress` to the batches. ``cluster``
+    (one process of several): ``status`` lists only the partitions this process reads, and a
+    graceful stop first sends each partition's final position once it is proven durable (the
+    process keeping its resume log may be another one), then ends the partition. ``host`` is the
+    receiver process to use (the caller closes it); without one the source starts its own and
+    closes it when its last partition closes.
     """
 
     def __init__(
@@ -62,9 +70,10 @@ class EventHubsSource(FixedPartitionedSource[MessageBatch, "int | None"]):
         options: ReceiveOptions,
         partitions: list[str],
         starts: Mapping[str, int] | None = None,
-        board: ResumeBoard | None = None,
+        progress: bool = False,
         stop: threading.Event | None = None,
         host: ReceiverHost | None = None,
+        cluster: bool = False,
     ):
         if isinstance(partitions, str) or not partitions:
             raise ValueError("partitions must be a non-empty list of partition ids")
@@ -72,10 +81,10 @@ class EventHubsSource(FixedPartitionedSource[MessageBatch, "int | None"]):
         self.options = options
         self.partitions = [str(p) for p in partitions]
         self.starts = dict(starts or {})
-        self.board = board
+        self.progress = progress
+        self.cluster = cluster
         self.stop = stop or threading.Event()
-        self.status = {p: PartitionStatus(p) for p in self.partitions}
-        self.offsets = {p: OffsetBook() for p in self.partitions}
+        self.status = {} if cluster else {p: PartitionStatus(p) for p in self.partitions}
         self.final_positions: dict[str, int | None] = {}
         self._host = host
         self._own_host = host is None
@@ -97,11 +106,12 @@ class EventHubsSource(FixedPartitionedSource[MessageBatch, "int | None"]):
             if self._host is None:
                 self._host = ReceiverHost(self.connection, self.options)
             self._open_parts += 1
+            self.status.setdefault(for_part, PartitionStatus(for_part))
         self._host.start(for_part, start, self.status[for_part])
         return _EventHubsPartition(for_part, self._host, start, self)
 
     def connected(self) -> bool:
-        return all(s.connected for s in self.status.values())
+        return all(s.connected for s in list(self.status.values()))
 
     def _closed(self, partition: str, position: int | None) -> None:
         self.final_positions[partition] = position
@@ -118,30 +128,46 @@ class _EventHubsPartition(StatefulSourcePartition[MessageBatch, "int | None"]):
         self._host = host
         self._next = start  # sequence number after the last emitted event
         self._source = source
-        self._offsets = source.offsets[partition]
         self._status = source.status[partition]
         self._snapshotted: int | None = None
+        self._carried: int | None = None  # the last durable position sent downstream
 
     def next_batch(self) -> list[MessageBatch]:
-        if self._snapshotted is not None:  # every output finished the epoch of that snapshot
-            if self._source.board is not None:
-                self._source.board.source_durable(self._partition, self._snapshotted)
-            self._snapshotted = None
+        durable, self._snapshotted = self._snapshotted, None  # every output finished that snapshot's epoch
+        if not self._source.progress or (self._carried is not None and durable is not None and durable <= self._carried):
+            durable = None  # nothing to carry, or nothing new
         if self._source.stop.is_set():
-            raise StopIteration
+            return self._stopping(durable)
         batches = []
         for received in self._host.take(self._partition, _TAKE):
-            batches.append(to_message_batch(self._partition, received))
+            progress = None
+            if self._source.progress:
+                progress = SourceProgress(durable, received.sequence_numbers, received.offsets)
+                self._carried, durable = durable if durable is not None else self._carried, None
+            batches.append(to_message_batch(self._partition, received, progress))
             self._next = received.next_sequence
             self._status.last_sequence = self._next - 1
-            if len(received):
-                self._offsets.add(received.sequence_numbers, received.offsets)
-                if received.enqueued_ns[-1] != MISSING:
-                    self._status.last_enqueued_ns = int(received.enqueued_ns[-1])
+            if len(received) and received.enqueued_ns[-1] != MISSING:
+                self._status.last_enqueued_ns = int(received.enqueued_ns[-1])
+        if durable is not None:  # nothing received: the position still moves on downstream
+            self._carried = durable
+            batches.append(MessageBatch.carrying(self._partition, SourceProgress(durable, alone=True)))
         return batches
 
+    def _stopping(self, durable: int | None) -> list[MessageBatch]:
+        """Graceful stop: end now, or (cluster) once the final position has been sent as durable."""
+        final = self._next
+        if not (self._source.cluster and self._source.progress) or final is None or self._carried == final:
+            raise StopIteration
+        if durable == final:  # the snapshot after the last emitted event is proven: send it, end next call
+            self._carried = final
+            return [MessageBatch.carrying(self._partition, SourceProgress(final, alone=True))]
+        return []  # wait for the next snapshot
+
     def next_awake(self) -> datetime | None:
-        if self._host.waiting(self._partition) or self._source.stop.is_set():
+        if self._source.stop.is_set():
+            return datetime.now(UTC) + _IDLE_POLL if self._source.cluster and self._source.progress else None
+        if self._host.waiting(self._partition):
             return None
         return datetime.now(UTC) + _IDLE_POLL
 
