@@ -244,14 +244,27 @@ class WindowAggregator:
         self.closed_through = through
         if not self._pending or self._min_end > through:
             return None
-        merged = _merge(self._pending)
-        done = pc.less_equal(merged["window_end"], pa.scalar(through, pa.int64()))
-        closed = merged.filter(done)
-        still_open = merged.filter(pc.invert(done))
-        self._pending = [still_open] if still_open.num_rows else []
-        self._pending_rows = self._open_rows = still_open.num_rows
-        self._min_end = pc.min(still_open["window_end"]).as_py() if still_open.num_rows else END_OF_TIME
-        return _closed_rows(closed) if closed.num_rows else None
+        # Only the closing rows are merged: open windows' partials stay as they are (merging
+        # them on every close regrouped the same open rows again and again), until
+        # ``_consolidate`` merges the pending tables when they grow.
+        bound = pa.scalar(through, pa.int64())
+        closing, still_open = [], []
+        for table in self._pending:
+            done = pc.less_equal(table["window_end"], bound)
+            if pc.all(done).as_py():
+                closing.append(table)
+                continue
+            part = table.filter(done)
+            if part.num_rows:
+                closing.append(part)
+                table = table.filter(pc.invert(done))
+            still_open.append(table)
+        self._pending = still_open
+        self._pending_rows = sum(t.num_rows for t in still_open)
+        self._open_rows = min(self._open_rows, self._pending_rows)
+        self._min_end = min((pc.min(t["window_end"]).as_py() for t in still_open), default=END_OF_TIME)
+        closed = _merge(closing) if closing else None
+        return _closed_rows(closed) if closed is not None and closed.num_rows else None
 
     def _consolidate(self) -> None:
         if len(self._pending) > 1:
