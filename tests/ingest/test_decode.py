@@ -21,6 +21,13 @@ def batch(bodies, enqueued=None):
     return MessageBatch("p0", list(bodies), np.arange(1, n + 1, dtype=np.int64), enq)
 
 
+def joined_batch(bodies):
+    """``bodies`` as a receiver hands them over when none holds a line break: one joined block."""
+    n = len(bodies)
+    assert not any(b"\n" in body for body in bodies)
+    return MessageBatch("p0", None, np.arange(1, n + 1, dtype=np.int64), np.full(n, MISSING, np.int64), joined=b"\n".join(bodies))
+
+
 def reasons(bodies, **config):
     decoded = decode_batch(batch(bodies), DecodeConfig(**config), now_ns=NOW)
     return [r.split(":")[0] for r in decoded.dead_letters.table["reason"].to_pylist()]
@@ -159,6 +166,8 @@ def test_array_messages_take_the_columnar_path():
     bodies = [orjson.dumps([{**element, "Tag": t, "Value": v} for t in range(50)]) for v in range(20)]
     with mock.patch.object(decode_module, "_parse_slow", side_effect=AssertionError("slow path used")):
         decoded = decode_batch(batch(bodies), DecodeConfig(), now_ns=NOW)
+        joined = decode_batch(joined_batch(bodies), DecodeConfig(), now_ns=NOW)
+    assert joined.readings.table.equals(decoded.readings.table)
     table = decoded.readings.table
     assert len(table) == 1000 and decoded.elements == 1000
     assert table["element"].to_pylist()[:3] == [0, 1, 2] and table["element"].to_pylist()[-1] == 49
@@ -184,6 +193,10 @@ def test_odd_arrays_give_the_answers_of_the_slow_path(body):
     fast, slow = decode_batch(batch(bodies), DecodeConfig(), now_ns=NOW), _decode_slowly(bodies)
     assert fast.readings.table.equals(slow.readings.table)
     assert fast.dead_letters.table.equals(slow.dead_letters.table)
+    if b"\n" not in body:
+        joined = decode_batch(joined_batch(bodies), DecodeConfig(), now_ns=NOW)
+        assert joined.readings.table.equals(slow.readings.table)
+        assert joined.dead_letters.table.equals(slow.dead_letters.table)
 
 
 @settings(max_examples=150, deadline=None)
@@ -193,3 +206,6 @@ def test_array_batches_decode_as_the_slow_path_does(bodies):
     assert fast.readings.table.equals(slow.readings.table)
     assert fast.dead_letters.table.equals(slow.dead_letters.table)
     assert fast.elements == slow.elements
+    joined = decode_batch(joined_batch(bodies), DecodeConfig(), now_ns=NOW)  # orjson writes no line breaks
+    assert joined.readings.table.equals(slow.readings.table)
+    assert joined.dead_letters.table.equals(slow.dead_letters.table)
