@@ -117,7 +117,7 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
     readings = _validate(batch, candidates, config, now_ns, dead)
     dead_batch = DeadLetterBatch.from_records(dead)
     return Decoded(
-        ReadingBatch(batch.partition, readings, batch.eof),
+        ReadingBatch(batch.partition, readings, batch.eof, batch.progress),
         dead_batch,
         readings.num_rows + len(dead_batch),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
@@ -10,7 +10,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 
-from ingest.batches import READING_SCHEMA, DeadLetterBatch, MessageBatch, ReadingBatch
+from ingest.batches import DeadLetterBatch, MessageBatch, ReadingBatch
 from ingest.decode import DecodeConfig, Decoded, decode_batch
 from windowing.operators import LatenessLogic, WindowLogic, WriteBatchLogic
 from windowing.resume import ResumeBoard
@@ -75,12 +75,8 @@ def build_flow(
 
 
 def _decode(config: DecodeConfig, stats: RunStats, batch: MessageBatch) -> Decoded:
-    if batch.progress is not None and batch.progress.alone:  # no messages: only carries source progress on
-        return Decoded(ReadingBatch(batch.partition, READING_SCHEMA.empty_table(), batch.eof, batch.progress), DeadLetterBatch(), 0)
-    decoded = decode_batch(batch, config)
+    decoded = decode_batch(batch, config)  # the readings carry the batch's source progress on
     stats.add_decoded(batch.messages, decoded.elements, len(decoded.readings))
-    if batch.progress is not None:  # live runs with checkpoints; one attribute per batch
-        decoded = Decoded(replace(decoded.readings, progress=batch.progress), decoded.dead_letters, decoded.elements)
     return decoded
 
 

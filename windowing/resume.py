@@ -179,8 +179,8 @@ class CommittedWindows:
 
     @property
     def closed_through(self) -> int:
-        with self._lock:
-            return min(self._committed)
+        """``C`` from this process's commits alone."""
+        return self.closed_through_with({})
 
     def committed_ends(self) -> list[int]:
         """Per shard, the largest window end this process has committed (the floor if none)."""

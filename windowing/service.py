@@ -30,13 +30,12 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ingest.eventhubs.receiver import PartitionStatus
+from sensorflow.logfields import record_extra
 from windowing.stats import WRITE_BUCKETS, RunStats
 
 __all__ = ["JsonFormatter", "MetricsServer", "RunCollector", "StopSignal", "configure_logging"]
 
 log = logging.getLogger(__name__)
-
-_RECORD_FIELDS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,9 +48,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_FIELDS and not key.startswith("_"):
-                doc[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        doc.update(record_extra(record))
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)

@@ -38,7 +38,6 @@ from ingest.eventhubs.resume_blobs import (
     decode_resume,
     decode_shard_end,
     encode_partition_resume,
-    encode_resume,
     encode_shard_end,
     merge_resumes,
 )
@@ -52,7 +51,6 @@ __all__ = [
     "Checkpointer",
     "StreamIdentity",
     "decode_resume",
-    "encode_resume",
 ]
 
 log = logging.getLogger(__name__)
@@ -152,12 +150,17 @@ class BlobCheckpoints:
     async def _load_resume(self) -> ResumeStart | None:
         """Every partition's resume blob merged; the old single blob for partitions without one."""
         ident = self.identity
-        names = [b.name async for b in self._container.list_blobs(name_starts_with=ident.partitions_prefix)]
-        blobs = await asyncio.gather(*(self._download(name) for name in names))
-        resumes = [decode_partition_resume(data, ident, name) for name, data in zip(names, blobs) if data is not None]
+        found = await self._download_all(ident.partitions_prefix)
+        resumes = [decode_partition_resume(data, ident, name) for name, data in found.items()]
         legacy_data = await self._download(ident.resume_blob)
         legacy = decode_resume(legacy_data, ident) if legacy_data is not None else None
         return merge_resumes(resumes, legacy)
+
+    async def _download_all(self, prefix: str) -> dict[str, bytes]:
+        """Every blob under ``prefix``, by name, downloaded concurrently (one deleted meanwhile is left out)."""
+        names = [b.name async for b in self._container.list_blobs(name_starts_with=prefix)]
+        blobs = await asyncio.gather(*(self._download(name) for name in names))
+        return {name: data for name, data in zip(names, blobs) if data is not None}
 
     async def _download(self, name: str) -> bytes | None:
         """The blob's bytes; None if there is no such blob."""
@@ -219,9 +222,8 @@ class BlobCheckpoints:
         ident = self.identity
 
         async def read() -> dict[int, int]:
-            names = [b.name async for b in self._container.list_blobs(name_starts_with=ident.shards_prefix)]
-            blobs = await asyncio.gather(*(self._download(name) for name in names))
-            ends = (decode_shard_end(data, ident, shards) for data in blobs if data is not None)
+            found = await self._download_all(ident.shards_prefix)
+            ends = (decode_shard_end(data, ident, shards) for data in found.values())
             return dict(end for end in ends if end is not None)
 
         return self._run(read())

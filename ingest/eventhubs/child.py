@@ -36,6 +36,7 @@ from ingest.eventhubs.wire import (
     read_frame,
     write_frame,
 )
+from sensorflow.logfields import record_extra
 
 __all__ = ["main"]
 
@@ -47,8 +48,6 @@ log = logging.getLogger(__name__)
 # step of those hand-shakes waits behind the spinners: 4 partitions connected after 1.3 s
 # instead of 0.5 s. Batches are large, so switching more often costs nothing measurable.
 _SWITCH_SECONDS = 0.0005
-
-_RECORD_FIELDS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 class _Replies:
@@ -75,12 +74,10 @@ class _ForwardLogs(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            extra = {
-                k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-                for k, v in record.__dict__.items()
-                if k not in _RECORD_FIELDS and not k.startswith("_")
+            doc = {
+                "type": "log", "name": record.name, "level": record.levelno, "message": record.getMessage(),
+                "extra": record_extra(record),
             }
-            doc = {"type": "log", "name": record.name, "level": record.levelno, "message": record.getMessage(), "extra": extra}
             if record.exc_info:
                 doc["exception"] = logging.Formatter().formatException(record.exc_info)
             self._replies.send_json(doc)

@@ -25,12 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from ingest.eventhubs.received import Received, received_from_events
-from ingest.offsets import OffsetBook
 
-__all__ = ["OffsetBook", "PartitionReceiver", "PartitionStatus"]
+__all__ = ["PartitionReceiver", "PartitionStatus"]
 
 log = logging.getLogger(__name__)
 

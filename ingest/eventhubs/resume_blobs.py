@@ -9,8 +9,8 @@ Under ``sensorflow/<namespace>/<hub>/<consumer group>/`` (lower case):
 * ``shards/<shard>.json``, one per window shard, written by the process whose window sink
   committed that shard's windows: the largest committed window end. Every process reads them
   all to compute ``C`` across the cluster;
-* ``resume.json``: the one blob of earlier versions (every partition, one ``C``); read only
-  for partitions that have no blob of their own.
+* ``resume.json``: the one blob of earlier versions (every partition, one ``C``); read, never
+  written, and only for partitions that have no blob of their own.
 
 Every blob names the window length and lateness it holds for; JSON only, never pickle.
 """
@@ -33,7 +33,6 @@ __all__ = [
     "decode_resume",
     "decode_shard_end",
     "encode_partition_resume",
-    "encode_resume",
     "encode_shard_end",
     "merge_resumes",
 ]
@@ -114,23 +113,6 @@ def _loads(data: bytes, identity: StreamIdentity, name: str) -> dict:
 
 def _point(doc: Mapping) -> ResumePoint:
     return ResumePoint(int(doc["position"]), int(doc["watermark"]), int(doc["drop_before"]))
-
-
-def encode_resume(start: ResumeStart, identity: StreamIdentity) -> bytes:
-    """The single resume blob of earlier versions (kept so their data can be read, and for tests)."""
-    return orjson.dumps(
-        {
-            "format": _FORMAT,
-            "window_ns": identity.window_ns,
-            "lateness_ns": identity.lateness_ns,
-            "closed_through": start.closed_through,
-            "partitions": {
-                p: {"position": pt.position, "watermark": pt.watermark, "drop_before": pt.drop_before}
-                for p, pt in sorted(start.partitions.items())
-            },
-            "written_at": datetime.now(UTC).isoformat(),
-        }
-    )
 
 
 def decode_resume(data: bytes, identity: StreamIdentity) -> ResumeStart:

@@ -11,6 +11,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 import pytest
 from pydantic import SecretStr
 
@@ -21,7 +22,6 @@ from ingest.eventhubs.checkpoints import (
     CheckpointMismatch,
     StreamIdentity,
     decode_resume,
-    encode_resume,
 )
 from ingest.eventhubs.config import (
     EventHubsConnection,
@@ -30,9 +30,10 @@ from ingest.eventhubs.config import (
 )
 from ingest.eventhubs.host import ReceiverError
 from ingest.eventhubs.received import NOT_DATA, Received
-from ingest.eventhubs.receiver import OffsetBook, PartitionReceiver, PartitionStatus
+from ingest.eventhubs.receiver import PartitionReceiver, PartitionStatus
 from ingest.eventhubs.source import EventHubsSource, to_message_batch
 from ingest.eventhubs.wire import decode_batch, encode_batch
+from ingest.offsets import OffsetBook
 from ingest.timeparse import MISSING
 from windowing.resume import ResumePoint, ResumeStart
 from windowing.service import JsonFormatter, MetricsServer, RunCollector
@@ -109,6 +110,19 @@ def test_offset_book_finds_offsets_until_forgotten():
     assert [book.offset(s) for s in (9, 10, 12, 13, 14, 15)] == [None, "100", "120", "130", None, None]
     book.forget_before(13)
     assert (book.offset(12), book.offset(13)) == (None, "130")
+
+
+def encode_resume(start: ResumeStart, identity: StreamIdentity) -> bytes:
+    """The single resume blob earlier versions wrote (this one only reads it)."""
+    return orjson.dumps({
+        "format": 1, "window_ns": identity.window_ns, "lateness_ns": identity.lateness_ns,
+        "closed_through": start.closed_through,
+        "partitions": {
+            p: {"position": pt.position, "watermark": pt.watermark, "drop_before": pt.drop_before}
+            for p, pt in sorted(start.partitions.items())
+        },
+        "written_at": "2026-11-01T00:00:00+00:00",
+    })
 
 
 def test_resume_blob_round_trips_and_refuses_other_window_settings():
