@@ -37,7 +37,7 @@ from batch_jobs.azure_batch_pool import (
     one_line,
     open_batch_client,
 )
-from batch_jobs.executors import Callback, Executor, store_specs
+from batch_jobs.executors import Callback, Executor, report, store_specs
 from batch_jobs.model_store.base import BLOB_SCHEME
 from batch_jobs.tasks import ENV_PREFIX, TaskResult, TaskSpec
 
@@ -169,7 +169,7 @@ class AzureBatchExecutor(Executor):
         try:
             urls = store_specs(specs)
         except Exception as e:  # noqa: BLE001 - no spec stored: every task fails with the reason, as on the local pool
-            return _report([TaskResult.all_failed(s, f"cannot store the task spec: {e}") for s in specs], on_done)
+            return report([TaskResult.all_failed(s, f"cannot store the task spec: {e}") for s in specs], on_done)
         self._create_job(job_id, specs[0])
         self._detail |= {"job_id": job_id, "outputs": f"{self.config.output_base}/{job_id}/"}
         try:
@@ -246,7 +246,7 @@ class AzureBatchExecutor(Executor):
         results: dict[str, TaskResult] = {}
         for spec in specs:
             if spec.task_id in added.rejected:
-                results[spec.task_id] = _report([TaskResult.all_failed(
+                results[spec.task_id] = report([TaskResult.all_failed(
                     spec, f"Batch did not take the task: {added.rejected[spec.task_id]}")], on_done)[0]
         waiting = {s.task_id: s for s in specs if s.task_id not in results}
         self._detail["tasks"] = {}
@@ -305,11 +305,11 @@ class AzureBatchExecutor(Executor):
             for task in finished:
                 spec = waiting.pop(task.id)
                 self._detail["tasks"][task.id] = _task_detail(task)
-                results[task.id] = _report([self._collect(job_id, spec, task)], on_done)[0]
+                results[task.id] = report([self._collect(job_id, spec, task)], on_done)[0]
             if waiting and (ended is not None or time.monotonic() > deadline):
                 reason = ended or f"no result within the job's time limit ({self.config.job_timeout_seconds:.0f} s)"
                 for spec in list(waiting.values()):
-                    results[spec.task_id] = _report([TaskResult.all_failed(spec, f"Batch job {job_id} ended: {reason}")], on_done)[0]
+                    results[spec.task_id] = report([TaskResult.all_failed(spec, f"Batch job {job_id} ended: {reason}")], on_done)[0]
                 waiting.clear()
             if waiting and not finished:
                 time.sleep(self.config.poll_seconds)
@@ -366,13 +366,6 @@ class AzureBatchExecutor(Executor):
             self.client.begin_terminate_job(job_id, reason, polling_interval=max(1, round(self.config.poll_seconds)))
         except AzureError as e:  # e.g. already completed by its time limit
             log.info("Batch job %s not terminated: %s", job_id, one_line(e))
-
-
-def _report(results: list[TaskResult], on_done: Callback | None) -> list[TaskResult]:
-    for result in results:
-        if on_done:
-            on_done(result)
-    return results
 
 
 def _task_detail(task: Any) -> dict[str, Any]:

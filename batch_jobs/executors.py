@@ -27,7 +27,7 @@ from batch_jobs.tasks import TaskResult, TaskSpec, run_task_at
 if TYPE_CHECKING:
     from sensorflow.settings import SidecarSettings
 
-__all__ = ["Executor", "LocalPoolExecutor", "open_executor", "store_specs"]
+__all__ = ["Executor", "LocalPoolExecutor", "open_executor", "report", "store_specs"]
 
 Callback = Callable[[TaskResult], None]
 
@@ -60,6 +60,14 @@ class Executor(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def report(results: list[TaskResult], on_done: Callback | None) -> list[TaskResult]:
+    """Hand each finished result to ``on_done`` (if any); ``results`` unchanged."""
+    if on_done:
+        for result in results:
+            on_done(result)
+    return results
 
 
 def store_specs(specs: Sequence[TaskSpec]) -> list[str]:
@@ -113,11 +121,7 @@ class LocalPoolExecutor(Executor):
         try:
             urls = store_specs(specs)
         except Exception as e:  # noqa: BLE001 - no spec stored: every task fails with the reason
-            results = [TaskResult.all_failed(spec, f"cannot store the task spec: {e}") for spec in specs]
-            for result in results:
-                if on_done:
-                    on_done(result)
-            return results
+            return report([TaskResult.all_failed(spec, f"cannot store the task spec: {e}") for spec in specs], on_done)
         pool = self._ensure_pool()
         futures: dict[Future, int] = {pool.submit(run_task_at, url): i for i, url in enumerate(urls)}
         results: list[TaskResult | None] = [None] * len(specs)
@@ -131,9 +135,7 @@ class LocalPoolExecutor(Executor):
                 result = TaskResult.all_failed(specs[i], f"worker process died: {e}", time.perf_counter() - started)
             except Exception as e:  # noqa: BLE001 - e.g. the spec could not be read back
                 result = TaskResult.all_failed(specs[i], f"{type(e).__name__}: {e}", time.perf_counter() - started)
-            results[i] = result
-            if on_done:
-                on_done(result)
+            results[i] = report([result], on_done)[0]
         if broken:  # a dead pool takes no more work: the next run starts a fresh one
             self.close()
         return [r for r in results if r is not None]
