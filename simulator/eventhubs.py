@@ -56,21 +56,9 @@ MAX_FAILED_BATCHES_IN_A_ROW = 3
 
 def open_producer(target: EventHubsConnection) -> Any:
     """An `EventHubProducerClient` for `target` (imports azure lazily)."""
-    try:
-        from azure.eventhub import EventHubProducerClient
-    except ImportError as error:
-        raise MissingDependency(f"the Event Hubs output needs azure-eventhub: {_AZURE_HINT}") from error
     # Our RetryPolicy is the one retry loop (with exponential backoff); the
     # SDK's own retries would multiply it.
-    if target.connection_string is not None:
-        return EventHubProducerClient.from_connection_string(
-            target.connection_string.get_secret_value(), eventhub_name=target.eventhub_name, retry_total=0
-        )
-    try:
-        from azure.identity import DefaultAzureCredential
-    except ImportError as error:
-        raise MissingDependency(f"signing in with a namespace needs azure-identity: {_AZURE_HINT}") from error
-    return EventHubProducerClient(target.fully_qualified_namespace, target.hub, DefaultAzureCredential(), retry_total=0)
+    return target.producer(retry_total=0)
 
 
 def _is_retryable(error: BaseException) -> bool:

@@ -189,8 +189,8 @@ class _Receivers:
 
 
 def main(requests: BinaryIO, replies_stream: BinaryIO) -> int:
-    sys.setswitchinterval(_SWITCH_SECONDS)
     """Serve the dataflow on ``requests``/``replies_stream`` until ``requests`` ends."""
+    sys.setswitchinterval(_SWITCH_SECONDS)
     replies = _Replies(replies_stream)
     try:
         _, payload = read_frame(requests)

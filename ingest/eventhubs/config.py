@@ -93,23 +93,30 @@ class EventHubsConnection:
 
     def consumer(self, consumer_group: str, **options: Any) -> Any:
         """A new ``EventHubConsumerClient`` (imports azure lazily)."""
+        return self._client("EventHubConsumerClient", "the Event Hubs source", consumer_group=consumer_group, **options)
+
+    def producer(self, **options: Any) -> Any:
+        """A new ``EventHubProducerClient`` (imports azure lazily)."""
+        return self._client("EventHubProducerClient", "the Event Hubs output", **options)
+
+    def _client(self, kind: str, needed_by: str, **options: Any) -> Any:
+        """An SDK client class ``kind`` by connection string, or by namespace + hub with DefaultAzureCredential."""
         try:
-            from azure.eventhub import EventHubConsumerClient
+            import azure.eventhub as sdk
         except ImportError as error:
-            raise MissingDependency(f"the Event Hubs source needs azure-eventhub: {_AZURE_HINT}") from error
+            raise MissingDependency(f"{needed_by} needs azure-eventhub: {_AZURE_HINT}") from error
+        client = getattr(sdk, kind)
         if self.connection_string is not None:
-            return EventHubConsumerClient.from_connection_string(
-                self.connection_string.get_secret_value(),
-                consumer_group=consumer_group,
-                eventhub_name=self.eventhub_name,
-                **options,
+            return client.from_connection_string(
+                self.connection_string.get_secret_value(), eventhub_name=self.eventhub_name, **options
             )
         try:
             from azure.identity import DefaultAzureCredential
         except ImportError as error:
             raise MissingDependency(f"signing in with a namespace needs azure-identity: {_AZURE_HINT}") from error
-        return EventHubConsumerClient(
-            self.fully_qualified_namespace, self.hub, consumer_group, DefaultAzureCredential(), **options
+        return client(
+            fully_qualified_namespace=self.fully_qualified_namespace, eventhub_name=self.hub,
+            credential=DefaultAzureCredential(), **options,
         )
 
 
