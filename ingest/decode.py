@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,16 @@ __all__ = ["DecodeConfig", "Decoded", "decode_batch"]
 _FIELDS = ("TS", "Device", "Tag", "Value")
 _FAST_SCHEMA = pa.schema([("Value", pa.float64())])
 _FAST_PARSE = pa_json.ParseOptions(explicit_schema=_FAST_SCHEMA, unexpected_field_behavior="infer")
+# TS read as a time by Arrow itself while it parses (no string column, no second pass). Arrow's
+# ISO-8601 forms are a subset of what ``parse_time`` accepts, with the same values (tested), so a
+# block Arrow refuses this way is simply read again with TS as it came.
+_TIMED_TYPE = pa.timestamp("ns", tz="UTC")
+_TIMED_PARSE = pa_json.ParseOptions(
+    explicit_schema=pa.schema([("TS", _TIMED_TYPE), ("Value", pa.float64())]),
+    unexpected_field_behavior="infer",
+)
+_TEXT_TS = re.compile(rb'"TS"\s*:\s*"')
+_INT64_ID_CHARS = 20  # the longest decimal string of an int64: "-9223372036854775808"
 _ARRAY_PARSE = pa_json.ParseOptions(
     explicit_schema=pa.schema([("r", pa.list_(pa.struct([("Value", pa.float64())])))]),
     unexpected_field_behavior="infer",
@@ -99,6 +110,7 @@ class _Candidates:
     value_present: np.ndarray
     reason: np.ndarray  # object: None or a reason string
     payload: Sequence[bytes | None]  # element payloads of array messages (None: use the body)
+    numeric_ids: tuple[bool, bool] = (False, False)  # (Device, Tag) arrived as JSON integers throughout
 
 
 def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None = None) -> Decoded:
@@ -151,7 +163,12 @@ def _parse_fast(joined: bytes, n: int) -> _Candidates | None:
     """``n`` bodies joined by newlines as one Arrow JSON read; None when Arrow refuses any of them."""
     if n == 0:
         return _empty_candidates()
-    table = read_object_lines(joined, n, _FAST_PARSE)
+    table = None
+    first_line = joined.find(b"\n")
+    if _TEXT_TS.search(joined, 0, first_line if first_line >= 0 else len(joined)):
+        table = read_object_lines(joined, n, _TIMED_PARSE)
+    if table is None:
+        table = read_object_lines(joined, n, _FAST_PARSE)
     if table is None:
         return None
     columns = {name: table.column(name).combine_chunks() for name in _FIELDS if name in table.column_names}
@@ -202,20 +219,22 @@ def _from_columns(
     columns = {name: columns.get(name, pa.nulls(n)) for name in _FIELDS}
     ts_type = columns["TS"].type
     ids_ok = all(columns[name].type in (pa.string(), pa.int64(), pa.null()) for name in ("Device", "Tag"))
-    if not ids_ok or ts_type not in (pa.string(), pa.int64(), pa.float64(), pa.null()):
-        return None
+    if not ids_ok or ts_type not in (pa.string(), pa.int64(), pa.float64(), pa.null(), _TIMED_TYPE):
+        return None  # (Arrow infers other time types from strings by itself: the slow path judges those)
     if columns["Value"].type not in (pa.float64(), pa.null()):
         return None
     ts_text = ts_number = None
     if ts_type == pa.string():
         ts_text = columns["TS"]
+    elif ts_type == _TIMED_TYPE:  # read as a time by Arrow, as _TIMED_PARSE asks
+        ts_number = _filled(columns["TS"].cast(pa.int64()), MISSING)
     elif ts_type != pa.null():
         raw = columns["TS"]
         ns, ok = epoch_array_to_ns(raw.fill_null(0).to_numpy(zero_copy_only=False))
         ts_number = np.where(ok & raw.is_valid().to_numpy(zero_copy_only=False), ns, MISSING)
     value = columns["Value"].cast(pa.float64())
     reason = np.full(n, None, dtype=object)
-    if ts_number is not None:
+    if ts_number is not None and ts_type != _TIMED_TYPE:
         bad = (ts_number == MISSING) & columns["TS"].is_valid().to_numpy(zero_copy_only=False)
         reason[bad] = "bad_timestamp"
     return _Candidates(
@@ -225,11 +244,19 @@ def _from_columns(
         ts_number=ts_number,
         device=_as_ids(columns["Device"]),
         tag=_as_ids(columns["Tag"]),
-        value=value.fill_null(0.0).to_numpy(zero_copy_only=False),
+        value=_filled(value, 0.0),
         value_present=value.is_valid().to_numpy(zero_copy_only=False),
         reason=reason,
         payload=payload,
+        numeric_ids=(columns["Device"].type == pa.int64(), columns["Tag"].type == pa.int64()),
     )
+
+
+def _filled(column: pa.Array, missing: int | float) -> np.ndarray:
+    """A numeric column as numpy, ``missing`` where null (no copy when there are no nulls)."""
+    if column.null_count == 0:
+        return column.to_numpy()
+    return np.where(column.is_valid().to_numpy(zero_copy_only=False), column.fill_null(missing).to_numpy(), missing)
 
 
 class _ElementPayloads(Sequence):
@@ -437,30 +464,35 @@ def _validate(
     n = len(reason)
     if n == 0:
         return READING_SCHEMA.empty_table()
+    flagged = reason != None  # noqa: E711 - elementwise
+    mark = partial(_mark, reason, flagged)
     if config.time_source == "enqueued":
         ts = batch.enqueued_ns[c.message]
-        _mark(reason, ts == MISSING, "no_enqueued_time")
+        mark(ts == MISSING, "no_enqueued_time")
     else:
         ts = c.ts_number if c.ts_number is not None else np.full(n, MISSING, np.int64)
         if c.ts_text is not None:
             text_ns, text_ok = parse_time_array(c.ts_text)
             has_text = c.ts_text.is_valid().to_numpy(zero_copy_only=False)
-            _mark(reason, has_text & ~text_ok, "bad_timestamp")
+            mark(has_text & ~text_ok, "bad_timestamp")
             ts = np.where(has_text, text_ns, ts)
-            _mark(reason, (ts == MISSING) & ~has_text, "missing_field: TS")
+            mark((ts == MISSING) & ~has_text, "missing_field: TS")
         else:
-            _mark(reason, ts == MISSING, "missing_field: TS")
-    for name, column in (("Device", c.device), ("Tag", c.tag)):
-        _mark(reason, column.is_null().to_numpy(zero_copy_only=False), f"missing_field: {name}")
+            mark(ts == MISSING, "missing_field: TS")
+    for name, column, numeric in (("Device", c.device, c.numeric_ids[0]), ("Tag", c.tag, c.numeric_ids[1])):
+        if column.null_count:
+            mark(column.is_null().to_numpy(zero_copy_only=False), f"missing_field: {name}")
+        if numeric and config.max_id_length >= _INT64_ID_CHARS:
+            continue  # an integer's decimal string is never empty nor longer
         lengths = pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
-        _mark(reason, (lengths == 0) | (lengths > config.max_id_length), f"bad_id: {name}")
-    _mark(reason, ~c.value_present, "missing_field: Value")
-    _mark(reason, ~np.isfinite(c.value), "not_finite")
+        mark((lengths == 0) | (lengths > config.max_id_length), f"bad_id: {name}")
+    mark(~c.value_present, "missing_field: Value")
+    mark(~np.isfinite(c.value), "not_finite")
     valid_ts = ts != MISSING
-    _mark(reason, valid_ts & (ts < config.min_event_ns), "out_of_range")
-    _mark(reason, valid_ts & (ts > now_ns + config.max_clock_skew_ns), "future")
+    mark(valid_ts & (ts < config.min_event_ns), "out_of_range")
+    mark(valid_ts & (ts > now_ns + config.max_clock_skew_ns), "future")
 
-    bad = np.flatnonzero(reason != None)
+    bad = np.flatnonzero(flagged)
     positions = batch.positions[c.message]
     if len(bad):
         devices, tags = c.device.take(pa.array(bad)).to_pylist(), c.tag.take(pa.array(bad)).to_pylist()
@@ -479,7 +511,7 @@ def _validate(
                     float(c.value[i]) if c.value_present[i] and math.isfinite(c.value[i]) else None,
                 )
             )
-    keep = reason == None
+    keep = ~flagged
     if keep.all():
         index = None
     else:
@@ -499,7 +531,9 @@ def _validate(
     )
 
 
-def _mark(reason: np.ndarray, mask: np.ndarray, why: str) -> None:
-    """Set ``why`` where ``mask`` holds and no earlier reason was found."""
-    if mask.any():
-        reason[mask & (reason == None)] = why
+def _mark(reason: np.ndarray, flagged: np.ndarray, mask: np.ndarray, why: str) -> None:
+    """Set ``why`` where ``mask`` holds and no earlier reason was found (``flagged`` follows)."""
+    hit = mask & ~flagged
+    if hit.any():
+        reason[hit] = why
+        flagged |= hit

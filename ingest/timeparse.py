@@ -34,9 +34,9 @@ MISSING = np.iinfo(np.int64).min
 _MIN_NS = int(MISSING)
 _MAX_NS = int(np.iinfo(np.int64).max)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ISO = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?"
-    r"\s*(Z|z|[+-]\d{2}:?\d{2})?"
+_ISO = re.compile(  # reduced precision (hours only) and hour-only offsets are ISO-8601 too, and Arrow takes them
+    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2})(?::(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?"
 )
 _CAPTURE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2})(?: ?([AaPp][Mm]))?")
 _UTC_TS = pa.timestamp("ns", tz="UTC")
@@ -61,7 +61,7 @@ def _offset_seconds(zone: str | None) -> int:
         return 0
     sign = -1 if zone[0] == "-" else 1
     digits = zone[1:].replace(":", "")
-    return sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    return sign * (int(digits[:2]) * 3600 + int(digits[2:] or 0) * 60)
 
 
 def parse_time(text: str) -> int | None:

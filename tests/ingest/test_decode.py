@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import ingest.decode as decode_module
 from ingest.batches import MessageBatch
 from ingest.decode import DecodeConfig, decode_batch
-from ingest.timeparse import MISSING
+from ingest.timeparse import MISSING, parse_time
 
 NOW = 1_800_000_000 * 10**9  # 2027-01-15
 GOOD = b'{"TS": "2018-04-06T20:59:55.7096564Z", "Device": 2, "Tag": 4, "Value": 84.92}'
@@ -209,3 +209,25 @@ def test_array_batches_decode_as_the_slow_path_does(bodies):
     joined = decode_batch(joined_batch(bodies), DecodeConfig(), now_ns=NOW)  # orjson writes no line breaks
     assert joined.readings.table.equals(slow.readings.table)
     assert joined.dead_letters.table.equals(slow.dead_letters.table)
+
+
+def test_times_read_by_arrow_equal_times_read_as_text():
+    """A block Arrow reads with TS as times, and the same block read with TS as text, agree."""
+    texts = ["2018-04-06T20:59:55.7096564Z", "2018-04-06 20:59:56", "2018-04-06T22:59:57+02:00", "2018-04-06T21+01"]
+    bodies = [orjson.dumps({"TS": t, "Device": 1, "Tag": k, "Value": 1.5}) for k, t in enumerate(texts)]
+    reads = []
+
+    def spy(block, lines, parse):
+        table = real(block, lines, parse)
+        reads.append((parse is decode_module._TIMED_PARSE, table is not None))
+        return table
+
+    real = decode_module.read_object_lines
+    with mock.patch.object(decode_module, "read_object_lines", spy):
+        timed = decode_batch(batch(bodies), DecodeConfig(), now_ns=NOW)
+    assert reads == [(True, True)]  # Arrow read every TS as a time
+    # A Capture-form time Arrow does not read as ISO-8601 sends the whole block the text way.
+    capture = orjson.dumps({"TS": "4/6/2018 8:59:55 PM", "Device": 1, "Tag": 9, "Value": 1.5})
+    as_text = decode_batch(batch([*bodies, capture]), DecodeConfig(), now_ns=NOW)
+    assert timed.readings.table["ts"].to_pylist() == [parse_time(t) for t in texts]
+    assert as_text.readings.table["ts"].to_pylist() == [*(parse_time(t) for t in texts), parse_time("2018-04-06T20:59:55Z")]

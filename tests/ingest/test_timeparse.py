@@ -123,3 +123,47 @@ def test_uniform_path_on_a_sliced_array():
     texts = [_iso(base + timedelta(milliseconds=700 * k), 7) for k in range(10)]
     sliced = pa.array(texts).slice(3, 5)
     assert _parse_uniform_iso(sliced).tolist() == [parse_time(t) for t in texts[3:8]]
+
+
+# -- Arrow's JSON reader reads TS as a time on the decoder's fast path: it must never accept a
+# string that ``parse_time`` refuses, nor give it another value ---------------------------------
+
+import io  # noqa: E402
+
+import orjson  # noqa: E402
+import pyarrow.json as pa_json  # noqa: E402
+
+from ingest.decode import _TIMED_PARSE  # noqa: E402
+
+_pieces = st.tuples(
+    st.sampled_from(["2018-04-06", "2016-02-29", "2018-02-29", "2018-13-01", "2018-4-06", "1677-09-21", "2262-04-12"]),
+    st.sampled_from(["", "T", " ", "t", "_"]),
+    st.sampled_from(["", "20", "20:59", "20:59:55", "2059", "24:00:00", "20:59:60", "20:60:00", "7:59:55"]),
+    st.sampled_from(["", ".7", ".7096564", ".123456789", ".1234567890", ",5", "."]),
+    st.sampled_from(["", "Z", "z", "+02:00", "-0200", "+02", "+2", "+02:0", " Z", "UTC"]),
+)
+
+
+def _arrow_reads(text: str) -> int | None:
+    try:
+        table = pa_json.read_json(io.BytesIO(orjson.dumps({"TS": text})), parse_options=_TIMED_PARSE)
+    except pa.ArrowInvalid:
+        return None
+    return table.column("TS").cast(pa.int64())[0].as_py()
+
+
+@settings(max_examples=500, deadline=None)
+@given(_pieces)
+def test_what_arrow_reads_as_a_time_parse_time_reads_the_same(pieces):
+    text = "".join(pieces)
+    by_arrow = _arrow_reads(text)
+    if by_arrow is not None:
+        assert parse_time(text) == by_arrow, text
+
+
+@pytest.mark.parametrize(
+    "text", ["2018-04-06T20", "2018-04-06T22+02", "2018-04-06 20:59:55.1234567+02", "2018-04-06T20:59:55.7096564Z"]
+)
+def test_reduced_precision_and_hour_offsets_are_read(text):
+    assert _arrow_reads(text) is not None
+    assert parse_time(text) == _arrow_reads(text)
