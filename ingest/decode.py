@@ -252,7 +252,7 @@ def _from_columns(
     )
 
 
-def _filled(column: pa.Array, missing: int | float) -> np.ndarray:
+def _filled(column: pa.Array, missing: float) -> np.ndarray:
     """A numeric column as numpy, ``missing`` where null (no copy when there are no nulls)."""
     if column.null_count == 0:
         return column.to_numpy()
@@ -464,7 +464,7 @@ def _validate(
     n = len(reason)
     if n == 0:
         return READING_SCHEMA.empty_table()
-    flagged = reason != None  # noqa: E711 - elementwise
+    flagged = reason != None  # elementwise
     mark = partial(_mark, reason, flagged)
     if config.time_source == "enqueued":
         ts = batch.enqueued_ns[c.message]
