@@ -233,4 +233,4 @@ def format_ms(ns: np.ndarray) -> list[str]:
     unique, inverse = np.unique(ns, return_inverse=True)
     text = np.datetime_as_string((unique // 1_000_000).astype("datetime64[ms]"), unit="ms")
     text = np.char.replace(text, "T", " ")
-    return text[inverse].tolist()
+    return np.array(text.tolist(), dtype=object)[inverse].tolist()  # one str object per distinct time

@@ -76,7 +76,11 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
         return 1
     frames: queue.Queue[bytes | None] = queue.Queue()
     # Drain the pipe at once so the dataflow never blocks writing a frame while we write SQL.
-    threading.Thread(target=_pump, args=(requests, frames), name="frames", daemon=True).start()
+    pump = threading.Thread(target=_pump, args=(requests, frames), name="frames", daemon=True)
+    pump.start()
+    # Windows first close a while after the dataflow starts: meanwhile, do the imports Arrow
+    # would otherwise do lazily in the first write (its pandas shim, where pandas is installed).
+    pa.array([0.0])
     with store:
         while True:
             frame = frames.get()
@@ -84,6 +88,9 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
                 return 0
             if not frame:
                 _send(replies, orjson.dumps({"closed": True}))
+                # The dataflow closes the pipe next: wait for that, so no thread is left
+                # reading it while the interpreter shuts down.
+                pump.join()
                 return 0
             try:
                 table = pa.ipc.open_stream(frame).read_all()
