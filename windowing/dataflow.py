@@ -31,7 +31,9 @@ class FlowConfig:
     shards: int = 1
     idle_timeout_ns: int | None = None
     decode: DecodeConfig = DecodeConfig()
-    write_rows: int = 196_608  # closed windows gathered per store transaction
+    write_rows: int = 196_608  # most closed windows gathered per store transaction
+    write_min_rows: int = 16_384  # fewest, unless the input ends or write_wait passes
+    write_windows: int = 4  # window ends a transaction spans before it goes (see WriteBatchLogic)
     write_wait: timedelta = timedelta(seconds=1)  # wall time a smaller batch may wait
 
     def __post_init__(self) -> None:
@@ -39,8 +41,10 @@ class FlowConfig:
             raise ValueError("partitions must not be empty")
         if self.window_ns <= 0 or self.lateness_ns < 0:
             raise ValueError("window must be > 0 and lateness >= 0")
-        if self.shards < 1 or self.write_rows < 1:
-            raise ValueError("shards and write_rows must be >= 1")
+        if self.shards < 1 or self.write_rows < 1 or self.write_windows < 1:
+            raise ValueError("shards, write_rows and write_windows must be >= 1")
+        if not 1 <= self.write_min_rows <= self.write_rows:
+            raise ValueError("write_min_rows must be between 1 and write_rows")
 
 
 def build_flow(
@@ -108,7 +112,7 @@ def _window(config: FlowConfig, board: ResumeBoard | None, resume: tuple | None)
 
 
 def _write_batches(config: FlowConfig, resume: tuple | None) -> WriteBatchLogic:
-    return WriteBatchLogic(config.write_rows, config.write_wait, resume)
+    return WriteBatchLogic(config.write_min_rows, config.write_rows, config.write_windows, config.write_wait, resume)
 
 
 def _writer(batch: WindowBatch) -> str:
