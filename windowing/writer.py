@@ -1,7 +1,8 @@
 """A store writer in its own process, so store work runs on another core.
 
 The dataflow hands a window table over a pipe (Arrow IPC) and carries on;
-the writer commits each table in one transaction and acknowledges it.
+the writer commits it, together with any tables queued behind it, in one
+transaction and acknowledges each.
 ``drain()`` waits for every acknowledgement: the sink calls it from
 ``snapshot()``, so Bytewax never records an epoch whose windows are not
 committed. At most ``depth`` tables are in flight (back-pressure).
@@ -10,6 +11,7 @@ committed. At most ``depth`` tables are in flight (back-pressure).
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import struct
 import subprocess
@@ -83,27 +85,53 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     pa.array([0.0])
     with store:
         while True:
-            frame = frames.get()
-            if frame is None:  # the dataflow is gone
+            try:
+                tables, end = _gather(frames)
+                if tables:
+                    store.upsert_windows(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+            except Exception as e:
+                _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
+                return 1
+            for table in tables:  # one acknowledgement per frame, as the dataflow counts them
+                _send(replies, orjson.dumps({"rows": table.num_rows}))
+            if end is None:  # the dataflow is gone
                 return 0
-            if not frame:
+            if end == b"":
                 _send(replies, orjson.dumps({"closed": True}))
                 # The dataflow closes the pipe next: wait for that, so no thread is left
                 # reading it while the interpreter shuts down.
                 pump.join()
                 return 0
-            try:
-                table = pa.ipc.open_stream(frame).read_all()
-                _send(replies, orjson.dumps({"rows": store.upsert_windows(table)}))
-            except Exception as e:
-                _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
-                return 1
+
+
+_GATHER_ROWS = 393_216
+
+
+def _gather(frames: "queue.Queue[bytes | None]") -> tuple[list[pa.Table], bytes | None]:
+    """The next frame's table and those queued behind it, up to ``_GATHER_ROWS`` rows, for one
+    transaction: the further the writer falls behind, the larger its transactions, and a larger
+    one writes each store page it touches once for more rows. Returns (tables, end), end being
+    ``b""`` (close) or None (pipe gone) when such a marker came, else the sentinel ``b"more"``."""
+    tables: list[pa.Table] = []
+    rows = 0
+    frame = frames.get()
+    while frame:
+        table = pa.ipc.open_stream(frame).read_all()
+        tables.append(table)
+        rows += table.num_rows
+        if rows >= _GATHER_ROWS:
+            return tables, b"more"
+        try:
+            frame = frames.get_nowait()
+        except queue.Empty:
+            return tables, b"more"
+    return tables, frame
 
 
 class ProcessWriter:
     """Upserts window tables into ``store_url`` from a child process."""
 
-    def __init__(self, store_url: str, depth: int = 2):
+    def __init__(self, store_url: str, depth: int = 4):
         if depth < 1:
             raise ValueError("depth must be >= 1")
         self._depth = depth
@@ -178,4 +206,8 @@ class InlineWriter:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_writer_main(sys.stdin.buffer, sys.stdout.buffer))
+    code = _writer_main(sys.stdin.buffer, sys.stdout.buffer)
+    sys.stdout.flush()
+    # After an error the frame pump may still be blocked reading the pipe: exit without the
+    # interpreter's shutdown, which would wait on that read ("could not acquire lock").
+    os._exit(code)
