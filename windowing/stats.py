@@ -29,6 +29,7 @@ class RunStats:
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
     write_buckets: list[int] = field(default_factory=lambda: [0] * (len(WRITE_BUCKETS) + 1))
     write_seconds: float = 0.0
+    writer_peak_rss_kb: int | None = None  # the store writer process's, once it has closed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     _COUNTERS = ("messages", "readings", "elements", "windows_written", "dead_letters_written")

@@ -97,7 +97,7 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
             if end is None:  # the dataflow is gone
                 return 0
             if end == b"":
-                _send(replies, orjson.dumps({"closed": True}))
+                _send(replies, orjson.dumps({"closed": True, "peak_rss_kb": _peak_rss_kb()}))
                 # The dataflow closes the pipe next: wait for that, so no thread is left
                 # reading it while the interpreter shuts down.
                 pump.join()
@@ -105,6 +105,18 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
 
 
 _GATHER_ROWS = 393_216
+
+
+def _peak_rss_kb() -> int | None:
+    """This process's own peak RSS (Linux's VmHWM; ``ru_maxrss`` would count the parent's, from before exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def _gather(frames: "queue.Queue[bytes | None]") -> tuple[list[pa.Table], bytes | None]:
@@ -137,6 +149,7 @@ class ProcessWriter:
         self._depth = depth
         self._pending = 0
         self.rows = 0
+        self.peak_rss_kb: int | None = None  # the writer process's, known once closed
         # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's
         # spawn: it would re-import the caller's __main__).
         self._process = subprocess.Popen(
@@ -164,7 +177,7 @@ class ProcessWriter:
     def close(self) -> None:
         self.drain()
         _send(self._process.stdin, b"")
-        self._reply()
+        self.peak_rss_kb = self._reply().get("peak_rss_kb")
         self._process.stdin.close()
         self._process.wait()
 
