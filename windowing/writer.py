@@ -1,11 +1,15 @@
 """A store writer in its own process, so store work runs on another core.
 
-The dataflow hands a window table over a pipe (Arrow IPC) and carries on;
-the writer commits it, together with any tables queued behind it, in one
-transaction and acknowledges each.
-``drain()`` waits for every acknowledgement: the sink calls it from
-``snapshot()``, so Bytewax never records an epoch whose windows are not
-committed. At most ``depth`` tables are in flight (back-pressure).
+The dataflow hands window tables over a pipe (Arrow IPC) and carries on. The
+writer upserts each table as it arrives into an open transaction and commits
+when it holds ``COMMIT_ROWS`` rows, when the transaction is ``COMMIT_AFTER``
+old, or when the dataflow asks (a flush frame); then it acknowledges every
+table of that transaction. Tables that commit together write the store pages
+they touch once, so the writer works while the dataflow reads and still
+writes in large transactions. ``drain()`` flushes and waits for every
+acknowledgement: the sink calls it from ``snapshot()``, so Bytewax never
+records an epoch whose windows are not committed. Rows not yet acknowledged
+are bounded (back-pressure).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import BinaryIO
 
 import orjson
@@ -67,6 +72,11 @@ def _pump(requests: BinaryIO, frames: "queue.Queue[bytes | None]") -> None:
             return
 
 
+_FLUSH = b"F"  # a frame asking to commit now (an Arrow IPC stream is never one byte)
+COMMIT_ROWS = 196_608
+COMMIT_AFTER = 1.0  # seconds a transaction may stay open (how stale a live store may get)
+
+
 def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     """The child: first frame is the store URL (never on the command line), then tables."""
     from windowing.store import open_store
@@ -84,27 +94,40 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     # would otherwise do lazily in the first write (its pandas shim, where pandas is installed).
     pa.array([0.0])
     with store:
+        transaction = store.window_transaction()
+        tables: list[int] = []  # rows of each table in the open transaction, to acknowledge
+        opened = 0.0
         while True:
+            wait = None if not tables else max(0.0, opened + COMMIT_AFTER - time.monotonic())
             try:
-                tables, end = _gather(frames)
-                if tables:
-                    store.upsert_windows(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+                frame = frames.get(timeout=wait)
+            except queue.Empty:
+                frame = _FLUSH  # the open transaction is old enough
+            if frame is None:  # the dataflow is gone: what it did not see acknowledged is replayed
+                transaction.rollback()
+                return 0
+            try:
+                if frame not in (_FLUSH, b""):
+                    table = pa.ipc.open_stream(frame).read_all()
+                    transaction.add(table)
+                    if not tables:
+                        opened = time.monotonic()
+                    tables.append(table.num_rows)
+                if tables and (frame in (_FLUSH, b"") or transaction.rows >= COMMIT_ROWS):
+                    transaction.commit()
             except Exception as e:
                 _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
                 return 1
-            for table in tables:  # one acknowledgement per frame, as the dataflow counts them
-                _send(replies, orjson.dumps({"rows": table.num_rows}))
-            if end is None:  # the dataflow is gone
-                return 0
-            if end == b"":
+            if not transaction.rows:  # committed: one acknowledgement per table, as the dataflow counts them
+                for rows in tables:
+                    _send(replies, orjson.dumps({"rows": rows}))
+                tables.clear()
+            if frame == b"":
                 _send(replies, orjson.dumps({"closed": True, "peak_rss_kb": _peak_rss_kb()}))
                 # The dataflow closes the pipe next: wait for that, so no thread is left
                 # reading it while the interpreter shuts down.
                 pump.join()
                 return 0
-
-
-_GATHER_ROWS = 393_216
 
 
 def _peak_rss_kb() -> int | None:
@@ -119,35 +142,16 @@ def _peak_rss_kb() -> int | None:
     return None
 
 
-def _gather(frames: "queue.Queue[bytes | None]") -> tuple[list[pa.Table], bytes | None]:
-    """The next frame's table and those queued behind it, up to ``_GATHER_ROWS`` rows, for one
-    transaction: the further the writer falls behind, the larger its transactions, and a larger
-    one writes each store page it touches once for more rows. Returns (tables, end), end being
-    ``b""`` (close) or None (pipe gone) when such a marker came, else the sentinel ``b"more"``."""
-    tables: list[pa.Table] = []
-    rows = 0
-    frame = frames.get()
-    while frame:
-        table = pa.ipc.open_stream(frame).read_all()
-        tables.append(table)
-        rows += table.num_rows
-        if rows >= _GATHER_ROWS:
-            return tables, b"more"
-        try:
-            frame = frames.get_nowait()
-        except queue.Empty:
-            return tables, b"more"
-    return tables, frame
-
-
 class ProcessWriter:
     """Upserts window tables into ``store_url`` from a child process."""
 
-    def __init__(self, store_url: str, depth: int = 4):
-        if depth < 1:
-            raise ValueError("depth must be >= 1")
-        self._depth = depth
-        self._pending = 0
+    def __init__(self, store_url: str, max_pending_rows: int = 2 * COMMIT_ROWS):
+        if max_pending_rows < 1:
+            raise ValueError("max_pending_rows must be >= 1")
+        self._max_pending_rows = max_pending_rows
+        self._pending: list[int] = []  # rows of each table handed over and not yet acknowledged
+        self._pending_rows = 0
+        self._flushed = False  # a flush was asked since the last acknowledgement
         self.rows = 0
         self.peak_rss_kb: int | None = None  # the writer process's, known once closed
         # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's
@@ -158,33 +162,47 @@ class ProcessWriter:
         _send(self._process.stdin, orjson.dumps({"store": store_url}))
 
     def submit(self, table: pa.Table) -> None:
-        """Queue ``table``; blocks only while ``depth`` tables are already in flight."""
-        while self._pending >= self._depth:
+        """Hand ``table`` over; blocks only while ``max_pending_rows`` rows wait for their commit."""
+        while self._pending and self._pending_rows + table.num_rows > self._max_pending_rows:
+            self._flush()
             self._ack()
-        try:
-            _send(self._process.stdin, _to_ipc(table))
-        except BrokenPipeError as e:
-            raise WriterError(f"the writer process exited (code {self._process.poll()})") from e
-        self._pending += 1
+        self._write(_to_ipc(table))
+        self._pending.append(table.num_rows)
+        self._pending_rows += table.num_rows
+        self._flushed = False
 
     def drain(self) -> int:
-        """Wait until every submitted table is committed; returns rows committed since the last drain."""
+        """Commit every table handed over and wait for it; returns rows committed since the last drain."""
         while self._pending:
+            self._flush()
             self._ack()
         rows, self.rows = self.rows, 0
         return rows
 
     def close(self) -> None:
         self.drain()
-        _send(self._process.stdin, b"")
+        self._write(b"")
         self.peak_rss_kb = self._reply().get("peak_rss_kb")
         self._process.stdin.close()
         self._process.wait()
 
+    def _flush(self) -> None:
+        if not self._flushed:
+            self._write(_FLUSH)
+            self._flushed = True
+
+    def _write(self, frame: bytes) -> None:
+        try:
+            _send(self._process.stdin, frame)
+        except BrokenPipeError as e:
+            raise WriterError(f"the writer process exited (code {self._process.poll()})") from e
+
     def _ack(self) -> None:
         reply = self._reply()
-        self._pending -= 1
+        self._pending_rows -= self._pending.pop(0)
         self.rows += reply["rows"]
+        if not self._pending:
+            self._flushed = False
 
     def _reply(self) -> dict:
         try:
@@ -194,8 +212,6 @@ class ProcessWriter:
         if "error" in reply:
             raise WriterError(f"writing windows failed: {reply['error']}")
         return reply
-
-
 
 
 class InlineWriter:

@@ -1,16 +1,15 @@
-"""The store writer process: frames in, one transaction per gathered group, one ack per frame."""
+"""The store writer process: tables upserted into an open transaction, committed together, one ack each."""
 
-import queue
 import sqlite3
+import time
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from windowing import writer as writer_module
 from windowing.store import open_store
 from windowing.tumbling import WINDOW_SCHEMA
-from windowing.writer import ProcessWriter, WriterError, _gather, _to_ipc
+from windowing.writer import COMMIT_AFTER, ProcessWriter, WriterError
 
 S = 5_000_000_000
 
@@ -31,35 +30,52 @@ def windows(end: int, sensors: int) -> pa.Table:
     )
 
 
-def test_gather_takes_what_is_queued_and_stops_at_markers_and_the_row_bound(monkeypatch):
-    frames: queue.Queue = queue.Queue()
-    for end in (1, 2, 3):
-        frames.put(_to_ipc(windows(end, 10)))
-    frames.put(b"")
-    tables, end = _gather(frames)
-    assert [t.num_rows for t in tables] == [10, 10, 10] and end == b""
-
-    monkeypatch.setattr(writer_module, "_GATHER_ROWS", 15)
-    for end in (1, 2, 3):
-        frames.put(_to_ipc(windows(end, 10)))
-    assert [t.num_rows for t in _gather(frames)[0]] == [10, 10]  # bound reached
-    tables, end = _gather(frames)
-    assert [t.num_rows for t in tables] == [10] and end == b"more"  # queue empty: write what there is
-    frames.put(None)
-    assert _gather(frames) == ([], None)
-
-
-def test_the_process_writer_commits_every_table_and_counts_each(tmp_path):
+@pytest.fixture
+def store_url(tmp_path):
     url = f"sqlite:///{tmp_path / 'w.db'}"
     with open_store(url) as store:
         store.create_schema()
-    writer = ProcessWriter(url, depth=3)
+    return url
+
+
+def table_now(url: str) -> tuple:
+    db = sqlite3.connect(url[len("sqlite:///") :])
+    try:
+        return db.execute("SELECT COUNT(*), SUM(Value), COUNT(DISTINCT WrittenAt) FROM SensorValues").fetchone()
+    finally:
+        db.close()
+
+
+def test_tables_handed_over_together_commit_together_and_are_counted_each(store_url):
+    writer = ProcessWriter(store_url)
     for end in range(1, 8):
         writer.submit(windows(end, 50))
     assert writer.drain() == 7 * 50
     writer.close()
-    rows = sqlite3.connect(tmp_path / "w.db").execute("SELECT COUNT(*), SUM(Value) FROM SensorValues").fetchone()
-    assert rows == (350, 50.0 * sum(range(1, 8)))
+    count, total, written_at = table_now(store_url)
+    assert (count, total) == (350, 50.0 * sum(range(1, 8)))
+    assert written_at == 1  # one transaction (WrittenAt is its start on the database clock)
+
+
+def test_an_open_transaction_commits_by_itself_after_a_while(store_url):
+    writer = ProcessWriter(store_url)
+    writer.submit(windows(1, 20))
+    deadline = time.monotonic() + COMMIT_AFTER + 5
+    while table_now(store_url)[0] < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert table_now(store_url)[0] == 20  # visible without a drain: live stores stay fresh
+    assert writer.drain() == 20
+    writer.close()
+
+
+def test_back_pressure_commits_before_more_is_handed_over(store_url):
+    writer = ProcessWriter(store_url, max_pending_rows=100)
+    for end in range(1, 6):
+        writer.submit(windows(end, 60))  # each submit beyond the first waits for the one before
+        assert writer._pending_rows <= 100
+    assert writer.drain() == 300
+    writer.close()
+    assert table_now(store_url)[:2] == (300, 60.0 * 15)
 
 
 def test_a_failing_store_is_reported_not_hidden(tmp_path):

@@ -22,6 +22,7 @@ __all__ = [
     "StoreError",
     "StoreSummary",
     "RunRecord",
+    "WindowTransaction",
     "open_store",
     "PREDICTION_SCHEMA",
     "WINDOW_READ_SCHEMA",
@@ -90,10 +91,42 @@ class RunRecord:
     detail: str = "{}"
 
 
+class WindowTransaction:
+    """Window tables upserted as they come and committed together (one writer at a time).
+
+    This default gathers the tables and upserts them in one ``upsert_windows`` at ``commit``;
+    a store that can hold a transaction open (SQLite) writes each table as it is added, so
+    the work is done by the time the commit is asked for.
+    """
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._tables: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, windows: pa.Table) -> None:
+        self._tables.append(windows)
+        self.rows += windows.num_rows
+
+    def commit(self) -> int:
+        """Commit what was added (nothing to do when nothing was); returns its rows."""
+        tables, rows, self._tables, self.rows = self._tables, self.rows, [], 0
+        if tables:
+            self._store.upsert_windows(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+        return rows
+
+    def rollback(self) -> None:
+        self._tables, self.rows = [], 0
+
+
 class Store(ABC):
     """One SQL database holding windows, dead letters and predictions."""
 
     url: str
+
+    def window_transaction(self) -> WindowTransaction:
+        """Upserts of window tables that commit together (see :class:`WindowTransaction`)."""
+        return WindowTransaction(self)
 
     @abstractmethod
     def create_schema(self) -> None:

@@ -12,7 +12,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.timeparse import format_ms, parse_time_array
-from windowing.store.base import PREDICTION_SCHEMA, WINDOW_READ_SCHEMA, RunRecord, Store, StoreError, StoreSummary
+from windowing.store.base import (
+    PREDICTION_SCHEMA,
+    WINDOW_READ_SCHEMA,
+    RunRecord,
+    Store,
+    StoreError,
+    StoreSummary,
+    WindowTransaction,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -171,22 +179,12 @@ class SqliteStore(Store):
                 self._db.execute(statement)
 
     def upsert_windows(self, windows: pa.Table) -> int:
-        if windows.num_rows == 0:
-            return 0
-        # Key order keeps B-tree page writes local.
-        windows = windows.sort_by([("device", "ascending"), ("tag", "ascending"), ("window_end", "ascending")])
-        sensors = _first_of_runs(windows.select(["device", "tag"]))
-        with self._transaction() as now:
-            # Python objects for a slice at a time keep memory flat on big batches.
-            for chunk in windows.to_batches(max_chunksize=_ROWS_PER_CHUNK):
-                ts = format_ms(chunk.column("window_end").to_numpy())
-                columns = [chunk.column(name).to_pylist() for name in ("device", "tag", "value", "count", "min", "max")]
-                self._db.executemany(_UPSERT_WINDOWS, zip(ts, *columns, repeat(now)))
-            self._db.executemany(
-                _UPSERT_SENSOR_WRITES,
-                zip(sensors["device"].to_pylist(), sensors["tag"].to_pylist(), repeat(now)),
-            )
-        return windows.num_rows
+        transaction = self.window_transaction()
+        transaction.add(windows)
+        return transaction.commit()
+
+    def window_transaction(self) -> "_SqliteWindowTransaction":
+        return _SqliteWindowTransaction(self._db)
 
     def upsert_dead_letters(self, dead_letters: pa.Table) -> int:
         if dead_letters.num_rows == 0:
@@ -294,6 +292,63 @@ class SqliteStore(Store):
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self._db)
+
+
+class _SqliteWindowTransaction(WindowTransaction):
+    """Each added table is upserted at once into a transaction held open until ``commit``.
+
+    Pages a transaction touches are written (to the WAL) once at its commit, so tables that
+    commit together share those writes: with one insertion point per sensor in the key
+    index, that is most of a window upsert's cost. SensorWrites gets one row per sensor at
+    commit. ``WrittenAt`` is the database clock when the transaction began.
+    """
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+        self._now: str | None = None
+        self._sensors: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, windows: pa.Table) -> None:
+        if windows.num_rows == 0:
+            return
+        # Key order keeps B-tree page writes local.
+        windows = windows.sort_by([("device", "ascending"), ("tag", "ascending"), ("window_end", "ascending")])
+        if self._now is None:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._now = self._db.execute(_NOW).fetchone()[0]
+        try:
+            # Python objects for a slice at a time keep memory flat on big batches.
+            for chunk in windows.to_batches(max_chunksize=_ROWS_PER_CHUNK):
+                ts = format_ms(chunk.column("window_end").to_numpy())
+                columns = [chunk.column(name).to_pylist() for name in ("device", "tag", "value", "count", "min", "max")]
+                self._db.executemany(_UPSERT_WINDOWS, zip(ts, *columns, repeat(self._now)))
+        except BaseException:
+            self.rollback()
+            raise
+        self._sensors.append(_first_of_runs(windows.select(["device", "tag"])))
+        self.rows += windows.num_rows
+
+    def commit(self) -> int:
+        if self._now is None:
+            return 0
+        try:
+            keys = [("device", "ascending"), ("tag", "ascending")]
+            sensors = _first_of_runs(pa.concat_tables(self._sensors).sort_by(keys)) if len(self._sensors) > 1 else self._sensors[0]
+            self._db.executemany(
+                _UPSERT_SENSOR_WRITES, zip(sensors["device"].to_pylist(), sensors["tag"].to_pylist(), repeat(self._now))
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+        rows, self.rows, self._now, self._sensors = self.rows, 0, None, []
+        return rows
+
+    def rollback(self) -> None:
+        if self._now is not None and self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self.rows, self._now, self._sensors = 0, None, []
 
 
 def _first_of_runs(sorted_keys: pa.Table) -> pa.Table:
