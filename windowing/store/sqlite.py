@@ -57,6 +57,7 @@ _SCHEMA = [
 ]
 
 _ROWS_PER_CHUNK = 16_384
+_WRITER_CACHE_KIB = 131_072
 _NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 _UPSERT_WINDOWS = """
@@ -305,6 +306,10 @@ class _SqliteWindowTransaction(WindowTransaction):
 
     def __init__(self, db: sqlite3.Connection):
         self._db = db
+        # The key index's pages a transaction touches stay cached until it commits (one per
+        # sensor: ~4k pages at 10k sensors x 100 windows); the connection's default cache is for
+        # readers. Measured on the bench: ratio to the parse limit 0.363 -> 0.382 (medians of 4).
+        self._db.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
         self._now: str | None = None
         self._sensors: list[pa.Table] = []
         self.rows = 0
