@@ -31,9 +31,9 @@ class FlowConfig:
     shards: int = 1
     idle_timeout_ns: int | None = None
     decode: DecodeConfig = DecodeConfig()
-    write_rows: int = 196_608  # most closed windows gathered per store transaction
+    write_rows: int = 196_608  # most closed windows gathered per batch for the store writer
     write_min_rows: int = 16_384  # fewest, unless the input ends or write_wait passes
-    write_windows: int = 4  # window ends a transaction spans before it goes (see WriteBatchLogic)
+    write_windows: int = 4  # window ends a batch spans before it goes (see WriteBatchLogic)
     write_wait: timedelta = timedelta(seconds=1)  # wall time a smaller batch may wait
 
     def __post_init__(self) -> None:

@@ -102,16 +102,16 @@ class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatc
 
 
 class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
-    """Gathers closed windows into store transactions of a useful size, soon.
+    """Gathers closed windows into batches for the store writer, soon.
 
-    A batch goes to the store once it spans ``min_windows`` window ends (and has at least
-    ``min_rows`` rows), or has ``max_rows`` rows, or has waited ``max_wait`` of wall time.
-    Each transaction also updates one SensorWrites row per sensor in it, so a batch that
-    spans several windows pays that once per several rows; beyond that, a smaller batch
-    reaches the store sooner, so the writer works while the dataflow reads instead of
-    catching up after it (a large last batch is what a run waits for at its end). The row
-    bounds, not item counts, keep memory flat whatever the fleet size. Wall time only
-    decides how long a small batch may wait.
+    A batch goes once it spans ``min_windows`` window ends (and has at least ``min_rows``
+    rows), or has ``max_rows`` rows, or has waited ``max_wait`` of wall time. The writer
+    upserts batches into its open transaction as they come (see ``windowing.writer``), so a
+    batch need only be big enough that handing it over costs little next to writing it,
+    and the sooner it goes, the more the writer works while the dataflow reads instead of
+    catching up after it (what a run waits for at its end). The row bounds, not item
+    counts, keep memory flat whatever the fleet size. Wall time only decides how long a
+    small batch may wait.
     """
 
     def __init__(self, min_rows: int, max_rows: int, min_windows: int, max_wait: timedelta, state: tuple | None):
