@@ -285,6 +285,9 @@ class SqliteStore(Store):
         # SensorWrites has a row for each sensor with windows (written in the same transactions):
         # per sensor, one index seek finds its first and last window instead of a scan of them all.
         sensors, first, last = self._db.execute(_SPAN_BY_SENSOR).fetchone()
+        if windows and not sensors:  # a store written before SensorWrites existed
+            first, last = self._db.execute("SELECT MIN(TS), MAX(TS) FROM SensorValues").fetchone()
+            (sensors,) = self._db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT Device, Tag FROM SensorValues)").fetchone()
         dead = self._db.execute(_DEAD_BY_REASON).fetchall()
         return StoreSummary(windows, sensors, first, last, {code: n for code, n in dead})
 
