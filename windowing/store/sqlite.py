@@ -58,6 +58,7 @@ _SCHEMA = [
 
 _ROWS_PER_CHUNK = 16_384
 _WRITER_CACHE_KIB = 131_072
+_WRITER_CHECKPOINT_PAGES = 1_000
 _NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 _UPSERT_WINDOWS = """
@@ -313,6 +314,9 @@ class _SqliteWindowTransaction(WindowTransaction):
         # sensor: ~4k pages at 10k sensors x 100 windows); the connection's default cache is for
         # readers. Measured on the bench: ratio to the parse limit 0.363 -> 0.382 (medians of 4).
         self._db.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
+        # Checkpoint the WAL every 16 MB rather than 64: the last checkpoint, at the writer's
+        # close, is what a finished run still waits for (ratio medians 0.352 -> 0.372 over 9 rounds).
+        self._db.execute(f"PRAGMA wal_autocheckpoint={_WRITER_CHECKPOINT_PAGES}")
         self._now: str | None = None
         self._sensors: list[pa.Table] = []
         self.rows = 0
