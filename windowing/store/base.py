@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from windowing.tumbling import WINDOW_SCHEMA
 
@@ -23,6 +24,8 @@ __all__ = [
     "StoreSummary",
     "RunRecord",
     "WindowTransaction",
+    "last_of_runs",
+    "last_per_key",
     "open_store",
     "PREDICTION_SCHEMA",
     "WINDOW_READ_SCHEMA",
@@ -89,6 +92,27 @@ class RunRecord:
     tasks: int = 0
     failures: int = 0
     detail: str = "{}"
+
+
+def last_per_key(table: pa.Table, keys: list[str]) -> pa.Table:
+    """``table`` sorted by ``keys``, keeping only the last row of each key (a later write replaces an earlier)."""
+    return last_of_runs(table.sort_by([(k, "ascending") for k in keys]), keys)  # a stable sort
+
+
+def last_of_runs(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Of a table already sorted by ``keys``, the last row of each run of equal keys."""
+    n = table.num_rows
+    if n < 2:
+        return table
+    same = None
+    for k in keys:
+        column = table[k].combine_chunks()
+        equal = pc.fill_null(pc.equal(column.slice(1), column.slice(0, n - 1)), False)
+        same = equal if same is None else pc.and_(same, equal)
+    if not pc.any(same).as_py():
+        return table
+    superseded = pa.concat_arrays([same, pa.array([False])])  # row i is replaced by row i + 1
+    return table.filter(pc.invert(superseded))
 
 
 class WindowTransaction:

@@ -31,6 +31,7 @@ from windowing.store.base import (
     Store,
     StoreError,
     StoreSummary,
+    last_per_key,
 )
 from windowing.store.dialects import Statement
 from windowing.store.odbc_connect import (
@@ -43,7 +44,6 @@ from windowing.store.odbc_retry import RetryPolicy, diagnostics, is_transient, r
 from windowing.store.odbc_rows import (
     from_ns,
     json_rows,
-    last_per_key,
     ms_text,
     rows_to_table,
     to_ns,

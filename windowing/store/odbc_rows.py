@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from windowing.store.base import StoreError
 from windowing.store.dialects import ID_LENGTH, Dialect, TableSpec
 
-__all__ = ["from_ns", "json_rows", "last_per_key", "ms_text", "rows_to_table", "to_ns"]
+__all__ = ["from_ns", "json_rows", "ms_text", "rows_to_table", "to_ns"]
 
 _EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
@@ -63,23 +63,6 @@ def json_rows(spec: TableSpec, columns: Mapping[str, Array], dialect: Dialect) -
             values[name] = array.to_pylist()
     names = list(values)
     return orjson.dumps([dict(zip(names, row)) for row in zip(*values.values())]).decode()
-
-
-def last_per_key(table: pa.Table, keys: list[str]) -> pa.Table:
-    """``table`` sorted by ``keys``, keeping only the last row of each key (a later write replaces an earlier)."""
-    table = table.sort_by([(k, "ascending") for k in keys])  # a stable sort: equal keys keep their order
-    n = table.num_rows
-    if n < 2:
-        return table
-    same = None
-    for k in keys:
-        column = table[k].combine_chunks()
-        equal = pc.fill_null(pc.equal(column.slice(1), column.slice(0, n - 1)), False)
-        same = equal if same is None else pc.and_(same, equal)
-    if not pc.any(same).as_py():
-        return table
-    superseded = pa.concat_arrays([same, pa.array([False])])  # row i is replaced by row i + 1
-    return table.filter(pc.invert(superseded))
 
 
 def rows_to_table(batches: Iterable[list[tuple]], schema: pa.Schema) -> pa.Table:
