@@ -79,7 +79,7 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
     def close(self) -> None:
         self._drain()
         self._writer.close()
-        self._stats.writer_peak_rss_kb = getattr(self._writer, "peak_rss_kb", None)
+        self._stats.writer_peak_rss_kb = self._writer.peak_rss_kb
 
     def _drain(self) -> None:
         self._stats.add_windows(self._writer.drain())

@@ -239,6 +239,7 @@ class InlineWriter:
 
         self._store = open_store(store_url)
         self.rows = 0
+        self.peak_rss_kb: int | None = None  # no process of its own
 
     def submit(self, table: pa.Table) -> None:
         self.rows += self._store.upsert_windows(table)

@@ -325,8 +325,7 @@ class _SqliteWindowTransaction(WindowTransaction):
         # Key order keeps B-tree page writes local.
         windows = windows.sort_by([("device", "ascending"), ("tag", "ascending"), ("window_end", "ascending")])
         if self._now is None:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._now = self._db.execute(_NOW).fetchone()[0]
+            self._now = _begin(self._db)
         try:
             # Python objects for a slice at a time keep memory flat on big batches.
             for chunk in windows.to_batches(max_chunksize=_ROWS_PER_CHUNK):
@@ -373,6 +372,12 @@ def _sensor_json(sensors: list[tuple[str, str]]) -> str:
     return orjson.dumps([[d, t] for d, t in sensors]).decode()
 
 
+def _begin(db: sqlite3.Connection) -> str:
+    """BEGIN IMMEDIATE; the database clock then, which is what WrittenAt records."""
+    db.execute("BEGIN IMMEDIATE")
+    return db.execute(_NOW).fetchone()[0]
+
+
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on error; yields the database clock."""
 
@@ -380,8 +385,7 @@ class _Transaction:
         self._db = db
 
     def __enter__(self) -> str:
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db.execute(_NOW).fetchone()[0]
+        return _begin(self._db)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
