@@ -181,7 +181,11 @@ class ProcessWriter:
     def submit(self, table: pa.Table) -> None:
         """Hand ``table`` over; blocks only while ``max_pending_rows`` rows wait for their commit."""
         while self._pending and self._pending_rows + table.num_rows > self._max_pending_rows:
-            self._flush()
+            # With COMMIT_ROWS handed over the writer commits by itself: a flush would cut its
+            # transaction short, and small commits cost more per row (each writes the index pages
+            # it touched). (The count may include acknowledgements not read yet: never fewer rows.)
+            if self._pending_rows < COMMIT_ROWS:
+                self._flush()
             self._ack()
         self._write(_to_ipc(table))
         self._pending.append(table.num_rows)

@@ -9,7 +9,7 @@ import pytest
 
 from windowing.store import open_store
 from windowing.tumbling import WINDOW_SCHEMA
-from windowing.writer import COMMIT_AFTER, ProcessWriter, WriterError
+from windowing.writer import COMMIT_AFTER, COMMIT_ROWS, ProcessWriter, WriterError
 
 S = 5_000_000_000
 
@@ -76,6 +76,24 @@ def test_back_pressure_commits_before_more_is_handed_over(store_url):
     assert writer.drain() == 300
     writer.close()
     assert table_now(store_url)[:2] == (300, 60.0 * 15)
+
+
+def test_back_pressure_waits_for_the_writers_own_commit_when_it_holds_commit_rows(store_url, monkeypatch):
+    # Default bound (2 x COMMIT_ROWS): a full pipe means the writer has COMMIT_ROWS to commit on
+    # its own. A flush there would cut its transaction short (small commits cost more per row).
+    flushes = []
+    writer = ProcessWriter(store_url)
+    monkeypatch.setattr(writer, "_flush", lambda: flushes.append(writer._pending_rows) or ProcessWriter._flush(writer))
+    half = COMMIT_ROWS // 2 + 1
+    for end in range(1, 5):  # the 4th exceeds the bound: it waits for acknowledgements
+        writer.submit(windows(end, half))
+    assert flushes == []
+    assert writer.drain() == 4 * half
+    assert flushes  # drain does ask for the commit
+    writer.close()
+    count, _, transactions = table_now(store_url)
+    assert count == 4 * half
+    assert transactions <= 3  # commits of >= COMMIT_ROWS (two tables each), then the drain's
 
 
 def test_a_failing_store_is_reported_not_hidden(tmp_path):
