@@ -105,7 +105,8 @@ class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
     """Gathers closed windows into batches for the store writer, soon.
 
     A batch goes once it spans ``min_windows`` window ends (and has at least ``min_rows``
-    rows), or has ``max_rows`` rows, or has waited ``max_wait`` of wall time. The writer
+    rows), or has ``max_rows`` rows, or has waited ``max_wait`` of wall time. The first one
+    goes at ``min_rows`` whatever it spans: until then the writer has nothing to do. The writer
     upserts batches into its open transaction as they come (see ``windowing.writer``), so a
     batch need only be big enough that handing it over costs little next to writing it,
     and the sooner it goes, the more the writer works while the dataflow reads instead of
@@ -123,13 +124,14 @@ class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
         self.rows = 0
         self.ends: set[int] = set()
         self.due: datetime | None = None
+        self.handed = False  # a batch went since this process started
         self._add(list(state) if state else [])
 
     def on_batch(self, values: list[WindowBatch]) -> tuple[Iterable, bool]:
         self._add([v.table for v in values if v.table.num_rows])
         if self.tables and self.due is None:
             self.due = datetime.now(timezone.utc) + self.max_wait
-        if self.rows >= self.max_rows or (self.rows >= self.min_rows and len(self.ends) >= self.min_windows):
+        if self.rows >= self.max_rows or (self.rows >= self.min_rows and (len(self.ends) >= self.min_windows or not self.handed)):
             return self._flush(), StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
 
@@ -154,4 +156,5 @@ class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
     def _flush(self) -> list[WindowBatch]:
         tables, self.tables, self.rows, self.due = self.tables, [], 0, None
         self.ends.clear()
+        self.handed = self.handed or bool(tables)
         return [WindowBatch(pa.concat_tables(tables))] if tables else []

@@ -58,12 +58,16 @@ def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunRepor
         _recovery(settings.recovery_dir, settings.workers * settings.processes, init=True)
     elif settings.recovery_dir is not None:
         Path(settings.recovery_dir).mkdir(parents=True, exist_ok=True)  # may hold none of the partitions
-    flow, partitions, stats = prepare_flow(settings)
+    flow, partitions, stats, window_sink = _prepare(settings)
     with _Progress(stats, settings.progress_seconds, progress):
         if member is not None:
             execute(flow, settings, member.process_id, list(member.addresses))
         elif settings.processes == 1:
-            execute(flow, settings)
+            window_sink.start_writer()  # the only process: it builds the window sink's partition
+            try:
+                execute(flow, settings)
+            finally:
+                window_sink.close_unused()
         else:
             from windowing.cluster import run_local_cluster
 
@@ -76,6 +80,11 @@ def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunRepor
 
 def prepare_flow(settings: RunSettings) -> tuple[Dataflow, int, RunStats]:
     """The dataflow for ``settings``; every process of a cluster builds the same one."""
+    flow, partitions, stats, _ = _prepare(settings)
+    return flow, partitions, stats
+
+
+def _prepare(settings: RunSettings) -> tuple[Dataflow, int, RunStats, WindowSink]:
     source = ReplaySource(Path(settings.source), settings.block_bytes, settings.replay_speed)
     stats = RunStats()
     config = FlowConfig(
@@ -90,8 +99,9 @@ def prepare_flow(settings: RunSettings) -> tuple[Dataflow, int, RunStats]:
         ),
     )
     opener = partial(open_store, settings.store)
-    flow = build_flow(source, config, WindowSink(settings.store, stats, settings.writer), DeadLetterSink(opener, stats), stats)
-    return flow, len(config.partitions), stats
+    window_sink = WindowSink(settings.store, stats, settings.writer)
+    flow = build_flow(source, config, window_sink, DeadLetterSink(opener, stats), stats)
+    return flow, len(config.partitions), stats, window_sink
 
 
 def execute(flow: Dataflow, settings: RunSettings, process_id: int | None = None, addresses: list[str] | None = None) -> None:

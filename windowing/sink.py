@@ -12,6 +12,7 @@ each batch before ``write_batch`` returns instead (one core, slower).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -23,7 +24,9 @@ from windowing.resume import CommittedWindows
 from windowing.stats import RunStats
 from windowing.store import Store
 from windowing.tumbling import WindowBatch
-from windowing.writer import InlineWriter, ProcessWriter
+from windowing.writer import InlineWriter, ProcessWriter, WriterError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["WindowSink", "DeadLetterSink", "WINDOW_SINK_PARTITION"]
 
@@ -101,12 +104,33 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
         self._stats = stats
         self._writer = writer
         self._commits = commits
+        self._started: ProcessWriter | None = None
+
+    def start_writer(self) -> None:
+        """Start the writer process now, for a process that knows it will build the one partition.
+
+        Its start-up (an interpreter, pyarrow, the store) then overlaps the dataflow's own
+        instead of delaying the first batch. ``close_unused`` stops it if no partition took it.
+        """
+        if self._writer == "process" and self._started is None:
+            self._started = ProcessWriter(self._store_url)
+
+    def close_unused(self) -> None:
+        started, self._started = self._started, None
+        if started is not None:
+            try:
+                started.close()
+            except WriterError as e:  # it never had anything to write; the run's own outcome stands
+                log.warning("the unused store writer did not close cleanly: %s", e)
 
     def list_parts(self) -> list[str]:
         return [WINDOW_SINK_PARTITION]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPartition:
-        writer = ProcessWriter(self._store_url) if self._writer == "process" else InlineWriter(self._store_url)
+        if self._started is not None:
+            writer, self._started = self._started, None
+        else:
+            writer = ProcessWriter(self._store_url) if self._writer == "process" else InlineWriter(self._store_url)
         return _WriterPartition(writer, self._stats, self._commits)
 
 

@@ -30,8 +30,11 @@ def windows(end: int, sensors: int) -> WindowBatch:
     )
 
 
-def logic(state=None) -> WriteBatchLogic:
-    return WriteBatchLogic(min_rows=100, max_rows=1_000, min_windows=3, max_wait=timedelta(seconds=60), state=state)
+def logic(state=None, handed=True) -> WriteBatchLogic:
+    """``handed``: as after the first batch (which goes at ``min_rows``, see below)."""
+    w = WriteBatchLogic(min_rows=100, max_rows=1_000, min_windows=3, max_wait=timedelta(seconds=60), state=state)
+    w.handed = handed
+    return w
 
 
 def rows(out) -> list[int]:
@@ -44,6 +47,16 @@ def test_a_batch_goes_once_it_spans_enough_windows_and_rows():
     assert rows(w.on_batch([windows(2, 60)])) == []  # 120 rows, but 2 windows
     assert rows(w.on_batch([windows(3, 60)])) == [180]
     assert w.tables == [] and w.notify_at() is None
+
+
+def test_the_first_batch_goes_at_min_rows_whatever_it_spans():
+    w = logic(handed=False)
+    assert rows(w.on_batch([windows(1, 60)])) == []  # fewer than min_rows
+    assert rows(w.on_batch([windows(2, 60)])) == [120]  # 2 windows: the writer had nothing yet
+    assert rows(w.on_batch([windows(3, 60)])) == []  # from then on, min_windows counts again
+    assert rows(w.on_batch([windows(4, 60)])) == []
+    assert rows(w.on_batch([windows(5, 60)])) == [180]
+    assert rows(logic(handed=False).on_batch([windows(1, 100)])) == [100]
 
 
 def test_few_rows_wait_even_over_many_windows():

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from windowing.store import open_store
-from windowing.tumbling import WINDOW_SCHEMA
+from windowing.tumbling import WINDOW_SCHEMA, WindowBatch
 from windowing.writer import COMMIT_AFTER, COMMIT_ROWS, ProcessWriter, WriterError
 
 S = 5_000_000_000
@@ -101,3 +101,23 @@ def test_a_failing_store_is_reported_not_hidden(tmp_path):
     writer.submit(windows(1, 5))
     with pytest.raises(WriterError, match="writing windows failed"):
         writer.drain()
+
+
+def test_a_writer_started_early_is_the_one_the_partition_takes_or_is_closed_unused(store_url):
+    from windowing.sink import WindowSink
+    from windowing.stats import RunStats
+
+    sink = WindowSink(store_url, RunStats())
+    sink.start_writer()
+    started = sink._started
+    part = sink.build_part("write", "windows", None)
+    assert part._writer is started and sink._started is None
+    part.write_batch([WindowBatch(windows(1, 7))])
+    part.close()
+    assert table_now(store_url)[0] == 7
+
+    unused = WindowSink(store_url, RunStats())
+    unused.start_writer()
+    process = unused._started._process
+    unused.close_unused()
+    assert process.poll() == 0  # stopped, not left running
