@@ -17,6 +17,7 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # as the sensorflo
 import argparse
 import io
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,7 @@ def make_recording(directory: Path, readings: int, sensors: int, partitions: int
     marker = directory / f".complete-{readings}-{sensors}-{partitions}-{rate_hz}"
     if marker.exists():
         return directory
-    for old in directory.glob("*.jsonl"):
+    for old in [*directory.glob("*.jsonl"), *directory.glob(".complete-*")]:  # another size's files and marker
         old.unlink()
     rng = np.random.default_rng(42)
     tags = 10
@@ -89,7 +90,7 @@ def parse_only(directory: Path) -> dict[str, float]:
     orjson_rate = lines / (time.perf_counter() - start)
 
     options = pa_json.ReadOptions(block_size=1 << 16, use_threads=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     rows = 0
     for path in files:
         with open(path, "rb") as f:
@@ -100,7 +101,14 @@ def parse_only(directory: Path) -> dict[str, float]:
                 tail = f.readline()  # finish the last line
                 rows += pa_json.read_json(io.BytesIO(chunk + tail), read_options=options).num_rows
     arrow_rate = rows / (time.perf_counter() - start)
-    return {"orjson_lines_per_s": orjson_rate, "arrow_lines_per_s": arrow_rate, "lines": lines}
+    arrow_cpu = _cpu(resource.RUSAGE_SELF) - cpu  # Arrow's threads included
+    return {"orjson_lines_per_s": orjson_rate, "arrow_lines_per_s": arrow_rate, "lines": lines,
+            "arrow_cpu_us_per_line": arrow_cpu / rows * 1e6}
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _import_lazily_imported() -> None:
@@ -119,10 +127,48 @@ def ours(directory: Path, db: Path, workers: int = 1) -> dict[str, float]:
     settings = load_settings(
         RunSettings, {"source": str(directory), "store": f"sqlite:///{db}", "progress_seconds": 0, "workers": workers}
     )
-    start = time.perf_counter()
+    start, cpu, children = time.perf_counter(), _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     report = run_replay(settings)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "readings": report.stats.readings, "rows": report.store.windows}
+    return {"seconds": seconds, "readings": report.stats.readings, "rows": report.store.windows,
+            "dataflow_cpu_s": _cpu(resource.RUSAGE_SELF) - cpu,
+            "writer_cpu_s": _cpu(resource.RUSAGE_CHILDREN) - children}  # the writer process, once it has exited
+
+
+def store_only(db: Path, sensors: int, windows: int, batch_windows: int = 4) -> dict[str, float]:
+    """The store writer's SQLite work alone, one process, nothing else running: the window rows
+    of the recording (same ids), in batches of ``batch_windows`` window ends, committed every
+    ``COMMIT_ROWS`` rows through the writer's own window transaction."""
+    from windowing.store import open_store
+    from windowing.tumbling import WINDOW_SCHEMA
+    from windowing.writer import COMMIT_ROWS
+
+    rng = np.random.default_rng(7)
+    device = pa.array((np.arange(sensors) // 10).astype(str))  # make_recording's ids
+    tag = pa.array((np.arange(sensors) % 10).astype(str))
+    base = int(START.timestamp()) * 10**9
+    with open_store(f"sqlite:///{db}") as store:
+        store.create_schema()
+        transaction = store.window_transaction()
+        cpu = 0.0
+        for first in range(0, windows, batch_windows):
+            ends = np.arange(first, min(first + batch_windows, windows)) + 1
+            n = sensors * len(ends)
+            table = pa.table(
+                [pa.array(np.repeat(base + ends * 5 * 10**9, sensors)), pa.concat_arrays([device] * len(ends)),
+                 pa.concat_arrays([tag] * len(ends)), pa.array(rng.uniform(10, 110, n)), pa.array(np.full(n, 5)),
+                 pa.array(rng.uniform(10, 110, n)), pa.array(rng.uniform(10, 110, n))],
+                schema=WINDOW_SCHEMA,
+            )
+            begin = time.process_time()
+            transaction.add(table)
+            if transaction.rows >= COMMIT_ROWS:
+                transaction.commit()
+            cpu += time.process_time() - begin
+        begin = time.process_time()
+        transaction.commit()
+        cpu += time.process_time() - begin
+    return {"rows": sensors * windows, "cpu_us_per_row": cpu / (sensors * windows) * 1e6}
 
 
 def naive(directory: Path, db: Path) -> dict[str, float]:
@@ -233,9 +279,24 @@ def main() -> int:
                   f"Arrow {parsed['arrow_lines_per_s']:,.0f} lines/s -> limit {limit:,.0f}/s; "
                   f"ours (1 worker) {result['readings']:,} readings in {result['seconds']:.1f} s = {rate:,.0f} readings/s, "
                   f"{result['rows']:,} window rows; ratio {rate / limit:.3f}", flush=True)
+            print(f"  CPU per reading: dataflow process {result['dataflow_cpu_s'] / result['readings'] * 1e6:.2f} us, "
+                  f"store writer {result['writer_cpu_s'] / result['readings'] * 1e6:.2f} us; "
+                  f"Arrow parse-only {parsed['arrow_cpu_us_per_line']:.2f} us per line", flush=True)
         ratio, rate, limit, parsed, result = sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
         print(f"median round: ours {rate:,.0f} readings/s, parse-only limit {limit:,.0f} lines/s, ratio {ratio:.3f} "
               f"(rounds: {', '.join(f'{r[0]:.3f}' for r in rounds)})", flush=True)
+
+        # Where the time goes: ours is CPU-bound on two cores, so its CPU per reading bounds it.
+        per_reading = (result["dataflow_cpu_s"] + result["writer_cpu_s"]) / result["readings"]
+        bound = 2 / per_reading
+        windows = result["rows"] // args.sensors
+        alone = store_only(tmp / "store-only.db", args.sensors, windows)
+        rows_per_reading = result["rows"] / result["readings"]
+        print(f"CPU per reading (median round): {per_reading * 1e6:.2f} us in all -> two cores, fully used, allow at most "
+              f"{bound:,.0f} readings/s = {bound / limit:.3f} of the limit", flush=True)
+        print(f"store writer's SQLite work alone (one process, nothing else running): {alone['cpu_us_per_row']:.2f} us per "
+              f"window row = {alone['cpu_us_per_row'] * rows_per_reading:.2f} us per reading "
+              f"({alone['rows']:,} rows)", flush=True)
 
         figures = {
             "readings": result["readings"],
@@ -249,6 +310,11 @@ def main() -> int:
             "ratio_vs_parse_limit": round(ratio, 3),
             "ratio_per_round": [round(r[0], 3) for r in rounds],
             "window_rows": result["rows"],
+            "dataflow_cpu_us_per_reading": round(result["dataflow_cpu_s"] / result["readings"] * 1e6, 3),
+            "writer_cpu_us_per_reading": round(result["writer_cpu_s"] / result["readings"] * 1e6, 3),
+            "arrow_parse_cpu_us_per_line": round(parsed["arrow_cpu_us_per_line"], 3),
+            "two_core_cpu_bound_ratio": round(bound / limit, 3),
+            "store_only_us_per_window_row": round(alone["cpu_us_per_row"], 3),
         }
         if not args.skip_naive:
             slow = naive(recording, tmp / "naive.db")

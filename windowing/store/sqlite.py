@@ -332,7 +332,7 @@ class _SqliteWindowTransaction(WindowTransaction):
             for start in range(0, windows.num_rows, _ROWS_PER_CHUNK):
                 chunk = windows.slice(start, _ROWS_PER_CHUNK)
                 ts = format_ms(chunk.column("window_end").to_numpy())
-                ids = [ids[start : start + _ROWS_PER_CHUNK].tolist() for ids in (device, tag)]
+                ids = [column[start : start + _ROWS_PER_CHUNK].tolist() for column in (device, tag)]
                 values = [chunk.column(name).to_pylist() for name in ("value", "count", "min", "max")]
                 self._db.executemany(_UPSERT_WINDOWS, zip(ts, *ids, *values, repeat(self._now)))
         except BaseException:
