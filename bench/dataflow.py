@@ -231,13 +231,18 @@ def naive(directory: Path, db: Path) -> dict[str, float]:
 
 
 def peak_rss_mb(directory: Path, db: Path) -> tuple[float, float]:
-    """Peak RSS (MB) of a fresh process running our pipeline, and of its writer process."""
+    """Peak RSS (MB) of a fresh process running our pipeline, and of its writer process.
+
+    Each process's own VmHWM: a child's ``ru_maxrss`` starts from its parent's RSS at the
+    fork (this bench process, big after the runs before), whatever the child uses after exec.
+    """
     code = (
-        "import resource, sys; sys.path.insert(0, %r)\n"
+        "import sys; sys.path.insert(0, %r)\n"
         "from sensorflow.settings import RunSettings, load_settings\n"
         "from windowing.runner import run_replay\n"
+        "from windowing.writer import own_peak_rss_kb\n"
         "report = run_replay(load_settings(RunSettings, {'source': %r, 'store': 'sqlite:///%s', 'progress_seconds': 0}))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, report.stats.writer_peak_rss_kb)\n"
+        "print(own_peak_rss_kb(), report.stats.writer_peak_rss_kb)\n"
     ) % (str(REPO), str(directory), str(db))
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     main_kb, writer_kb = out.stdout.strip().splitlines()[-1].split()

@@ -28,7 +28,7 @@ from typing import BinaryIO
 import orjson
 import pyarrow as pa
 
-__all__ = ["InlineWriter", "ProcessWriter", "WriterError"]
+__all__ = ["InlineWriter", "ProcessWriter", "WriterError", "own_peak_rss_kb"]
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +140,14 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
                     _send(replies, orjson.dumps({"rows": rows}))
                 tables.clear()
             if frame == b"":
-                _send(replies, orjson.dumps({"closed": True, "peak_rss_kb": _peak_rss_kb()}))
+                _send(replies, orjson.dumps({"closed": True, "peak_rss_kb": own_peak_rss_kb()}))
                 # The dataflow closes the pipe next: wait for that, so no thread is left
                 # reading it while the interpreter shuts down.
                 pump.join()
                 return 0
 
 
-def _peak_rss_kb() -> int | None:
+def own_peak_rss_kb() -> int | None:
     """This process's own peak RSS (Linux's VmHWM; ``ru_maxrss`` would count the parent's, from before exec)."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
