@@ -130,9 +130,11 @@ def ours(directory: Path, db: Path, workers: int = 1) -> dict[str, float]:
     start, cpu, children = time.perf_counter(), _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     report = run_replay(settings)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "readings": report.stats.readings, "rows": report.store.windows,
-            "dataflow_cpu_s": _cpu(resource.RUSAGE_SELF) - cpu,
-            "writer_cpu_s": _cpu(resource.RUSAGE_CHILDREN) - children}  # the writer process, once it has exited
+    readings = report.stats.readings
+    return {"seconds": seconds, "readings": readings, "rows": report.store.windows,
+            "dataflow_cpu_us_per_reading": (_cpu(resource.RUSAGE_SELF) - cpu) / readings * 1e6,
+            # the writer process, waited for when the run closed it
+            "writer_cpu_us_per_reading": (_cpu(resource.RUSAGE_CHILDREN) - children) / readings * 1e6}
 
 
 def store_only(db: Path, sensors: int, windows: int, batch_windows: int = 4) -> dict[str, float]:
@@ -284,15 +286,15 @@ def main() -> int:
                   f"Arrow {parsed['arrow_lines_per_s']:,.0f} lines/s -> limit {limit:,.0f}/s; "
                   f"ours (1 worker) {result['readings']:,} readings in {result['seconds']:.1f} s = {rate:,.0f} readings/s, "
                   f"{result['rows']:,} window rows; ratio {rate / limit:.3f}", flush=True)
-            print(f"  CPU per reading: dataflow process {result['dataflow_cpu_s'] / result['readings'] * 1e6:.2f} us, "
-                  f"store writer {result['writer_cpu_s'] / result['readings'] * 1e6:.2f} us; "
+            print(f"  CPU per reading: dataflow process {result['dataflow_cpu_us_per_reading']:.2f} us, "
+                  f"store writer {result['writer_cpu_us_per_reading']:.2f} us; "
                   f"Arrow parse-only {parsed['arrow_cpu_us_per_line']:.2f} us per line", flush=True)
         ratio, rate, limit, parsed, result = sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
         print(f"median round: ours {rate:,.0f} readings/s, parse-only limit {limit:,.0f} lines/s, ratio {ratio:.3f} "
               f"(rounds: {', '.join(f'{r[0]:.3f}' for r in rounds)})", flush=True)
 
         # Where the time goes: ours is CPU-bound on two cores, so its CPU per reading bounds it.
-        per_reading = (result["dataflow_cpu_s"] + result["writer_cpu_s"]) / result["readings"]
+        per_reading = (result["dataflow_cpu_us_per_reading"] + result["writer_cpu_us_per_reading"]) / 1e6
         bound = 2 / per_reading
         windows = result["rows"] // args.sensors
         alone = store_only(tmp / "store-only.db", args.sensors, windows)
@@ -315,8 +317,8 @@ def main() -> int:
             "ratio_vs_parse_limit": round(ratio, 3),
             "ratio_per_round": [round(r[0], 3) for r in rounds],
             "window_rows": result["rows"],
-            "dataflow_cpu_us_per_reading": round(result["dataflow_cpu_s"] / result["readings"] * 1e6, 3),
-            "writer_cpu_us_per_reading": round(result["writer_cpu_s"] / result["readings"] * 1e6, 3),
+            "dataflow_cpu_us_per_reading": round(result["dataflow_cpu_us_per_reading"], 3),
+            "writer_cpu_us_per_reading": round(result["writer_cpu_us_per_reading"], 3),
             "arrow_parse_cpu_us_per_line": round(parsed["arrow_cpu_us_per_line"], 3),
             "two_core_cpu_bound_ratio": round(bound / limit, 3),
             "store_only_us_per_window_row": round(alone["cpu_us_per_row"], 3),
