@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+TAGS = 10  # tags per device: sensor s is (Device s // TAGS, Tag s % TAGS)
 
 
 def make_recording(directory: Path, readings: int, sensors: int, partitions: int, rate_hz: float = 1.0) -> Path:
@@ -45,7 +46,6 @@ def make_recording(directory: Path, readings: int, sensors: int, partitions: int
     for old in [*directory.glob("*.jsonl"), *directory.glob(".complete-*")]:  # another size's files and marker
         old.unlink()
     rng = np.random.default_rng(42)
-    tags = 10
     files = [open(directory / f"partition-{p}.jsonl", "wb") for p in range(partitions)]  # noqa: SIM115
     offsets = rng.uniform(0, 1 / rate_hz, sensors)  # each sensor's phase within a tick
     level = rng.uniform(10, 110, sensors)
@@ -64,10 +64,10 @@ def make_recording(directory: Path, readings: int, sensors: int, partitions: int
             prefix = stamps.get(sec)
             if prefix is None:
                 prefix = stamps[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base + sec))
-            device = s // tags
+            device = s // TAGS
             out[device % partitions].append(
                 b'{"TS": "%s.%07dZ", "Device": %d, "Tag": %d, "Value": %.2f}\n'
-                % (prefix.encode(), frac[s], device, s % tags, values[s])
+                % (prefix.encode(), frac[s], device, s % TAGS, values[s])
             )
         for f, lines in zip(files, out):
             f.write(b"".join(lines))
@@ -146,8 +146,8 @@ def store_only(db: Path, sensors: int, windows: int, batch_windows: int = 4) -> 
     from windowing.writer import COMMIT_ROWS
 
     rng = np.random.default_rng(7)
-    device = pa.array((np.arange(sensors) // 10).astype(str))  # make_recording's ids
-    tag = pa.array((np.arange(sensors) % 10).astype(str))
+    device = pa.array((np.arange(sensors) // TAGS).astype(str))  # make_recording's ids
+    tag = pa.array((np.arange(sensors) % TAGS).astype(str))
     base = int(START.timestamp()) * 10**9
     with open_store(f"sqlite:///{db}") as store:
         store.create_schema()
