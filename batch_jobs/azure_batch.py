@@ -29,17 +29,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from batch_jobs.azure_batch_add import BatchTask, add_tasks
-from batch_jobs.azure_batch_pool import (
+from sensorflow.batch_jobs.azure_batch_add import BatchTask, add_tasks
+from sensorflow.batch_jobs.azure_batch_pool import (
     BatchSetupError,
     PoolConfig,
     ensure_pool,
     one_line,
     open_batch_client,
 )
-from batch_jobs.executors import Callback, Executor, report, store_specs
-from batch_jobs.model_store.base import BLOB_SCHEME
-from batch_jobs.tasks import ENV_PREFIX, TaskResult, TaskSpec
+from sensorflow.batch_jobs.executors import Callback, Executor, report, store_specs
+from sensorflow.batch_jobs.model_store.base import BLOB_SCHEME
+from sensorflow.batch_jobs.tasks import ENV_PREFIX, TaskResult, TaskSpec
 
 __all__ = [
     "RESULT_FILE",

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batch_jobs.azure_batch_pool import BatchSetupError
+from sensorflow.batch_jobs.azure_batch_pool import BatchSetupError
 
 __all__ = ["MAX_TASKS_PER_CALL", "AddReport", "BatchTask", "add_tasks"]
 

@@ -15,16 +15,16 @@ import sys
 import threading
 from pathlib import Path
 
-from batch_jobs.azure_batch import RESULT_FILE_ENV
-from batch_jobs.azure_batch_pool import BatchSetupError
-from batch_jobs.executors import open_executor
-from batch_jobs.model_store import ModelStoreError
-from batch_jobs.schedule import Cron, Every, Policy
-from batch_jobs.sidecar import Phase, Sidecar, SidecarConfig, SidecarReport, serve
-from batch_jobs.tasks import TaskError, run_task_at
-from ingest.timeparse import format_ms
+from sensorflow.batch_jobs.azure_batch import RESULT_FILE_ENV
+from sensorflow.batch_jobs.azure_batch_pool import BatchSetupError
+from sensorflow.batch_jobs.executors import open_executor
+from sensorflow.batch_jobs.model_store import ModelStoreError
+from sensorflow.batch_jobs.schedule import Cron, Every, Policy
+from sensorflow.batch_jobs.sidecar import Phase, Sidecar, SidecarConfig, SidecarReport, serve
+from sensorflow.batch_jobs.tasks import TaskError, run_task_at
+from sensorflow.ingest.timeparse import format_ms
 from sensorflow.settings import SidecarSettings
-from windowing.store import StoreError, open_store
+from sensorflow.windowing.store import StoreError, open_store
 
 __all__ = ["describe_phase", "sidecar_command", "sidecar_from_settings", "task_run_command"]
 
@@ -58,7 +58,7 @@ def task_environment(settings: SidecarSettings) -> tuple[str, str, str, dict[str
 
 
 def sidecar_from_settings(settings: SidecarSettings, store_ref: str, model_store: str) -> SidecarConfig:
-    from batch_jobs.detectors import DEFAULT_DETECTOR
+    from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
 
     policy = Policy(
         safety_margin_ns=round(settings.safety_margin_seconds * NS),

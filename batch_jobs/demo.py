@@ -7,8 +7,8 @@
    windows;
 3. replay the rest and run the sidecar again: it scores the windows written
    since its last run with the models it trained;
-4. report windows, models, anomalies found vs labelled (``batch_jobs.quality``),
-   the most anomalous sensors, and plot a few sensors (``batch_jobs.demo_plot``).
+4. report windows, models, anomalies found vs labelled (``sensorflow.batch_jobs.quality``),
+   the most anomalous sensors, and plot a few sensors (``sensorflow.batch_jobs.demo_plot``).
 
 Everything goes under ``DemoSettings.out``, which is replaced on every run.
 """
@@ -26,14 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from batch_jobs.detectors import DEFAULT_DETECTOR
-from batch_jobs.executors import LocalPoolExecutor
-from batch_jobs.quality import LabelSpan, QualityReport, evaluate, read_labels
-from batch_jobs.schedule import Policy
-from batch_jobs.sidecar import Sidecar, SidecarConfig, SidecarReport
-from ingest.timeparse import format_ms
+from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
+from sensorflow.batch_jobs.executors import LocalPoolExecutor
+from sensorflow.batch_jobs.quality import LabelSpan, QualityReport, evaluate, read_labels
+from sensorflow.batch_jobs.schedule import Policy
+from sensorflow.batch_jobs.sidecar import Sidecar, SidecarConfig, SidecarReport
+from sensorflow.ingest.timeparse import format_ms
 from sensorflow.settings import DemoSettings, RunSettings, load_settings
-from simulator import (
+from sensorflow.simulator import (
     AnomalySpec,
     FleetSpec,
     SignalSpec,
@@ -41,8 +41,8 @@ from simulator import (
     TimingSpec,
     write_jsonl_recording,
 )
-from windowing.store import open_store
-from windowing.tumbling import END_OF_TIME
+from sensorflow.windowing.store import open_store
+from sensorflow.windowing.tumbling import END_OF_TIME
 
 __all__ = ["DemoResult", "demo_command", "run_demo"]
 
@@ -119,7 +119,7 @@ def run_demo(settings: DemoSettings, progress: bool | None = None) -> DemoResult
             summary = store.summary()
             windows = store.read_windows(_plotted(predictions, labels, settings.plot_sensors), 0, END_OF_TIME)
         quality = evaluate(predictions, labels, window_ns, scored_range=scored)
-        from batch_jobs.demo_plot import plot_sensors
+        from sensorflow.batch_jobs.demo_plot import plot_sensors
 
         plot = plot_sensors(out / "anomalies.png", windows, predictions, labels, START_NS + split_ns, window_ns)
         steps.update()
@@ -154,7 +154,7 @@ def _simulation(settings: DemoSettings, start_ns: int, duration_ns: int, anomaly
 
 
 def _replay(source: Path, store_url: str, settings: DemoSettings):
-    from windowing.runner import run_replay
+    from sensorflow.windowing.runner import run_replay
 
     flags = {"source": str(source), "store": store_url, "window_seconds": settings.window_seconds, "progress_seconds": 0}
     return run_replay(load_settings(RunSettings, flags))
@@ -188,7 +188,7 @@ def top_sensors(predictions: pa.Table, n: int) -> list[tuple[tuple[str, str], in
 
 
 def print_result(settings: DemoSettings, result: DemoResult) -> None:
-    from batch_jobs.cli import describe_phase
+    from sensorflow.batch_jobs.cli import describe_phase
 
     q = result.quality
     lo, hi = (format_ms(np.array(result.scored_range)))

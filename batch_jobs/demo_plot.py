@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_jobs.quality import LabelSpan
+from sensorflow.batch_jobs.quality import LabelSpan
 
 __all__ = ["plot_sensors"]
 

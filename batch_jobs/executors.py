@@ -6,7 +6,7 @@ An executor takes a run's ``TaskSpec``s, stores each spec in its model store
 ``TaskResult`` per spec, in spec order. A task that cannot run at all (its
 worker died, its spec could not be stored) comes back with every sensor
 failed and the reason, so a run always has an outcome for each sensor.
-``open_executor`` picks the local pool or Azure Batch (``batch_jobs.azure_batch``)
+``open_executor`` picks the local pool or Azure Batch (``sensorflow.batch_jobs.azure_batch``)
 from the sidecar's settings.
 """
 
@@ -21,8 +21,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Self
 
-from batch_jobs.model_store import open_model_store
-from batch_jobs.tasks import TaskResult, TaskSpec, run_task_at
+from sensorflow.batch_jobs.model_store import open_model_store
+from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec, run_task_at
 
 if TYPE_CHECKING:
     from sensorflow.settings import SidecarSettings
@@ -159,7 +159,7 @@ class LocalPoolExecutor(Executor):
 def open_executor(settings: SidecarSettings, environ: Mapping[str, str], **batch_client_options: Any) -> Executor:
     """The executor the settings name: the local pool, or Azure Batch (``batch_client_options`` go to its client)."""
     if settings.executor == "azure-batch":
-        from batch_jobs.azure_batch import executor_from_settings
+        from sensorflow.batch_jobs.azure_batch import executor_from_settings
 
         return executor_from_settings(settings, environ, **batch_client_options)
     return LocalPoolExecutor(settings.task_processes, environ)

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from batch_jobs.tasks import TaskResult, TaskSpec
-from windowing.store.base import RunRecord
+from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
+from sensorflow.windowing.store.base import RunRecord
 
 __all__ = [
     "SUCCESSFUL",

@@ -6,7 +6,7 @@ does nothing. A run has a score phase and, when due (``schedule.train_due``)
 or when sensors are left to retry, a train phase; each phase is one row
 in ``Runs`` (kind, window-time range, sensors, tasks, failures, duration,
 and a JSON detail with the failed sensors that the next run retries).
-Planning is ``batch_jobs.schedule``; the tasks run on an ``Executor``.
+Planning is ``sensorflow.batch_jobs.schedule``; the tasks run on an ``Executor``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 
 from tqdm import tqdm
 
-from batch_jobs.executors import Executor
-from batch_jobs.schedule import (
+from sensorflow.batch_jobs.executors import Executor
+from sensorflow.batch_jobs.schedule import (
     SUCCESSFUL,
     Cron,
     Every,
@@ -41,8 +41,8 @@ from batch_jobs.schedule import (
     train_work,
     written_since,
 )
-from batch_jobs.tasks import TaskResult, TaskSpec
-from windowing.store import RunRecord, Store
+from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
+from sensorflow.windowing.store import RunRecord, Store
 
 __all__ = ["Phase", "Sidecar", "SidecarConfig", "SidecarReport", "serve"]
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batch_jobs.detectors import (
+from sensorflow.batch_jobs.detectors import (
     Detector,
     Model,
     Scores,
@@ -36,7 +36,7 @@ from batch_jobs.detectors import (
     get_detector,
     iter_sensor_windows,
 )
-from batch_jobs.model_store import (
+from sensorflow.batch_jobs.model_store import (
     ModelCatalog,
     ModelMetadata,
     ModelStore,
@@ -44,11 +44,11 @@ from batch_jobs.model_store import (
     open_model_store,
     split_object_url,
 )
-from batch_jobs.model_store.base import id_component
-from ingest.timeparse import format_ms, parse_time
-from windowing.store import Store, open_store
-from windowing.store.base import PREDICTION_SCHEMA
-from windowing.tumbling import END_OF_TIME
+from sensorflow.batch_jobs.model_store.base import id_component
+from sensorflow.ingest.timeparse import format_ms, parse_time
+from sensorflow.windowing.store import Store, open_store
+from sensorflow.windowing.store.base import PREDICTION_SCHEMA
+from sensorflow.windowing.tumbling import END_OF_TIME
 
 __all__ = ["SensorOutcome", "TaskError", "TaskResult", "TaskSpec", "resolve_store_url", "run_task", "run_task_at"]
 

@@ -120,7 +120,7 @@ def _import_lazily_imported() -> None:
 
 def ours(directory: Path, db: Path, workers: int = 1) -> dict[str, float]:
     from sensorflow.settings import RunSettings, load_settings
-    from windowing.runner import run_replay
+    from sensorflow.windowing.runner import run_replay
 
     _import_lazily_imported()
 
@@ -141,9 +141,9 @@ def store_only(db: Path, sensors: int, windows: int, batch_windows: int = 4) -> 
     """The store writer's SQLite work alone, one process, nothing else running: the window rows
     of the recording (same ids), in batches of ``batch_windows`` window ends, committed every
     ``COMMIT_ROWS`` rows through the writer's own window transaction."""
-    from windowing.store import open_store
-    from windowing.tumbling import WINDOW_SCHEMA
-    from windowing.writer import COMMIT_ROWS
+    from sensorflow.windowing.store import open_store
+    from sensorflow.windowing.tumbling import WINDOW_SCHEMA
+    from sensorflow.windowing.writer import COMMIT_ROWS
 
     rng = np.random.default_rng(7)
     device = pa.array((np.arange(sensors) // TAGS).astype(str))  # make_recording's ids
@@ -181,10 +181,10 @@ def naive(directory: Path, db: Path) -> dict[str, float]:
     from bytewax.dataflow import Dataflow
     from bytewax.testing import run_main
 
-    from windowing.sink import WindowSink
-    from windowing.stats import RunStats
-    from windowing.store import open_store
-    from windowing.tumbling import WINDOW_SCHEMA, WindowBatch
+    from sensorflow.windowing.sink import WindowSink
+    from sensorflow.windowing.stats import RunStats
+    from sensorflow.windowing.store import open_store
+    from sensorflow.windowing.tumbling import WINDOW_SCHEMA, WindowBatch
 
     with open_store(f"sqlite:///{db}") as store:
         store.create_schema()
@@ -241,8 +241,8 @@ def peak_rss_mb(directory: Path, db: Path) -> tuple[float, float]:
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from sensorflow.settings import RunSettings, load_settings\n"
-        "from windowing.runner import run_replay\n"
-        "from windowing.writer import own_peak_rss_kb\n"
+        "from sensorflow.windowing.runner import run_replay\n"
+        "from sensorflow.windowing.writer import own_peak_rss_kb\n"
         "report = run_replay(load_settings(RunSettings, {'source': %r, 'store': 'sqlite:///%s', 'progress_seconds': 0}))\n"
         "print(own_peak_rss_kb(), report.stats.writer_peak_rss_kb)\n"
     ) % (str(REPO), str(directory), str(db))

@@ -139,8 +139,8 @@ def _raw(connection_string: str, partitions: int, total: int) -> float:
 def _ours(connection_string: str, readings: int, windows: int) -> tuple[float, int]:
     """Seconds for our dataflow until every reading is decoded and every window committed; windows committed."""
     from sensorflow.settings import RunSettings, load_settings
-    from windowing.live import run_live
-    from windowing.stats import RunStats
+    from sensorflow.windowing.live import run_live
+    from sensorflow.windowing.stats import RunStats
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(RunSettings, {
@@ -167,12 +167,12 @@ def _stages(messages: int, per_message: int, sensors: int) -> dict[str, float]:
     """CPU us per message of each dataflow step alone, on one partition's worth of the bench's messages."""
     import pyarrow as pa
 
-    from ingest.decode import DecodeConfig, decode_batch
-    from ingest.eventhubs.received import Received
-    from ingest.eventhubs.source import to_message_batch
-    from windowing.operators import LatenessLogic, WindowLogic
-    from windowing.store import open_store
-    from windowing.tumbling import WindowAggregator, WindowBatch
+    from sensorflow.ingest.decode import DecodeConfig, decode_batch
+    from sensorflow.ingest.eventhubs.received import Received
+    from sensorflow.ingest.eventhubs.source import to_message_batch
+    from sensorflow.windowing.operators import LatenessLogic, WindowLogic
+    from sensorflow.windowing.store import open_store
+    from sensorflow.windowing.tumbling import WindowAggregator, WindowBatch
 
     bodies = _bodies(0, 1, messages, per_message, sensors)
     batches = []

@@ -25,9 +25,9 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, iter_sensor_windows
-from batch_jobs.quality import QualityReport, evaluate
-from simulator import (
+from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, iter_sensor_windows
+from sensorflow.batch_jobs.quality import QualityReport, evaluate
+from sensorflow.simulator import (
     AnomalySpec,
     FleetSpec,
     SignalSpec,
@@ -35,11 +35,11 @@ from simulator import (
     SimulatorConfig,
     TimingSpec,
 )
-from simulator.anomalies import AnomalyPlan
-from simulator.config import NS_PER_S, parse_start
-from simulator.readings import RunModel, generate_readings
-from windowing.store.base import PREDICTION_SCHEMA, WINDOW_READ_SCHEMA
-from windowing.tumbling import window_ends
+from sensorflow.simulator.anomalies import AnomalyPlan
+from sensorflow.simulator.config import NS_PER_S, parse_start
+from sensorflow.simulator.readings import RunModel, generate_readings
+from sensorflow.windowing.store.base import PREDICTION_SCHEMA, WINDOW_READ_SCHEMA
+from sensorflow.windowing.tumbling import window_ends
 
 WINDOW_NS = 5 * NS_PER_S
 HOUR_NS = 3600 * NS_PER_S

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulator.config import (  # noqa: E402
+from sensorflow.simulator.config import (  # noqa: E402
     NS_PER_S,
     AnomalySpec,
     DeliverySpec,
@@ -31,7 +31,7 @@ from simulator.config import (  # noqa: E402
     TimingSpec,
     parse_start,
 )
-from simulator.recording import write_jsonl_recording  # noqa: E402
+from sensorflow.simulator.recording import write_jsonl_recording  # noqa: E402
 
 
 def bench_config(readings: int, sensors: int) -> SimulatorConfig:

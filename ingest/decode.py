@@ -24,15 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from ingest.batches import (
+from sensorflow.ingest.batches import (
     READING_SCHEMA,
     DeadLetter,
     DeadLetterBatch,
     MessageBatch,
     ReadingBatch,
 )
-from ingest.jsonblock import read_object_lines
-from ingest.timeparse import (
+from sensorflow.ingest.jsonblock import read_object_lines
+from sensorflow.ingest.timeparse import (
     MISSING,
     NS_PER_S,
     epoch_array_to_ns,

@@ -132,7 +132,7 @@ class RunSettings(_Settings):
             raise ValueError("checkpoints need both a container and a connection string or account URL")
         if self.replay_speed is not None or self.processes != 1:
             raise ValueError("replay_speed and processes > 1 are for replays, not source eventhubs")
-        from ingest.eventhubs.config import parse_starting_position
+        from sensorflow.ingest.eventhubs.config import parse_starting_position
 
         parse_starting_position(self.starting_position)
         return self
@@ -177,7 +177,7 @@ class _BatchSettings(_Settings):
     @classmethod
     def _known_detector(cls, value: str | None) -> str | None:
         if value is not None:
-            from batch_jobs.detectors import UnknownDetectorError, get_detector
+            from sensorflow.batch_jobs.detectors import UnknownDetectorError, get_detector
 
             try:
                 get_detector(value)

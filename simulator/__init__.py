@@ -4,12 +4,12 @@ Library entry points:
 - `generate(config)`: message chunks, in order;
 - `write_jsonl_recording(out_dir, config)`: a JSON Lines recording + labels.json;
 - `write_capture_recording(out_dir, config)`: Capture-style Avro + labels.json.
-The Event Hubs output is in `simulator.eventhubs` (needs azure-eventhub).
+The Event Hubs output is in `sensorflow.simulator.eventhubs` (needs azure-eventhub).
 """
 
-from simulator.anomalies import Label
-from simulator.capture import write_capture_recording
-from simulator.config import (
+from sensorflow.simulator.anomalies import Label
+from sensorflow.simulator.capture import write_capture_recording
+from sensorflow.simulator.config import (
     ANOMALY_KINDS,
     AnomalySpec,
     DeliverySpec,
@@ -21,11 +21,11 @@ from simulator.config import (
     parse_duration,
     parse_start,
 )
-from simulator.fleet import partition_for_key
-from simulator.malformed import MALFORMED_KINDS
-from simulator.messages import MessageChunk
-from simulator.recording import RecordingSummary, write_jsonl_recording
-from simulator.stream import Simulation, generate
+from sensorflow.simulator.fleet import partition_for_key
+from sensorflow.simulator.malformed import MALFORMED_KINDS
+from sensorflow.simulator.messages import MessageChunk
+from sensorflow.simulator.recording import RecordingSummary, write_jsonl_recording
+from sensorflow.simulator.stream import Simulation, generate
 
 __all__ = [
     "ANOMALY_KINDS",

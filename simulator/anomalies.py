@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.config import ANOMALY_KINDS, AnomalySpec, TimingSpec
-from simulator.fleet import Fleet
-from simulator.signals import SensorParams, baseline, to_cents
-from simulator.timefmt import format_enqueued_time
+from sensorflow.simulator.config import ANOMALY_KINDS, AnomalySpec, TimingSpec
+from sensorflow.simulator.fleet import Fleet
+from sensorflow.simulator.signals import SensorParams, baseline, to_cents
+from sensorflow.simulator.timefmt import format_enqueued_time
 
 __all__ = ["AnomalyPlan", "Label", "apply_anomalies", "plan_anomalies", "write_labels"]
 

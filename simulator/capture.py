@@ -16,13 +16,13 @@ from typing import IO
 from fastavro import parse_schema
 from fastavro.write import Writer
 
-from ingest.replay.avro import CAPTURE_SCHEMA
-from simulator.anomalies import write_labels
-from simulator.config import SimulatorConfig
-from simulator.messages import message_bodies
-from simulator.recording import LABELS_FILE, RecordingSummary, prepare_output_dir
-from simulator.stream import Simulation
-from simulator.timefmt import format_capture_time
+from sensorflow.ingest.replay.avro import CAPTURE_SCHEMA
+from sensorflow.simulator.anomalies import write_labels
+from sensorflow.simulator.config import SimulatorConfig
+from sensorflow.simulator.messages import message_bodies
+from sensorflow.simulator.recording import LABELS_FILE, RecordingSummary, prepare_output_dir
+from sensorflow.simulator.stream import Simulation
+from sensorflow.simulator.timefmt import format_capture_time
 
 __all__ = ["CAPTURE_SCHEMA", "capture_path", "write_capture_recording"]
 

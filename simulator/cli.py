@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from simulator.config import (
+from sensorflow.simulator.config import (
     ANOMALY_KINDS,
     AnomalySpec,
     DeliverySpec,
@@ -195,7 +195,7 @@ def _fail(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `simulate` with parsed options; return the exit code."""
-    from simulator.eventhubs import EventHubsUnavailable, MissingDependency
+    from sensorflow.simulator.eventhubs import EventHubsUnavailable, MissingDependency
 
     try:
         _check_outputs(args)
@@ -220,12 +220,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace, config: SimulatorConfig) -> dict[str, object]:
     if args.format == "avro":
-        from simulator.capture import write_capture_recording
+        from sensorflow.simulator.capture import write_capture_recording
 
         window_s = _duration(args.capture_window or "5m", "--capture-window") // 1_000_000_000
         summary = write_capture_recording(args.out, config, window_s=window_s, overwrite=args.force)
     else:
-        from simulator.recording import write_jsonl_recording
+        from sensorflow.simulator.recording import write_jsonl_recording
 
         summary = write_jsonl_recording(args.out, config, overwrite=args.force)
     print(
@@ -239,10 +239,10 @@ def _record(args: argparse.Namespace, config: SimulatorConfig) -> dict[str, obje
 def _send(args: argparse.Namespace, config: SimulatorConfig) -> dict[str, object]:
     from pydantic import SecretStr
 
-    from simulator.batching import RetryPolicy
-    from simulator.eventhubs import EventHubsSender, open_producer
-    from simulator.settings import EventHubSettings
-    from simulator.stream import Simulation
+    from sensorflow.simulator.batching import RetryPolicy
+    from sensorflow.simulator.eventhubs import EventHubsSender, open_producer
+    from sensorflow.simulator.settings import EventHubSettings
+    from sensorflow.simulator.stream import Simulation
 
     overrides: dict[str, object] = {}
     if args.connection_string is not None:

@@ -17,12 +17,12 @@ from functools import cache
 import numpy as np
 import orjson
 
-from simulator.config import SimulatorConfig
-from simulator.fleet import Fleet
-from simulator.messages import MessageChunk
-from simulator.rows import FieldFill, fill_rows
-from simulator.texts import ReadingTexts
-from simulator.timefmt import ENQUEUED_WIDTH, digit_table, enqueued_fills, format_enqueued_time
+from sensorflow.simulator.config import SimulatorConfig
+from sensorflow.simulator.fleet import Fleet
+from sensorflow.simulator.messages import MessageChunk
+from sensorflow.simulator.rows import FieldFill, fill_rows
+from sensorflow.simulator.texts import ReadingTexts
+from sensorflow.simulator.timefmt import ENQUEUED_WIDTH, digit_table, enqueued_fills, format_enqueued_time
 
 __all__ = ["EnvelopeWriter", "OFFSET_DIGITS", "body_json", "envelope_line"]
 

@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ingest.eventhubs.config import EventHubsConnection, MissingDependency
-from simulator.batching import (
+from sensorflow.ingest.eventhubs.config import EventHubsConnection, MissingDependency
+from sensorflow.simulator.batching import (
     DEFAULT_MAX_BATCH_BYTES,
     OutgoingEvent,
     PlannedBatch,
@@ -28,8 +28,8 @@ from simulator.batching import (
     send_with_retry,
     wall_time_due,
 )
-from simulator.messages import MessageChunk, message_bodies
-from simulator.stream import Simulation
+from sensorflow.simulator.messages import MessageChunk, message_bodies
+from sensorflow.simulator.stream import Simulation
 
 __all__ = [
     "EventHubTarget",

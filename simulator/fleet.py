@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from simulator.config import FleetSpec
+from sensorflow.simulator.config import FleetSpec
 
 __all__ = ["Fleet", "partition_for_key"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.timefmt import format_ts
+from sensorflow.simulator.timefmt import format_ts
 
 __all__ = ["MALFORMED_KINDS", "malformed_body"]
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.config import SimulatorConfig
-from simulator.fleet import Fleet
-from simulator.malformed import MALFORMED_KINDS, malformed_body
-from simulator.readings import ReadingChunk, Streams
-from simulator.texts import ReadingTexts
+from sensorflow.simulator.config import SimulatorConfig
+from sensorflow.simulator.fleet import Fleet
+from sensorflow.simulator.malformed import MALFORMED_KINDS, malformed_body
+from sensorflow.simulator.readings import ReadingChunk, Streams
+from sensorflow.simulator.texts import ReadingTexts
 
 __all__ = ["MessageAssembler", "MessageChunk", "message_bodies"]
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.anomalies import AnomalyPlan, apply_anomalies, plan_anomalies
-from simulator.config import TICK_NS, SimulatorConfig
-from simulator.signals import SensorParams, clean_values, sensor_params
+from sensorflow.simulator.anomalies import AnomalyPlan, apply_anomalies, plan_anomalies
+from sensorflow.simulator.config import TICK_NS, SimulatorConfig
+from sensorflow.simulator.signals import SensorParams, clean_values, sensor_params
 
 __all__ = ["CHUNK_READINGS", "ReadingChunk", "Streams", "generate_readings"]
 

@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.anomalies import write_labels
-from simulator.config import SimulatorConfig
-from simulator.envelope import EnvelopeWriter
-from simulator.stream import Simulation
+from sensorflow.simulator.anomalies import write_labels
+from sensorflow.simulator.config import SimulatorConfig
+from sensorflow.simulator.envelope import EnvelopeWriter
+from sensorflow.simulator.stream import Simulation
 
 __all__ = ["RecordingSummary", "prepare_output_dir", "write_jsonl_recording"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from simulator.eventhubs import EventHubTarget
+from sensorflow.simulator.eventhubs import EventHubTarget
 
 __all__ = ["EventHubSettings"]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from simulator.anomalies import Label
-from simulator.config import SimulatorConfig
-from simulator.fleet import Fleet
-from simulator.messages import MessageAssembler, MessageChunk
-from simulator.readings import RunModel, generate_readings, run_model
-from simulator.texts import ReadingTexts
+from sensorflow.simulator.anomalies import Label
+from sensorflow.simulator.config import SimulatorConfig
+from sensorflow.simulator.fleet import Fleet
+from sensorflow.simulator.messages import MessageAssembler, MessageChunk
+from sensorflow.simulator.readings import RunModel, generate_readings, run_model
+from sensorflow.simulator.texts import ReadingTexts
 
 __all__ = ["Simulation", "generate"]
 

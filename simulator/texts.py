@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulator.fleet import Fleet
-from simulator.rows import FieldFill, fill_rows
-from simulator.timefmt import TS_WIDTH, ts_fills
+from sensorflow.simulator.fleet import Fleet
+from sensorflow.simulator.rows import FieldFill, fill_rows
+from sensorflow.simulator.timefmt import TS_WIDTH, ts_fills
 
 __all__ = ["ReadingTexts"]
 

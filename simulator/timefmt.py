@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from simulator.rows import FieldFill
+from sensorflow.simulator.rows import FieldFill
 
 __all__ = [
     "ENQUEUED_WIDTH",

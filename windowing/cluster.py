@@ -128,13 +128,13 @@ def _free_ports(count: int) -> list[int]:
 
 def run_local_cluster(settings: RunSettings, flow: Dataflow) -> list[dict[str, int]]:
     """Run ``flow`` as process 0 of ``settings.processes``; returns the children's counters."""
-    from windowing.runner import execute
+    from sensorflow.windowing.runner import execute
 
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(settings.processes)]
     children = []
     for process_id in range(1, settings.processes):
         child = subprocess.Popen(
-            [sys.executable, "-m", "windowing.cluster"],
+            [sys.executable, "-m", "sensorflow.windowing.cluster"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -164,7 +164,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def child_main() -> int:
-    from windowing.runner import execute, prepare_flow
+    from sensorflow.windowing.runner import execute, prepare_flow
 
     job = json.loads(sys.stdin.read())
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()

@@ -10,13 +10,13 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 
-from ingest.batches import DeadLetterBatch, MessageBatch, ReadingBatch
-from ingest.decode import DecodeConfig, Decoded, decode_batch
-from windowing.operators import LatenessLogic, WindowLogic, WriteBatchLogic
-from windowing.resume import ResumeBoard
-from windowing.sink import DeadLetterSink, WindowSink
-from windowing.stats import RunStats
-from windowing.tumbling import WindowAggregator, WindowBatch
+from sensorflow.ingest.batches import DeadLetterBatch, MessageBatch, ReadingBatch
+from sensorflow.ingest.decode import DecodeConfig, Decoded, decode_batch
+from sensorflow.windowing.operators import LatenessLogic, WindowLogic, WriteBatchLogic
+from sensorflow.windowing.resume import ResumeBoard
+from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.stats import RunStats
+from sensorflow.windowing.tumbling import WindowAggregator, WindowBatch
 
 __all__ = ["FlowConfig", "build_flow"]
 

@@ -2,7 +2,7 @@
 
 Start position of each partition, in order of precedence: Bytewax's recovery state (when
 ``recovery_dir`` holds a committed epoch); else the consumer group's Blob checkpoints (our
-resume blobs beside the Event Hubs checkpoints, see ``ingest.eventhubs.checkpoints``); else
+resume blobs beside the Event Hubs checkpoints, see ``sensorflow.ingest.eventhubs.checkpoints``); else
 ``starting_position``. The run ends on SIGTERM/SIGINT, ``max_runtime_seconds`` or
 ``stop_after_idle_seconds``: the source stops, the flow finishes what it read, takes its last
 snapshot, and the final checkpoint is written before this returns.
@@ -27,29 +27,29 @@ from typing import TextIO
 
 from bytewax.recovery import init_db_dir
 
-from ingest.decode import DecodeConfig
-from ingest.eventhubs.checkpoints import (
+from sensorflow.ingest.decode import DecodeConfig
+from sensorflow.ingest.eventhubs.checkpoints import (
     BlobCheckpoints,
     Checkpointer,
     CheckpointLocation,
     StreamIdentity,
 )
-from ingest.eventhubs.config import (
+from sensorflow.ingest.eventhubs.config import (
     EventHubsConnection,
     ReceiveOptions,
     parse_starting_position,
 )
-from ingest.eventhubs.host import ReceiverError, ReceiverHost
-from ingest.eventhubs.source import EventHubsSource
-from ingest.timeparse import NS_PER_S
+from sensorflow.ingest.eventhubs.host import ReceiverError, ReceiverHost
+from sensorflow.ingest.eventhubs.source import EventHubsSource
+from sensorflow.ingest.timeparse import NS_PER_S
 from sensorflow.settings import RunSettings
-from windowing.dataflow import FlowConfig, build_flow
-from windowing.resume import ResumeBoard
-from windowing.runner import RunReport, _Progress, execute
-from windowing.service import MetricsServer, RunCollector, StopSignal
-from windowing.sink import DeadLetterSink, WindowSink
-from windowing.stats import RunStats
-from windowing.store import open_store
+from sensorflow.windowing.dataflow import FlowConfig, build_flow
+from sensorflow.windowing.resume import ResumeBoard
+from sensorflow.windowing.runner import RunReport, _Progress, execute
+from sensorflow.windowing.service import MetricsServer, RunCollector, StopSignal
+from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.stats import RunStats
+from sensorflow.windowing.store import open_store
 
 __all__ = ["LiveSourceError", "has_bytewax_state", "run_live"]
 
@@ -132,7 +132,7 @@ def run_live(
     (see the module docstring); the Blob checkpoints are then every member's way to the same
     start, so every member loads them (a key's Bytewax state still wins over them).
     """
-    from windowing.cluster import member_from_env
+    from sensorflow.windowing.cluster import member_from_env
 
     member = member_from_env()
     if member is not None:

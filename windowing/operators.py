@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
-from ingest.batches import DeadLetterBatch, ReadingBatch
-from windowing.resume import PartitionTracker, ResumeBoard
-from windowing.shards import ShardMessage, split_by_shard
-from windowing.tumbling import END_OF_TIME, PartitionClock, WindowAggregator, WindowBatch
+from sensorflow.ingest.batches import DeadLetterBatch, ReadingBatch
+from sensorflow.windowing.resume import PartitionTracker, ResumeBoard
+from sensorflow.windowing.shards import ShardMessage, split_by_shard
+from sensorflow.windowing.tumbling import END_OF_TIME, PartitionClock, WindowAggregator, WindowBatch
 
 __all__ = ["LatenessLogic", "WindowLogic", "WriteBatchLogic", "Routed"]
 
@@ -24,7 +24,7 @@ Routed = tuple[str, ShardMessage]
 class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch", "int | tuple"]):
     """Applies one partition's lateness rule and fans its readings out to the shards.
 
-    With a :class:`~windowing.resume.ResumeBoard` (live runs with checkpoints) it also keeps the
+    With a :class:`~sensorflow.windowing.resume.ResumeBoard` (live runs with checkpoints) it also keeps the
     partition's resume log, hands what the source carried in the batches to the board, and, after
     a restart from checkpoints, drops readings already stored. A batch that only carries source
     progress goes no further: it is no sign of life of the partition for the window shards.
@@ -107,7 +107,7 @@ class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
     A batch goes once it spans ``min_windows`` window ends (and has at least ``min_rows``
     rows), or has ``max_rows`` rows, or has waited ``max_wait`` of wall time. The first one
     goes at ``min_rows`` whatever it spans: until then the writer has nothing to do. The writer
-    upserts batches into its open transaction as they come (see ``windowing.writer``), so a
+    upserts batches into its open transaction as they come (see ``sensorflow.windowing.writer``), so a
     batch need only be big enough that handing it over costs little next to writing it,
     and the sooner it goes, the more the writer works while the dataflow reads instead of
     catching up after it (what a run waits for at its end). The row bounds, not item

@@ -20,7 +20,7 @@ facts make that possible; none of them knows Bytewax, Event Hubs or SQL:
 :class:`ResumeBoard` ties them together for one process: the dataflow reports to it, the
 checkpointer asks it for the current :class:`ResumeStart`. In a cluster of processes each board
 holds the partitions whose lateness step runs in its process; the source's durable positions and
-offsets reach it inside the batches (:class:`~ingest.batches.SourceProgress`), and ``C`` is
+offsets reach it inside the batches (:class:`~sensorflow.ingest.batches.SourceProgress`), and ``C`` is
 merged from every process's published shard ends (:meth:`CommittedWindows.closed_through_with`).
 """
 
@@ -34,10 +34,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.batches import SourceProgress
-from ingest.offsets import OffsetBook
-from windowing.shards import split_by_shard
-from windowing.tumbling import BEFORE_TIME
+from sensorflow.ingest.batches import SourceProgress
+from sensorflow.ingest.offsets import OffsetBook
+from sensorflow.windowing.shards import split_by_shard
+from sensorflow.windowing.tumbling import BEFORE_TIME
 
 __all__ = ["CommittedWindows", "PartitionTracker", "ResumeBoard", "ResumeLog", "ResumePoint", "ResumeStart"]
 

@@ -15,14 +15,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from ingest.decode import DecodeConfig
-from ingest.replay import ReplaySource
-from ingest.timeparse import NS_PER_S
+from sensorflow.ingest.decode import DecodeConfig
+from sensorflow.ingest.replay import ReplaySource
+from sensorflow.ingest.timeparse import NS_PER_S
 from sensorflow.settings import RunSettings
-from windowing.dataflow import FlowConfig, build_flow
-from windowing.sink import DeadLetterSink, WindowSink
-from windowing.stats import RunStats
-from windowing.store import StoreSummary, open_store
+from sensorflow.windowing.dataflow import FlowConfig, build_flow
+from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.stats import RunStats
+from sensorflow.windowing.store import StoreSummary, open_store
 
 __all__ = ["RunReport", "run_replay"]
 
@@ -42,11 +42,11 @@ def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunRepor
     """Replay ``settings.source`` into ``settings.store``; returns when the input ends.
 
     With ``processes > 1`` this process is process 0 of a local Bytewax
-    cluster and starts the others itself (see ``windowing.cluster``). With
+    cluster and starts the others itself (see ``sensorflow.windowing.cluster``). With
     Bytewax's cluster variables set (a pod of the StatefulSet) it is one member
     of that cluster; the recovery partitions were made by the pod's init step.
     """
-    from windowing.cluster import member_from_env
+    from sensorflow.windowing.cluster import member_from_env
 
     member = member_from_env()
     if member is not None:
@@ -69,7 +69,7 @@ def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunRepor
             finally:
                 window_sink.close_unused()
         else:
-            from windowing.cluster import run_local_cluster
+            from sensorflow.windowing.cluster import run_local_cluster
 
             for child in run_local_cluster(settings, flow):
                 stats.merge(child)

@@ -29,9 +29,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ingest.eventhubs.receiver import PartitionStatus
+from sensorflow.ingest.eventhubs.receiver import PartitionStatus
 from sensorflow.logfields import record_extra
-from windowing.stats import WRITE_BUCKETS, RunStats
+from sensorflow.windowing.stats import WRITE_BUCKETS, RunStats
 
 __all__ = ["JsonFormatter", "MetricsServer", "RunCollector", "StopSignal", "configure_logging"]
 

@@ -1,6 +1,6 @@
 """Bytewax sinks that hand batches to a store; each batch is one transaction.
 
-Window rows go to a writer process (``windowing.writer``): ``write_batch``
+Window rows go to a writer process (``sensorflow.windowing.writer``): ``write_batch``
 hands a batch over and returns, so decoding the next input overlaps the
 store's work on another core, and ``snapshot()`` returns only once every
 handed batch is committed. Bytewax snapshots the sink at the end of each
@@ -19,12 +19,12 @@ from typing import Callable
 import pyarrow as pa
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
-from ingest.batches import DeadLetterBatch
-from windowing.resume import CommittedWindows
-from windowing.stats import RunStats
-from windowing.store import Store
-from windowing.tumbling import WindowBatch
-from windowing.writer import InlineWriter, ProcessWriter, WriterError
+from sensorflow.ingest.batches import DeadLetterBatch
+from sensorflow.windowing.resume import CommittedWindows
+from sensorflow.windowing.stats import RunStats
+from sensorflow.windowing.store import Store
+from sensorflow.windowing.tumbling import WindowBatch
+from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError
 
 log = logging.getLogger(__name__)
 

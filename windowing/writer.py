@@ -93,7 +93,7 @@ class _WithoutPandas(importlib.abc.MetaPathFinder):
 
 def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     """The child: first frame is the store URL (never on the command line), then tables."""
-    from windowing.store import open_store
+    from sensorflow.windowing.store import open_store
 
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _WithoutPandas())
@@ -174,7 +174,7 @@ class ProcessWriter:
         # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's
         # spawn: it would re-import the caller's __main__).
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "windowing.writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "sensorflow.windowing.writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         _send(self._process.stdin, orjson.dumps({"store": store_url}))
 
@@ -239,7 +239,7 @@ class InlineWriter:
     """The same interface, writing in the caller's thread: each batch is committed before ``submit`` returns."""
 
     def __init__(self, store_url: str):
-        from windowing.store import open_store
+        from sensorflow.windowing.store import open_store
 
         self._store = open_store(store_url)
         self.rows = 0

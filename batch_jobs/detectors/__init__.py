@@ -8,16 +8,16 @@ and back (``codec``).
 
 from __future__ import annotations
 
-from batch_jobs.detectors.base import (
+from sensorflow.batch_jobs.detectors.base import (
     Detector,
     Model,
     Scores,
     SensorWindows,
     iter_sensor_windows,
 )
-from batch_jobs.detectors.codec import ModelFormatError, load_model, save_model
-from batch_jobs.detectors.robust_window import RobustWindow, RobustWindowModel
-from batch_jobs.detectors.seed_ocsvm import SeedOcsvm, SeedOcsvmModel
+from sensorflow.batch_jobs.detectors.codec import ModelFormatError, load_model, save_model
+from sensorflow.batch_jobs.detectors.robust_window import RobustWindow, RobustWindowModel
+from sensorflow.batch_jobs.detectors.seed_ocsvm import SeedOcsvm, SeedOcsvmModel
 
 __all__ = [
     "DEFAULT_DETECTOR",

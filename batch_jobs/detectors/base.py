@@ -3,7 +3,7 @@
 A ``Detector`` fits one sensor's ``SensorWindows`` into a ``Model``; a model
 scores windows of the same sensor and describes itself as named numeric
 arrays plus JSON-able parameters (``to_arrays``/``params``), so it can be
-stored without pickle (see ``batch_jobs.detectors.codec``). Nothing here
+stored without pickle (see ``sensorflow.batch_jobs.detectors.codec``). Nothing here
 knows of SQL, Blob storage or tasks.
 
 Times are int64 ns since the epoch (UTC); a window's ``ts`` is its END, and

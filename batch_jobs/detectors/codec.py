@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from batch_jobs.detectors.base import Model
+from sensorflow.batch_jobs.detectors.base import Model
 
 __all__ = ["FORMAT_VERSION", "ModelFormatError", "load_model", "save_model"]
 
@@ -46,7 +46,7 @@ def save_model(model: Model) -> bytes:
 
 def load_model(data: bytes) -> Model:
     """The model ``save_model`` wrote; ``ModelFormatError`` for anything else (incl. object arrays)."""
-    from batch_jobs.detectors import UnknownDetectorError, model_class
+    from sensorflow.batch_jobs.detectors import UnknownDetectorError, model_class
 
     arrays = _read_arrays(data)
     meta_bytes = arrays.pop(_META, None)

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from batch_jobs.detectors.base import Detector, Model, Scores, SensorWindows
+from sensorflow.batch_jobs.detectors.base import Detector, Model, Scores, SensorWindows
 
 __all__ = ["FEATURES", "FittedStats", "RobustWindow", "RobustWindowModel", "Thresholds"]
 

@@ -5,7 +5,7 @@ puts); ``ModelCatalog`` keeps per-sensor models in it with versioned names,
 metadata and a ``latest`` pointer written last.
 """
 
-from batch_jobs.model_store.base import (
+from sensorflow.batch_jobs.model_store.base import (
     BlobAccess,
     ModelStore,
     ModelStoreError,
@@ -13,7 +13,7 @@ from batch_jobs.model_store.base import (
     open_model_store,
     split_object_url,
 )
-from batch_jobs.model_store.catalog import (
+from sensorflow.batch_jobs.model_store.catalog import (
     ModelCatalog,
     ModelMetadata,
     StoredModel,

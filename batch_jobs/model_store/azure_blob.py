@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from batch_jobs.model_store.base import (
+from sensorflow.batch_jobs.model_store.base import (
     BLOB_SCHEME,
     BlobAccess,
     ModelStore,

@@ -147,12 +147,12 @@ def open_model_store(url: str, access: BlobAccess | None = None) -> ModelStore:
     ``access`` (Blob only) defaults to ``BlobAccess.from_env()``.
     """
     if url.startswith(BLOB_SCHEME):
-        from batch_jobs.model_store.azure_blob import BlobModelStore
+        from sensorflow.batch_jobs.model_store.azure_blob import BlobModelStore
 
         return BlobModelStore(url, access if access is not None else BlobAccess.from_env())
     if "://" in url and not url.startswith(FILE_SCHEME):
         raise ModelStoreError(f"unsupported model store URL {url!r}: expected a directory, file:///PATH or azblob://CONTAINER")
-    from batch_jobs.model_store.local import LocalModelStore
+    from sensorflow.batch_jobs.model_store.local import LocalModelStore
 
     return LocalModelStore(url)
 

@@ -2,7 +2,7 @@
 
 Layout under ``models/<detector>/<device>/<tag>/`` (ids percent-encoded)::
 
-    <version>.npz    the model (``batch_jobs.detectors.save_model``: arrays + JSON, no pickle)
+    <version>.npz    the model (``sensorflow.batch_jobs.detectors.save_model``: arrays + JSON, no pickle)
     <version>.json   its ``ModelMetadata``
     latest.json      the metadata of the newest version: the pointer readers follow
 
@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata as package_metadata
 
-from batch_jobs.detectors import Model, load_model, save_model
-from batch_jobs.model_store.base import ModelStore, id_component
+from sensorflow.batch_jobs.detectors import Model, load_model, save_model
+from sensorflow.batch_jobs.model_store.base import ModelStore, id_component
 
 __all__ = ["ModelCatalog", "ModelMetadata", "StoredModel", "library_versions", "model_prefix", "new_version"]
 

@@ -6,7 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
-from batch_jobs.model_store.base import (
+from sensorflow.batch_jobs.model_store.base import (
     FILE_SCHEME,
     ModelStore,
     ModelStoreError,

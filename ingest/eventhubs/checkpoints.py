@@ -1,7 +1,7 @@
 """Consumer-group progress in Azure Blob Storage: Event Hubs checkpoints plus our resume blobs.
 
 Each process writes, whenever it changed (see docs/eventhubs.md for why they are safe; the
-blob layout is in ``ingest.eventhubs.resume_blobs``):
+blob layout is in ``sensorflow.ingest.eventhubs.resume_blobs``):
 
 1. in a cluster, the **shard ends** its window sink committed (``shards/<shard>.json``); every
    process merges all of them into the committed closure ``C``;
@@ -29,8 +29,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ingest.eventhubs.config import MissingDependency
-from ingest.eventhubs.resume_blobs import (
+from sensorflow.ingest.eventhubs.config import MissingDependency
+from sensorflow.ingest.eventhubs.resume_blobs import (
     CheckpointMismatch,
     PartitionResume,
     StreamIdentity,
@@ -41,8 +41,8 @@ from ingest.eventhubs.resume_blobs import (
     encode_shard_end,
     merge_resumes,
 )
-from windowing.resume import ResumeBoard, ResumePoint, ResumeStart
-from windowing.tumbling import BEFORE_TIME
+from sensorflow.windowing.resume import ResumeBoard, ResumePoint, ResumeStart
+from sensorflow.windowing.tumbling import BEFORE_TIME
 
 __all__ = [
     "BlobCheckpoints",

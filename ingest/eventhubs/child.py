@@ -1,9 +1,9 @@
 """The receiver process: every partition's SDK receive loop, away from the dataflow's interpreter lock.
 
-Started by :class:`~ingest.eventhubs.host.ReceiverHost` as ``python -m ingest.eventhubs.child``.
+Started by :class:`~sensorflow.ingest.eventhubs.host.ReceiverHost` as ``python -m sensorflow.ingest.eventhubs.child``.
 Its stdin carries JSON requests (``init`` with the connection and options first, then
 ``partitions``, ``start``, ``ack``, ``stop``); its stdout carries frames back (see
-``ingest.eventhubs.wire``): received batches, status changes, the hub's last sequence numbers,
+``sensorflow.ingest.eventhubs.wire``): received batches, status changes, the hub's last sequence numbers,
 log records, the partition list. The end of stdin (the dataflow stopped or died) stops it.
 
 Back-pressure: at most ``queue_batches`` batches of a partition are in flight (sent, not yet
@@ -24,10 +24,10 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
-from ingest.eventhubs.received import Received
-from ingest.eventhubs.receiver import PartitionReceiver, PartitionStatus
-from ingest.eventhubs.wire import (
+from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
+from sensorflow.ingest.eventhubs.received import Received
+from sensorflow.ingest.eventhubs.receiver import PartitionReceiver, PartitionStatus
+from sensorflow.ingest.eventhubs.wire import (
     BATCH,
     JSON,
     connection_from_json,

@@ -3,7 +3,7 @@
 The SDK's receive loop costs tens of microseconds of Python per event; in the dataflow's process
 it would hold the same interpreter lock as decoding and windowing, so the two would add up
 instead of overlapping. :class:`ReceiverHost` runs every partition's receiver in one child
-process (``ingest.eventhubs.child``, a fresh interpreter) and reads its frames on a thread into
+process (``sensorflow.ingest.eventhubs.child``, a fresh interpreter) and reads its frames on a thread into
 per-partition inboxes; :meth:`ReceiverHost.take` never blocks and acknowledges what it takes,
 which lets the child receive more (at most ``queue_batches`` batches per partition in flight).
 The connection's secret reaches the child over its stdin, never on a command line.
@@ -21,10 +21,10 @@ from typing import Any, Self
 
 import orjson
 
-from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
-from ingest.eventhubs.received import Received
-from ingest.eventhubs.receiver import PartitionStatus
-from ingest.eventhubs.wire import (
+from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
+from sensorflow.ingest.eventhubs.received import Received
+from sensorflow.ingest.eventhubs.receiver import PartitionStatus
+from sensorflow.ingest.eventhubs.wire import (
     BATCH,
     JSON,
     connection_to_json,
@@ -58,7 +58,7 @@ class ReceiverHost:
         # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's spawn:
         # it would re-import the caller's __main__).
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "ingest.eventhubs.child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "sensorflow.ingest.eventhubs.child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         self._write_lock = threading.Lock()
         self._start_lock = threading.Lock()

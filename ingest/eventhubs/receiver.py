@@ -1,13 +1,13 @@
 """One Event Hubs partition received on its own thread, one SDK batch at a time.
 
 Each partition gets a thread running the SDK's receive loop for that partition; every received
-batch becomes one :class:`~ingest.eventhubs.received.Received` (bodies joined, sequence numbers,
+batch becomes one :class:`~sensorflow.ingest.eventhubs.received.Received` (bodies joined, sequence numbers,
 enqueued times, offsets) handed to ``deliver``, which may block: a blocked callback stops the SDK
 asking the hub for more (back-pressure). When the SDK gives up after its own retries, the thread
 closes the client and reconnects from the event after the last one received, with exponential
 backoff; a partition stolen by a receiver with a higher owner level is reported as such.
 
-Receivers run in the receiver process (``ingest.eventhubs.child``), away from the dataflow's
+Receivers run in the receiver process (``sensorflow.ingest.eventhubs.child``), away from the dataflow's
 interpreter lock. With the SDK's pure-Python AMQP transport (its default) they drive the SDK's
 partition consumer themselves and take its decoded AMQP messages as they are, because building
 an ``EventData`` costs ~25 us per event, a third of the SDK's whole receive loop. Everything on
@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
-from ingest.eventhubs.received import Received, received_from_events
+from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
+from sensorflow.ingest.eventhubs.received import Received, received_from_events
 
 __all__ = ["PartitionReceiver", "PartitionStatus"]
 

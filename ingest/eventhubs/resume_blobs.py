@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from windowing.resume import ResumePoint, ResumeStart
+from sensorflow.windowing.resume import ResumePoint, ResumeStart
 
 __all__ = [
     "CheckpointMismatch",

@@ -17,9 +17,9 @@ import numpy as np
 import orjson
 from pydantic import SecretStr
 
-from ingest.batches import Reject
-from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
-from ingest.eventhubs.received import Received
+from sensorflow.ingest.batches import Reject
+from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
+from sensorflow.ingest.eventhubs.received import Received
 
 __all__ = [
     "BATCH",

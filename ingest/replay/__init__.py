@@ -1,5 +1,5 @@
 """Replay of recorded events: JSON Lines and Event Hubs Capture Avro."""
 
-from ingest.replay.source import ReplaySource, discover_partitions
+from sensorflow.ingest.replay.source import ReplaySource, discover_partitions
 
 __all__ = ["ReplaySource", "discover_partitions"]

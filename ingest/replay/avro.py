@@ -8,8 +8,8 @@ from pathlib import Path
 import fastavro
 import numpy as np
 
-from ingest.batches import MessageBatch, Reject
-from ingest.timeparse import MISSING, parse_time
+from sensorflow.ingest.batches import MessageBatch, Reject
+from sensorflow.ingest.timeparse import MISSING, parse_time
 
 __all__ = ["AvroPosition", "AvroReader", "CAPTURE_SCHEMA"]
 

@@ -1,6 +1,6 @@
 """The stand-in's HTTP side: its transport and responses, the routes it serves, error bodies, the shared key check.
 
-Only these operations are served (the ones ``batch_jobs.azure_batch*`` calls);
+Only these operations are served (the ones ``sensorflow.batch_jobs.azure_batch*`` calls);
 the names are the REST API's operation ids.
 """
 

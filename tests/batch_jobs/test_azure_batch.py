@@ -17,31 +17,31 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batch_jobs.azure_batch import (
+from sensorflow.batch_jobs.azure_batch import (
     AzureBatchExecutor,
     BatchConfig,
     expired_jobs,
     job_id_for,
 )
-from batch_jobs.azure_batch_add import BatchTask, add_tasks
-from batch_jobs.azure_batch_pool import (
+from sensorflow.batch_jobs.azure_batch_add import BatchTask, add_tasks
+from sensorflow.batch_jobs.azure_batch_pool import (
     BatchSetupError,
     PoolConfig,
     autoscale_formula,
     ensure_pool,
     open_batch_client,
 )
-from batch_jobs.cli import sidecar_from_settings, task_environment
-from batch_jobs.detectors import DEFAULT_DETECTOR
-from batch_jobs.executors import LocalPoolExecutor, open_executor
-from batch_jobs.sidecar import Sidecar, SidecarConfig
-from batch_jobs.tasks import TaskSpec
+from sensorflow.batch_jobs.cli import sidecar_from_settings, task_environment
+from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
+from sensorflow.batch_jobs.executors import LocalPoolExecutor, open_executor
+from sensorflow.batch_jobs.sidecar import Sidecar, SidecarConfig
+from sensorflow.batch_jobs.tasks import TaskSpec
 from sensorflow.settings import SidecarSettings, load_settings
 from tests.batch_jobs.batch_formula import FormulaError, Samples, evaluate
 from tests.batch_jobs.batch_standin import BatchStandIn
 from tests.batch_jobs.helpers import T0, W, add_windows
 from tests.conftest import REPO
-from windowing.store import open_store
+from sensorflow.windowing.store import open_store
 
 SENSORS = [(str(d), str(t)) for d in (1, 2, 3) for t in (1, 2)]  # 6 sensors: 3 tasks of 2
 IMAGE = "example.azurecr.io/sensorflow:test"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import time
 
-from batch_jobs.quality import evaluate, read_labels
+from sensorflow.batch_jobs.quality import evaluate, read_labels
 from sensorflow.cli import main
-from windowing.store import open_store
+from sensorflow.windowing.store import open_store
 
 S = 1_000_000_000
 START = 1_767_225_600 * S

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batch_jobs.detectors import (
+from sensorflow.batch_jobs.detectors import (
     DEFAULT_DETECTOR,
     DETECTORS,
     ModelFormatError,
@@ -20,9 +20,9 @@ from batch_jobs.detectors import (
     model_class,
     save_model,
 )
-from batch_jobs.detectors.robust_window import _NEVER, FEATURES
-from batch_jobs.detectors.seed_ocsvm import GAMMA, NU, SeedOcsvmModel
-from windowing.store.base import WINDOW_READ_SCHEMA
+from sensorflow.batch_jobs.detectors.robust_window import _NEVER, FEATURES
+from sensorflow.batch_jobs.detectors.seed_ocsvm import GAMMA, NU, SeedOcsvmModel
+from sensorflow.windowing.store.base import WINDOW_READ_SCHEMA
 
 W = 5_000_000_000
 T0 = 1_800_000_000 * 10**9  # a multiple of W

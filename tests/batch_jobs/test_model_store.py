@@ -8,8 +8,8 @@ import uuid
 import numpy as np
 import pytest
 
-from batch_jobs.detectors import DEFAULT_DETECTOR, SensorWindows, get_detector
-from batch_jobs.model_store import (
+from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, SensorWindows, get_detector
+from sensorflow.batch_jobs.model_store import (
     BlobAccess,
     ModelCatalog,
     ModelMetadata,
@@ -19,7 +19,7 @@ from batch_jobs.model_store import (
     open_model_store,
     split_object_url,
 )
-from batch_jobs.model_store.base import ModelStore
+from sensorflow.batch_jobs.model_store.base import ModelStore
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S  # 2026-01-01T00:00:00Z

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from batch_jobs.quality import LabelSpan, evaluate, read_labels
-from simulator import Label
+from sensorflow.batch_jobs.quality import LabelSpan, evaluate, read_labels
+from sensorflow.simulator import Label
 
 W = 5_000_000_000
 T0 = 1_800_000_000 * 10**9

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from batch_jobs.detectors import DEFAULT_DETECTOR
-from batch_jobs.executors import LocalPoolExecutor
-from batch_jobs.model_store import ModelCatalog, open_model_store
-from batch_jobs.schedule import (
+from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
+from sensorflow.batch_jobs.executors import LocalPoolExecutor
+from sensorflow.batch_jobs.model_store import ModelCatalog, open_model_store
+from sensorflow.batch_jobs.schedule import (
     Cron,
     Every,
     FailedSensor,
@@ -27,10 +27,10 @@ from batch_jobs.schedule import (
     train_work,
     written_since,
 )
-from batch_jobs.sidecar import Sidecar, SidecarConfig, serve
+from sensorflow.batch_jobs.sidecar import Sidecar, SidecarConfig, serve
 from tests.batch_jobs.helpers import T0, S, W, add_windows
 from tests.conftest import REPO
-from windowing.store import RunRecord, open_store
+from sensorflow.windowing.store import RunRecord, open_store
 
 POLICY = Policy(safety_margin_ns=60 * S, score_lookback_ns=60 * S, train_span_ns=3600 * S,
                 retrain_every_ns=3600 * S, chunk_size=2)

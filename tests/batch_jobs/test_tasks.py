@@ -10,19 +10,19 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batch_jobs.detectors import (
+from sensorflow.batch_jobs.detectors import (
     DEFAULT_DETECTOR,
     get_detector,
     iter_sensor_windows,
     load_model,
 )
-from batch_jobs.model_store import ModelCatalog, open_model_store
-from batch_jobs.tasks import TaskError, TaskResult, TaskSpec, run_task, run_task_at
+from sensorflow.batch_jobs.model_store import ModelCatalog, open_model_store
+from sensorflow.batch_jobs.tasks import TaskError, TaskResult, TaskSpec, run_task, run_task_at
 from sensorflow.cli import main
 from tests.batch_jobs.helpers import T0, W, add_windows
-from windowing.store import open_store
-from windowing.store.sqlite import SqliteStore
-from windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.windowing.store import open_store
+from sensorflow.windowing.store.sqlite import SqliteStore
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA
 
 SENSORS = [("1", "1"), ("1", "2"), ("2", "1")]
 DETECTOR = get_detector(DEFAULT_DETECTOR)

@@ -24,7 +24,7 @@ from tests.deploy.k8s import (
     load_docs,
     render,
 )
-from windowing.cluster import member_from_env
+from sensorflow.windowing.cluster import member_from_env
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is in the test extra")
 

@@ -15,29 +15,29 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from ingest.batches import Reject
-from ingest.eventhubs.checkpoints import (
+from sensorflow.ingest.batches import Reject
+from sensorflow.ingest.eventhubs.checkpoints import (
     BlobCheckpoints,
     CheckpointLocation,
     CheckpointMismatch,
     StreamIdentity,
     decode_resume,
 )
-from ingest.eventhubs.config import (
+from sensorflow.ingest.eventhubs.config import (
     EventHubsConnection,
     ReceiveOptions,
     parse_starting_position,
 )
-from ingest.eventhubs.host import ReceiverError
-from ingest.eventhubs.received import NOT_DATA, Received
-from ingest.eventhubs.receiver import PartitionReceiver, PartitionStatus
-from ingest.eventhubs.source import EventHubsSource, to_message_batch
-from ingest.eventhubs.wire import decode_batch, encode_batch
-from ingest.offsets import OffsetBook
-from ingest.timeparse import MISSING
-from windowing.resume import ResumePoint, ResumeStart
-from windowing.service import JsonFormatter, MetricsServer, RunCollector
-from windowing.stats import RunStats
+from sensorflow.ingest.eventhubs.host import ReceiverError
+from sensorflow.ingest.eventhubs.received import NOT_DATA, Received
+from sensorflow.ingest.eventhubs.receiver import PartitionReceiver, PartitionStatus
+from sensorflow.ingest.eventhubs.source import EventHubsSource, to_message_batch
+from sensorflow.ingest.eventhubs.wire import decode_batch, encode_batch
+from sensorflow.ingest.offsets import OffsetBook
+from sensorflow.ingest.timeparse import MISSING
+from sensorflow.windowing.resume import ResumePoint, ResumeStart
+from sensorflow.windowing.service import JsonFormatter, MetricsServer, RunCollector
+from sensorflow.windowing.stats import RunStats
 
 S = 1_000_000_000
 
@@ -165,7 +165,7 @@ def test_source_reads_every_event_once_in_order_across_dropped_connections(event
             assert source.status["1"].reconnects >= 1
             # logged in the receiver process, logged here with where it happened
             reconnect = next(r for r in caplog.records if "reconnecting" in r.getMessage())
-            assert (reconnect.name, reconnect.partition, reconnect.position) == ("ingest.eventhubs.receiver", "1", 1000)
+            assert (reconnect.name, reconnect.partition, reconnect.position) == ("sensorflow.ingest.eventhubs.receiver", "1", 1000)
     finally:
         part.close()
     positions = np.concatenate([b.positions for b in got])
@@ -301,7 +301,7 @@ def test_an_unreachable_hub_stops_the_service_with_one_line_naming_it(tmp_path):
     import socket
 
     from sensorflow.settings import RunSettings, load_settings
-    from windowing.live import LiveSourceError, run_live
+    from sensorflow.windowing.live import LiveSourceError, run_live
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

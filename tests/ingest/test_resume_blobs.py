@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ingest.batches import READING_SCHEMA, MessageBatch, ReadingBatch, SourceProgress
-from ingest.eventhubs.checkpoints import Checkpointer
-from ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
-from ingest.eventhubs.received import Received
-from ingest.eventhubs.resume_blobs import (
+from sensorflow.ingest.batches import READING_SCHEMA, MessageBatch, ReadingBatch, SourceProgress
+from sensorflow.ingest.eventhubs.checkpoints import Checkpointer
+from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
+from sensorflow.ingest.eventhubs.received import Received
+from sensorflow.ingest.eventhubs.resume_blobs import (
     CheckpointMismatch,
     PartitionResume,
     StreamIdentity,
@@ -22,10 +22,10 @@ from ingest.eventhubs.resume_blobs import (
     encode_shard_end,
     merge_resumes,
 )
-from ingest.eventhubs.source import EventHubsSource
-from windowing.operators import LatenessLogic
-from windowing.resume import CommittedWindows, ResumeBoard, ResumePoint, ResumeStart
-from windowing.tumbling import BEFORE_TIME, WINDOW_SCHEMA
+from sensorflow.ingest.eventhubs.source import EventHubsSource
+from sensorflow.windowing.operators import LatenessLogic
+from sensorflow.windowing.resume import CommittedWindows, ResumeBoard, ResumePoint, ResumeStart
+from sensorflow.windowing.tumbling import BEFORE_TIME, WINDOW_SCHEMA
 
 S = 1_000_000_000
 IDENTITY = StreamIdentity("NS.example", "Readings", "$Default", 5 * S, 5 * S)
@@ -86,7 +86,7 @@ def _windows(*ends_and_devices: tuple[int, str]) -> pa.Table:
 
 
 def _device_of_shard(shard: int, shards: int = 2) -> str:
-    from windowing.shards import shard_of
+    from sensorflow.windowing.shards import shard_of
 
     return next(f"d{i}" for i in range(100) if shard_of(f"d{i}", "t", shards) == shard)
 
@@ -234,9 +234,9 @@ def test_a_cluster_member_sends_the_final_durable_position_before_it_stops():
 
 
 def test_a_message_batch_without_messages_decodes_to_nothing_but_its_progress():
-    from windowing.dataflow import _decode
-    from ingest.decode import DecodeConfig
-    from windowing.stats import RunStats
+    from sensorflow.windowing.dataflow import _decode
+    from sensorflow.ingest.decode import DecodeConfig
+    from sensorflow.windowing.stats import RunStats
 
     decoded = _decode(DecodeConfig(), RunStats(), MessageBatch.carrying("0", SourceProgress(5, alone=True)))
     assert (len(decoded.readings), len(decoded.dead_letters), decoded.readings.progress.durable) == (0, 0, 5)

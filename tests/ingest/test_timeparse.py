@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ingest.timeparse import MISSING, epoch_array_to_ns, epoch_to_ns, format_ms, parse_time, parse_time_array
+from sensorflow.ingest.timeparse import MISSING, epoch_array_to_ns, epoch_to_ns, format_ms, parse_time, parse_time_array
 
 BASE = 1_523_048_395_000_000_000  # 2018-04-06T20:59:55Z
 
@@ -65,7 +65,7 @@ from datetime import datetime, timedelta, timezone  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ingest.timeparse import _parse_uniform_iso  # noqa: E402
+from sensorflow.ingest.timeparse import _parse_uniform_iso  # noqa: E402
 
 _times = st.datetimes(min_value=datetime(1678, 1, 1), max_value=datetime(2261, 12, 31))
 
@@ -133,7 +133,7 @@ import io  # noqa: E402
 import orjson  # noqa: E402
 import pyarrow.json as pa_json  # noqa: E402
 
-from ingest.decode import _TIMED_PARSE  # noqa: E402
+from sensorflow.ingest.decode import _TIMED_PARSE  # noqa: E402
 
 _pieces = st.tuples(
     st.sampled_from(["2018-04-06", "2016-02-29", "2018-02-29", "2018-13-01", "2018-4-06", "1677-09-21", "2262-04-12"]),

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator import (
+from sensorflow.simulator import (
     AnomalySpec,
     DeliverySpec,
     FleetSpec,

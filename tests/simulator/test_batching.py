@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.batching import (
+from sensorflow.simulator.batching import (
     OutgoingEvent,
     RetriesExhausted,
     RetryPolicy,
@@ -125,9 +125,9 @@ def test_send_with_retry_does_not_retry_other_errors():
 def test_sender_turns_a_chunk_into_events_in_enqueued_order(keyed):
     """With a real (unconnected) producer client: nothing is sent, only events are built."""
     eventhub = pytest.importorskip("azure.eventhub")
-    from simulator import DeliverySpec, MessageSpec, Simulation
-    from simulator.eventhubs import EventHubsSender
-    from simulator.messages import message_bodies
+    from sensorflow.simulator import DeliverySpec, MessageSpec, Simulation
+    from sensorflow.simulator.eventhubs import EventHubsSender
+    from sensorflow.simulator.messages import message_bodies
     from tests.simulator.helpers import fleet_config
 
     producer = eventhub.EventHubProducerClient.from_connection_string(

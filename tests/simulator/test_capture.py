@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import fastavro
 
-from simulator import DeliverySpec, MessageSpec, write_capture_recording, write_jsonl_recording
+from sensorflow.simulator import DeliverySpec, MessageSpec, write_capture_recording, write_jsonl_recording
 from tests.simulator.helpers import fleet_config, read_recording
 
 CAPTURE_TIME = re.compile(r"^(1[0-2]|[1-9])/([1-9]|[12]\d|3[01])/\d{4} (1[0-2]|[1-9]):[0-5]\d:[0-5]\d (AM|PM)$")

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from simulator.cli import EPILOG, add_subcommand
-from simulator.settings import EventHubSettings
+from sensorflow.simulator.cli import EPILOG, add_subcommand
+from sensorflow.simulator.settings import EventHubSettings
 from tests.simulator.helpers import read_recording
 
 

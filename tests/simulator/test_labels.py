@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import AnomalySpec, write_jsonl_recording
-from simulator.anomalies import AnomalyPlan, locate
-from simulator.signals import SEED_TAG_RANGES
+from sensorflow.simulator import AnomalySpec, write_jsonl_recording
+from sensorflow.simulator.anomalies import AnomalyPlan, locate
+from sensorflow.simulator.signals import SEED_TAG_RANGES
 from tests.simulator.helpers import NS_PER_S, START_NS, fleet_config, parse_reading, read_recording
 
 WINDOW_NS = 5 * NS_PER_S

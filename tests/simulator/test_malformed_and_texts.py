@@ -9,12 +9,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import MALFORMED_KINDS, DeliverySpec, FleetSpec, write_jsonl_recording
-from simulator.config import FleetSpec as Spec
-from simulator.fleet import Fleet
-from simulator.malformed import malformed_body
-from simulator.texts import ReadingTexts
-from simulator.timefmt import format_ts
+from sensorflow.simulator import MALFORMED_KINDS, DeliverySpec, FleetSpec, write_jsonl_recording
+from sensorflow.simulator.config import FleetSpec as Spec
+from sensorflow.simulator.fleet import Fleet
+from sensorflow.simulator.malformed import malformed_body
+from sensorflow.simulator.texts import ReadingTexts
+from sensorflow.simulator.timefmt import format_ts
 from tests.simulator.helpers import fleet_config, parse_reading, read_recording
 
 GOOD_KEYS = ["TS", "Device", "Tag", "Value"]

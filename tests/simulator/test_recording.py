@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from simulator import (
+from sensorflow.simulator import (
     AnomalySpec,
     DeliverySpec,
     FleetSpec,
@@ -17,7 +17,7 @@ from simulator import (
     partition_for_key,
     write_jsonl_recording,
 )
-from simulator.envelope import envelope_line
+from sensorflow.simulator.envelope import envelope_line
 from tests.simulator.helpers import fleet_config, parse_reading, read_recording
 
 FAULTY = dict(
@@ -145,7 +145,7 @@ def test_slow_path_envelope_line(body):
 
 
 def test_generate_yields_the_recorded_messages(tmp_path):
-    from simulator import generate
+    from sensorflow.simulator import generate
 
     config = fleet_config(delivery=DeliverySpec(malformed_fraction=0.01))
     chunks = list(generate(config))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from simulator import AnomalySpec, DeliverySpec, FleetSpec, write_jsonl_recording
+from sensorflow.simulator import AnomalySpec, DeliverySpec, FleetSpec, write_jsonl_recording
 from tests.simulator.helpers import fleet_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from simulator import SimulatorConfig, write_jsonl_recording
-from simulator.signals import SEED_TAG_RANGES
-from simulator.timefmt import format_ts
+from sensorflow.simulator import SimulatorConfig, write_jsonl_recording
+from sensorflow.simulator.signals import SEED_TAG_RANGES
+from sensorflow.simulator.timefmt import format_ts
 from tests.simulator.helpers import NS_PER_S, START_NS, parse_reading, read_recording
 
 TS_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z$")

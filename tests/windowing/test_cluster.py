@@ -27,8 +27,8 @@ from sensorflow.settings import RunSettings
 from tests.conftest import seed_message, write_recording
 from tests.deploy.k8s import BASE, container, container_env, workload_docs
 from tests.support.azurite import free_port
-from windowing.cluster import ClusterEnvError, ClusterMember, member_from_env
-from windowing.store import open_store
+from sensorflow.windowing.cluster import ClusterEnvError, ClusterMember, member_from_env
+from sensorflow.windowing.store import open_store
 
 START_S = 1_767_225_600
 PODS = 2

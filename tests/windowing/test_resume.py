@@ -14,22 +14,22 @@ import pytest
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.run import cli_main
 
-from ingest.batches import MessageBatch
-from ingest.decode import DecodeConfig
-from ingest.timeparse import MISSING
+from sensorflow.ingest.batches import MessageBatch
+from sensorflow.ingest.decode import DecodeConfig
+from sensorflow.ingest.timeparse import MISSING
 from tests.conftest import dead_letters_frame, windows_frame
-from windowing.dataflow import FlowConfig, build_flow
-from windowing.resume import (
+from sensorflow.windowing.dataflow import FlowConfig, build_flow
+from sensorflow.windowing.resume import (
     CommittedWindows,
     ResumeBoard,
     ResumeLog,
     ResumePoint,
     ResumeStart,
 )
-from windowing.sink import DeadLetterSink, WindowSink
-from windowing.stats import RunStats
-from windowing.store import open_store
-from windowing.tumbling import BEFORE_TIME, WINDOW_SCHEMA
+from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.stats import RunStats
+from sensorflow.windowing.store import open_store
+from sensorflow.windowing.tumbling import BEFORE_TIME, WINDOW_SCHEMA
 
 S = 1_000_000_000
 

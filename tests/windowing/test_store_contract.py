@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ingest.batches import DeadLetter, DeadLetterBatch
-from windowing.store import StoreError, open_store
-from windowing.store.base import PREDICTION_SCHEMA, RunRecord
-from windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.ingest.batches import DeadLetter, DeadLetterBatch
+from sensorflow.windowing.store import StoreError, open_store
+from sensorflow.windowing.store.base import PREDICTION_SCHEMA, RunRecord
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA
 
 S = 1_000_000_000
 T0 = 1_535_497_200 * S  # 2018-08-28T23:00:00Z

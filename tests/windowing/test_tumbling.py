@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.batches import READING_SCHEMA
+from sensorflow.ingest.batches import READING_SCHEMA
 from tests.windowing import reference
-from windowing.shards import shard_of, split_by_shard
-from windowing.tumbling import BEFORE_TIME, END_OF_TIME, PartitionClock, WindowAggregator, window_ends
+from sensorflow.windowing.shards import shard_of, split_by_shard
+from sensorflow.windowing.tumbling import BEFORE_TIME, END_OF_TIME, PartitionClock, WindowAggregator, window_ends
 
 S = 1_000_000_000
 L = 5 * S

@@ -5,8 +5,8 @@ from datetime import timedelta
 import numpy as np
 import pyarrow as pa
 
-from windowing.operators import WriteBatchLogic
-from windowing.tumbling import WINDOW_SCHEMA, WindowBatch
+from sensorflow.windowing.operators import WriteBatchLogic
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA, WindowBatch
 
 S = 5_000_000_000
 

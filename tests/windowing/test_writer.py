@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from windowing.store import open_store
-from windowing.tumbling import WINDOW_SCHEMA, WindowBatch
-from windowing.writer import COMMIT_AFTER, COMMIT_ROWS, ProcessWriter, WriterError
+from sensorflow.windowing.store import open_store
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA, WindowBatch
+from sensorflow.windowing.writer import COMMIT_AFTER, COMMIT_ROWS, ProcessWriter, WriterError
 
 S = 5_000_000_000
 
@@ -104,8 +104,8 @@ def test_a_failing_store_is_reported_not_hidden(tmp_path):
 
 
 def test_a_writer_started_early_is_the_one_the_partition_takes_or_is_closed_unused(store_url):
-    from windowing.sink import WindowSink
-    from windowing.stats import RunStats
+    from sensorflow.windowing.sink import WindowSink
+    from sensorflow.windowing.stats import RunStats
 
     sink = WindowSink(store_url, RunStats())
     sink.start_writer()

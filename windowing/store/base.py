@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA
 
 __all__ = [
     "Store",
@@ -222,11 +222,11 @@ class Store(ABC):
 def open_store(url: str) -> Store:
     """A store for ``url``: ``sqlite:///PATH``, ``postgresql+odbc:...`` or ``mssql+odbc:...`` (docs/azure-sql.md)."""
     if url.startswith("sqlite:///"):
-        from windowing.store.sqlite import SqliteStore
+        from sensorflow.windowing.store.sqlite import SqliteStore
 
         return SqliteStore(url)
     if url.startswith(("postgresql+odbc:", "mssql+odbc:")):
-        from windowing.store.odbc import OdbcStore
+        from sensorflow.windowing.store.odbc import OdbcStore
 
         return OdbcStore(url)
     raise StoreError(f"unsupported store URL {url!r}: expected sqlite:///PATH, postgresql+odbc:... or mssql+odbc:...")

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import orjson
 import pyarrow as pa
 
-from windowing.store.base import (
+from sensorflow.windowing.store.base import (
     PREDICTION_SCHEMA,
     WINDOW_READ_SCHEMA,
     RunRecord,
@@ -33,22 +33,22 @@ from windowing.store.base import (
     StoreSummary,
     last_per_key,
 )
-from windowing.store.dialects import Statement
-from windowing.store.odbc_connect import (
+from sensorflow.windowing.store.dialects import Statement
+from sensorflow.windowing.store.odbc_connect import (
     connect,
     default_credential,
     import_pyodbc,
     parse_store_url,
 )
-from windowing.store.odbc_retry import RetryPolicy, diagnostics, is_transient, retry
-from windowing.store.odbc_rows import (
+from sensorflow.windowing.store.odbc_retry import RetryPolicy, diagnostics, is_transient, retry
+from sensorflow.windowing.store.odbc_rows import (
     from_ns,
     json_rows,
     ms_text,
     rows_to_table,
     to_ns,
 )
-from windowing.store.odbc_sql import (
+from sensorflow.windowing.store.odbc_sql import (
     DEAD_LETTERS,
     LEASES,
     PREDICTIONS,

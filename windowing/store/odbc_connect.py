@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from windowing.store.base import StoreError
-from windowing.store.dialects import POSTGRES, TSQL, Dialect
+from sensorflow.windowing.store.base import StoreError
+from sensorflow.windowing.store.dialects import POSTGRES, TSQL, Dialect
 
 __all__ = ["OdbcTarget", "access_token_attrs", "connect", "import_pyodbc", "parse_store_url"]
 

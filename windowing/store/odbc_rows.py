@@ -16,8 +16,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from windowing.store.base import StoreError
-from windowing.store.dialects import ID_LENGTH, Dialect, TableSpec
+from sensorflow.windowing.store.base import StoreError
+from sensorflow.windowing.store.dialects import ID_LENGTH, Dialect, TableSpec
 
 __all__ = ["from_ns", "json_rows", "ms_text", "rows_to_table", "to_ns"]
 

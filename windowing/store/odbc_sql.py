@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import cache
 
-from windowing.store.dialects import Column, Dialect, Statement, TableSpec
+from sensorflow.windowing.store.dialects import Column, Dialect, Statement, TableSpec
 
 __all__ = ["TABLES", "Statements", "statements"]
 

@@ -11,8 +11,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.timeparse import format_ms, parse_time_array
-from windowing.store.base import (
+from sensorflow.ingest.timeparse import format_ms, parse_time_array
+from sensorflow.windowing.store.base import (
     PREDICTION_SCHEMA,
     WINDOW_READ_SCHEMA,
     RunRecord,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from windowing.store.odbc_rows import ms_text
+from sensorflow.windowing.store.odbc_rows import ms_text
 
 WINDOW_COLUMNS = ["TS", "Device", "Tag", "Value", "Count", "Min", "Max"]
 DEAD_LETTER_COLUMNS = ["Partition", "Position", "Element", "Reason", "TS", "Device", "Tag", "Value"]

@@ -8,16 +8,16 @@ import sys
 import pyarrow as pa
 import pytest
 
-from ingest.batches import DeadLetter, DeadLetterBatch
-from windowing.store import StoreError, odbc, open_store
-from windowing.store.dialects import POSTGRES, TSQL
-from windowing.store.odbc_connect import (
+from sensorflow.ingest.batches import DeadLetter, DeadLetterBatch
+from sensorflow.windowing.store import StoreError, odbc, open_store
+from sensorflow.windowing.store.dialects import POSTGRES, TSQL
+from sensorflow.windowing.store.odbc_connect import (
     SQL_COPT_SS_ACCESS_TOKEN,
     access_token_attrs,
     import_pyodbc,
     parse_store_url,
 )
-from windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA
 
 S = 1_000_000_000
 T0 = 1_535_497_200 * S  # 2018-08-28T23:00:00Z
@@ -218,7 +218,7 @@ def test_dead_letters_keep_payload_bytes_and_raw_fields(store, postgres_server, 
 
 
 def odbc_datetime(ns: int):
-    from windowing.store.odbc_rows import from_ns
+    from sensorflow.windowing.store.odbc_rows import from_ns
 
     return from_ns(ns // 1_000_000 * 1_000_000)
 

@@ -27,16 +27,16 @@ from tests.conftest import (
     write_recording,
 )
 from tests.windowing.store.pg import assert_same_windows, pg_dead_letters, pg_windows
-from windowing.store import odbc, open_store
-from windowing.store.dialects import POSTGRES, TSQL
-from windowing.store.odbc_retry import (
+from sensorflow.windowing.store import odbc, open_store
+from sensorflow.windowing.store.dialects import POSTGRES, TSQL
+from sensorflow.windowing.store.odbc_retry import (
     Diagnostic,
     RetryPolicy,
     diagnostics,
     is_transient,
     retry,
 )
-from windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA
 
 pyodbc = pytest.importorskip("pyodbc", reason="pyodbc not installed: pip install 'sensorflow[odbc]'")
 
@@ -155,7 +155,7 @@ def test_a_dropped_connection_is_reopened(postgres_odbc, admin, caplog):
         store.create_schema()
         store.upsert_windows(_windows(10, 1.0))
         assert _terminate(admin, _database(postgres_odbc)) == 1
-        with caplog.at_level(logging.WARNING, logger="windowing.store.odbc_retry"):
+        with caplog.at_level(logging.WARNING, logger="sensorflow.windowing.store.odbc_retry"):
             store.upsert_windows(_windows(10, 2.0, start=5))
         assert any("transient error" in r.getMessage() for r in caplog.records)
         got = store.read_windows([("d", "t")], T0 - S, T0 + 60 * S)
@@ -182,7 +182,7 @@ def test_a_batch_cut_off_mid_transaction_is_retried_whole(postgres_odbc, admin, 
     blocker = pyodbc.connect(postgres_odbc, autocommit=False)
     blocker.execute('SELECT 1 FROM "SensorValues" FOR UPDATE').fetchall()
     store = open_store(url)
-    with caplog.at_level(logging.WARNING, logger="windowing.store.odbc_retry"), ThreadPoolExecutor(1) as pool:
+    with caplog.at_level(logging.WARNING, logger="sensorflow.windowing.store.odbc_retry"), ThreadPoolExecutor(1) as pool:
         writing = pool.submit(store.upsert_windows, _windows(300, 7.0))
         waiting = _wait_for(lambda: _terminate(admin, database, ("active",)) if _lock_waiters(admin, database) else 0)
         blocker.rollback()

@@ -14,7 +14,7 @@ from tests.windowing.store.pg import assert_same_windows, pg_dead_letters, pg_wi
 SEED = REPO / "samples" / "seed"
 # The CLI with a short retry policy, so an unreachable server fails in a second, not ~25 s.
 FEW_RETRIES = (
-    "import sys; from windowing.store import odbc; odbc.DEFAULT_RETRY = odbc.RetryPolicy(2, 0.01, 0.01); "
+    "import sys; from sensorflow.windowing.store import odbc; odbc.DEFAULT_RETRY = odbc.RetryPolicy(2, 0.01, 0.01); "
     "from sensorflow.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 

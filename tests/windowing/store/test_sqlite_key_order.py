@@ -5,8 +5,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from windowing.store.sqlite import _in_key_order
-from windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.windowing.store.sqlite import _in_key_order
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA
 
 ids = st.sampled_from(["0", "1", "10", "9", "a", "B", "é", "z\u00e9", "日本", "", " x"])
 
@@ -36,7 +36,7 @@ def test_rows_come_in_key_order_with_their_ids(rows):
 
 
 def test_a_key_too_wide_for_int64_falls_back_to_arrow_sort(monkeypatch):
-    monkeypatch.setattr("windowing.store.sqlite._MAX_KEY", 3)  # as if ranks multiplied past int64
+    monkeypatch.setattr("sensorflow.windowing.store.sqlite._MAX_KEY", 3)  # as if ranks multiplied past int64
     table = windows([(5, "b", "x"), (1, "b", "x"), (9, "a", "y"), (2, "é", "a"), (3, "a", "y")])
     ordered, device, tag = _in_key_order(table)
     assert ordered.to_pylist() == by_bytes(table)

@@ -3,8 +3,8 @@
 import numpy as np
 import pyarrow as pa
 
-from windowing.store import open_store
-from windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.windowing.store import open_store
+from sensorflow.windowing.tumbling import WINDOW_SCHEMA
 
 S = 5_000_000_000
 BASE = 1_800_000_000 * 10**9

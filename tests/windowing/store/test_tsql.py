@@ -15,8 +15,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from windowing.store.dialects import POSTGRES, TSQL
-from windowing.store.odbc_sql import TABLES, statements
+from sensorflow.windowing.store.dialects import POSTGRES, TSQL
+from sensorflow.windowing.store.odbc_sql import TABLES, statements
 
 STATEMENTS = statements(TSQL).all()
 COLUMNS = {c.name for t in TABLES for c in t.columns} | {"Code"}
