@@ -46,7 +46,6 @@ __all__ = [
     "RESULT_FILE_ENV",
     "AzureBatchExecutor",
     "BatchConfig",
-    "executor_from_settings",
     "expired_jobs",
     "job_id_for",
 ]
@@ -90,31 +89,6 @@ class BatchConfig:
     def output_base(self) -> str:
         """The container URL without its SAS token: safe to log and record."""
         return self.output_container_url.split("?", 1)[0]
-
-
-def executor_from_settings(settings: Any, environ: Mapping[str, str], **client_options: Any) -> AzureBatchExecutor:
-    """An ``AzureBatchExecutor`` from validated ``SidecarSettings`` (``client_options`` go to the BatchClient)."""
-
-    def secret(value: Any) -> str | None:
-        return None if value is None else value.get_secret_value()
-
-    pool = PoolConfig(
-        settings.batch_pool_id, settings.batch_vm_size, settings.batch_container_image or "",
-        vm_image=settings.batch_vm_image, node_agent=settings.batch_node_agent,
-        min_nodes=settings.batch_min_nodes, max_nodes=settings.batch_max_nodes,
-        task_slots_per_node=settings.batch_task_slots_per_node, spot=settings.batch_spot_nodes,
-        formula=settings.batch_autoscale_formula, sample_minutes=settings.batch_autoscale_minutes,
-        registry_username=settings.batch_registry_username, registry_password=secret(settings.batch_registry_password),
-        identity_resource_id=settings.batch_identity_resource_id,
-    )
-    config = BatchConfig(
-        pool, secret(settings.batch_output_container_url) or "", max_task_retries=settings.batch_max_task_retries,
-        task_timeout_seconds=settings.batch_task_timeout_seconds, job_timeout_seconds=settings.batch_job_timeout_seconds,
-        retention_seconds=settings.batch_job_retention_hours * 3600, poll_seconds=settings.batch_poll_seconds,
-    )
-    client = open_batch_client(settings.batch_account_url or "", settings.batch_account_name,
-                               secret(settings.batch_account_key), **client_options)
-    return AzureBatchExecutor(config, client, environ)
 
 
 def job_id_for(run_id: str) -> str:

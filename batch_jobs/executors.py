@@ -6,8 +6,8 @@ An executor takes a run's ``TaskSpec``s, stores each spec in its model store
 ``TaskResult`` per spec, in spec order. A task that cannot run at all (its
 worker died, its spec could not be stored) comes back with every sensor
 failed and the reason, so a run always has an outcome for each sensor.
-``open_executor`` picks the local pool or Azure Batch (``sensorflow.batch_jobs.azure_batch``)
-from the sidecar's settings.
+``sensorflow.assembly.open_executor`` picks the local pool or Azure Batch
+(``sensorflow.batch_jobs.azure_batch``) from the sidecar's settings.
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from sensorflow.batch_jobs.model_store import open_model_store
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec, run_task_at
 
-if TYPE_CHECKING:
-    from sensorflow.settings import SidecarSettings
-
-__all__ = ["Executor", "LocalPoolExecutor", "open_executor", "report", "store_specs"]
+__all__ = ["Executor", "LocalPoolExecutor", "report", "store_specs"]
 
 Callback = Callable[[TaskResult], None]
 
@@ -154,12 +151,3 @@ class LocalPoolExecutor(Executor):
                 initargs=(self._environ, max(1, (os.cpu_count() or 1) // self.workers)),
             )
         return self._pool
-
-
-def open_executor(settings: SidecarSettings, environ: Mapping[str, str], **batch_client_options: Any) -> Executor:
-    """The executor the settings name: the local pool, or Azure Batch (``batch_client_options`` go to its client)."""
-    if settings.executor == "azure-batch":
-        from sensorflow.batch_jobs.azure_batch import executor_from_settings
-
-        return executor_from_settings(settings, environ, **batch_client_options)
-    return LocalPoolExecutor(settings.task_processes, environ)

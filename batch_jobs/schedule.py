@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
-from sensorflow.windowing.store.base import RunRecord
+from sensorflow.records.runs import RunRecord
 
 __all__ = [
     "SUCCESSFUL",

@@ -42,7 +42,8 @@ from sensorflow.batch_jobs.schedule import (
     written_since,
 )
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
-from sensorflow.windowing.store import RunRecord, Store
+from sensorflow.records.runs import RunRecord
+from sensorflow.store import Store
 
 __all__ = ["Phase", "Sidecar", "SidecarConfig", "SidecarReport", "serve"]
 

@@ -120,7 +120,7 @@ def _import_lazily_imported() -> None:
 
 def ours(directory: Path, db: Path, workers: int = 1) -> dict[str, float]:
     from sensorflow.settings import RunSettings, load_settings
-    from sensorflow.windowing.runner import run_replay
+    from sensorflow.assembly import run_replay
 
     _import_lazily_imported()
 
@@ -141,8 +141,8 @@ def store_only(db: Path, sensors: int, windows: int, batch_windows: int = 4) -> 
     """The store writer's SQLite work alone, one process, nothing else running: the window rows
     of the recording (same ids), in batches of ``batch_windows`` window ends, committed every
     ``COMMIT_ROWS`` rows through the writer's own window transaction."""
-    from sensorflow.windowing.store import open_store
-    from sensorflow.windowing.tumbling import WINDOW_SCHEMA
+    from sensorflow.store import open_store
+    from sensorflow.records.windows import WINDOW_SCHEMA
     from sensorflow.windowing.writer import COMMIT_ROWS
 
     rng = np.random.default_rng(7)
@@ -183,8 +183,8 @@ def naive(directory: Path, db: Path) -> dict[str, float]:
 
     from sensorflow.windowing.sink import WindowSink
     from sensorflow.windowing.stats import RunStats
-    from sensorflow.windowing.store import open_store
-    from sensorflow.windowing.tumbling import WINDOW_SCHEMA, WindowBatch
+    from sensorflow.store import open_store
+    from sensorflow.records.windows import WINDOW_SCHEMA, WindowBatch
 
     with open_store(f"sqlite:///{db}") as store:
         store.create_schema()
@@ -241,7 +241,7 @@ def peak_rss_mb(directory: Path, db: Path) -> tuple[float, float]:
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from sensorflow.settings import RunSettings, load_settings\n"
-        "from sensorflow.windowing.runner import run_replay\n"
+        "from sensorflow.assembly import run_replay\n"
         "from sensorflow.windowing.writer import own_peak_rss_kb\n"
         "report = run_replay(load_settings(RunSettings, {'source': %r, 'store': 'sqlite:///%s', 'progress_seconds': 0}))\n"
         "print(own_peak_rss_kb(), report.stats.writer_peak_rss_kb)\n"

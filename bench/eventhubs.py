@@ -139,7 +139,7 @@ def _raw(connection_string: str, partitions: int, total: int) -> float:
 def _ours(connection_string: str, readings: int, windows: int) -> tuple[float, int]:
     """Seconds for our dataflow until every reading is decoded and every window committed; windows committed."""
     from sensorflow.settings import RunSettings, load_settings
-    from sensorflow.windowing.live import run_live
+    from sensorflow.assembly import run_live
     from sensorflow.windowing.stats import RunStats
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,8 +171,9 @@ def _stages(messages: int, per_message: int, sensors: int) -> dict[str, float]:
     from sensorflow.ingest.eventhubs.received import Received
     from sensorflow.ingest.eventhubs.source import to_message_batch
     from sensorflow.windowing.operators import LatenessLogic, WindowLogic
-    from sensorflow.windowing.store import open_store
-    from sensorflow.windowing.tumbling import WindowAggregator, WindowBatch
+    from sensorflow.store import open_store
+    from sensorflow.windowing.tumbling import WindowAggregator
+    from sensorflow.records.windows import WindowBatch
 
     bodies = _bodies(0, 1, messages, per_message, sensors)
     batches = []

@@ -50,8 +50,8 @@ from sensorflow.batch_jobs.detectors import (
 from sensorflow.batch_jobs.executors import LocalPoolExecutor
 from sensorflow.batch_jobs.schedule import Policy, Work, chunk_tasks
 from sensorflow.batch_jobs.tasks import TaskResult, _predictions_table
-from sensorflow.windowing.store import open_store
-from sensorflow.windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.store import open_store
+from sensorflow.records.windows import WINDOW_SCHEMA
 
 NS = 1_000_000_000
 W = 5 * NS
@@ -169,7 +169,7 @@ def sqlite_floor(db: Path, sensors: list[tuple[str, str]]) -> dict:
     store's ON CONFLICT rule, from rows already staged in a temporary table). On a copy."""
     import sqlite3
 
-    from sensorflow.windowing.store.sqlite import _READ_WINDOWS, _sensor_json, _ts_text
+    from sensorflow.store.sqlite import _READ_WINDOWS, _sensor_json, _ts_text
 
     copy = db.with_name("floor.db")
     shutil.copy(db, copy)

@@ -38,7 +38,8 @@ from sensorflow.simulator import (
 from sensorflow.simulator.anomalies import AnomalyPlan
 from sensorflow.simulator.config import NS_PER_S, parse_start
 from sensorflow.simulator.readings import RunModel, generate_readings
-from sensorflow.windowing.store.base import PREDICTION_SCHEMA, WINDOW_READ_SCHEMA
+from sensorflow.records.predictions import PREDICTION_SCHEMA
+from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.windowing.tumbling import window_ends
 
 WINDOW_NS = 5 * NS_PER_S

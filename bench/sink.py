@@ -30,8 +30,8 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sensorflow.windowing.store.odbc import OdbcStore
-from sensorflow.windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.store.odbc import OdbcStore
+from sensorflow.records.windows import WINDOW_SCHEMA
 
 BATCH_ROWS = 65_536  # what the dataflow hands the store writer per transaction (FlowConfig.write_rows)
 START_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z
@@ -78,7 +78,7 @@ def bulk(store: OdbcStore, table: pa.Table) -> float:
 def naive(odbc: str, table: pa.Table, autocommit: bool = False) -> float:
     import pyodbc
 
-    from sensorflow.windowing.store.odbc_rows import from_ns
+    from sensorflow.store.odbc_rows import from_ns
 
     columns = [table[name].to_pylist() for name in ("device", "tag", "value", "count", "min", "max")]
     stamps = [from_ns(ns) for ns in table["window_end"].to_pylist()]

@@ -149,19 +149,19 @@ def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _sidecar(args: argparse.Namespace) -> int:
-    from sensorflow.batch_jobs.cli import sidecar_command
+    from sensorflow.batch_commands import sidecar_command
 
     return sidecar_command(load_settings(SidecarSettings, _flags(args, SidecarSettings), args.config), args.once)
 
 
 def _task_run(args: argparse.Namespace) -> int:
-    from sensorflow.batch_jobs.cli import task_run_command
+    from sensorflow.batch_commands import task_run_command
 
     return task_run_command(args.spec_url)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from sensorflow.batch_jobs.demo import demo_command
+    from sensorflow.demo import demo_command
 
     return demo_command(load_settings(DemoSettings, _flags(args, DemoSettings), args.config))
 
@@ -173,10 +173,10 @@ def _flags(args: argparse.Namespace, cls: type[BaseSettings]) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from bytewax.errors import BytewaxRuntimeError
 
-    from sensorflow.ingest.eventhubs.checkpoints import CheckpointMismatch
+    from sensorflow.windowing.resume.checkpoints import CheckpointMismatch
     from sensorflow.ingest.eventhubs.config import MissingDependency
     from sensorflow.ingest.replay.source import RecordingError
-    from sensorflow.windowing.store import StoreError
+    from sensorflow.store import StoreError
 
     settings = load_settings(RunSettings, _flags(args, RunSettings), args.config)
     if settings.log_format == "json":  # the flag, SENSORFLOW_LOG_FORMAT or the config file
@@ -185,7 +185,8 @@ def _run(args: argparse.Namespace) -> int:
         configure_logging(args.log_level, "json")
     try:
         if settings.live:
-            from sensorflow.windowing.live import LiveSourceError, run_live
+            from sensorflow.assembly import run_live
+            from sensorflow.windowing.live import LiveSourceError
 
             try:
                 report = run_live(settings)
@@ -193,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"sensorflow run: {e}", file=sys.stderr)
                 return 1
         else:
-            from sensorflow.windowing.runner import run_replay
+            from sensorflow.assembly import run_replay
 
             report = run_replay(settings)
     except (StoreError, RecordingError) as e:

@@ -45,7 +45,7 @@ def run_settings(source: Path, db: Path, **extra) -> RunSettings:
 
 
 def run_flow(source: Path, db: Path, **extra):
-    from sensorflow.windowing.runner import run_replay
+    from sensorflow.assembly import run_replay
 
     return run_replay(run_settings(source, db, **extra))
 

@@ -57,7 +57,7 @@ def test_config_file(tmp_path: Path):
 
 def test_a_store_failure_mid_run_is_one_clear_line(tmp_path: Path, monkeypatch, capsys):
     from sensorflow.cli import main
-    from sensorflow.windowing.store.sqlite import SqliteStore
+    from sensorflow.store.sqlite import SqliteStore
 
     def disk_full(self, table):
         raise OSError("disk full (simulated)")

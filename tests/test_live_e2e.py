@@ -180,7 +180,7 @@ def test_a_sensor_seen_on_two_partitions_is_windowed_once(eventhubs_broker, azur
         "store": f"sqlite:///{db}", "checkpoint_connection_string": azurite.connection_string,
         "checkpoint_container": "e2e-two", "stop_after_idle_seconds": 2, "progress_seconds": 0,
     })
-    from sensorflow.windowing.live import run_live
+    from sensorflow.assembly import run_live
 
     run_live(settings)
     got = windows_frame(db)
@@ -190,7 +190,7 @@ def test_a_sensor_seen_on_two_partitions_is_windowed_once(eventhubs_broker, azur
 
 
 def test_an_idle_partition_does_not_stall_windows_beyond_the_idle_timeout(eventhubs_broker, azurite, tmp_path):
-    from sensorflow.windowing.live import run_live
+    from sensorflow.assembly import run_live
 
     db = tmp_path / "idle.db"
     settings = load_settings(RunSettings, {

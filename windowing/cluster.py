@@ -3,7 +3,7 @@ or one member of a cluster addressed by Bytewax's environment variables (one pro
 
 Python threads share one interpreter lock, so more worker threads do not use
 more cores for our Python steps; processes do. Every process builds the same
-dataflow from the same settings (sent to children on stdin, never on the
+dataflow from the same job (sent to children on stdin, never on the
 command line, so a store URL with a password does not show in ``ps``).
 
 On Kubernetes each pod of a StatefulSet is one process; :func:`member_from_env` reads
@@ -22,21 +22,23 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 
-from sensorflow.settings import RunSettings, SettingsError
+from sensorflow.windowing.execution import Execution, execute
 
-__all__ = ["ClusterEnvError", "ClusterMember", "child_main", "member_from_env", "run_local_cluster"]
+__all__ = ["CHILD_MODULE", "ClusterEnvError", "ClusterMember", "member_from_env", "run_local_cluster"]
+
+CHILD_MODULE = "sensorflow.windowing.cluster_child"
+"""What a local cluster's other processes run: ``python -m CHILD_MODULE``, the job on stdin."""
 
 log = logging.getLogger(__name__)
 
 
-class ClusterEnvError(SettingsError):
+class ClusterEnvError(ValueError):
     """Bytewax cluster variables that cannot be used; the message is one line for humans."""
 
 
@@ -49,24 +51,24 @@ class ClusterMember:
     workers: int | None = None
     """``BYTEWAX_WORKERS_PER_PROCESS`` when given."""
 
-    def settings_for(self, settings: RunSettings) -> RunSettings:
-        """``settings`` with the cluster's process and worker counts.
+    def sizes(self, processes: int, workers: int) -> tuple[int, int]:
+        """``(processes, workers)`` as this cluster has them.
 
         ``processes`` and ``workers`` at 1 (their default) take the cluster's values;
         any other value must agree with them.
         """
-        update = {}
+        sized = {"processes": processes, "workers": workers}
         for name, value, origin in (
             ("processes", len(self.addresses), "Bytewax cluster address(es)"),
             ("workers", self.workers, "BYTEWAX_WORKERS_PER_PROCESS"),
         ):
-            current = getattr(settings, name)
+            current = sized[name]
             if value is None or current == value:
                 continue
             if current != 1:
                 raise ClusterEnvError(f"{name}={current} disagrees with {value} from {origin}")
-            update[name] = value
-        return settings.model_copy(update=update)
+            sized[name] = value
+        return sized["processes"], sized["workers"]
 
 
 def member_from_env(env: Mapping[str, str] = os.environ) -> ClusterMember | None:
@@ -126,25 +128,25 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def run_local_cluster(settings: RunSettings, flow: Dataflow) -> list[dict[str, int]]:
-    """Run ``flow`` as process 0 of ``settings.processes``; returns the children's counters."""
-    from sensorflow.windowing.runner import execute
+def run_local_cluster(flow: Dataflow, execution: Execution, job: dict) -> list[dict[str, int]]:
+    """Run ``flow`` as process 0 of ``execution.processes``; returns the children's counters.
 
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(settings.processes)]
+    Each child builds its flow from ``job`` (JSON-ready) in :data:`CHILD_MODULE`.
+    """
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(execution.processes)]
     children = []
-    for process_id in range(1, settings.processes):
+    for process_id in range(1, execution.processes):
         child = subprocess.Popen(
-            [sys.executable, "-m", "sensorflow.windowing.cluster"],
+            [sys.executable, "-m", CHILD_MODULE],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        job = {"settings": settings.model_dump(mode="json"), "process_id": process_id, "addresses": addresses}
-        child.stdin.write(json.dumps(job))
+        child.stdin.write(json.dumps({"job": job, "process_id": process_id, "addresses": addresses}))
         child.stdin.close()
         children.append(child)
     try:
-        execute(flow, settings, 0, addresses)
+        execute(flow, execution, 0, addresses)
     finally:
         outputs = [child.stdout.read() for child in children]
         for child in children:
@@ -154,27 +156,3 @@ def run_local_cluster(settings: RunSettings, flow: Dataflow) -> list[dict[str, i
         raise RuntimeError(f"cluster process(es) {failed} failed; see their errors above")
     return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
 
-
-def _exit_with_parent(parent: int) -> None:
-    # A child whose parent was killed must not linger holding the recovery store.
-    while True:
-        if os.getppid() != parent:
-            os._exit(3)
-        threading.Event().wait(0.5)
-
-
-def child_main() -> int:
-    from sensorflow.windowing.runner import execute, prepare_flow
-
-    job = json.loads(sys.stdin.read())
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    settings = RunSettings.model_validate(job["settings"])
-    flow, _, stats = prepare_flow(settings)
-    execute(flow, settings, job["process_id"], job["addresses"])
-    print(json.dumps(stats.as_dict()), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    raise SystemExit(child_main())

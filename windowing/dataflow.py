@@ -10,15 +10,17 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 
-from sensorflow.ingest.batches import DeadLetterBatch, MessageBatch, ReadingBatch
+from sensorflow.records.dead_letters import DeadLetterBatch
+from sensorflow.records.readings import MessageBatch, ReadingBatch
 from sensorflow.ingest.decode import DecodeConfig, Decoded, decode_batch
 from sensorflow.windowing.operators import LatenessLogic, WindowLogic, WriteBatchLogic
-from sensorflow.windowing.resume import ResumeBoard
+from sensorflow.windowing.resume.board import ResumeBoard
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
-from sensorflow.windowing.tumbling import WindowAggregator, WindowBatch
+from sensorflow.windowing.tumbling import WindowAggregator
+from sensorflow.records.windows import WindowBatch
 
-__all__ = ["FlowConfig", "build_flow"]
+__all__ = ["FlowConfig", "FlowOptions", "build_flow"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,31 @@ class FlowConfig:
             raise ValueError("shards, write_rows and write_windows must be >= 1")
         if not 1 <= self.write_min_rows <= self.write_rows:
             raise ValueError("write_min_rows must be between 1 and write_rows")
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    """What the settings fix of a :class:`FlowConfig` before the input's partitions are known.
+
+    ``shards`` None means one window shard per worker of the whole cluster.
+    """
+
+    window_ns: int = 5_000_000_000
+    lateness_ns: int = 5_000_000_000
+    shards: int | None = None
+    idle_timeout_ns: int | None = None
+    decode: DecodeConfig = DecodeConfig()
+
+    def config(self, partitions: tuple[str, ...], workers: int) -> FlowConfig:
+        """The flow's configuration for these input partitions and ``workers`` in the whole cluster."""
+        return FlowConfig(
+            partitions=tuple(partitions),
+            window_ns=self.window_ns,
+            lateness_ns=self.lateness_ns,
+            shards=self.shards or workers,
+            idle_timeout_ns=self.idle_timeout_ns,
+            decode=self.decode,
+        )
 
 
 def build_flow(

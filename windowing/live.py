@@ -2,7 +2,7 @@
 
 Start position of each partition, in order of precedence: Bytewax's recovery state (when
 ``recovery_dir`` holds a committed epoch); else the consumer group's Blob checkpoints (our
-resume blobs beside the Event Hubs checkpoints, see ``sensorflow.ingest.eventhubs.checkpoints``); else
+resume blobs beside the Event Hubs checkpoints, see ``sensorflow.windowing.resume.checkpoints``); else
 ``starting_position``. The run ends on SIGTERM/SIGINT, ``max_runtime_seconds`` or
 ``stop_after_idle_seconds``: the source stops, the flow finishes what it read, takes its last
 snapshot, and the final checkpoint is written before this returns.
@@ -21,43 +21,54 @@ import sqlite3
 import sys
 import threading
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 from bytewax.recovery import init_db_dir
 
-from sensorflow.ingest.decode import DecodeConfig
-from sensorflow.ingest.eventhubs.checkpoints import (
-    BlobCheckpoints,
-    Checkpointer,
-    CheckpointLocation,
-    StreamIdentity,
-)
-from sensorflow.ingest.eventhubs.config import (
-    EventHubsConnection,
-    ReceiveOptions,
-    parse_starting_position,
-)
+from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.host import ReceiverError, ReceiverHost
 from sensorflow.ingest.eventhubs.source import EventHubsSource
-from sensorflow.ingest.timeparse import NS_PER_S
-from sensorflow.settings import RunSettings
-from sensorflow.windowing.dataflow import FlowConfig, build_flow
-from sensorflow.windowing.resume import ResumeBoard
-from sensorflow.windowing.runner import RunReport, _Progress, execute
+from sensorflow.store import open_store
+from sensorflow.windowing.cluster import ClusterMember
+from sensorflow.windowing.dataflow import FlowOptions, build_flow
+from sensorflow.windowing.execution import Execution, Output, RunReport, execute
+from sensorflow.windowing.progress import Progress
+from sensorflow.windowing.resume.board import ResumeBoard
+from sensorflow.windowing.resume.checkpoints import BlobCheckpoints, Checkpointer, CheckpointLocation, StreamIdentity
 from sensorflow.windowing.service import MetricsServer, RunCollector, StopSignal
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
-from sensorflow.windowing.store import open_store
 
-__all__ = ["LiveSourceError", "has_bytewax_state", "run_live"]
+__all__ = ["LiveJob", "LiveSourceError", "has_bytewax_state", "run_live"]
 
 log = logging.getLogger(__name__)
 
 
 class LiveSourceError(RuntimeError):
     """The Event Hub cannot be used (unreachable, unknown, refused); the message is one line."""
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    """Everything a live run needs; built from the settings by the assembly layer.
+
+    ``checkpoints`` None: no Blob checkpoints (a restart then needs the Bytewax recovery state).
+    The run stops after ``max_runtime_seconds``, or ``stop_after_idle_seconds`` without events
+    (None: never), or on SIGTERM/SIGINT.
+    """
+
+    connection: EventHubsConnection
+    output: Output
+    receive: ReceiveOptions = field(default_factory=ReceiveOptions)
+    checkpoints: CheckpointLocation | None = None
+    flow: FlowOptions = field(default_factory=FlowOptions)
+    execution: Execution = field(default_factory=Execution)
+    metrics_port: int | None = None
+    max_runtime_seconds: float | None = None
+    stop_after_idle_seconds: float | None = None
 
 
 def has_bytewax_state(directory: Path | None, workers: int, init: bool = True) -> bool:
@@ -81,24 +92,6 @@ def has_bytewax_state(directory: Path | None, workers: int, init: bool = True) -
     return False
 
 
-def _connection(settings: RunSettings) -> EventHubsConnection:
-    return EventHubsConnection(
-        eventhub_name=settings.eventhub_name,
-        connection_string=settings.eventhub_connection_string,
-        fully_qualified_namespace=settings.eventhub_namespace,
-    )
-
-
-def _options(settings: RunSettings) -> ReceiveOptions:
-    return ReceiveOptions(
-        consumer_group=settings.consumer_group,
-        starting_position=parse_starting_position(settings.starting_position),
-        batch_size=settings.receive_batch_size,
-        max_wait_seconds=settings.receive_wait_seconds,
-        prefetch=max(2 * settings.receive_batch_size, 300),
-        owner_level=settings.owner_level,
-    )
-
 
 def _partition_ids(host: ReceiverHost, connection: EventHubsConnection) -> list[str]:
     try:
@@ -107,92 +100,75 @@ def _partition_ids(host: ReceiverHost, connection: EventHubsConnection) -> list[
         raise LiveSourceError(f"cannot read the partitions of event hub {connection.hub!r} on {connection.namespace}: {e}") from e
 
 
-def _checkpoints(settings: RunSettings, connection: EventHubsConnection) -> BlobCheckpoints | None:
-    if settings.checkpoint_container is None:
+def _checkpoints(job: LiveJob) -> BlobCheckpoints | None:
+    if job.checkpoints is None:
         return None
-    location = CheckpointLocation(
-        settings.checkpoint_container, settings.checkpoint_connection_string, settings.checkpoint_account_url
-    )
+    connection = job.connection
     identity = StreamIdentity(
-        connection.namespace, connection.hub, settings.consumer_group, settings.window_ns, settings.lateness_ns
+        connection.namespace, connection.hub, job.receive.consumer_group, job.flow.window_ns, job.flow.lateness_ns
     )
-    return BlobCheckpoints(location, identity)
+    return BlobCheckpoints(job.checkpoints, identity)
 
 
 def run_live(
-    settings: RunSettings,
+    job: LiveJob,
+    member: ClusterMember | None = None,
     progress: TextIO = sys.stderr,
     stats: RunStats | None = None,
     stop_event: threading.Event | None = None,
 ) -> RunReport:
-    """Consume the Event Hub in ``settings`` into ``settings.store`` until told to stop.
+    """Consume the Event Hub of ``job`` into ``job.output.store`` until told to stop.
 
     ``stats`` lets a caller watch the run's counters; setting ``stop_event`` stops it like SIGTERM.
-    With Bytewax's cluster variables set, this process is one member of a multi-process cluster
-    (see the module docstring); the Blob checkpoints are then every member's way to the same
-    start, so every member loads them (a key's Bytewax state still wins over them).
+    With a ``member`` (Bytewax's cluster variables), this process is one member of a multi-process
+    cluster (see the module docstring); the Blob checkpoints are then every member's way to the
+    same start, so every member loads them (a key's Bytewax state still wins over them).
     """
-    from sensorflow.windowing.cluster import member_from_env
-
-    member = member_from_env()
-    if member is not None:
-        settings = member.settings_for(settings)
-    cluster = member is not None and settings.processes > 1
-    connection, options = _connection(settings), _options(settings)
+    execution = job.execution
+    cluster = member is not None and execution.processes > 1
+    connection, options = job.connection, job.receive
     with ExitStack() as stack:
         # The receiver process starts first: its start-up overlaps ours.
         host = stack.enter_context(ReceiverHost(connection, options))
         if member is None or member.process_id == 0:  # the others write only once process 0 has joined
-            with open_store(settings.store) as store:
+            with open_store(job.output.store) as store:
                 store.create_schema()
         partitions = _partition_ids(host, connection)
-        shards = settings.shards or settings.workers * settings.processes
-        resumed = has_bytewax_state(settings.recovery_dir, settings.workers, init=member is None)
-        checkpoints = _checkpoints(settings, connection)
+        config = job.flow.config(tuple(partitions), execution.total_workers)
+        resumed = has_bytewax_state(execution.recovery_dir, execution.workers, init=member is None)
+        checkpoints = _checkpoints(job)
         board = None
         if checkpoints is not None:
             stack.callback(checkpoints.close)
             start = checkpoints.load() if cluster or not resumed else None
-            board = ResumeBoard(shards, start)
+            board = ResumeBoard(config.shards, start)
         starts = {p: point.position for p, point in board.start.partitions.items()} if board and board.start else {}
         if resumed:
-            log.info("resuming from the Bytewax recovery state in %s", settings.recovery_dir)
+            log.info("resuming from the Bytewax recovery state in %s", execution.recovery_dir)
         if starts and (cluster or not resumed):
             log.info("starting from Blob checkpoints: %s", {p: starts[p] for p in sorted(starts)})
         stats = stats if stats is not None else RunStats()
-        stop = StopSignal(settings.max_runtime_seconds, settings.stop_after_idle_seconds, stop_event)
+        stop = StopSignal(job.max_runtime_seconds, job.stop_after_idle_seconds, stop_event)
         source = EventHubsSource(connection, options, partitions, starts, board is not None, stop.event, host, cluster)
         stop.attach_activity(lambda: sum(s.received_events for s in list(source.status.values())), source.connected)
-        config = FlowConfig(
-            partitions=tuple(partitions),
-            window_ns=settings.window_ns,
-            lateness_ns=settings.lateness_ns,
-            shards=shards,
-            idle_timeout_ns=settings.idle_timeout_ns,
-            decode=DecodeConfig(
-                time_source=settings.time_source,
-                min_event_ns=int(settings.min_event_time.timestamp()) * NS_PER_S,
-                max_clock_skew_ns=round(settings.max_clock_skew_seconds * NS_PER_S),
-            ),
-        )
-        window_sink = WindowSink(settings.store, stats, settings.writer, board.windows if board else None)
-        dead_letter_sink = DeadLetterSink(partial(open_store, settings.store), stats)
+        window_sink = WindowSink(job.output.store, stats, job.output.writer, board.windows if board else None)
+        dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store), stats)
         flow = build_flow(source, config, window_sink, dead_letter_sink, stats, board)
         checkpointer = None
         if checkpoints is not None:
-            interval = min(1.0, settings.snapshot_interval_seconds)
+            interval = min(1.0, execution.snapshot_interval_seconds)
             checkpointer = Checkpointer(checkpoints, board, interval, shards_shared=cluster)
             stack.enter_context(_running(checkpointer))
-        if settings.metrics_port is not None:
-            health = _Health(source, settings.store, checkpointer)
+        if job.metrics_port is not None:
+            health = _Health(source, job.output.store, checkpointer)
             collector = RunCollector(stats, source.status, partial(_board_figures, board, checkpointer))
-            server = stack.enter_context(MetricsServer(collector, health.ready, settings.metrics_port))
+            server = stack.enter_context(MetricsServer(collector, health.ready, job.metrics_port))
             print(f"sensorflow: metrics on http://127.0.0.1:{server.port}/metrics", file=progress, flush=True)
-        with stop, _Progress(stats, settings.progress_seconds, progress):
+        with stop, Progress(stats, execution.progress_seconds, progress):
             if member is not None:
-                execute(flow, settings, member.process_id, list(member.addresses))
+                execute(flow, execution, member.process_id, list(member.addresses))
             else:
-                execute(flow, settings)
+                execute(flow, execution)
         if checkpointer is not None:  # the flow ended: everything read is processed and committed
             checkpointer.stop()
             if not cluster:  # in a cluster, the other processes may still be finishing: the sources sent their last durable positions
@@ -201,7 +177,7 @@ def run_live(
                         board.source_durable(partition, position)
             checkpointer.flush()
         log.info("stopped (%s)", stop.reason or "input ended")
-    with open_store(settings.store) as store:
+    with open_store(job.output.store) as store:
         summary = store.summary()
     return RunReport(len(partitions), stats, summary)
 

@@ -10,10 +10,12 @@ import numpy as np
 import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
-from sensorflow.ingest.batches import DeadLetterBatch, ReadingBatch
-from sensorflow.windowing.resume import PartitionTracker, ResumeBoard
+from sensorflow.records.dead_letters import DeadLetterBatch
+from sensorflow.records.readings import ReadingBatch
+from sensorflow.windowing.resume.board import PartitionTracker, ResumeBoard
 from sensorflow.windowing.shards import ShardMessage, split_by_shard
-from sensorflow.windowing.tumbling import END_OF_TIME, PartitionClock, WindowAggregator, WindowBatch
+from sensorflow.records.windows import END_OF_TIME, WindowBatch
+from sensorflow.windowing.tumbling import PartitionClock, WindowAggregator
 
 __all__ = ["LatenessLogic", "WindowLogic", "WriteBatchLogic", "Routed"]
 
@@ -24,7 +26,7 @@ Routed = tuple[str, ShardMessage]
 class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch", "int | tuple"]):
     """Applies one partition's lateness rule and fans its readings out to the shards.
 
-    With a :class:`~sensorflow.windowing.resume.ResumeBoard` (live runs with checkpoints) it also keeps the
+    With a :class:`~sensorflow.windowing.resume.board.ResumeBoard` (live runs with checkpoints) it also keeps the
     partition's resume log, hands what the source carried in the batches to the board, and, after
     a restart from checkpoints, drops readings already stored. A batch that only carries source
     progress goes no further: it is no sign of life of the partition for the window shards.

@@ -19,11 +19,11 @@ from typing import Callable
 import pyarrow as pa
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
-from sensorflow.ingest.batches import DeadLetterBatch
-from sensorflow.windowing.resume import CommittedWindows
+from sensorflow.records.dead_letters import DeadLetterBatch
+from sensorflow.windowing.resume.board import CommittedWindows
 from sensorflow.windowing.stats import RunStats
-from sensorflow.windowing.store import Store
-from sensorflow.windowing.tumbling import WindowBatch
+from sensorflow.store import Store
+from sensorflow.records.windows import WindowBatch
 from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError
 
 log = logging.getLogger(__name__)

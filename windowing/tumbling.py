@@ -20,33 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorflow.records.windows import BEFORE_TIME, END_OF_TIME, WINDOW_SCHEMA, WindowBatch
+
 __all__ = [
-    "BEFORE_TIME",
-    "END_OF_TIME",
-    "WINDOW_SCHEMA",
-    "WindowBatch",
     "window_ends",
     "PartitionClock",
     "aggregate",
     "WindowAggregator",
 ]
-
-BEFORE_TIME = int(np.iinfo(np.int64).min)
-"""Watermark of a partition that has read nothing yet."""
-END_OF_TIME = int(np.iinfo(np.int64).max)
-"""Watermark of a partition at end of input."""
-
-WINDOW_SCHEMA = pa.schema(
-    [
-        ("window_end", pa.int64()),
-        ("device", pa.string()),
-        ("tag", pa.string()),
-        ("value", pa.float64()),  # mean
-        ("count", pa.int64()),
-        ("min", pa.float64()),
-        ("max", pa.float64()),
-    ]
-)
 
 _PARTIAL_SCHEMA = pa.schema(
     [
@@ -60,16 +41,6 @@ _PARTIAL_SCHEMA = pa.schema(
     ]
 )
 _KEYS = ["device", "tag", "window_end"]
-
-
-@dataclass(frozen=True, eq=False)
-class WindowBatch:
-    """Closed windows, one row per (device, tag, window), schema ``WINDOW_SCHEMA``."""
-
-    table: pa.Table
-
-    def __len__(self) -> int:
-        return self.table.num_rows
 
 
 def window_ends(ts: np.ndarray, length_ns: int) -> np.ndarray:

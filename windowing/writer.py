@@ -93,7 +93,7 @@ class _WithoutPandas(importlib.abc.MetaPathFinder):
 
 def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     """The child: first frame is the store URL (never on the command line), then tables."""
-    from sensorflow.windowing.store import open_store
+    from sensorflow.store import open_store
 
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _WithoutPandas())
@@ -239,7 +239,7 @@ class InlineWriter:
     """The same interface, writing in the caller's thread: each batch is committed before ``submit`` returns."""
 
     def __init__(self, store_url: str):
-        from sensorflow.windowing.store import open_store
+        from sensorflow.store import open_store
 
         self._store = open_store(store_url)
         self.rows = 0

@@ -6,11 +6,12 @@ metadata and a ``latest`` pointer written last.
 """
 
 from sensorflow.batch_jobs.model_store.base import (
+    BLOB_SCHEME,
+    FILE_SCHEME,
     BlobAccess,
     ModelStore,
     ModelStoreError,
     ObjectNotFound,
-    open_model_store,
     split_object_url,
 )
 from sensorflow.batch_jobs.model_store.catalog import (
@@ -32,3 +33,19 @@ __all__ = [
     "open_model_store",
     "split_object_url",
 ]
+
+
+def open_model_store(url: str, access: BlobAccess | None = None) -> ModelStore:
+    """The store at ``url``: a path or ``file:///PATH`` (created if missing), or ``azblob://CONTAINER[/PREFIX]``.
+
+    ``access`` (Blob only) defaults to ``BlobAccess.from_env()``.
+    """
+    if url.startswith(BLOB_SCHEME):
+        from sensorflow.batch_jobs.model_store.azure_blob import BlobModelStore
+
+        return BlobModelStore(url, access if access is not None else BlobAccess.from_env())
+    if "://" in url and not url.startswith(FILE_SCHEME):
+        raise ModelStoreError(f"unsupported model store URL {url!r}: expected a directory, file:///PATH or azblob://CONTAINER")
+    from sensorflow.batch_jobs.model_store.local import LocalModelStore
+
+    return LocalModelStore(url)

@@ -31,7 +31,6 @@ __all__ = [
     "ObjectNotFound",
     "check_name",
     "id_component",
-    "open_model_store",
     "split_object_url",
 ]
 
@@ -139,22 +138,6 @@ def id_component(identifier: str) -> str:
 def component_id(component: str) -> str:
     """The id of a readable component (hashed ones cannot be reversed: metadata keeps the real ids)."""
     return unquote(component)
-
-
-def open_model_store(url: str, access: BlobAccess | None = None) -> ModelStore:
-    """The store at ``url``: a path or ``file:///PATH`` (created if missing), or ``azblob://CONTAINER[/PREFIX]``.
-
-    ``access`` (Blob only) defaults to ``BlobAccess.from_env()``.
-    """
-    if url.startswith(BLOB_SCHEME):
-        from sensorflow.batch_jobs.model_store.azure_blob import BlobModelStore
-
-        return BlobModelStore(url, access if access is not None else BlobAccess.from_env())
-    if "://" in url and not url.startswith(FILE_SCHEME):
-        raise ModelStoreError(f"unsupported model store URL {url!r}: expected a directory, file:///PATH or azblob://CONTAINER")
-    from sensorflow.batch_jobs.model_store.local import LocalModelStore
-
-    return LocalModelStore(url)
 
 
 def split_object_url(url: str) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 Per event only the AMQP message's data sections (joined when there are several) and its
 annotations (sequence number, enqueued time, offset) are read; an event whose body is an AMQP
-value or sequence instead of data sections is kept as a :class:`~sensorflow.ingest.batches.Reject`.
+value or sequence instead of data sections is kept as a :class:`~sensorflow.records.readings.Reject`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from sensorflow.ingest.batches import Reject
-from sensorflow.ingest.timeparse import MISSING
+from sensorflow.records.readings import Reject
+from sensorflow.records.timeparse import MISSING
 
 __all__ = ["NOT_DATA", "Received", "received_from_events"]
 

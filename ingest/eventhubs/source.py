@@ -1,6 +1,6 @@
 """A live Event Hub as a Bytewax partitioned source: one Bytewax partition per Event Hubs partition.
 
-Each received SDK batch becomes ONE :class:`~sensorflow.ingest.batches.MessageBatch` (positions are
+Each received SDK batch becomes ONE :class:`~sensorflow.records.readings.MessageBatch` (positions are
 sequence numbers, enqueued times in ns). The SDK receives in a separate process
 (:class:`~sensorflow.ingest.eventhubs.host.ReceiverHost`); ``next_batch`` never blocks: it takes what
 that process has sent for the partition. A partition's snapshot is the sequence number after
@@ -12,7 +12,7 @@ takes the source snapshot at the end of each epoch. So the first ``next_batch`` 
 snapshot proves that everything before the snapshot's position is fully processed (the
 checkpointer's "durable" position). With ``progress`` on, the source carries that position,
 and the offsets of the events it emits, IN the partition's batches
-(:class:`~sensorflow.ingest.batches.SourceProgress`) to the lateness step, whichever worker or process
+(:class:`~sensorflow.records.readings.SourceProgress`) to the lateness step, whichever worker or process
 holds it; a partition with nothing new received sends a batch of no messages carrying only
 a durable position that moved.
 """
@@ -26,12 +26,12 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from sensorflow.ingest.batches import MessageBatch, SourceProgress
+from sensorflow.records.readings import MessageBatch, SourceProgress
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.host import ReceiverHost
 from sensorflow.ingest.eventhubs.received import Received
 from sensorflow.ingest.eventhubs.receiver import PartitionStatus
-from sensorflow.ingest.timeparse import MISSING
+from sensorflow.records.timeparse import MISSING
 
 __all__ = ["EventHubsSource", "to_message_batch"]
 
@@ -56,7 +56,7 @@ class EventHubsSource(FixedPartitionedSource[MessageBatch, "int | None"]):
     ``starts`` maps a partition to the sequence number to start from when Bytewax has no state
     for it (from checkpoints); ``stop`` set ends every partition at its next call (graceful
     shutdown: nothing queued but not emitted counts as read). ``progress`` (live runs with
-    checkpoints) attaches :class:`~sensorflow.ingest.batches.SourceProgress` to the batches. ``cluster``
+    checkpoints) attaches :class:`~sensorflow.records.readings.SourceProgress` to the batches. ``cluster``
     (one process of several): ``status`` lists only the partitions this process reads, and a
     graceful stop first sends each partition's final position once it is proven durable (the
     process keeping its resume log may be another one), then ends the partition. ``host`` is the

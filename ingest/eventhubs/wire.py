@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from pydantic import SecretStr
 
-from sensorflow.ingest.batches import Reject
+from sensorflow.records.readings import Reject
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.received import Received
 

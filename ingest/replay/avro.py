@@ -8,8 +8,8 @@ from pathlib import Path
 import fastavro
 import numpy as np
 
-from sensorflow.ingest.batches import MessageBatch, Reject
-from sensorflow.ingest.timeparse import MISSING, parse_time
+from sensorflow.records.readings import MessageBatch, Reject
+from sensorflow.records.timeparse import MISSING, parse_time
 
 __all__ = ["AvroPosition", "AvroReader", "CAPTURE_SCHEMA"]
 

@@ -11,10 +11,10 @@ import numpy as np
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from sensorflow.ingest.batches import MessageBatch
+from sensorflow.records.readings import MessageBatch
 from sensorflow.ingest.replay.avro import AvroReader
 from sensorflow.ingest.replay.jsonl import JsonlReader
-from sensorflow.ingest.timeparse import MISSING, parse_time
+from sensorflow.records.timeparse import MISSING, parse_time
 
 __all__ = ["ReplaySource", "discover_partitions", "RecordingError"]
 

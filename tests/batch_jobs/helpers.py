@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from sensorflow.windowing.store import Store
-from sensorflow.windowing.tumbling import WINDOW_SCHEMA
+from sensorflow.store import Store
+from sensorflow.records.windows import WINDOW_SCHEMA
 
 S = 1_000_000_000
 W = 5 * S

@@ -22,7 +22,7 @@ from sensorflow.batch_jobs.detectors import (
 )
 from sensorflow.batch_jobs.detectors.robust_window import _NEVER, FEATURES
 from sensorflow.batch_jobs.detectors.seed_ocsvm import GAMMA, NU, SeedOcsvmModel
-from sensorflow.windowing.store.base import WINDOW_READ_SCHEMA
+from sensorflow.records.windows import WINDOW_READ_SCHEMA
 
 W = 5_000_000_000
 T0 = 1_800_000_000 * 10**9  # a multiple of W

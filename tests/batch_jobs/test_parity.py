@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from sensorflow.batch_jobs.detectors import SensorWindows, get_detector, load_model, save_model
-from sensorflow.windowing.store.base import WINDOW_READ_SCHEMA
+from sensorflow.records.windows import WINDOW_READ_SCHEMA
 
 WINDOW_NS = 5_000_000_000
 MS = 1_000_000

@@ -30,7 +30,8 @@ from sensorflow.batch_jobs.schedule import (
 from sensorflow.batch_jobs.sidecar import Sidecar, SidecarConfig, serve
 from tests.batch_jobs.helpers import T0, S, W, add_windows
 from tests.conftest import REPO
-from sensorflow.windowing.store import RunRecord, open_store
+from sensorflow.records.runs import RunRecord
+from sensorflow.store import open_store
 
 POLICY = Policy(safety_margin_ns=60 * S, score_lookback_ns=60 * S, train_span_ns=3600 * S,
                 retrain_every_ns=3600 * S, chunk_size=2)

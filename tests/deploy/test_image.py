@@ -102,7 +102,7 @@ def test_the_build_installs_the_hashed_lock_then_the_package_without_resolving_a
 def test_the_image_copies_every_package_the_project_ships():
     _, (build, runtime) = _stages()
     copied = {shlex.split(c)[0] for c in build.all("COPY")}
-    packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = set(PYPROJECT["tool"]["setuptools"]["package-dir"].values())  # the folders mapped into sensorflow
     assert packages <= copied, packages - copied
     assert {"pyproject.toml", "README.md"} <= {w for c in build.all("COPY") for w in shlex.split(c)[:-1]}
     ignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]

@@ -24,6 +24,7 @@ from tests.deploy.k8s import (
     load_docs,
     render,
 )
+from sensorflow.assembly import settings_for
 from sensorflow.windowing.cluster import member_from_env
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is in the test extra")
@@ -169,7 +170,7 @@ def test_bytewax_cluster_variables_match_the_statefulset(rendered, tmp_path: Pat
         assert member.addresses == tuple(
             f"{name}-{i}.{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{cluster_port}" for i in range(replicas)
         )
-        settings = member.settings_for(RunSettings(source="unused"))
+        settings = settings_for(member, RunSettings(source="unused"))
         assert (settings.processes, settings.workers) == (replicas, int(dataflow["BYTEWAX_WORKERS_PER_PROCESS"]))
 
 

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sensorflow.ingest.decode as decode_module
-from sensorflow.ingest.batches import MessageBatch
+from sensorflow.records.readings import MessageBatch
 from sensorflow.ingest.decode import DecodeConfig, decode_batch
-from sensorflow.ingest.timeparse import MISSING, parse_time
+from sensorflow.records.timeparse import MISSING, parse_time
 
 NOW = 1_800_000_000 * 10**9  # 2027-01-15
 GOOD = b'{"TS": "2018-04-06T20:59:55.7096564Z", "Device": 2, "Tag": 4, "Value": 84.92}'

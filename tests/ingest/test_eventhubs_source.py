@@ -15,8 +15,8 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from sensorflow.ingest.batches import Reject
-from sensorflow.ingest.eventhubs.checkpoints import (
+from sensorflow.records.readings import Reject
+from sensorflow.windowing.resume.checkpoints import (
     BlobCheckpoints,
     CheckpointLocation,
     CheckpointMismatch,
@@ -33,9 +33,9 @@ from sensorflow.ingest.eventhubs.received import NOT_DATA, Received
 from sensorflow.ingest.eventhubs.receiver import PartitionReceiver, PartitionStatus
 from sensorflow.ingest.eventhubs.source import EventHubsSource, to_message_batch
 from sensorflow.ingest.eventhubs.wire import decode_batch, encode_batch
-from sensorflow.ingest.offsets import OffsetBook
-from sensorflow.ingest.timeparse import MISSING
-from sensorflow.windowing.resume import ResumePoint, ResumeStart
+from sensorflow.windowing.resume.offsets import OffsetBook
+from sensorflow.records.timeparse import MISSING
+from sensorflow.windowing.resume.board import ResumePoint, ResumeStart
 from sensorflow.windowing.service import JsonFormatter, MetricsServer, RunCollector
 from sensorflow.windowing.stats import RunStats
 
@@ -301,7 +301,8 @@ def test_an_unreachable_hub_stops_the_service_with_one_line_naming_it(tmp_path):
     import socket
 
     from sensorflow.settings import RunSettings, load_settings
-    from sensorflow.windowing.live import LiveSourceError, run_live
+    from sensorflow.assembly import run_live
+    from sensorflow.windowing.live import LiveSourceError
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

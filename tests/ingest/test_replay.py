@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from sensorflow.ingest.replay.avro import CAPTURE_SCHEMA, AvroReader
 from sensorflow.ingest.replay.jsonl import JsonlReader
 from sensorflow.ingest.replay.source import RecordingError, ReplaySource, discover_partitions
-from sensorflow.ingest.timeparse import MISSING
+from sensorflow.records.timeparse import MISSING
 
 ENVELOPE = (
     b'{"partition": "3", "sequence_number": 17, "offset": "4096", "enqueued_time": "2026-01-01T00:00:01.250Z", '

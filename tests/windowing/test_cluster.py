@@ -27,8 +27,9 @@ from sensorflow.settings import RunSettings
 from tests.conftest import seed_message, write_recording
 from tests.deploy.k8s import BASE, container, container_env, workload_docs
 from tests.support.azurite import free_port
+from sensorflow.assembly import settings_for
 from sensorflow.windowing.cluster import ClusterEnvError, ClusterMember, member_from_env
-from sensorflow.windowing.store import open_store
+from sensorflow.store import open_store
 
 START_S = 1_767_225_600
 PODS = 2
@@ -75,13 +76,13 @@ def test_bad_cluster_variables_are_one_line_errors(env: dict, message: str):
 
 def test_the_cluster_sets_processes_and_workers_unless_they_disagree():
     member = ClusterMember(0, ("a:1", "b:2", "c:3"), 2)
-    settings = member.settings_for(RunSettings(source="rec"))
+    settings = settings_for(member, RunSettings(source="rec"))
     assert (settings.processes, settings.workers) == (3, 2)
-    assert member.settings_for(RunSettings(source="rec", processes=3, workers=2)) == settings
+    assert settings_for(member, RunSettings(source="rec", processes=3, workers=2)) == settings
     with pytest.raises(ClusterEnvError, match="processes=2 disagrees with 3"):
-        member.settings_for(RunSettings(source="rec", processes=2))
+        settings_for(member, RunSettings(source="rec", processes=2))
     with pytest.raises(ClusterEnvError, match="workers=4 disagrees with 2"):
-        member.settings_for(RunSettings(source="rec", workers=4))
+        settings_for(member, RunSettings(source="rec", workers=4))
 
 
 def test_a_bad_cluster_variable_stops_sensorflow_run_with_status_2(tmp_path: Path):

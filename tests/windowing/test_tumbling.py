@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensorflow.ingest.batches import READING_SCHEMA
+from sensorflow.records.readings import READING_SCHEMA
 from tests.windowing import reference
 from sensorflow.windowing.shards import shard_of, split_by_shard
-from sensorflow.windowing.tumbling import BEFORE_TIME, END_OF_TIME, PartitionClock, WindowAggregator, window_ends
+from sensorflow.records.windows import BEFORE_TIME, END_OF_TIME
+from sensorflow.windowing.tumbling import PartitionClock, WindowAggregator, window_ends
 
 S = 1_000_000_000
 L = 5 * S

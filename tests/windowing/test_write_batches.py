@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from sensorflow.windowing.operators import WriteBatchLogic
-from sensorflow.windowing.tumbling import WINDOW_SCHEMA, WindowBatch
+from sensorflow.records.windows import WINDOW_SCHEMA, WindowBatch
 
 S = 5_000_000_000
 

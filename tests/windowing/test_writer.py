@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sensorflow.windowing.store import open_store
-from sensorflow.windowing.tumbling import WINDOW_SCHEMA, WindowBatch
+from sensorflow.store import open_store
+from sensorflow.records.windows import WINDOW_SCHEMA, WindowBatch
 from sensorflow.windowing.writer import COMMIT_AFTER, COMMIT_ROWS, ProcessWriter, WriterError
 
 S = 5_000_000_000

@@ -1,0 +1,83 @@
+"""Dead letters: every element that did not become a windowed reading, with the reason why.
+
+Kept as columns (``DEAD_LETTER_SCHEMA``) like everything else that crosses an operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+__all__ = ["DEAD_LETTER_SCHEMA", "DeadLetter", "DeadLetterBatch"]
+
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("partition", pa.string()),
+        ("position", pa.int64()),
+        ("element", pa.int32()),
+        ("reason", pa.string()),
+        ("payload", pa.binary()),
+        ("ts", pa.int64()),
+        ("device", pa.string()),
+        ("tag", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One element that did not become a windowed reading, and why.
+
+    ``reason`` is ``code`` or ``code: detail``; the code alone is stable
+    (``bad_json``, ``missing_field``, ``late``, ...).
+    """
+
+    partition: str
+    position: int
+    element: int
+    reason: str
+    payload: bytes | None = None
+    ts: int | None = None
+    device: str | None = None
+    tag: str | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class DeadLetterBatch:
+    """Dead letters as columns (schema ``DEAD_LETTER_SCHEMA``)."""
+
+    table: pa.Table = field(default_factory=DEAD_LETTER_SCHEMA.empty_table)
+
+    @classmethod
+    def from_records(cls, records: list[DeadLetter]) -> "DeadLetterBatch":
+        if not records:
+            return cls()
+        columns = {name: [getattr(r, name) for r in records] for name in DEAD_LETTER_SCHEMA.names}
+        return cls(pa.table(columns, schema=DEAD_LETTER_SCHEMA))
+
+    @classmethod
+    def late(cls, partition: str, readings: pa.Table, reason: str = "late") -> "DeadLetterBatch":
+        """Readings refused by the lateness rule, keeping their values."""
+        n = readings.num_rows
+        table = pa.table(
+            {
+                "partition": pa.array([partition] * n, pa.string()),
+                "position": readings["position"],
+                "element": readings["element"],
+                "reason": pa.array([reason] * n, pa.string()),
+                "payload": pa.nulls(n, pa.binary()),
+                "ts": readings["ts"],
+                "device": readings["device"],
+                "tag": readings["tag"],
+                "value": readings["value"],
+            },
+            schema=DEAD_LETTER_SCHEMA,
+        )
+        return cls(table)
+
+    def __len__(self) -> int:
+        return self.table.num_rows

@@ -1,0 +1,23 @@
+"""The SQL store shared by the dataflow (writes windows) and the batch jobs (reads them, writes
+predictions, runs and leases): one interface (``base``), one factory for its backends (here).
+
+docs/store.md has the tables.
+"""
+
+from sensorflow.records.runs import RunRecord
+from sensorflow.store.base import Store, StoreError, StoreSummary, WindowTransaction
+
+__all__ = ["RunRecord", "Store", "StoreError", "StoreSummary", "WindowTransaction", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url``: ``sqlite:///PATH``, ``postgresql+odbc:...`` or ``mssql+odbc:...`` (docs/azure-sql.md)."""
+    if url.startswith("sqlite:///"):
+        from sensorflow.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if url.startswith(("postgresql+odbc:", "mssql+odbc:")):
+        from sensorflow.store.odbc import OdbcStore
+
+        return OdbcStore(url)
+    raise StoreError(f"unsupported store URL {url!r}: expected sqlite:///PATH, postgresql+odbc:... or mssql+odbc:...")

@@ -1,0 +1,181 @@
+"""The store interface every backend implements (``open_store`` in the package picks one).
+
+Tables (see docs/store.md): ``SensorValues`` keyed by (Device, Tag, TS),
+``DeadLetters`` keyed by (Partition, Position, Element), ``Predictions``
+keyed by (Device, Tag, TS, Detector). Every write is an upsert that replaces
+the row with the same key, in one transaction per call, so replays converge
+to the same tables. Times cross this interface as int64 ns since the epoch
+(UTC); window ``TS`` is the window end.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sensorflow.records.runs import RunRecord
+
+
+__all__ = [
+    "Store",
+    "StoreError",
+    "StoreSummary",
+    "WindowTransaction",
+    "last_of_runs",
+    "last_per_key",
+]
+
+
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used (bad URL, missing driver, schema mismatch)."""
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What the tables hold now."""
+
+    windows: int
+    sensors: int
+    first_window: str | None
+    last_window: str | None
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def late(self) -> int:
+        return self.dead_letters.get("late", 0)
+
+    @property
+    def malformed(self) -> int:
+        return sum(n for reason, n in self.dead_letters.items() if reason != "late")
+
+
+
+
+def last_per_key(table: pa.Table, keys: list[str]) -> pa.Table:
+    """``table`` sorted by ``keys``, keeping only the last row of each key (a later write replaces an earlier)."""
+    return last_of_runs(table.sort_by([(k, "ascending") for k in keys]), keys)  # a stable sort
+
+
+def last_of_runs(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Of a table already sorted by ``keys``, the last row of each run of equal keys."""
+    n = table.num_rows
+    if n < 2:
+        return table
+    same = None
+    for k in keys:
+        column = table[k].combine_chunks()
+        equal = pc.fill_null(pc.equal(column.slice(1), column.slice(0, n - 1)), False)
+        same = equal if same is None else pc.and_(same, equal)
+    if not pc.any(same).as_py():
+        return table
+    superseded = pa.concat_arrays([same, pa.array([False])])  # row i is replaced by row i + 1
+    return table.filter(pc.invert(superseded))
+
+
+class WindowTransaction:
+    """Window tables upserted as they come and committed together (one writer at a time).
+
+    This default gathers the tables and upserts them in one ``upsert_windows`` at ``commit``;
+    a store that can hold a transaction open (SQLite) writes each table as it is added, so
+    the work is done by the time the commit is asked for.
+    """
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._tables: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, windows: pa.Table) -> None:
+        self._tables.append(windows)
+        self.rows += windows.num_rows
+
+    def commit(self) -> int:
+        """Commit what was added (nothing to do when nothing was); returns its rows."""
+        tables, rows, self._tables, self.rows = self._tables, self.rows, [], 0
+        if tables:
+            self._store.upsert_windows(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+        return rows
+
+    def rollback(self) -> None:
+        self._tables, self.rows = [], 0
+
+
+class Store(ABC):
+    """One SQL database holding windows, dead letters and predictions."""
+
+    url: str
+
+    def window_transaction(self) -> WindowTransaction:
+        """Upserts of window tables that commit together (see :class:`WindowTransaction`)."""
+        return WindowTransaction(self)
+
+    @abstractmethod
+    def create_schema(self) -> None:
+        """Create missing tables and indexes; safe to call on every start."""
+
+    @abstractmethod
+    def upsert_windows(self, windows: pa.Table) -> int:
+        """Write rows of ``records.windows.WINDOW_SCHEMA``, replacing same-key rows; one transaction."""
+
+    @abstractmethod
+    def upsert_dead_letters(self, dead_letters: pa.Table) -> int:
+        """Write rows of ``records.dead_letters.DEAD_LETTER_SCHEMA``, replacing same-key rows; one transaction."""
+
+    @abstractmethod
+    def read_windows(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+        """Windows of ``sensors`` with ``ts_from < TS <= ts_to``, ordered by sensor then TS."""
+
+    @abstractmethod
+    def sensors_written_since(self, since_ns: int) -> list[tuple[str, str]]:
+        """Sensors with a window row written (``WrittenAt``) at or after ``since_ns``."""
+
+    @abstractmethod
+    def upsert_predictions(self, predictions: pa.Table) -> int:
+        """Write rows of ``records.predictions.PREDICTION_SCHEMA``, replacing same-key rows; one transaction."""
+
+    @abstractmethod
+    def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+        """Predictions of ``sensors`` with ``ts_from < TS <= ts_to``."""
+
+    @abstractmethod
+    def database_time(self) -> int:
+        """The database clock now (ns): the clock ``WrittenAt``, runs and leases use."""
+
+    @abstractmethod
+    def upsert_run(self, run: RunRecord) -> None:
+        """Insert or replace the run with ``run.run_id``; one transaction."""
+
+    @abstractmethod
+    def read_runs(self, kind: str | None = None, status: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Runs newest first (by ``started_at``), optionally only one kind and/or status."""
+
+    @abstractmethod
+    def try_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease ``name`` for ``owner`` until database time + ttl.
+
+        True if ``owner`` holds it afterwards: it was free, expired, or already
+        ``owner``'s. Atomic: of two callers racing for a free lease exactly one wins.
+        """
+
+    @abstractmethod
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it (no-op otherwise)."""
+
+    @abstractmethod
+    def summary(self) -> StoreSummary:
+        """Counts for humans: window rows, sensors, dead letters per reason code."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,222 @@
+"""Opening ODBC connections: store URLs, missing drivers, Azure AD access tokens.
+
+URLs (the part after the prefix is an ODBC connection string, passed on as is):
+
+- ``postgresql+odbc:Driver={PostgreSQL Unicode};Server=HOST;Port=5432;Database=DB;Uid=USER;Pwd=...``
+- ``mssql+odbc:Driver={ODBC Driver 18 for SQL Server};Server=tcp:HOST,1433;Database=DB;Encrypt=yes;...``
+- the URL form ``mssql+odbc://USER:PASSWORD@HOST:PORT/DB?driver=...&Encrypt=yes`` (and the same for
+  ``postgresql+odbc://``): turned into such a string; query keys become connection-string keys.
+
+``Authentication=ActiveDirectoryDefault`` in an ``mssql+odbc`` string is handled
+here, not by the driver: the key is removed, azure-identity's
+``DefaultAzureCredential`` gets a token for ``https://database.windows.net/.default``
+(managed identity, workload identity, environment, Azure CLI ...), and the
+token goes to the driver as the ``SQL_COPT_SS_ACCESS_TOKEN`` (1256)
+connection attribute. Other ``Authentication`` values go to the driver.
+Connection strings may hold a password: they never appear in errors or logs.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from sensorflow.store.base import StoreError
+from sensorflow.store.dialects import POSTGRES, TSQL, Dialect
+
+__all__ = ["OdbcTarget", "access_token_attrs", "connect", "import_pyodbc", "parse_store_url"]
+
+SQL_COPT_SS_ACCESS_TOKEN = 1256
+AZURE_SQL_SCOPE = "https://database.windows.net/.default"
+_AD_DEFAULT = "activedirectorydefault"
+_SECRET_KEYS = frozenset({"pwd", "password"})
+
+_SCHEMES: dict[str, tuple[Dialect, str]] = {
+    "mssql+odbc:": (TSQL, "ODBC Driver 18 for SQL Server"),
+    "postgresql+odbc:": (POSTGRES, "PostgreSQL Unicode"),
+}
+_INSTALL_DRIVER = {
+    TSQL.name: "install Microsoft's ODBC driver (Debian/Ubuntu: package msodbcsql18 from packages.microsoft.com, "
+    "see https://learn.microsoft.com/sql/connect/odbc/linux-mac/installing-the-microsoft-odbc-driver-for-sql-server)",
+    POSTGRES.name: "install psqlODBC (Debian/Ubuntu: apt-get install odbc-postgresql)",
+}
+
+
+@dataclass(frozen=True)
+class OdbcTarget:
+    """Where an ODBC store lives: dialect, connection string (secret: never print it), token use."""
+
+    dialect: Dialect
+    connection_string: str = field(repr=False)
+    driver: str | None
+    azure_ad_token: bool = False
+
+    def describe(self) -> str:
+        """The connection string with passwords masked, for messages."""
+        return _join([(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in _split(self.connection_string)])
+
+
+def parse_store_url(url: str) -> OdbcTarget:
+    """The target of a ``mssql+odbc:`` or ``postgresql+odbc:`` URL; StoreError names what is wrong."""
+    scheme = next((s for s in _SCHEMES if url.startswith(s)), None)
+    if scheme is None:
+        raise StoreError("not an ODBC store URL: expected mssql+odbc:... or postgresql+odbc:...")
+    dialect, default_driver = _SCHEMES[scheme]
+    rest = url[len(scheme):]
+    pairs = _from_url_form(rest, dialect, default_driver) if rest.startswith("//") else _split(rest)
+    if not pairs:
+        raise StoreError(f"empty ODBC connection string after {scheme}")
+    keys = {k.lower(): v for k, v in pairs}
+    azure_ad = keys.get("authentication", "").lower() == _AD_DEFAULT
+    if azure_ad:
+        if dialect is not TSQL:
+            raise StoreError("Authentication=ActiveDirectoryDefault is supported for mssql+odbc stores only")
+        clashing = sorted({"uid", "pwd", "user", "password", "trusted_connection"} & set(keys))
+        if clashing:
+            raise StoreError(f"Authentication=ActiveDirectoryDefault takes no {'/'.join(clashing)} (the token is the credential)")
+        pairs = [(k, v) for k, v in pairs if k.lower() != "authentication"]
+    return OdbcTarget(dialect, _join(pairs), keys.get("driver"), azure_ad)
+
+
+def import_pyodbc() -> Any:
+    """The pyodbc module, or a StoreError saying what to install."""
+    try:
+        import pyodbc
+    except ModuleNotFoundError as e:
+        if e.name != "pyodbc":
+            raise
+        raise StoreError("ODBC stores need pyodbc: pip install 'sensorflow[odbc]'") from e
+    except ImportError as e:  # the module is there but its shared library (libodbc) is not
+        raise StoreError(
+            "pyodbc cannot load the ODBC driver manager: install unixODBC (Debian/Ubuntu: apt-get install unixodbc)"
+        ) from e
+    return pyodbc
+
+
+def connect(target: OdbcTarget, credential: Any = None, login_timeout: int = 30) -> Any:
+    """A pyodbc connection in manual-commit mode; StoreError for a missing driver or Azure AD failure.
+
+    ``credential`` is an azure-identity credential, used when the target asks
+    for a token (a fresh token per connection: the credential caches it).
+    Other pyodbc errors propagate, for the caller to classify and retry.
+    """
+    pyodbc = import_pyodbc()
+    if target.driver and "/" not in target.driver and target.driver not in pyodbc.drivers():
+        raise StoreError(_missing_driver(target, pyodbc.drivers()))
+    attrs: dict[int, bytes] = {}
+    if target.azure_ad_token:
+        attrs = access_token_attrs(_azure_sql_token(credential))
+    try:
+        return pyodbc.connect(target.connection_string, autocommit=False, timeout=login_timeout, attrs_before=attrs or None)
+    except pyodbc.Error as e:
+        if e.args and e.args[0] in ("IM002", "IM003"):  # data source / driver not found, driver not loadable
+            raise StoreError(_missing_driver(target, pyodbc.drivers())) from e
+        raise
+
+
+def access_token_attrs(token: str) -> dict[int, bytes]:
+    """``attrs_before`` for pyodbc: the token as the driver wants it (length-prefixed UTF-16-LE)."""
+    encoded = token.encode("utf-16-le")
+    return {SQL_COPT_SS_ACCESS_TOKEN: struct.pack("<I", len(encoded)) + encoded}
+
+
+def default_credential() -> Any:
+    """azure-identity's DefaultAzureCredential, or a StoreError naming the extra to install."""
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError as e:
+        raise StoreError("Authentication=ActiveDirectoryDefault needs azure-identity: pip install 'sensorflow[azure]'") from e
+    return DefaultAzureCredential()
+
+
+def _azure_sql_token(credential: Any) -> str:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    try:
+        return credential.get_token(AZURE_SQL_SCOPE).token
+    except ClientAuthenticationError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StoreError(f"Azure AD sign-in for Azure SQL failed: {first_line}") from e
+
+
+def _missing_driver(target: OdbcTarget, installed: list[str]) -> str:
+    name = target.driver or "(from a DSN)"
+    return (
+        f"ODBC driver {name!r} is not installed (installed: {', '.join(installed) or 'none'}): "
+        f"{_INSTALL_DRIVER[target.dialect.name]}"
+    )
+
+
+def _from_url_form(rest: str, dialect: Dialect, default_driver: str) -> list[tuple[str, str]]:
+    """``//user:password@host:port/database?key=value`` as connection-string pairs."""
+    parts = urlsplit("odbc:" + rest)
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise StoreError("bad port in the store URL") from e
+    if not parts.hostname:
+        raise StoreError("the store URL names no host: expected //USER:PASSWORD@HOST[:PORT]/DATABASE")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    pairs = [("Driver", query.pop("driver", default_driver))]
+    if dialect is TSQL:
+        pairs.append(("Server", f"tcp:{parts.hostname}" + (f",{port}" if port else "")))
+    else:
+        pairs += [("Server", parts.hostname)] + ([("Port", str(port))] if port else [])
+    database = unquote(parts.path.lstrip("/"))
+    if database:
+        pairs.append(("Database", database))
+    if parts.username:
+        pairs.append(("UID", unquote(parts.username)))
+    if parts.password:
+        pairs.append(("PWD", unquote(parts.password)))
+    return pairs + list(query.items())
+
+
+def _split(connection_string: str) -> list[tuple[str, str]]:
+    """``key=value;...`` pairs; a value in braces may hold ``;`` and ``}}`` (an escaped brace)."""
+    pairs: list[tuple[str, str]] = []
+    i, n = 0, len(connection_string)
+    while i < n:
+        end = connection_string.find("=", i)
+        if end < 0:
+            if connection_string[i:].strip(" ;"):
+                raise StoreError("malformed ODBC connection string: a part has no '='")
+            break
+        key = connection_string[i:end].strip(" ;")
+        i = end + 1
+        if connection_string[i:i + 1] == "{":
+            value, i = _braced(connection_string, i)
+        else:
+            end = connection_string.find(";", i)
+            end = n if end < 0 else end
+            value, i = connection_string[i:end].strip(), end
+        if not key:
+            raise StoreError("malformed ODBC connection string: a part has no key")
+        pairs.append((key, value))
+        i = connection_string.find(";", i) + 1 if ";" in connection_string[i:] else n
+    return pairs
+
+
+def _braced(text: str, start: int) -> tuple[str, int]:
+    """The value of ``{...}`` at ``start`` (``}}`` is a literal ``}``) and the index after it."""
+    out, i = [], start + 1
+    while i < len(text):
+        if text[i] == "}":
+            if text[i + 1:i + 2] == "}":
+                out.append("}")
+                i += 2
+                continue
+            return "".join(out), i + 1
+        out.append(text[i])
+        i += 1
+    raise StoreError("malformed ODBC connection string: unclosed '{'")
+
+
+def _join(pairs: list[tuple[str, str]]) -> str:
+    def quoted(value: str) -> str:
+        needs = any(ch in value for ch in ";{} ")
+        return "{" + value.replace("}", "}}") + "}" if needs else value
+
+    return "".join(f"{key}={quoted(value)};" for key, value in pairs)

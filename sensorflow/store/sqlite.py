@@ -1,0 +1,424 @@
+"""The embedded default store: one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sensorflow.records.timeparse import format_ms, parse_time_array
+from sensorflow.records.predictions import PREDICTION_SCHEMA
+from sensorflow.records.windows import WINDOW_READ_SCHEMA
+from sensorflow.records.runs import RunRecord
+from sensorflow.store.base import (
+    Store,
+    StoreError,
+    StoreSummary,
+    WindowTransaction,
+    last_of_runs,
+    last_per_key,
+)
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS SensorValues (
+        TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL NOT NULL,
+        Count INTEGER NOT NULL, Min REAL NOT NULL, Max REAL NOT NULL, WrittenAt TEXT NOT NULL,
+        UNIQUE (Device, Tag, TS))""",  # a rowid table + unique key: upserts ~25% faster than WITHOUT ROWID
+    # One row per sensor and write: "which sensors got windows since T" without
+    # indexing every window row by WrittenAt (that index halves upsert speed). Nor is
+    # WrittenAt indexed here: every write batch updates every sensor it touches, which the
+    # index would double, while the batch jobs' one question per run scans a row per sensor.
+    """CREATE TABLE IF NOT EXISTS SensorWrites (
+        Device TEXT NOT NULL, Tag TEXT NOT NULL, WrittenAt TEXT NOT NULL,
+        PRIMARY KEY (Device, Tag)) WITHOUT ROWID""",
+    "DROP INDEX IF EXISTS SensorWrites_WrittenAt",  # stores made before it was dropped
+    """CREATE TABLE IF NOT EXISTS DeadLetters (
+        Partition TEXT NOT NULL, Position INTEGER NOT NULL, Element INTEGER NOT NULL,
+        Reason TEXT NOT NULL, Payload BLOB, TS TEXT, Device TEXT, Tag TEXT, Value REAL,
+        WrittenAt TEXT NOT NULL, PRIMARY KEY (Partition, Position, Element))""",
+    """CREATE TABLE IF NOT EXISTS Predictions (
+        TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL,  -- NULL: a missing slot (dropout)
+        Score REAL NOT NULL, IsAnomaly INTEGER NOT NULL, Detector TEXT NOT NULL,
+        ModelVersion TEXT NOT NULL, WrittenAt TEXT NOT NULL,
+        PRIMARY KEY (Device, Tag, TS, Detector)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS Runs (
+        RunId TEXT PRIMARY KEY, Kind TEXT NOT NULL, Status TEXT NOT NULL,
+        StartedAt TEXT NOT NULL, FinishedAt TEXT, RangeFrom TEXT, RangeTo TEXT,
+        Sensors INTEGER NOT NULL, Tasks INTEGER NOT NULL, Failures INTEGER NOT NULL,
+        Detail TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS Runs_StartedAt ON Runs (StartedAt)",
+    """CREATE TABLE IF NOT EXISTS Leases (
+        Name TEXT PRIMARY KEY, Owner TEXT NOT NULL, ExpiresAt TEXT NOT NULL)""",
+]
+
+_ROWS_PER_CHUNK = 16_384
+_NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+_UPSERT_WINDOWS = """
+INSERT INTO SensorValues (TS, Device, Tag, Value, Count, Min, Max, WrittenAt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (Device, Tag, TS) DO UPDATE SET
+    Value = excluded.Value, Count = excluded.Count, Min = excluded.Min,
+    Max = excluded.Max, WrittenAt = excluded.WrittenAt"""
+
+_UPSERT_SENSOR_WRITES = """
+INSERT INTO SensorWrites (Device, Tag, WrittenAt) VALUES (?, ?, ?)
+ON CONFLICT (Device, Tag) DO UPDATE SET WrittenAt = excluded.WrittenAt"""
+
+_UPSERT_DEAD = """
+INSERT INTO DeadLetters (Partition, Position, Element, Reason, Payload, TS, Device, Tag, Value, WrittenAt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (Partition, Position, Element) DO UPDATE SET
+    Reason = excluded.Reason, Payload = excluded.Payload, TS = excluded.TS, Device = excluded.Device,
+    Tag = excluded.Tag, Value = excluded.Value, WrittenAt = excluded.WrittenAt"""
+
+_UPSERT_PREDICTIONS = """
+INSERT INTO Predictions (TS, Device, Tag, Value, Score, IsAnomaly, Detector, ModelVersion, WrittenAt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (Device, Tag, TS, Detector) DO UPDATE SET
+    Value = excluded.Value, Score = excluded.Score, IsAnomaly = excluded.IsAnomaly,
+    ModelVersion = excluded.ModelVersion, WrittenAt = excluded.WrittenAt"""
+
+_UPSERT_RUN = """
+INSERT INTO Runs (RunId, Kind, Status, StartedAt, FinishedAt, RangeFrom, RangeTo, Sensors, Tasks, Failures, Detail)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (RunId) DO UPDATE SET
+    Kind = excluded.Kind, Status = excluded.Status, StartedAt = excluded.StartedAt,
+    FinishedAt = excluded.FinishedAt, RangeFrom = excluded.RangeFrom, RangeTo = excluded.RangeTo,
+    Sensors = excluded.Sensors, Tasks = excluded.Tasks, Failures = excluded.Failures, Detail = excluded.Detail"""
+
+_READ_RUNS = """
+SELECT RunId, Kind, Status, StartedAt, FinishedAt, RangeFrom, RangeTo, Sensors, Tasks, Failures, Detail
+FROM Runs WHERE (? IS NULL OR Kind = ?) AND (? IS NULL OR Status = ?)
+ORDER BY StartedAt DESC, RunId DESC LIMIT ?"""
+
+# Take the lease if it is free, expired, or ours; the WHERE leaves a live lease of another owner alone.
+_TAKE_LEASE = """
+INSERT INTO Leases (Name, Owner, ExpiresAt) VALUES (?, ?, ?)
+ON CONFLICT (Name) DO UPDATE SET Owner = excluded.Owner, ExpiresAt = excluded.ExpiresAt
+WHERE Leases.Owner = excluded.Owner OR Leases.ExpiresAt < ?"""
+
+_SENSORS = "WITH s(Device, Tag) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
+
+# The sensor comes back as its index in the bound list, not as two strings per row: fewer
+# Python objects per fetched row (about a third of the read's time for a chunk of sensors).
+_READ_WINDOWS = (
+    "WITH s(Sensor, Device, Tag) AS (SELECT key, value ->> 0, value ->> 1 FROM json_each(?)) "
+    "SELECT s.Sensor, v.TS, v.Value, v.Count, v.Min, v.Max FROM SensorValues v "
+    "JOIN s ON v.Device = s.Device AND v.Tag = s.Tag WHERE v.TS > ? AND v.TS <= ? "
+    "ORDER BY v.Device, v.Tag, v.TS"
+)
+_READ_PREDICTIONS = (
+    _SENSORS + "SELECT p.TS, p.Device, p.Tag, p.Value, p.Score, p.IsAnomaly, p.Detector, p.ModelVersion "
+    "FROM Predictions p JOIN s ON p.Device = s.Device AND p.Tag = s.Tag WHERE p.TS > ? AND p.TS <= ? "
+    "ORDER BY p.Device, p.Tag, p.TS, p.Detector"
+)
+_SPAN_BY_SENSOR = """
+SELECT COUNT(*),
+    MIN((SELECT MIN(v.TS) FROM SensorValues v WHERE v.Device = w.Device AND v.Tag = w.Tag)),
+    MAX((SELECT MAX(v.TS) FROM SensorValues v WHERE v.Device = w.Device AND v.Tag = w.Tag))
+FROM SensorWrites w"""
+
+_DEAD_BY_REASON = (
+    "SELECT CASE WHEN instr(Reason, ':') > 0 THEN substr(Reason, 1, instr(Reason, ':') - 1) ELSE Reason END AS Code,"
+    " COUNT(*) FROM DeadLetters GROUP BY Code"
+)
+
+
+def _ts_text(ns: int) -> str:
+    return format_ms([ns])[0]
+
+
+def _ts_ns(texts: list[str]) -> pa.Array:
+    ns, _ = parse_time_array(pa.array(texts, pa.string()))  # the store's own text: always valid
+    return pa.array(ns, pa.int64())
+
+
+def _ts_ns_one(text: str) -> int:
+    return _ts_ns([text])[0].as_py()
+
+
+def _opt_ts_text(ns: int | None) -> str | None:
+    return None if ns is None else _ts_text(ns)
+
+
+def _opt_ts_ns(text: str | None) -> int | None:
+    return None if text is None else _ts_ns_one(text)
+
+
+class SqliteStore(Store):
+    """``sqlite:///PATH``: WAL journal, one transaction per upsert call."""
+
+    def __init__(self, url: str):
+        if not url.startswith("sqlite:///"):
+            raise StoreError(f"not a SQLite URL: {url!r}")
+        self.url = url
+        self.path = Path(url[len("sqlite:///") :])
+        if not self.path.parent.exists():
+            raise StoreError(f"directory for the SQLite store does not exist: {self.path.parent}")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
+            # Larger pages and a longer WAL between checkpoints: window upserts touch one
+            # page per sensor, so fewer, bigger pages and checkpoints write less.
+            self._db.execute("PRAGMA page_size=16384")  # takes effect only on a new file
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            self._db.execute("PRAGMA cache_size=-32768")
+            self._db.execute("PRAGMA wal_autocheckpoint=4000")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e
+
+    def create_schema(self) -> None:
+        with self._transaction():
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+
+    def upsert_windows(self, windows: pa.Table) -> int:
+        transaction = self.window_transaction()
+        transaction.add(windows)
+        return transaction.commit()
+
+    def window_transaction(self) -> "_SqliteWindowTransaction":
+        return _SqliteWindowTransaction(self._db)
+
+    def upsert_dead_letters(self, dead_letters: pa.Table) -> int:
+        if dead_letters.num_rows == 0:
+            return 0
+        rows = dead_letters.to_pylist()
+        with self._transaction() as now:
+            self._db.executemany(
+                _UPSERT_DEAD,
+                [
+                    (
+                        r["partition"], r["position"], r["element"], r["reason"], r["payload"],
+                        None if r["ts"] is None else _ts_text(r["ts"]),
+                        r["device"], r["tag"], r["value"], now,
+                    )
+                    for r in rows
+                ],
+            )
+        return len(rows)
+
+    def read_windows(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+        rows = self._db.execute(_READ_WINDOWS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
+        if not rows:
+            return WINDOW_READ_SCHEMA.empty_table()
+        sensor, ts, value, count, low, high = zip(*rows)
+        index = pa.array(sensor, pa.int64())
+        return pa.table(
+            [
+                _ts_ns(ts),
+                pa.array([d for d, _ in sensors], pa.string()).take(index),
+                pa.array([t for _, t in sensors], pa.string()).take(index),
+                pa.array(value, pa.float64()),
+                pa.array(count, pa.int64()),
+                pa.array(low, pa.float64()),
+                pa.array(high, pa.float64()),
+            ],
+            schema=WINDOW_READ_SCHEMA,
+        )
+
+    def sensors_written_since(self, since_ns: int) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT Device, Tag FROM SensorWrites WHERE WrittenAt >= ? ORDER BY Device, Tag",
+            (_ts_text(since_ns),),
+        ).fetchall()
+        return [(d, t) for d, t in rows]
+
+    def upsert_predictions(self, predictions: pa.Table) -> int:
+        if predictions.num_rows == 0:
+            return 0
+        ts = format_ms(predictions["ts"].to_numpy())
+        names = ("device", "tag", "value", "score", "is_anomaly", "detector", "model_version")
+        columns = [predictions[name].to_pylist() for name in names]
+        with self._transaction() as now:
+            self._db.executemany(_UPSERT_PREDICTIONS, zip(ts, *columns, repeat(now)))
+        return predictions.num_rows
+
+    def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+        rows = self._db.execute(_READ_PREDICTIONS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
+        return _as_table(rows, PREDICTION_SCHEMA)
+
+    def database_time(self) -> int:
+        return _ts_ns_one(self._db.execute(_NOW).fetchone()[0])
+
+    def upsert_run(self, run: RunRecord) -> None:
+        with self._transaction():
+            self._db.execute(
+                _UPSERT_RUN,
+                (
+                    run.run_id, run.kind, run.status, _ts_text(run.started_at), _opt_ts_text(run.finished_at),
+                    _opt_ts_text(run.range_from), _opt_ts_text(run.range_to),
+                    run.sensors, run.tasks, run.failures, run.detail,
+                ),
+            )
+
+    def read_runs(self, kind: str | None = None, status: str | None = None, limit: int = 20) -> list[RunRecord]:
+        rows = self._db.execute(_READ_RUNS, (kind, kind, status, status, limit)).fetchall()
+        return [
+            RunRecord(
+                run_id, kind_, status_, _ts_ns_one(started), _opt_ts_ns(finished),
+                _opt_ts_ns(range_from), _opt_ts_ns(range_to), sensors, tasks, failures, detail,
+            )
+            for run_id, kind_, status_, started, finished, range_from, range_to, sensors, tasks, failures, detail in rows
+        ]
+
+    def try_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        with self._transaction() as now:
+            expires = _ts_text(_ts_ns_one(now) + int(ttl_seconds * 1e9))
+            self._db.execute(_TAKE_LEASE, (name, owner, expires, now))
+            (holder,) = self._db.execute("SELECT Owner FROM Leases WHERE Name = ?", (name,)).fetchone()
+        return holder == owner
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM Leases WHERE Name = ? AND Owner = ?", (name, owner))
+
+    def summary(self) -> StoreSummary:
+        (windows,) = self._db.execute("SELECT COUNT(*) FROM SensorValues").fetchone()
+        # SensorWrites has a row for each sensor with windows (written in the same transactions):
+        # per sensor, one index seek finds its first and last window instead of a scan of them all.
+        sensors, first, last = self._db.execute(_SPAN_BY_SENSOR).fetchone()
+        if windows and not sensors:  # a store written before SensorWrites existed
+            first, last = self._db.execute("SELECT MIN(TS), MAX(TS) FROM SensorValues").fetchone()
+            (sensors,) = self._db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT Device, Tag FROM SensorValues)").fetchone()
+        dead = self._db.execute(_DEAD_BY_REASON).fetchall()
+        return StoreSummary(windows, sensors, first, last, {code: n for code, n in dead})
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+
+class _SqliteWindowTransaction(WindowTransaction):
+    """Each added table is upserted at once into a transaction held open until ``commit``.
+
+    Pages a transaction touches are written (to the WAL) once at its commit, so tables that
+    commit together share those writes: with one insertion point per sensor in the key
+    index, that is most of a window upsert's cost. SensorWrites gets one row per sensor at
+    commit. ``WrittenAt`` is the database clock when the transaction began.
+    """
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+        # The key index's pages a transaction touches stay cached until it commits (one per
+        # sensor: ~4k pages at 10k sensors x 100 windows); the connection's default cache is for
+        # readers. Measured on the bench: ratio to the parse limit 0.363 -> 0.382 (medians of 4).
+        self._db.execute("PRAGMA cache_size=-131072")  # KiB: 128 MB
+        # Checkpoint the WAL every 16 MB rather than 64: the last checkpoint, at the writer's
+        # close, is what a finished run still waits for (ratio medians 0.352 -> 0.372 over 9 rounds).
+        self._db.execute("PRAGMA wal_autocheckpoint=1000")  # pages of 16 KB
+        self._now: str | None = None
+        self._sensors: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, windows: pa.Table) -> None:
+        if windows.num_rows == 0:
+            return
+        windows, device, tag = _in_key_order(windows)  # key order keeps B-tree page writes local
+        if self._now is None:
+            self._now = _begin(self._db)
+        try:
+            # Python objects for a slice at a time keep memory flat on big batches.
+            for start in range(0, windows.num_rows, _ROWS_PER_CHUNK):
+                chunk = windows.slice(start, _ROWS_PER_CHUNK)
+                ts = format_ms(chunk.column("window_end").to_numpy())
+                ids = [column[start : start + _ROWS_PER_CHUNK].tolist() for column in (device, tag)]
+                values = [chunk.column(name).to_pylist() for name in ("value", "count", "min", "max")]
+                self._db.executemany(_UPSERT_WINDOWS, zip(ts, *ids, *values, repeat(self._now)))
+        except BaseException:
+            self.rollback()
+            raise
+        self._sensors.append(last_of_runs(windows.select(["device", "tag"]), ["device", "tag"]))
+        self.rows += windows.num_rows
+
+    def commit(self) -> int:
+        if self._now is None:
+            return 0
+        try:
+            sensors = last_per_key(pa.concat_tables(self._sensors), ["device", "tag"]) if len(self._sensors) > 1 else self._sensors[0]
+            self._db.executemany(
+                _UPSERT_SENSOR_WRITES, zip(sensors["device"].to_pylist(), sensors["tag"].to_pylist(), repeat(self._now))
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+        rows, self.rows, self._now, self._sensors = self.rows, 0, None, []
+        return rows
+
+    def rollback(self) -> None:
+        if self._now is not None and self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self.rows, self._now, self._sensors = 0, None, []
+
+
+_MAX_KEY = 2**62  # the int64 sort key's bound
+
+
+def _in_key_order(windows: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """``windows`` sorted by (device, tag, window_end), and its device and tag columns as object arrays.
+
+    Ids repeat (a sensor has a row per window): each is ranked once among its distinct values
+    and the rows sorted on one int64 key, ~2.5x faster than Arrow's sort on two string
+    columns; the id objects are shared between the rows of a sensor, not made per row.
+    """
+    keys, names = [], []
+    for name in ("device", "tag"):
+        codes = pc.dictionary_encode(windows[name].combine_chunks())
+        distinct = codes.dictionary
+        rank = pc.rank(distinct, sort_keys="ascending").to_numpy().astype(np.int64) - 1  # by UTF-8 bytes, as SQLite compares
+        index = codes.indices.to_numpy()
+        keys.append((rank[index], len(distinct)))
+        names.append(np.array(distinct.to_pylist(), dtype=object)[index])
+    ends, end_rank = np.unique(windows["window_end"].to_numpy(), return_inverse=True)
+    (device_rank, devices), (tag_rank, tags) = keys
+    if devices * tags * len(ends) <= _MAX_KEY:
+        order = np.argsort((device_rank * tags + tag_rank) * len(ends) + end_rank, kind="stable")
+    else:  # a key that would not fit in int64
+        order = pc.sort_indices(windows, [("device", "ascending"), ("tag", "ascending"), ("window_end", "ascending")]).to_numpy()
+    return windows.take(order), names[0][order], names[1][order]
+
+
+def _as_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    """Fetched rows (first column TS text) as a table of ``schema`` (first column ns)."""
+    columns = [list(c) for c in zip(*rows)] if rows else [[] for _ in schema]
+    arrays = [_ts_ns(columns[0])]
+    for column, kind in zip(columns[1:], schema.types[1:]):
+        arrays.append(pa.array([bool(x) for x in column] if kind == pa.bool_() else column, kind))
+    return pa.table(arrays, schema=schema)
+
+
+def _sensor_json(sensors: list[tuple[str, str]]) -> str:
+    return orjson.dumps([[d, t] for d, t in sensors]).decode()
+
+
+def _begin(db: sqlite3.Connection) -> str:
+    """BEGIN IMMEDIATE; the database clock then, which is what WrittenAt records."""
+    db.execute("BEGIN IMMEDIATE")
+    return db.execute(_NOW).fetchone()[0]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error; yields the database clock."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self) -> str:
+        return _begin(self._db)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

@@ -1,0 +1,89 @@
+"""How a built dataflow runs: worker threads, processes, epochs, recovery; shared by replay and live runs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+
+from sensorflow.store import StoreSummary
+from sensorflow.windowing.stats import RunStats
+
+__all__ = ["Execution", "Output", "RunReport", "execute", "recovery_config"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how the flow executes; built from the settings by the assembly layer.
+
+    ``processes`` > 1 without a cluster from the environment is a local cluster whose process 0
+    is the caller (``sensorflow.windowing.cluster``). ``progress_seconds`` 0 prints no progress.
+    """
+
+    workers: int = 1
+    processes: int = 1
+    snapshot_interval_seconds: float = 10.0
+    recovery_dir: Path | None = None
+    progress_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.processes < 1:
+            raise ValueError("workers and processes must be >= 1")
+        if self.snapshot_interval_seconds <= 0 or self.progress_seconds < 0:
+            raise ValueError("snapshot_interval_seconds must be > 0 and progress_seconds >= 0")
+
+    @property
+    def total_workers(self) -> int:
+        return self.workers * self.processes
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where windows and dead letters go: the store's URL, and whether a writer process writes windows."""
+
+    store: str
+    writer: Literal["process", "inline"] = "process"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one run did, and what the store holds afterwards."""
+
+    partitions: int
+    stats: RunStats
+    store: StoreSummary
+
+
+def execute(flow: Dataflow, execution: Execution, process_id: int | None = None, addresses: list[str] | None = None) -> None:
+    """Run ``flow`` to the end of its input in this process (one member of a cluster when addresses are given)."""
+    cli_main(
+        flow,
+        workers_per_process=execution.workers,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=execution.snapshot_interval_seconds),
+        recovery_config=recovery_config(execution.recovery_dir, execution.total_workers),
+    )
+
+
+def recovery_config(directory: Path | None, workers: int, init: bool = False) -> RecoveryConfig | None:
+    """Bytewax's recovery config for ``directory`` (None: no recovery); ``init`` makes a missing or empty one."""
+    if directory is None:
+        return None
+    directory = Path(directory)
+    if init:
+        if not directory.exists() or not any(directory.iterdir()):
+            directory.mkdir(parents=True, exist_ok=True)
+            init_db_dir(directory, max(1, workers))
+            log.info("initialised recovery store in %s", directory)
+        else:
+            log.info("resuming from recovery store in %s", directory)
+    return RecoveryConfig(str(directory))
