@@ -16,8 +16,13 @@ from sensorflow.batch_jobs.detectors.base import (
     iter_sensor_windows,
 )
 from sensorflow.batch_jobs.detectors.codec import ModelFormatError, load_model, save_model
-from sensorflow.batch_jobs.detectors.robust_window import RobustWindow, RobustWindowModel
-from sensorflow.batch_jobs.detectors.seed_ocsvm import SeedOcsvm, SeedOcsvmModel
+from sensorflow.batch_jobs.detectors.registry import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    UnknownDetectorError,
+    get_detector,
+    model_class,
+)
 
 __all__ = [
     "DEFAULT_DETECTOR",
@@ -34,32 +39,3 @@ __all__ = [
     "model_class",
     "save_model",
 ]
-
-DETECTORS: dict[str, tuple[type[Detector], type[Model]]] = {
-    SeedOcsvm.name: (SeedOcsvm, SeedOcsvmModel),
-    RobustWindow.name: (RobustWindow, RobustWindowModel),
-}
-
-DEFAULT_DETECTOR: str = RobustWindow.name
-
-
-class UnknownDetectorError(LookupError):
-    """A detector name that is not registered."""
-
-
-def _entry(name: str) -> tuple[type[Detector], type[Model]]:
-    try:
-        return DETECTORS[name]
-    except KeyError:
-        known = ", ".join(sorted(DETECTORS))
-        raise UnknownDetectorError(f"unknown detector {name!r}: known detectors are {known}") from None
-
-
-def get_detector(name: str) -> Detector:
-    """A detector by name; UnknownDetectorError naming the known detectors otherwise."""
-    return _entry(name)[0]()
-
-
-def model_class(detector_name: str) -> type[Model]:
-    """The model class of a detector (what ``from_arrays`` loads); UnknownDetectorError naming the known ones otherwise."""
-    return _entry(detector_name)[1]

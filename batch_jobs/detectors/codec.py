@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sensorflow.batch_jobs.detectors.base import Model
+from sensorflow.batch_jobs.detectors.registry import UnknownDetectorError, model_class
 
 __all__ = ["FORMAT_VERSION", "ModelFormatError", "load_model", "save_model"]
 
@@ -46,8 +47,6 @@ def save_model(model: Model) -> bytes:
 
 def load_model(data: bytes) -> Model:
     """The model ``save_model`` wrote; ``ModelFormatError`` for anything else (incl. object arrays)."""
-    from sensorflow.batch_jobs.detectors import UnknownDetectorError, model_class
-
     arrays = _read_arrays(data)
     meta_bytes = arrays.pop(_META, None)
     if meta_bytes is None or meta_bytes.dtype != np.uint8:

@@ -1,0 +1,38 @@
+"""The detectors by name: which class detects, which class loads its models, and the default."""
+
+from __future__ import annotations
+
+from sensorflow.batch_jobs.detectors.base import Detector, Model
+from sensorflow.batch_jobs.detectors.robust_window import RobustWindow, RobustWindowModel
+from sensorflow.batch_jobs.detectors.seed_ocsvm import SeedOcsvm, SeedOcsvmModel
+
+__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "UnknownDetectorError", "get_detector", "model_class"]
+
+DETECTORS: dict[str, tuple[type[Detector], type[Model]]] = {
+    SeedOcsvm.name: (SeedOcsvm, SeedOcsvmModel),
+    RobustWindow.name: (RobustWindow, RobustWindowModel),
+}
+
+DEFAULT_DETECTOR: str = RobustWindow.name
+
+
+class UnknownDetectorError(LookupError):
+    """A detector name that is not registered."""
+
+
+def _entry(name: str) -> tuple[type[Detector], type[Model]]:
+    try:
+        return DETECTORS[name]
+    except KeyError:
+        known = ", ".join(sorted(DETECTORS))
+        raise UnknownDetectorError(f"unknown detector {name!r}: known detectors are {known}") from None
+
+
+def get_detector(name: str) -> Detector:
+    """A detector by name; UnknownDetectorError naming the known detectors otherwise."""
+    return _entry(name)[0]()
+
+
+def model_class(detector_name: str) -> type[Model]:
+    """The model class of a detector (what ``from_arrays`` loads); UnknownDetectorError naming the known ones otherwise."""
+    return _entry(detector_name)[1]
