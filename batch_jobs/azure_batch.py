@@ -35,7 +35,6 @@ from sensorflow.batch_jobs.azure_batch_pool import (
     PoolConfig,
     ensure_pool,
     one_line,
-    open_batch_client,
 )
 from sensorflow.batch_jobs.executors import Callback, Executor, report, store_specs
 from sensorflow.batch_jobs.model_store.base import BLOB_SCHEME

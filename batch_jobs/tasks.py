@@ -45,10 +45,10 @@ from sensorflow.batch_jobs.model_store import (
     split_object_url,
 )
 from sensorflow.batch_jobs.model_store.base import id_component
-from sensorflow.records.timeparse import format_ms, parse_time
-from sensorflow.store import Store, open_store
 from sensorflow.records.predictions import PREDICTION_SCHEMA
+from sensorflow.records.timeparse import format_ms, parse_time
 from sensorflow.records.windows import END_OF_TIME
+from sensorflow.store import Store, open_store
 
 __all__ = ["SensorOutcome", "TaskError", "TaskResult", "TaskSpec", "resolve_store_url", "run_task", "run_task_at"]
 

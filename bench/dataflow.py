@@ -119,8 +119,8 @@ def _import_lazily_imported() -> None:
 
 
 def ours(directory: Path, db: Path, workers: int = 1) -> dict[str, float]:
-    from sensorflow.settings import RunSettings, load_settings
     from sensorflow.assembly import run_replay
+    from sensorflow.settings import RunSettings, load_settings
 
     _import_lazily_imported()
 
@@ -141,8 +141,8 @@ def store_only(db: Path, sensors: int, windows: int, batch_windows: int = 4) -> 
     """The store writer's SQLite work alone, one process, nothing else running: the window rows
     of the recording (same ids), in batches of ``batch_windows`` window ends, committed every
     ``COMMIT_ROWS`` rows through the writer's own window transaction."""
-    from sensorflow.store import open_store
     from sensorflow.records.windows import WINDOW_SCHEMA
+    from sensorflow.store import open_store
     from sensorflow.windowing.writer import COMMIT_ROWS
 
     rng = np.random.default_rng(7)
@@ -181,10 +181,10 @@ def naive(directory: Path, db: Path) -> dict[str, float]:
     from bytewax.dataflow import Dataflow
     from bytewax.testing import run_main
 
+    from sensorflow.records.windows import WINDOW_SCHEMA, WindowBatch
+    from sensorflow.store import open_store
     from sensorflow.windowing.sink import WindowSink
     from sensorflow.windowing.stats import RunStats
-    from sensorflow.store import open_store
-    from sensorflow.records.windows import WINDOW_SCHEMA, WindowBatch
 
     with open_store(f"sqlite:///{db}") as store:
         store.create_schema()

@@ -138,8 +138,8 @@ def _raw(connection_string: str, partitions: int, total: int) -> float:
 
 def _ours(connection_string: str, readings: int, windows: int) -> tuple[float, int]:
     """Seconds for our dataflow until every reading is decoded and every window committed; windows committed."""
-    from sensorflow.settings import RunSettings, load_settings
     from sensorflow.assembly import run_live
+    from sensorflow.settings import RunSettings, load_settings
     from sensorflow.windowing.stats import RunStats
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,10 +170,10 @@ def _stages(messages: int, per_message: int, sensors: int) -> dict[str, float]:
     from sensorflow.ingest.decode import DecodeConfig, decode_batch
     from sensorflow.ingest.eventhubs.received import Received
     from sensorflow.ingest.eventhubs.source import to_message_batch
-    from sensorflow.windowing.operators import LatenessLogic, WindowLogic
-    from sensorflow.store import open_store
-    from sensorflow.windowing.tumbling import WindowAggregator
     from sensorflow.records.windows import WindowBatch
+    from sensorflow.store import open_store
+    from sensorflow.windowing.operators import LatenessLogic, WindowLogic
+    from sensorflow.windowing.tumbling import WindowAggregator
 
     bodies = _bodies(0, 1, messages, per_message, sensors)
     batches = []

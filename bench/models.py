@@ -50,8 +50,8 @@ from sensorflow.batch_jobs.detectors import (
 from sensorflow.batch_jobs.executors import LocalPoolExecutor
 from sensorflow.batch_jobs.schedule import Policy, Work, chunk_tasks
 from sensorflow.batch_jobs.tasks import TaskResult, _predictions_table
-from sensorflow.store import open_store
 from sensorflow.records.windows import WINDOW_SCHEMA
+from sensorflow.store import open_store
 
 NS = 1_000_000_000
 W = 5 * NS

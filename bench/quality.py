@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, iter_sensor_windows
 from sensorflow.batch_jobs.quality import QualityReport, evaluate
+from sensorflow.records.predictions import PREDICTION_SCHEMA
+from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.simulator import (
     AnomalySpec,
     FleetSpec,
@@ -38,8 +40,6 @@ from sensorflow.simulator import (
 from sensorflow.simulator.anomalies import AnomalyPlan
 from sensorflow.simulator.config import NS_PER_S, parse_start
 from sensorflow.simulator.readings import RunModel, generate_readings
-from sensorflow.records.predictions import PREDICTION_SCHEMA
-from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.windowing.tumbling import window_ends
 
 WINDOW_NS = 5 * NS_PER_S

@@ -30,8 +30,8 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sensorflow.store.odbc import OdbcStore
 from sensorflow.records.windows import WINDOW_SCHEMA
+from sensorflow.store.odbc import OdbcStore
 
 BATCH_ROWS = 65_536  # what the dataflow hands the store writer per transaction (FlowConfig.write_rows)
 START_NS = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z

@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from sensorflow.records.readings import READING_SCHEMA, MessageBatch, ReadingBatch
-from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
 from sensorflow.ingest.jsonblock import read_object_lines
+from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
+from sensorflow.records.readings import READING_SCHEMA, MessageBatch, ReadingBatch
 from sensorflow.records.timeparse import MISSING, NS_PER_S, epoch_array_to_ns, epoch_to_ns, parse_time_array
 
 __all__ = ["DecodeConfig", "Decoded", "decode_batch"]

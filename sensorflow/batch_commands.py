@@ -15,9 +15,9 @@ import sys
 import threading
 from pathlib import Path
 
+from sensorflow.assembly import open_executor
 from sensorflow.batch_jobs.azure_batch import RESULT_FILE_ENV
 from sensorflow.batch_jobs.azure_batch_pool import BatchSetupError
-from sensorflow.assembly import open_executor
 from sensorflow.batch_jobs.model_store import ModelStoreError
 from sensorflow.batch_jobs.schedule import Cron, Every, Policy
 from sensorflow.batch_jobs.sidecar import Phase, Sidecar, SidecarConfig, SidecarReport, serve

@@ -173,10 +173,10 @@ def _flags(args: argparse.Namespace, cls: type[BaseSettings]) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from bytewax.errors import BytewaxRuntimeError
 
-    from sensorflow.windowing.resume.checkpoints import CheckpointMismatch
     from sensorflow.ingest.eventhubs.config import MissingDependency
     from sensorflow.ingest.replay.source import RecordingError
     from sensorflow.store import StoreError
+    from sensorflow.windowing.resume.checkpoints import CheckpointMismatch
 
     settings = load_settings(RunSettings, _flags(args, RunSettings), args.config)
     if settings.log_format == "json":  # the flag, SENSORFLOW_LOG_FORMAT or the config file

@@ -32,6 +32,7 @@ from sensorflow.batch_jobs.quality import LabelSpan, QualityReport, evaluate, re
 from sensorflow.batch_jobs.schedule import Policy
 from sensorflow.batch_jobs.sidecar import Sidecar, SidecarConfig, SidecarReport
 from sensorflow.records.timeparse import format_ms
+from sensorflow.records.windows import END_OF_TIME
 from sensorflow.settings import DemoSettings, RunSettings, load_settings
 from sensorflow.simulator import (
     AnomalySpec,
@@ -42,7 +43,6 @@ from sensorflow.simulator import (
     write_jsonl_recording,
 )
 from sensorflow.store import open_store
-from sensorflow.records.windows import END_OF_TIME
 
 __all__ = ["DemoResult", "demo_command", "run_demo"]
 

@@ -14,8 +14,8 @@ from sensorflow.settings import RunSettings, load_settings
 
 pytest_plugins = ["tests.support.azurite", "tests.support.postgres", "tests.support.eventhubs_broker"]
 
-SEED_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_sensor_windows.csv"
 REPO = Path(__file__).resolve().parents[1]
+SEED_CSV = REPO / "tests" / "data" / "seed_sensor_windows.csv"  # source and license: tests/data/README.md
 
 
 def seed_message(ts: str, device, tag, value, pad: int = 0) -> bytes:
@@ -70,7 +70,7 @@ def dead_letters_frame(db: Path) -> pd.DataFrame:
 @pytest.fixture
 def seed_csv() -> Path:
     if not SEED_CSV.exists():
-        pytest.fail(f"seed reference sample missing: {SEED_CSV} (shared/ must sit beside the repo)")
+        pytest.fail(f"seed reference sample missing: {SEED_CSV} (it is part of the repository)")
     return SEED_CSV
 
 

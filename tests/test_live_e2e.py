@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 
 from sensorflow.settings import RunSettings, load_settings
-from tests.conftest import dead_letters_frame, windows_frame
 from sensorflow.windowing.stats import RunStats
+from tests.conftest import dead_letters_frame, windows_frame
 from tests.windowing.reference import accepted_and_late, windows
 
 S = 1_000_000_000

@@ -10,15 +10,15 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
 
+from sensorflow.ingest.decode import DecodeConfig, Decoded, decode_batch
 from sensorflow.records.dead_letters import DeadLetterBatch
 from sensorflow.records.readings import MessageBatch, ReadingBatch
-from sensorflow.ingest.decode import DecodeConfig, Decoded, decode_batch
+from sensorflow.records.windows import WindowBatch
 from sensorflow.windowing.operators import LatenessLogic, WindowLogic, WriteBatchLogic
 from sensorflow.windowing.resume.board import ResumeBoard
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.tumbling import WindowAggregator
-from sensorflow.records.windows import WindowBatch
 
 __all__ = ["FlowConfig", "FlowOptions", "build_flow"]
 

@@ -12,9 +12,9 @@ from bytewax.operators import StatefulBatchLogic
 
 from sensorflow.records.dead_letters import DeadLetterBatch
 from sensorflow.records.readings import ReadingBatch
+from sensorflow.records.windows import END_OF_TIME, WindowBatch
 from sensorflow.windowing.resume.board import PartitionTracker, ResumeBoard
 from sensorflow.windowing.shards import ShardMessage, split_by_shard
-from sensorflow.records.windows import END_OF_TIME, WindowBatch
 from sensorflow.windowing.tumbling import PartitionClock, WindowAggregator
 
 __all__ = ["LatenessLogic", "WindowLogic", "WriteBatchLogic", "Routed"]

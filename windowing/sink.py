@@ -20,10 +20,10 @@ import pyarrow as pa
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
 from sensorflow.records.dead_letters import DeadLetterBatch
+from sensorflow.records.windows import WindowBatch
+from sensorflow.store import Store
 from sensorflow.windowing.resume.board import CommittedWindows
 from sensorflow.windowing.stats import RunStats
-from sensorflow.store import Store
-from sensorflow.records.windows import WindowBatch
 from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ into a closed window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np

@@ -26,11 +26,11 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from sensorflow.records.readings import MessageBatch, SourceProgress
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.host import ReceiverHost
 from sensorflow.ingest.eventhubs.received import Received
 from sensorflow.ingest.eventhubs.receiver import PartitionStatus
+from sensorflow.records.readings import MessageBatch, SourceProgress
 from sensorflow.records.timeparse import MISSING
 
 __all__ = ["EventHubsSource", "to_message_batch"]

@@ -17,9 +17,9 @@ import numpy as np
 import orjson
 from pydantic import SecretStr
 
-from sensorflow.records.readings import Reject
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.received import Received
+from sensorflow.records.readings import Reject
 
 __all__ = [
     "BATCH",

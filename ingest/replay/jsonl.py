@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from sensorflow.records.readings import MessageBatch, Reject
 from sensorflow.ingest.jsonblock import read_object_lines
+from sensorflow.records.readings import MessageBatch, Reject
 from sensorflow.records.timeparse import MISSING, parse_time, parse_time_array
 
 __all__ = ["JsonlPosition", "JsonlReader"]

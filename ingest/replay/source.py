@@ -11,9 +11,9 @@ import numpy as np
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from sensorflow.records.readings import MessageBatch
 from sensorflow.ingest.replay.avro import AvroReader
 from sensorflow.ingest.replay.jsonl import JsonlReader
+from sensorflow.records.readings import MessageBatch
 from sensorflow.records.timeparse import MISSING, parse_time
 
 __all__ = ["ReplaySource", "discover_partitions", "RecordingError"]

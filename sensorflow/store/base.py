@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 
 from sensorflow.records.runs import RunRecord
 
-
 __all__ = [
     "Store",
     "StoreError",

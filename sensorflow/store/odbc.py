@@ -25,8 +25,8 @@ import orjson
 import pyarrow as pa
 
 from sensorflow.records.predictions import PREDICTION_SCHEMA
-from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.records.runs import RunRecord
+from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.store.base import Store, StoreError, StoreSummary, last_per_key
 from sensorflow.store.dialects import Statement
 from sensorflow.store.odbc_connect import connect, default_credential, import_pyodbc, parse_store_url

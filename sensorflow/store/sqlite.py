@@ -11,10 +11,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorflow.records.timeparse import format_ms, parse_time_array
 from sensorflow.records.predictions import PREDICTION_SCHEMA
-from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.records.runs import RunRecord
+from sensorflow.records.timeparse import format_ms, parse_time_array
+from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.store.base import (
     Store,
     StoreError,

@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sensorflow.assembly import open_executor
+from sensorflow.batch_commands import sidecar_from_settings, task_environment
 from sensorflow.batch_jobs.azure_batch import (
     AzureBatchExecutor,
     BatchConfig,
@@ -31,18 +33,16 @@ from sensorflow.batch_jobs.azure_batch_pool import (
     ensure_pool,
     open_batch_client,
 )
-from sensorflow.batch_commands import sidecar_from_settings, task_environment
 from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
-from sensorflow.assembly import open_executor
 from sensorflow.batch_jobs.executors import LocalPoolExecutor
 from sensorflow.batch_jobs.sidecar import Sidecar, SidecarConfig
 from sensorflow.batch_jobs.tasks import TaskSpec
 from sensorflow.settings import SidecarSettings, load_settings
-from tests.batch_jobs.batch_formula import FormulaError, Samples, evaluate
-from tests.batch_jobs.batch_standin import BatchStandIn
-from tests.batch_jobs.helpers import T0, W, add_windows
-from tests.conftest import REPO
 from sensorflow.store import open_store
+from tests.conftest import REPO
+from tests.support.batch_formula import FormulaError, Samples, evaluate
+from tests.support.batch_standin import BatchStandIn
+from tests.support.builders import T0, W, add_windows
 
 SENSORS = [(str(d), str(t)) for d in (1, 2, 3) for t in (1, 2)]  # 6 sensors: 3 tasks of 2
 IMAGE = "example.azurecr.io/sensorflow:test"

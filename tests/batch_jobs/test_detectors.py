@@ -22,7 +22,7 @@ from sensorflow.batch_jobs.detectors import (
 )
 from sensorflow.batch_jobs.detectors.robust_window import _NEVER, FEATURES
 from sensorflow.batch_jobs.detectors.seed_ocsvm import GAMMA, NU, SeedOcsvmModel
-from sensorflow.records.windows import WINDOW_READ_SCHEMA
+from tests.support import builders
 
 W = 5_000_000_000
 T0 = 1_800_000_000 * 10**9  # a multiple of W
@@ -42,7 +42,7 @@ def windows(values, counts=None, spreads=None, ts=None, device="1", tag="1", ran
 
 
 def window_table(rows: list[tuple[int, str, str, float, int, float, float]]) -> pa.Table:
-    return pa.table(list(map(list, zip(*rows))), schema=WINDOW_READ_SCHEMA)
+    return builders.window_table(*map(list, zip(*rows)), read=True)
 
 
 # ---- SensorWindows ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from sensorflow.batch_jobs.detectors import SensorWindows, get_detector, load_model, save_model
-from sensorflow.records.windows import WINDOW_READ_SCHEMA
+from tests.support.builders import window_table
 
 WINDOW_NS = 5_000_000_000
 MS = 1_000_000
@@ -83,19 +83,8 @@ def seed_frame(seed_csv: Path) -> pd.DataFrame:
 
 def _window_table(frame: pd.DataFrame) -> pa.Table:
     """The seed rows as our windows (the seed kept only the mean: count 1, min = max = value)."""
-    values = frame["Value"].to_numpy(np.float64)
-    return pa.table(
-        [
-            pa.array(frame["TS"].to_numpy("datetime64[ns]").astype(np.int64)),
-            pa.array(frame["Device"].astype(str)),
-            pa.array(frame["Tag"].astype(str)),
-            pa.array(values),
-            pa.array(np.ones(len(frame), dtype=np.int64)),
-            pa.array(values),
-            pa.array(values),
-        ],
-        schema=WINDOW_READ_SCHEMA,
-    )
+    ts = frame["TS"].to_numpy("datetime64[ns]").astype(np.int64)
+    return window_table(ts, frame["Device"].astype(str), frame["Tag"].astype(str), frame["Value"].to_numpy(np.float64), read=True)
 
 
 def test_seed_ocsvm_predicts_like_the_original(seed_frame: pd.DataFrame):

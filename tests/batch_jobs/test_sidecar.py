@@ -28,10 +28,10 @@ from sensorflow.batch_jobs.schedule import (
     written_since,
 )
 from sensorflow.batch_jobs.sidecar import Sidecar, SidecarConfig, serve
-from tests.batch_jobs.helpers import T0, S, W, add_windows
-from tests.conftest import REPO
 from sensorflow.records.runs import RunRecord
 from sensorflow.store import open_store
+from tests.conftest import REPO
+from tests.support.builders import T0, S, W, add_windows
 
 POLICY = Policy(safety_margin_ns=60 * S, score_lookback_ns=60 * S, train_span_ns=3600 * S,
                 retrain_every_ns=3600 * S, chunk_size=2)

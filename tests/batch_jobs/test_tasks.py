@@ -19,10 +19,10 @@ from sensorflow.batch_jobs.detectors import (
 from sensorflow.batch_jobs.model_store import ModelCatalog, open_model_store
 from sensorflow.batch_jobs.tasks import TaskError, TaskResult, TaskSpec, run_task, run_task_at
 from sensorflow.cli import main
-from tests.batch_jobs.helpers import T0, W, add_windows
+from sensorflow.records.windows import WINDOW_SCHEMA
 from sensorflow.store import open_store
 from sensorflow.store.sqlite import SqliteStore
-from sensorflow.records.windows import WINDOW_SCHEMA
+from tests.support.builders import T0, W, add_windows
 
 SENSORS = [("1", "1"), ("1", "2"), ("2", "1")]
 DETECTOR = get_detector(DEFAULT_DETECTOR)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from sensorflow.assembly import settings_for
 from sensorflow.settings import RunSettings, SidecarSettings, load_settings
+from sensorflow.windowing.cluster import member_from_env
 from tests.deploy.k8s import (
     BASE,
     K8S,
@@ -24,8 +26,6 @@ from tests.deploy.k8s import (
     load_docs,
     render,
 )
-from sensorflow.assembly import settings_for
-from sensorflow.windowing.cluster import member_from_env
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is in the test extra")
 

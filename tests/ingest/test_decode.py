@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sensorflow.ingest.decode as decode_module
-from sensorflow.records.readings import MessageBatch
 from sensorflow.ingest.decode import DecodeConfig, decode_batch
+from sensorflow.records.readings import MessageBatch
 from sensorflow.records.timeparse import MISSING, parse_time
 
 NOW = 1_800_000_000 * 10**9  # 2027-01-15

@@ -15,14 +15,6 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from sensorflow.records.readings import Reject
-from sensorflow.windowing.resume.checkpoints import (
-    BlobCheckpoints,
-    CheckpointLocation,
-    CheckpointMismatch,
-    StreamIdentity,
-    decode_resume,
-)
 from sensorflow.ingest.eventhubs.config import (
     EventHubsConnection,
     ReceiveOptions,
@@ -33,9 +25,17 @@ from sensorflow.ingest.eventhubs.received import NOT_DATA, Received
 from sensorflow.ingest.eventhubs.receiver import PartitionReceiver, PartitionStatus
 from sensorflow.ingest.eventhubs.source import EventHubsSource, to_message_batch
 from sensorflow.ingest.eventhubs.wire import decode_batch, encode_batch
-from sensorflow.windowing.resume.offsets import OffsetBook
+from sensorflow.records.readings import Reject
 from sensorflow.records.timeparse import MISSING
 from sensorflow.windowing.resume.board import ResumePoint, ResumeStart
+from sensorflow.windowing.resume.checkpoints import (
+    BlobCheckpoints,
+    CheckpointLocation,
+    CheckpointMismatch,
+    StreamIdentity,
+    decode_resume,
+)
+from sensorflow.windowing.resume.offsets import OffsetBook
 from sensorflow.windowing.service import JsonFormatter, MetricsServer, RunCollector
 from sensorflow.windowing.stats import RunStats
 
@@ -300,8 +300,8 @@ def test_a_receiver_process_that_dies_stops_the_source_with_a_clear_error(eventh
 def test_an_unreachable_hub_stops_the_service_with_one_line_naming_it(tmp_path):
     import socket
 
-    from sensorflow.settings import RunSettings, load_settings
     from sensorflow.assembly import run_live
+    from sensorflow.settings import RunSettings, load_settings
     from sensorflow.windowing.live import LiveSourceError
 
     with socket.socket() as probe:  # a port nobody listens on

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from sensorflow.simulator import AnomalySpec, DeliverySpec, FleetSpec, write_jsonl_recording
 from tests.simulator.helpers import fleet_config
 

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 
 from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
-from sensorflow.store import StoreError, open_store
 from sensorflow.records.predictions import PREDICTION_SCHEMA
 from sensorflow.records.runs import RunRecord
-from sensorflow.records.windows import WINDOW_SCHEMA
+from sensorflow.store import StoreError, open_store
+from tests.support.builders import window_table
 
 S = 1_000_000_000
 T0 = 1_535_497_200 * S  # 2018-08-28T23:00:00Z
@@ -32,17 +32,10 @@ def store(request, tmp_path: Path):
 
 def windows(rows):
     """rows: (end_s, device, tag, value, count)"""
-    return pa.table(
-        {
-            "window_end": [T0 + e * S for e, *_ in rows],
-            "device": [r[1] for r in rows],
-            "tag": [r[2] for r in rows],
-            "value": [float(r[3]) for r in rows],
-            "count": [r[4] for r in rows],
-            "min": [float(r[3]) - 1 for r in rows],
-            "max": [float(r[3]) + 1 for r in rows],
-        },
-        schema=WINDOW_SCHEMA,
+    values = [float(r[3]) for r in rows]
+    return window_table(
+        [T0 + e * S for e, *_ in rows], [r[1] for r in rows], [r[2] for r in rows], values, [r[4] for r in rows],
+        [v - 1 for v in values], [v + 1 for v in values],
     )
 
 

@@ -17,7 +17,7 @@ from sensorflow.store.odbc_connect import (
     import_pyodbc,
     parse_store_url,
 )
-from sensorflow.records.windows import WINDOW_SCHEMA
+from tests.support.builders import window_table
 
 S = 1_000_000_000
 T0 = 1_535_497_200 * S  # 2018-08-28T23:00:00Z
@@ -25,18 +25,8 @@ T0 = 1_535_497_200 * S  # 2018-08-28T23:00:00Z
 
 def windows(rows) -> pa.Table:
     """rows: (end_ns, device, tag, value)"""
-    return pa.table(
-        {
-            "window_end": [r[0] for r in rows],
-            "device": [r[1] for r in rows],
-            "tag": [r[2] for r in rows],
-            "value": [r[3] for r in rows],
-            "count": [1] * len(rows),
-            "min": [r[3] for r in rows],
-            "max": [r[3] for r in rows],
-        },
-        schema=WINDOW_SCHEMA,
-    )
+    ends, devices, tags, values = zip(*rows)
+    return window_table(ends, devices, tags, values)
 
 
 @pytest.fixture

@@ -18,6 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from sensorflow.store import odbc, open_store
+from sensorflow.store.dialects import POSTGRES, TSQL
+from sensorflow.store.odbc_retry import Diagnostic, RetryPolicy, diagnostics, is_transient, retry
 from tests.conftest import (
     REPO,
     dead_letters_frame,
@@ -27,10 +30,7 @@ from tests.conftest import (
     write_recording,
 )
 from tests.store.pg import assert_same_windows, pg_dead_letters, pg_windows
-from sensorflow.store import odbc, open_store
-from sensorflow.store.dialects import POSTGRES, TSQL
-from sensorflow.store.odbc_retry import Diagnostic, RetryPolicy, diagnostics, is_transient, retry
-from sensorflow.records.windows import WINDOW_SCHEMA
+from tests.support.builders import window_table
 
 pyodbc = pytest.importorskip("pyodbc", reason="pyodbc not installed: pip install 'sensorflow[odbc]'")
 
@@ -115,13 +115,7 @@ def test_retry_recovers_between_attempts_and_stops_at_the_first_permanent_error(
 
 
 def _windows(n: int, value: float, start: int = 0) -> pa.Table:
-    return pa.table(
-        {
-            "window_end": [T0 + (start + i) * S for i in range(n)], "device": ["d"] * n, "tag": ["t"] * n,
-            "value": [value] * n, "count": [1] * n, "min": [value] * n, "max": [value] * n,
-        },
-        schema=WINDOW_SCHEMA,
-    )
+    return window_table([T0 + (start + i) * S for i in range(n)], "d", "t", value, 1, value, value)
 
 
 def _terminate(admin, database: str, states: tuple[str, ...] = ("active", "idle", "idle in transaction")) -> int:

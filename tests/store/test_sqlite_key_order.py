@@ -6,18 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensorflow.store.sqlite import _in_key_order
-from sensorflow.records.windows import WINDOW_SCHEMA
+from tests.support.builders import window_table
 
 ids = st.sampled_from(["0", "1", "10", "9", "a", "B", "é", "z\u00e9", "日本", "", " x"])
 
 
 def windows(rows: list[tuple[int, str, str]]) -> pa.Table:
-    n = len(rows)
-    return pa.table(
-        [pa.array([r[0] for r in rows], pa.int64()), pa.array([r[1] for r in rows]), pa.array([r[2] for r in rows]),
-         pa.array(np.arange(n, dtype=np.float64)), pa.array(np.ones(n, dtype=np.int64)), pa.array(np.ones(n)), pa.array(np.ones(n))],
-        schema=WINDOW_SCHEMA,
-    )
+    ends, devices, tags = zip(*rows)
+    return window_table(ends, devices, tags, np.arange(len(rows), dtype=np.float64), 1, 1.0, 1.0)
 
 
 def by_bytes(table: pa.Table) -> list[tuple]:

@@ -1,10 +1,9 @@
 """The SQLite store's summary: per-sensor index seeks, and a store without SensorWrites rows."""
 
-import numpy as np
 import pyarrow as pa
 
 from sensorflow.store import open_store
-from sensorflow.records.windows import WINDOW_SCHEMA
+from tests.support.builders import window_table
 
 S = 5_000_000_000
 BASE = 1_800_000_000 * 10**9
@@ -12,12 +11,8 @@ BASE = 1_800_000_000 * 10**9
 
 def windows(ends: list[int], sensors: list[tuple[str, str]]) -> pa.Table:
     rows = [(BASE + e * S, d, t) for e in ends for d, t in sensors]
-    n = len(rows)
-    return pa.table(
-        [pa.array([r[0] for r in rows]), pa.array([r[1] for r in rows]), pa.array([r[2] for r in rows]),
-         pa.array(np.ones(n)), pa.array(np.ones(n, dtype=np.int64)), pa.array(np.ones(n)), pa.array(np.ones(n))],
-        schema=WINDOW_SCHEMA,
-    )
+    ends_ns, devices, tags = zip(*rows)
+    return window_table(ends_ns, devices, tags)
 
 
 def test_summary_spans_every_sensor_and_does_without_sensor_writes(tmp_path):

@@ -23,13 +23,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from sensorflow.assembly import settings_for
 from sensorflow.settings import RunSettings
+from sensorflow.store import open_store
+from sensorflow.windowing.cluster import ClusterEnvError, ClusterMember, member_from_env
 from tests.conftest import seed_message, write_recording
 from tests.deploy.k8s import BASE, container, container_env, workload_docs
 from tests.support.azurite import free_port
-from sensorflow.assembly import settings_for
-from sensorflow.windowing.cluster import ClusterEnvError, ClusterMember, member_from_env
-from sensorflow.store import open_store
 
 START_S = 1_767_225_600
 PODS = 2

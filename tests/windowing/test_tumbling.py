@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sensorflow.records.readings import READING_SCHEMA
-from tests.windowing import reference
-from sensorflow.windowing.shards import shard_of, split_by_shard
 from sensorflow.records.windows import BEFORE_TIME, END_OF_TIME
+from sensorflow.windowing.shards import shard_of, split_by_shard
 from sensorflow.windowing.tumbling import PartitionClock, WindowAggregator, window_ends
+from tests.windowing import reference
 
 S = 1_000_000_000
 L = 5 * S

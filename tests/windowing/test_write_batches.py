@@ -3,31 +3,17 @@
 from datetime import timedelta
 
 import numpy as np
-import pyarrow as pa
 
+from sensorflow.records.windows import WindowBatch
 from sensorflow.windowing.operators import WriteBatchLogic
-from sensorflow.records.windows import WINDOW_SCHEMA, WindowBatch
+from tests.support.builders import window_table
 
 S = 5_000_000_000
 
 
 def windows(end: int, sensors: int) -> WindowBatch:
     """One closed window (ending at ``end`` windows) for ``sensors`` sensors."""
-    n = sensors
-    return WindowBatch(
-        pa.table(
-            [
-                pa.array(np.full(n, end * S)),
-                pa.array([str(i) for i in range(n)]),
-                pa.array(["t"] * n),
-                pa.array(np.ones(n)),
-                pa.array(np.ones(n, dtype=np.int64)),
-                pa.array(np.ones(n)),
-                pa.array(np.ones(n)),
-            ],
-            schema=WINDOW_SCHEMA,
-        )
-    )
+    return WindowBatch(window_table(np.full(sensors, end * S), [str(i) for i in range(sensors)], "t"))
 
 
 def logic(state=None, handed=True) -> WriteBatchLogic:

@@ -7,27 +7,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from sensorflow.records.windows import WindowBatch
 from sensorflow.store import open_store
-from sensorflow.records.windows import WINDOW_SCHEMA, WindowBatch
 from sensorflow.windowing.writer import COMMIT_AFTER, COMMIT_ROWS, ProcessWriter, WriterError
+from tests.support.builders import window_table
 
 S = 5_000_000_000
 
 
 def windows(end: int, sensors: int) -> pa.Table:
-    n = sensors
-    return pa.table(
-        [
-            pa.array(np.full(n, end * S + 1_800_000_000 * 10**9)),
-            pa.array([str(i) for i in range(n)]),
-            pa.array(["t"] * n),
-            pa.array(np.full(n, float(end))),
-            pa.array(np.ones(n, dtype=np.int64)),
-            pa.array(np.ones(n)),
-            pa.array(np.ones(n)),
-        ],
-        schema=WINDOW_SCHEMA,
-    )
+    return window_table(np.full(sensors, end * S + 1_800_000_000 * 10**9), [str(i) for i in range(sensors)], "t", float(end), 1, 1.0, 1.0)
 
 
 @pytest.fixture

@@ -35,9 +35,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorflow.records.readings import SourceProgress
+from sensorflow.records.windows import BEFORE_TIME
 from sensorflow.windowing.resume.offsets import OffsetBook
 from sensorflow.windowing.shards import split_by_shard
-from sensorflow.records.windows import BEFORE_TIME
 
 __all__ = ["CommittedWindows", "PartitionTracker", "ResumeBoard", "ResumeLog", "ResumePoint", "ResumeStart"]
 

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from sensorflow.ingest.eventhubs.config import MissingDependency
+from sensorflow.records.windows import BEFORE_TIME
 from sensorflow.windowing.resume.blobs import (
     CheckpointMismatch,
     PartitionResume,
@@ -42,7 +43,6 @@ from sensorflow.windowing.resume.blobs import (
     merge_resumes,
 )
 from sensorflow.windowing.resume.board import ResumeBoard, ResumePoint, ResumeStart
-from sensorflow.records.windows import BEFORE_TIME
 
 __all__ = [
     "BlobCheckpoints",

@@ -8,10 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sensorflow.records.readings import READING_SCHEMA, MessageBatch, ReadingBatch, SourceProgress
-from sensorflow.windowing.resume.checkpoints import Checkpointer
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.received import Received
+from sensorflow.ingest.eventhubs.source import EventHubsSource
+from sensorflow.records.readings import READING_SCHEMA, MessageBatch, ReadingBatch, SourceProgress
+from sensorflow.records.windows import BEFORE_TIME
+from sensorflow.windowing.operators import LatenessLogic
 from sensorflow.windowing.resume.blobs import (
     CheckpointMismatch,
     PartitionResume,
@@ -22,10 +24,9 @@ from sensorflow.windowing.resume.blobs import (
     encode_shard_end,
     merge_resumes,
 )
-from sensorflow.ingest.eventhubs.source import EventHubsSource
-from sensorflow.windowing.operators import LatenessLogic
 from sensorflow.windowing.resume.board import CommittedWindows, ResumeBoard, ResumePoint, ResumeStart
-from sensorflow.records.windows import BEFORE_TIME, WINDOW_SCHEMA
+from sensorflow.windowing.resume.checkpoints import Checkpointer
+from tests.support.builders import window_table
 
 S = 1_000_000_000
 IDENTITY = StreamIdentity("NS.example", "Readings", "$Default", 5 * S, 5 * S)
@@ -80,9 +81,7 @@ def test_a_shard_blob_of_another_shard_count_or_window_counts_as_never_published
 
 def _windows(*ends_and_devices: tuple[int, str]) -> pa.Table:
     ends, devices = zip(*ends_and_devices)
-    n = len(ends)
-    return pa.table({"window_end": list(ends), "device": list(devices), "tag": ["t"] * n, "value": [1.0] * n,
-                     "count": [1] * n, "min": [1.0] * n, "max": [1.0] * n}, schema=WINDOW_SCHEMA)
+    return window_table(ends, devices, "t")
 
 
 def _device_of_shard(shard: int, shards: int = 2) -> str:
@@ -234,8 +233,8 @@ def test_a_cluster_member_sends_the_final_durable_position_before_it_stops():
 
 
 def test_a_message_batch_without_messages_decodes_to_nothing_but_its_progress():
-    from sensorflow.windowing.dataflow import _decode
     from sensorflow.ingest.decode import DecodeConfig
+    from sensorflow.windowing.dataflow import _decode
     from sensorflow.windowing.stats import RunStats
 
     decoded = _decode(DecodeConfig(), RunStats(), MessageBatch.carrying("0", SourceProgress(5, alone=True)))

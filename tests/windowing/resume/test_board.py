@@ -14,10 +14,11 @@ import pytest
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.run import cli_main
 
-from sensorflow.records.readings import MessageBatch
 from sensorflow.ingest.decode import DecodeConfig
+from sensorflow.records.readings import MessageBatch
 from sensorflow.records.timeparse import MISSING
-from tests.conftest import dead_letters_frame, windows_frame
+from sensorflow.records.windows import BEFORE_TIME
+from sensorflow.store import open_store
 from sensorflow.windowing.dataflow import FlowConfig, build_flow
 from sensorflow.windowing.resume.board import (
     CommittedWindows,
@@ -28,8 +29,8 @@ from sensorflow.windowing.resume.board import (
 )
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
-from sensorflow.store import open_store
-from sensorflow.records.windows import BEFORE_TIME, WINDOW_SCHEMA
+from tests.conftest import dead_letters_frame, windows_frame
+from tests.support.builders import window_table
 
 S = 1_000_000_000
 
@@ -66,12 +67,7 @@ def test_log_prunes_and_merges_conservatively_and_survives_pickle():
 
 def _windows(rows: list[tuple[int, str, str]]) -> pa.Table:
     ends, devices, tags = zip(*rows)
-    n = len(rows)
-    return pa.table(
-        {"window_end": pa.array(ends, pa.int64()), "device": list(devices), "tag": list(tags),
-         "value": [1.0] * n, "count": pa.array([1] * n, pa.int64()), "min": [1.0] * n, "max": [1.0] * n},
-        schema=WINDOW_SCHEMA,
-    )
+    return window_table(ends, devices, tags)
 
 
 def test_committed_closure_is_the_minimum_over_shards_and_moves_only_on_commit():

@@ -34,7 +34,7 @@ class Attempt:
 
 
 def run_attempt(service: Any, job_id: str, task: dict, environment: dict[str, str], kill: bool) -> Attempt:
-    from tests.batch_jobs.batch_standin import command_argv
+    from tests.support.batch_standin import command_argv
 
     task_dir = service.root / job_id / task["id"]
     wd = task_dir / "wd"

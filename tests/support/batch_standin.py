@@ -43,8 +43,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import isodate
 
-from tests.batch_jobs.batch_formula import FormulaError, Samples, evaluate
-from tests.batch_jobs.batch_standin_http import (
+from tests.support.batch_formula import FormulaError, Samples, evaluate
+from tests.support.batch_standin_http import (
     ROUTES,
     StandInResponse,
     StandInTransport,
@@ -299,7 +299,7 @@ class BatchStandIn:
                 process.kill()
 
     def _run_task(self, job_id: str, task_id: str) -> None:
-        from tests.batch_jobs.batch_standin_node import run_attempt
+        from tests.support.batch_standin_node import run_attempt
 
         while True:
             with self._lock:
