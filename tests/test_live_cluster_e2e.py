@@ -27,7 +27,7 @@ import pytest
 
 from sensorflow.store import open_store
 from tests.support.azurite import free_port
-from tests.windowing.reference import accepted_and_late, windows
+from tests.support.window_reference import accepted_and_late, windows
 
 S = 1_000_000_000
 START_NS = pd.Timestamp("2026-01-01T00:00:00Z").value

@@ -27,7 +27,7 @@ import pytest
 from sensorflow.settings import RunSettings, load_settings
 from sensorflow.windowing.stats import RunStats
 from tests.conftest import dead_letters_frame, windows_frame
-from tests.windowing.reference import accepted_and_late, windows
+from tests.support.window_reference import accepted_and_late, windows
 
 S = 1_000_000_000
 START = "2026-01-01T00:00:00Z"

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import dead_letters_frame, run_flow, seed_message, windows_frame, write_recording
-from tests.windowing import reference
+from tests.support import window_reference as reference
 
 START_NS = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z
 WINDOW_NS = 5_000_000_000

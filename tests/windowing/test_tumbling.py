@@ -12,7 +12,7 @@ from sensorflow.records.readings import READING_SCHEMA
 from sensorflow.records.windows import BEFORE_TIME, END_OF_TIME
 from sensorflow.windowing.shards import shard_of, split_by_shard
 from sensorflow.windowing.tumbling import PartitionClock, WindowAggregator, window_ends
-from tests.windowing import reference
+from tests.support import window_reference as reference
 
 S = 1_000_000_000
 L = 5 * S

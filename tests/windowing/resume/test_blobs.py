@@ -5,10 +5,14 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pytest
 
-from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
+from sensorflow.ingest.eventhubs.config import (
+    EventHubsConnection,
+    ReceiveOptions,
+)
 from sensorflow.ingest.eventhubs.received import Received
 from sensorflow.ingest.eventhubs.source import EventHubsSource
 from sensorflow.records.readings import READING_SCHEMA, MessageBatch, ReadingBatch, SourceProgress
@@ -19,6 +23,7 @@ from sensorflow.windowing.resume.blobs import (
     PartitionResume,
     StreamIdentity,
     decode_partition_resume,
+    decode_resume,
     decode_shard_end,
     encode_partition_resume,
     encode_shard_end,
@@ -239,3 +244,27 @@ def test_a_message_batch_without_messages_decodes_to_nothing_but_its_progress():
 
     decoded = _decode(DecodeConfig(), RunStats(), MessageBatch.carrying("0", SourceProgress(5, alone=True)))
     assert (len(decoded.readings), len(decoded.dead_letters), decoded.readings.progress.durable) == (0, 0, 5)
+
+
+def encode_resume(start: ResumeStart, identity: StreamIdentity) -> bytes:
+    """The single resume blob earlier versions wrote (this one only reads it)."""
+    return orjson.dumps({
+        "format": 1, "window_ns": identity.window_ns, "lateness_ns": identity.lateness_ns,
+        "closed_through": start.closed_through,
+        "partitions": {
+            p: {"position": pt.position, "watermark": pt.watermark, "drop_before": pt.drop_before}
+            for p, pt in sorted(start.partitions.items())
+        },
+        "written_at": "2026-11-01T00:00:00+00:00",
+    })
+
+
+def test_resume_blob_round_trips_and_refuses_other_window_settings():
+    identity = StreamIdentity("ns", "hub", "$Default", 5 * S, 5 * S)
+    start = ResumeStart(60 * S, {"0": ResumePoint(10, 50 * S, 20), "1": ResumePoint(0, -(2**63), 0)})
+    assert decode_resume(encode_resume(start, identity), identity) == start
+    other = StreamIdentity("ns", "hub", "$Default", 10 * S, 5 * S)
+    with pytest.raises(CheckpointMismatch, match="window 5 s"):
+        decode_resume(encode_resume(start, identity), other)
+    with pytest.raises(CheckpointMismatch, match="not readable"):
+        decode_resume(b"{", identity)

@@ -1,0 +1,89 @@
+"""The sinks: window batches reach the store by the snapshot (the commit barrier), dead letters at once."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
+from sensorflow.records.windows import WindowBatch
+from sensorflow.store import open_store
+from sensorflow.windowing.resume.board import CommittedWindows
+from sensorflow.windowing.sink import WINDOW_SINK_PARTITION, DeadLetterSink, WindowSink
+from sensorflow.windowing.stats import RunStats
+from tests.conftest import dead_letters_frame, windows_frame
+from tests.support.builders import T0, W, window_table
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'sink.db'}"
+    with open_store(url) as store:
+        store.create_schema()
+    return url
+
+
+def _batch(first_end: int, sensors: int) -> WindowBatch:
+    return WindowBatch(window_table(T0 + first_end * W, [str(i) for i in range(sensors)], "t", 2.0, 4, 1.0, 3.0))
+
+
+@pytest.mark.parametrize("writer", ["inline", "process"])
+def test_window_batches_are_committed_by_the_snapshot_and_counted(store_url: str, tmp_path: Path, writer: str):
+    stats = RunStats()
+    sink = WindowSink(store_url, stats, writer)
+    assert sink.list_parts() == [WINDOW_SINK_PARTITION]
+    part = sink.build_part("write_windows", WINDOW_SINK_PARTITION, None)
+    try:
+        part.write_batch([_batch(1, 3), WindowBatch(window_table([], [], []))])
+        part.write_batch([_batch(2, 3)])
+        assert part.snapshot() is None
+        assert stats.windows_written == 6  # every handed row is committed once snapshot() returns
+        frame = windows_frame(tmp_path / "sink.db")
+        assert len(frame) == 6 and set(frame["Count"]) == {4} and set(frame["Value"]) == {2.0}
+    finally:
+        part.close()
+    assert stats.write_buckets and sum(stats.write_buckets) == 2  # one observation per handed batch
+
+
+def test_the_sink_tells_the_resume_board_what_it_handed_and_when_it_is_committed(store_url: str):
+    commits = CommittedWindows(1)
+    part = WindowSink(store_url, RunStats(), "inline", commits).build_part("write_windows", WINDOW_SINK_PARTITION, None)
+    try:
+        part.write_batch([_batch(1, 2), _batch(2, 2)])
+        before = commits.closed_through
+        part.snapshot()
+        assert commits.closed_through == T0 + 2 * W > before
+    finally:
+        part.close()
+
+
+def test_an_unknown_writer_kind_is_refused(store_url: str):
+    with pytest.raises(ValueError, match="writer must be 'process' or 'inline'"):
+        WindowSink(store_url, RunStats(), "threads")
+
+
+def test_dead_letters_are_upserted_at_once_and_counted_by_reason(store_url: str, tmp_path: Path):
+    stats = RunStats()
+    sink = DeadLetterSink(partial(open_store, store_url), stats)
+    part = sink.build("write_dead_letters", 0, 1)
+    letters = DeadLetterBatch.from_records([
+        DeadLetter("0", 3, 0, "bad_json: unexpected end", b"{"),
+        DeadLetter("0", 9, 1, "missing_field: Value", b"{}"),
+    ])
+    late = DeadLetterBatch.late("1", pa.table({
+        "position": pa.array([5], pa.int64()), "element": pa.array([0], pa.int32()), "ts": pa.array([T0], pa.int64()),
+        "device": ["d"], "tag": ["t"], "value": [1.5],
+    }))
+    try:
+        part.write_batch([letters, late])
+        part.write_batch([letters])  # a replay of the same letters: the same rows
+    finally:
+        part.close()
+    frame = dead_letters_frame(tmp_path / "sink.db")
+    assert list(zip(frame["Partition"], frame["Position"], frame["Reason"])) == [
+        ("0", 3, "bad_json: unexpected end"), ("0", 9, "missing_field: Value"), ("1", 5, "late"),
+    ]
+    assert dict(stats.dead_letters_by_reason) == {"bad_json": 2, "missing_field": 2, "late": 1}
