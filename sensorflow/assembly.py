@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from sensorflow.batch_jobs.executors import Executor, LocalPoolExecutor
 from sensorflow.ingest.decode import DecodeConfig
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions, parse_starting_position
 from sensorflow.records.timeparse import NS_PER_S
@@ -27,7 +26,8 @@ from sensorflow.windowing.resume.checkpoints import CheckpointLocation
 from sensorflow.windowing.runner import ReplayInput, ReplayJob
 from sensorflow.windowing.stats import RunStats
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: a replay never loads the batch jobs
+    from sensorflow.batch_jobs.executors import Executor
     from sensorflow.windowing.live import LiveJob
 
 __all__ = [
@@ -156,6 +156,8 @@ def run_live(
 
 def open_executor(settings: SidecarSettings, environ: Mapping[str, str], **batch_client_options: Any) -> Executor:
     """The executor the settings name: the local pool, or Azure Batch (``batch_client_options`` go to its client)."""
+    from sensorflow.batch_jobs.executors import LocalPoolExecutor
+
     if settings.executor == "azure-batch":
         return executor_from_settings(settings, environ, **batch_client_options)
     return LocalPoolExecutor(settings.task_processes, environ)
