@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test bench editor clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 required, found {sys.version.split()[0]}"'
@@ -32,6 +32,11 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/dataflow.py
+
+# A link tree of the mapped packages for static tools (pyright, Pylance, mypy): CONTRIBUTING.md.
+editor: $(VENV)/.installed
+	mkdir -p build
+	$(BIN)/python -c "from setuptools import build_meta; build_meta.build_editable('build', {'editable_mode': 'strict'})"
 
 clean:
 	rm -rf $(VENV) sensorflow.db sensorflow.db-wal sensorflow.db-shm
