@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
-from sensorflow.records.dead_letters import DeadLetterBatch
+from sensorflow.records.dead_letters import DeadLetterBatch, ReasonCode
 from sensorflow.records.readings import ReadingBatch
 from sensorflow.windowing.resume.board import PartitionTracker, ResumeBoard, TrackerSnapshot
 from sensorflow.windowing.shards import ShardMessage, split_by_shard
@@ -113,7 +113,7 @@ class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatc
         for message in values:
             closed, late = self.aggregator.add(message.partition, message.readings, message.watermark, wall)
             if late is not None:
-                out.append(DeadLetterBatch.late(message.partition, late, "late: window already closed"))
+                out.append(DeadLetterBatch.late(message.partition, late, ReasonCode.LATE.detail("window already closed")))
             if closed is not None:
                 out.append(closed)
         return out, StatefulBatchLogic.RETAIN
