@@ -22,6 +22,7 @@ from sensorflow.cli import main
 from tests.batch_jobs.helpers import T0, W, add_windows
 from sensorflow.store import open_store
 from sensorflow.store.sqlite import SqliteStore
+from sensorflow.records.runs import RunKind
 from sensorflow.records.windows import WINDOW_SCHEMA
 
 SENSORS = [("1", "1"), ("1", "2"), ("2", "1")]
@@ -207,3 +208,10 @@ def test_tasks_keep_models_specs_and_results_in_azure_blob(env, azurite, monkeyp
     scored = run_task(spec(blob_env, "score", ts_from=T0 + 80 * W, ts_to=None))
     assert [o.status for o in scored.outcomes] == ["ok"] * 3 and scored.predictions == 3 * 40
     assert len(ModelCatalog(models).versions(DEFAULT_DETECTOR, "1", "1")) == 1
+
+
+def test_kinds_read_back_from_json_are_members(env):
+    train = spec(env, "train")
+    assert TaskSpec.from_json(train.to_json()).kind is RunKind.TRAIN and b'"kind": "train"' in train.to_json()
+    result = TaskResult.all_failed(train, "boom")
+    assert TaskResult.from_json(result.to_json()).kind is RunKind.TRAIN
