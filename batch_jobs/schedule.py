@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
-from sensorflow.records.runs import RunRecord
+from sensorflow.records.runs import RunKind, RunRecord, RunStatus
 
 __all__ = [
     "SUCCESSFUL",
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 Sensor = tuple[str, str]
-SUCCESSFUL = ("succeeded", "partial")
+SUCCESSFUL = (RunStatus.SUCCEEDED, RunStatus.PARTIAL)
 """Run states that move the watermark; a ``partial`` run lists its failed sensors for retry."""
 
 
@@ -138,7 +138,7 @@ def _group(ranges: dict[Sensor, tuple[int | None, int | None]]) -> list[Work]:
 
 
 def chunk_tasks(
-    run_id: str, kind: str, work: list[Work], policy: Policy, parallelism: int = 1, **spec_fields
+    run_id: str, kind: RunKind, work: list[Work], policy: Policy, parallelism: int = 1, **spec_fields
 ) -> list[TaskSpec]:
     """One ``TaskSpec`` per chunk of each work group's sensors (``spec_fields``: detector, store, ...).
 

@@ -42,7 +42,7 @@ from sensorflow.batch_jobs.schedule import (
     written_since,
 )
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
-from sensorflow.records.runs import RunRecord
+from sensorflow.records.runs import RunKind, RunRecord, RunStatus
 from sensorflow.store import Store
 
 __all__ = ["Phase", "Sidecar", "SidecarConfig", "SidecarReport", "serve"]
@@ -100,19 +100,19 @@ class Sidecar:
             return SidecarReport(leased=False)
         self._renewed = time.monotonic()
         try:
-            score = self._score(self._last("score"))
+            score = self._score(self._last(RunKind.SCORE))
             return SidecarReport(True, score, self._train(score.run.range_to))
         finally:
             self.store.release_lease(self.config.lease_name, self.owner)
 
-    def _last(self, kind: str) -> RunRecord | None:
+    def _last(self, kind: RunKind) -> RunRecord | None:
         return next((r for r in self.store.read_runs(kind=kind, limit=100) if r.status in SUCCESSFUL), None)
 
     def _score(self, last: RunRecord | None) -> Phase:
         since = written_since(last, self.config.policy)
         written = self.store.sensors_written_since(since)
         work = score_work(written, last, retries(last), self.config.policy)
-        phase = self._phase("score", work, {"since": since, "written": len(written)})
+        phase = self._phase(RunKind.SCORE, work, {"since": since, "written": len(written)})
         newest = newest_window(list(phase.results))
         carried = max((t for t in (newest, last and last.range_to) if t is not None), default=None)
         run = replace(phase.run, range_to=carried)
@@ -121,19 +121,19 @@ class Sidecar:
 
     def _train(self, newest: int | None) -> Phase | None:
         """Train when due over the span before ``newest`` (the newest window seen so far), plus retries."""
-        last = self._last("train")
+        last = self._last(RunKind.TRAIN)
         due = train_due(newest, last, self.config.policy)
         failed = retries(last)
         if not due and not failed:
             return None
         sensors = self.store.sensors_written_since(written_since(last, self.config.policy)) if due else []
         work = train_work(sensors, newest, failed, self.config.policy)
-        phase = self._phase("train", work, {"due": due, "newest_window": newest})
+        phase = self._phase(RunKind.TRAIN, work, {"due": due, "newest_window": newest})
         run = replace(phase.run, range_to=newest if due else last.range_to)  # type: ignore[union-attr]
         self.store.upsert_run(run)
         return replace(phase, run=run)
 
-    def _phase(self, kind: str, work: list[Work], detail: dict) -> Phase:
+    def _phase(self, kind: RunKind, work: list[Work], detail: dict) -> Phase:
         started = self.store.database_time()
         run_id = f"{datetime.fromtimestamp(started / 1e9, UTC):%Y%m%dT%H%M%S}-{kind}-{uuid.uuid4().hex[:6]}"
         specs = chunk_tasks(
@@ -142,18 +142,19 @@ class Sidecar:
         )
         sensors = sum(len(s.sensors) for s in specs)
         starts = [w.ts_from for w in work if w.ts_from is not None]
-        run = RunRecord(run_id, kind, "running", started, range_from=min(starts) if starts else None, sensors=sensors, tasks=len(specs))
+        run = RunRecord(run_id, kind, RunStatus.RUNNING, started, range_from=min(starts) if starts else None,
+                        sensors=sensors, tasks=len(specs))
         self.store.upsert_run(run)
         clock = time.perf_counter()
         try:
             results = self._execute(kind, specs, sensors)
         except BaseException as e:
             error = {**detail, **(self.executor.run_detail() if specs else {}), "error": f"{type(e).__name__}: {e}"}
-            self.store.upsert_run(replace(run, status="failed", finished_at=self.store.database_time(), detail=json.dumps(error)))
+            self.store.upsert_run(replace(run, status=RunStatus.FAILED, finished_at=self.store.database_time(), detail=json.dumps(error)))
             raise
         failed = failed_sensors(specs, results)
         failed_tasks = sum(1 for r in results if r.outcomes and r.count("failed") == len(r.outcomes))
-        status = "succeeded" if not failed else ("failed" if failed_tasks == len(results) else "partial")
+        status = RunStatus.SUCCEEDED if not failed else (RunStatus.FAILED if failed_tasks == len(results) else RunStatus.PARTIAL)
         skipped: dict[str, int] = {}
         for r in results:
             for o in r.outcomes:
@@ -170,7 +171,7 @@ class Sidecar:
                       detail=json.dumps(detail))
         return Phase(run, tuple(specs), tuple(results))
 
-    def _execute(self, kind: str, specs: list[TaskSpec], sensors: int) -> list[TaskResult]:
+    def _execute(self, kind: RunKind, specs: list[TaskSpec], sensors: int) -> list[TaskResult]:
         if not specs:
             return []
         with tqdm(total=sensors, desc=f"{kind} (sensors)", unit="sensor", disable=self._quiet(), leave=False) as bar:

@@ -46,13 +46,13 @@ from sensorflow.batch_jobs.model_store import (
 )
 from sensorflow.batch_jobs.model_store.base import id_component
 from sensorflow.records.predictions import PREDICTION_SCHEMA
+from sensorflow.records.runs import RunKind
 from sensorflow.records.timeparse import format_ms, parse_time
 from sensorflow.records.windows import END_OF_TIME
 from sensorflow.store import Store, open_store
 
 __all__ = ["SensorOutcome", "TaskError", "TaskResult", "TaskSpec", "resolve_store_url", "run_task", "run_task_at"]
 
-KINDS = ("train", "score")
 ENV_PREFIX = "env:"
 NS_PER_S = 1_000_000_000
 
@@ -75,7 +75,7 @@ class TaskSpec:
 
     task_id: str
     run_id: str
-    kind: str
+    kind: RunKind
     sensors: tuple[tuple[str, str], ...]
     ts_from: int | None
     ts_to: int | None
@@ -87,8 +87,10 @@ class TaskSpec:
     then_score: bool = False  # train only: also score the training windows with the new models (one read for both)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise TaskError(f"task kind must be train or score, not {self.kind!r}")
+        try:
+            object.__setattr__(self, "kind", RunKind(self.kind))  # a spec's JSON has it as text
+        except ValueError:
+            raise TaskError(f"task kind must be train or score, not {self.kind!r}") from None
         for name in ("task_id", "run_id"):
             value = getattr(self, name)
             if not value or "/" in value or value.startswith("."):
@@ -101,7 +103,7 @@ class TaskSpec:
             raise TaskError(f"empty range: ts_from {self.ts_from} >= ts_to {self.ts_to}")
         if self.window_ns <= 0:
             raise TaskError("window_ns must be > 0")
-        if self.then_score and self.kind != "train":
+        if self.then_score and self.kind != RunKind.TRAIN:
             raise TaskError("then_score is for train tasks")
         if not self.store.startswith(("sqlite:///", ENV_PREFIX)):
             raise TaskError(
@@ -173,13 +175,16 @@ class TaskResult:
 
     task_id: str
     run_id: str
-    kind: str
+    kind: RunKind
     outcomes: tuple[SensorOutcome, ...]
     seconds: float
     predictions: int = 0
     cpu_seconds: float = 0.0  # CPU time of the task's process while it ran (its share of a core, under load)
     stages: dict[str, float] = field(default_factory=dict)
     error: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", RunKind(self.kind))  # a result's JSON has it as text
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -243,7 +248,7 @@ class _Run:
 
     def run(self) -> TaskResult:
         windows = self._timed("read", self._read)
-        predictions = self._train(windows) if self.spec.kind == "train" else self._score(windows)
+        predictions = self._train(windows) if self.spec.kind == RunKind.TRAIN else self._score(windows)
         for device, tag in self.spec.sensors:
             self.outcomes.setdefault((device, tag), SensorOutcome(device, tag, "skipped", "no windows in range"))
         outcomes = tuple(self.outcomes[s] for s in self.spec.sensors)

@@ -50,6 +50,7 @@ from sensorflow.batch_jobs.detectors import (
 from sensorflow.batch_jobs.executors import LocalPoolExecutor
 from sensorflow.batch_jobs.schedule import Policy, Work, chunk_tasks
 from sensorflow.batch_jobs.tasks import TaskResult, _predictions_table
+from sensorflow.records.runs import RunKind
 from sensorflow.records.windows import WINDOW_SCHEMA
 from sensorflow.store import open_store
 
@@ -93,9 +94,9 @@ def chunked(url: str, models: Path, sensors: list[tuple[str, str]], detector: st
     fields = {"detector": detector, "store": url, "model_store": str(models), "then_score": True}
     hour = [Work(tuple(sensors), START, START + WINDOWS * W)]
     with LocalPoolExecutor(workers) as pool:
-        pool.run(chunk_tasks("warm-up", "train", [Work(tuple(sensors[:1]), START, START + WINDOWS * W)], policy, **fields))
+        pool.run(chunk_tasks("warm-up", RunKind.TRAIN, [Work(tuple(sensors[:1]), START, START + WINDOWS * W)], policy, **fields))
         began = time.perf_counter()
-        results = pool.run(chunk_tasks("bench", "train", hour, policy, pool.parallelism, **fields))
+        results = pool.run(chunk_tasks("bench", RunKind.TRAIN, hour, policy, pool.parallelism, **fields))
         seconds = time.perf_counter() - began
     ok = sum(r.count("ok") for r in results)
     if ok != len(sensors):

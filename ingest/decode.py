@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from sensorflow.ingest.jsonblock import read_object_lines
-from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
+from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch, ReasonCode
 from sensorflow.records.readings import READING_SCHEMA, MessageBatch, ReadingBatch
 from sensorflow.records.timeparse import MISSING, NS_PER_S, epoch_array_to_ns, epoch_to_ns, parse_time_array
 
@@ -225,7 +225,7 @@ def _from_columns(
     reason = np.full(n, None, dtype=object)
     if ts_number is not None and ts_type != _TIMED_TYPE:
         bad = (ts_number == MISSING) & columns["TS"].is_valid().to_numpy(zero_copy_only=False)
-        reason[bad] = "bad_timestamp"
+        reason[bad] = ReasonCode.BAD_TIMESTAMP
     return _Candidates(
         message=message,
         element=element,
@@ -337,14 +337,14 @@ def _load(body: bytes) -> object:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        return _Failure("bad_utf8")
+        return _Failure(ReasonCode.BAD_UTF8)
     if not text.strip():
-        return _Failure("empty_message")
+        return _Failure(ReasonCode.EMPTY_MESSAGE)
     try:
         # The standard parser also takes NaN and Infinity, so they are reported as not_finite.
         return json.loads(text)
     except (ValueError, RecursionError):
-        return _Failure("bad_json")
+        return _Failure(ReasonCode.BAD_JSON)
 
 
 class _Rows:
@@ -393,7 +393,7 @@ def _parse_slow(bodies: list[bytes]) -> _Candidates:
             for position, item in enumerate(parsed):
                 rows.add(index, position, _dump(item), _fields(item))
         else:
-            rows.fail(index, "empty_array" if isinstance(parsed, list) else "not_an_object")
+            rows.fail(index, ReasonCode.EMPTY_ARRAY if isinstance(parsed, list) else ReasonCode.NOT_AN_OBJECT)
     return rows.columns()
 
 
@@ -407,7 +407,7 @@ def _dump(item: object) -> bytes:
 def _fields(item: object) -> tuple:
     """(ts_text, ts_ns, device, tag, value, reason) of one element; reason None when fine so far."""
     if not isinstance(item, dict):
-        return (None, None, None, None, None, "not_an_object")
+        return (None, None, None, None, None, ReasonCode.NOT_AN_OBJECT)
     ts = item.get("TS")
     ts_text = ts_ns = None
     reason = None
@@ -416,9 +416,9 @@ def _fields(item: object) -> tuple:
     elif isinstance(ts, (int, float)) and not isinstance(ts, bool):
         ts_ns = epoch_to_ns(ts)
         if ts_ns is None:
-            reason = "bad_timestamp"
+            reason = ReasonCode.BAD_TIMESTAMP
     elif ts is not None:
-        reason = "bad_type: TS"
+        reason = ReasonCode.BAD_TYPE.detail("TS")
     device, why = _id(item.get("Device"), "Device")
     reason = reason or why
     tag, why = _id(item.get("Tag"), "Tag")
@@ -426,12 +426,12 @@ def _fields(item: object) -> tuple:
     value = item.get("Value")
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            reason, value = reason or "bad_type: Value", 0.0
+            reason, value = reason or ReasonCode.BAD_TYPE.detail("Value"), 0.0
         else:
             try:
                 value = float(value)
             except OverflowError:
-                reason, value = reason or "not_finite", math.inf
+                reason, value = reason or ReasonCode.NOT_FINITE, math.inf
     return (ts_text, ts_ns, device, tag, value, reason)
 
 
@@ -439,7 +439,7 @@ def _id(raw: object, name: str) -> tuple[str | None, str | None]:
     if raw is None:
         return None, None  # reported as missing by the common checks
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-        return "", f"bad_type: {name}"
+        return "", ReasonCode.BAD_TYPE.detail(name)
     return (str(raw) if isinstance(raw, int) else raw), None
 
 
@@ -457,29 +457,29 @@ def _validate(
     mark = partial(_mark, reason, flagged)
     if config.time_source == "enqueued":
         ts = batch.enqueued_ns[c.message]
-        mark(ts == MISSING, "no_enqueued_time")
+        mark(ts == MISSING, ReasonCode.NO_ENQUEUED_TIME)
     else:
         ts = c.ts_number if c.ts_number is not None else np.full(n, MISSING, np.int64)
         if c.ts_text is not None:
             text_ns, text_ok = parse_time_array(c.ts_text)
             has_text = c.ts_text.is_valid().to_numpy(zero_copy_only=False)
-            mark(has_text & ~text_ok, "bad_timestamp")
+            mark(has_text & ~text_ok, ReasonCode.BAD_TIMESTAMP)
             ts = np.where(has_text, text_ns, ts)
-            mark((ts == MISSING) & ~has_text, "missing_field: TS")
+            mark((ts == MISSING) & ~has_text, ReasonCode.MISSING_FIELD.detail("TS"))
         else:
-            mark(ts == MISSING, "missing_field: TS")
+            mark(ts == MISSING, ReasonCode.MISSING_FIELD.detail("TS"))
     for name, column, numeric in (("Device", c.device, c.numeric_ids[0]), ("Tag", c.tag, c.numeric_ids[1])):
         if column.null_count:
-            mark(column.is_null().to_numpy(zero_copy_only=False), f"missing_field: {name}")
+            mark(column.is_null().to_numpy(zero_copy_only=False), ReasonCode.MISSING_FIELD.detail(name))
         if numeric and config.max_id_length >= _INT64_ID_CHARS:
             continue  # an integer's decimal string is never empty nor longer
         lengths = pc.utf8_length(column).fill_null(0).to_numpy(zero_copy_only=False)
-        mark((lengths == 0) | (lengths > config.max_id_length), f"bad_id: {name}")
-    mark(~c.value_present, "missing_field: Value")
-    mark(~np.isfinite(c.value), "not_finite")
+        mark((lengths == 0) | (lengths > config.max_id_length), ReasonCode.BAD_ID.detail(name))
+    mark(~c.value_present, ReasonCode.MISSING_FIELD.detail("Value"))
+    mark(~np.isfinite(c.value), ReasonCode.NOT_FINITE)
     valid_ts = ts != MISSING
-    mark(valid_ts & (ts < config.min_event_ns), "out_of_range")
-    mark(valid_ts & (ts > now_ns + config.max_clock_skew_ns), "future")
+    mark(valid_ts & (ts < config.min_event_ns), ReasonCode.OUT_OF_RANGE)
+    mark(valid_ts & (ts > now_ns + config.max_clock_skew_ns), ReasonCode.FUTURE)
 
     bad = np.flatnonzero(flagged)
     positions = batch.positions[c.message]

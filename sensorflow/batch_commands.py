@@ -22,6 +22,7 @@ from sensorflow.batch_jobs.model_store import ModelStoreError
 from sensorflow.batch_jobs.schedule import Cron, Every, Policy
 from sensorflow.batch_jobs.sidecar import Phase, Sidecar, SidecarConfig, SidecarReport, serve
 from sensorflow.batch_jobs.tasks import TaskError, run_task_at
+from sensorflow.records.runs import RunKind
 from sensorflow.records.timeparse import format_ms
 from sensorflow.settings import SidecarSettings
 from sensorflow.store import StoreError, open_store
@@ -124,7 +125,7 @@ def describe_phase(phase: Phase) -> str:
         end = format_ms([run.range_to])[0]
         span = f"; windows {format_ms([run.range_from])[0]} .. {end}" if run.range_from is not None else f"; windows up to {end}"
     dropouts = f" ({missing:,} of them missing slots)" if missing else ""
-    scored = f"; {predictions:,} predictions, {anomalies:,} flagged{dropouts}" if run.kind == "score" else ""
+    scored = f"; {predictions:,} predictions, {anomalies:,} flagged{dropouts}" if run.kind == RunKind.SCORE else ""
     seconds = (run.finished_at - run.started_at) / NS if run.finished_at else 0.0
     return (
         f"{run.kind} run {run.run_id} {run.status}: {run.sensors:,} sensors in {run.tasks} task(s), "

@@ -177,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
     from sensorflow.ingest.replay.source import RecordingError
     from sensorflow.store import StoreError
     from sensorflow.windowing.resume.checkpoints import CheckpointMismatch
+    from sensorflow.windowing.state import RecoveryStateError
 
     settings = load_settings(RunSettings, _flags(args, RunSettings), args.config)
     if settings.log_format == "json":  # the flag, SENSORFLOW_LOG_FORMAT or the config file
@@ -205,6 +206,9 @@ def _run(args: argparse.Namespace) -> int:
         while root.__cause__ is not None:
             root = root.__cause__
         logging.getLogger("sensorflow").debug("dataflow failed", exc_info=e)
+        if isinstance(root, RecoveryStateError):  # a rerun would fail the same way: its own line says what to do
+            print(f"sensorflow run: {root}", file=sys.stderr)
+            return 1
         print(
             f"sensorflow run: the dataflow failed: {type(root).__name__}: {root} "
             "(rerun with --log-level DEBUG for the traceback; with --recovery-dir a rerun resumes)",

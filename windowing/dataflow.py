@@ -14,11 +14,12 @@ from sensorflow.ingest.decode import DecodeConfig, Decoded, decode_batch
 from sensorflow.records.dead_letters import DeadLetterBatch
 from sensorflow.records.readings import MessageBatch, ReadingBatch
 from sensorflow.records.windows import WindowBatch
-from sensorflow.windowing.operators import LatenessLogic, WindowLogic, WriteBatchLogic
+from sensorflow.windowing.operators import LatenessLogic, LatenessSnapshot, WindowLogic, WriteBatchLogic, WriteBatchSnapshot
 from sensorflow.windowing.resume.board import ResumeBoard
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.state import SNAPSHOT_VERSION
 from sensorflow.windowing.stats import RunStats
-from sensorflow.windowing.tumbling import WindowAggregator
+from sensorflow.windowing.tumbling import WindowAggregator, WindowSnapshot
 
 __all__ = ["FlowConfig", "FlowOptions", "build_flow"]
 
@@ -123,14 +124,14 @@ def _partition(batch: ReadingBatch) -> str:
     return batch.partition
 
 
-def _lateness(config: FlowConfig, board: ResumeBoard | None, resume: int | tuple | None) -> LatenessLogic:
+def _lateness(config: FlowConfig, board: ResumeBoard | None, resume: LatenessSnapshot | None) -> LatenessLogic:
     return LatenessLogic(config.lateness_ns, config.shards, resume, board)
 
 
-def _window(config: FlowConfig, board: ResumeBoard | None, resume: tuple | None) -> WindowLogic:
+def _window(config: FlowConfig, board: ResumeBoard | None, resume: WindowSnapshot | None) -> WindowLogic:
     start = board.start if board is not None else None
     if resume is None and start is not None:  # restart from checkpoints: closed windows stay closed
-        resume = (start.watermarks(), start.closed_through, ())
+        resume = WindowSnapshot(SNAPSHOT_VERSION, start.watermarks(), start.closed_through, ())
     if resume is None:
         aggregator = WindowAggregator(config.window_ns, config.partitions, config.idle_timeout_ns)
     else:
@@ -138,7 +139,7 @@ def _window(config: FlowConfig, board: ResumeBoard | None, resume: tuple | None)
     return WindowLogic(aggregator)
 
 
-def _write_batches(config: FlowConfig, resume: tuple | None) -> WriteBatchLogic:
+def _write_batches(config: FlowConfig, resume: WriteBatchSnapshot | None) -> WriteBatchLogic:
     return WriteBatchLogic(config.write_min_rows, config.write_rows, config.write_windows, config.write_wait, resume)
 
 

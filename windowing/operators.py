@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
@@ -10,20 +11,40 @@ import numpy as np
 import pyarrow as pa
 from bytewax.operators import StatefulBatchLogic
 
-from sensorflow.records.dead_letters import DeadLetterBatch
+from sensorflow.records.dead_letters import DeadLetterBatch, ReasonCode
 from sensorflow.records.readings import ReadingBatch
 from sensorflow.records.windows import END_OF_TIME, WindowBatch
-from sensorflow.windowing.resume.board import PartitionTracker, ResumeBoard
+from sensorflow.windowing.resume.board import PartitionTracker, ResumeBoard, TrackerSnapshot
 from sensorflow.windowing.shards import ShardMessage, split_by_shard
-from sensorflow.windowing.tumbling import PartitionClock, WindowAggregator
+from sensorflow.windowing.state import SNAPSHOT_VERSION, checked
+from sensorflow.windowing.tumbling import PartitionClock, WindowAggregator, WindowSnapshot
 
-__all__ = ["LatenessLogic", "WindowLogic", "WriteBatchLogic", "Routed"]
+__all__ = [
+    "LatenessLogic",
+    "LatenessSnapshot",
+    "Routed",
+    "WindowLogic",
+    "WriteBatchLogic",
+    "WriteBatchSnapshot",
+]
 
 Routed = tuple[str, ShardMessage]
 """(shard key, message) pairs leaving the lateness step."""
 
 
-class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch", "int | tuple"]):
+@dataclass(frozen=True)
+class LatenessSnapshot:
+    """A :class:`LatenessLogic`'s state for recovery: the partition watermark, and its resume duties if any.
+
+    ``tracker`` is None without a resume board, or before the partition's first batch.
+    """
+
+    version: int
+    watermark: int
+    tracker: TrackerSnapshot | None
+
+
+class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch", LatenessSnapshot]):
     """Applies one partition's lateness rule and fans its readings out to the shards.
 
     With a :class:`~sensorflow.windowing.resume.board.ResumeBoard` (live runs with checkpoints) it also keeps the
@@ -32,9 +53,16 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
     progress goes no further: it is no sign of life of the partition for the window shards.
     """
 
-    def __init__(self, lateness_ns: int, shards: int, state: int | tuple | None, board: ResumeBoard | None = None):
-        watermark, tracked = state if isinstance(state, tuple) else (state, None)
-        self.clock = PartitionClock(lateness_ns) if watermark is None else PartitionClock(lateness_ns, watermark)
+    def __init__(self, lateness_ns: int, shards: int, state: LatenessSnapshot | None, board: ResumeBoard | None = None):
+        """``state``: what :meth:`snapshot` gave before a restart (None: a fresh start).
+
+        Raises :class:`~sensorflow.windowing.state.RecoveryStateError` for a state of another release.
+        """
+        if state is None:
+            self.clock, tracked = PartitionClock(lateness_ns), None
+        else:
+            state = checked(state, LatenessSnapshot)
+            self.clock, tracked = PartitionClock(lateness_ns, state.watermark), state.tracker
         self.shards = shards
         self.tracker = None if board is None else PartitionTracker(board, tracked)
 
@@ -67,13 +95,12 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
                 out.append((str(shard), ShardMessage(batch.partition, part, watermark)))
         return out, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> int | tuple:
-        if self.tracker is None:
-            return self.clock.watermark
-        return (self.clock.watermark, self.tracker.snapshot())
+    def snapshot(self) -> LatenessSnapshot:
+        tracked = None if self.tracker is None else self.tracker.snapshot()
+        return LatenessSnapshot(SNAPSHOT_VERSION, self.clock.watermark, tracked)
 
 
-class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatch", tuple]):
+class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatch", WindowSnapshot]):
     """One shard's open windows; emits closed windows and readings that came too late."""
 
     def __init__(self, aggregator: WindowAggregator):
@@ -86,7 +113,7 @@ class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatc
         for message in values:
             closed, late = self.aggregator.add(message.partition, message.readings, message.watermark, wall)
             if late is not None:
-                out.append(DeadLetterBatch.late(message.partition, late, "late: window already closed"))
+                out.append(DeadLetterBatch.late(message.partition, late, ReasonCode.LATE.detail("window already closed")))
             if closed is not None:
                 out.append(closed)
         return out, StatefulBatchLogic.RETAIN
@@ -99,11 +126,19 @@ class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatc
         at = self.aggregator.next_idle_check() if self.live else None
         return None if at is None else datetime.fromtimestamp(at / 1e9, tz=timezone.utc)
 
-    def snapshot(self) -> tuple:
+    def snapshot(self) -> WindowSnapshot:
         return self.aggregator.snapshot()
 
 
-class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
+@dataclass(frozen=True)
+class WriteBatchSnapshot:
+    """A :class:`WriteBatchLogic`'s state for recovery: the closed windows gathered but not yet handed on."""
+
+    version: int
+    tables: tuple[pa.Table, ...]
+
+
+class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, WriteBatchSnapshot]):
     """Gathers closed windows into batches for the store writer, soon.
 
     A batch goes once it spans ``min_windows`` window ends (and has at least ``min_rows``
@@ -117,7 +152,7 @@ class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
     small batch may wait.
     """
 
-    def __init__(self, min_rows: int, max_rows: int, min_windows: int, max_wait: timedelta, state: tuple | None):
+    def __init__(self, min_rows: int, max_rows: int, min_windows: int, max_wait: timedelta, state: WriteBatchSnapshot | None):
         self.min_rows = min_rows
         self.max_rows = max_rows
         self.min_windows = min_windows
@@ -127,7 +162,7 @@ class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
         self.ends: set[int] = set()
         self.due: datetime | None = None
         self.handed = False  # a batch went since this process started
-        self._add(list(state) if state else [])
+        self._add([] if state is None else list(checked(state, WriteBatchSnapshot).tables))
 
     def on_batch(self, values: list[WindowBatch]) -> tuple[Iterable, bool]:
         self._add([v.table for v in values if v.table.num_rows])
@@ -146,8 +181,8 @@ class WriteBatchLogic(StatefulBatchLogic[WindowBatch, WindowBatch, tuple]):
     def notify_at(self) -> datetime | None:
         return self.due
 
-    def snapshot(self) -> tuple:
-        return tuple(self.tables)
+    def snapshot(self) -> WriteBatchSnapshot:
+        return WriteBatchSnapshot(SNAPSHOT_VERSION, tuple(self.tables))
 
     def _add(self, tables: list[pa.Table]) -> None:
         for table in tables:

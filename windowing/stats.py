@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorflow.records.dead_letters import ReasonCode
+
 __all__ = ["RunStats", "WRITE_BUCKETS"]
 
 WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -66,7 +68,7 @@ class RunStats:
     @property
     def late_readings(self) -> int:
         with self._lock:
-            return self.dead_letters_by_reason.get("late", 0)
+            return self.dead_letters_by_reason.get(ReasonCode.LATE, 0)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self._COUNTERS}

@@ -13,6 +13,7 @@ into a closed window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -20,12 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorflow.records.windows import BEFORE_TIME, END_OF_TIME, WINDOW_SCHEMA, WindowBatch
+from sensorflow.windowing.state import SNAPSHOT_VERSION, checked
 
 __all__ = [
     "window_ends",
     "PartitionClock",
     "aggregate",
     "WindowAggregator",
+    "WindowSnapshot",
 ]
 
 _PARTIAL_SCHEMA = pa.schema(
@@ -103,6 +106,21 @@ def _closed_rows(partial: pa.Table) -> WindowBatch:
     return WindowBatch(table)
 
 
+@dataclass(frozen=True)
+class WindowSnapshot:
+    """A :class:`WindowAggregator`'s state for recovery (kept by Bytewax, pickled).
+
+    ``watermarks``: each input partition's watermark; ``closed_through``: every window ending at
+    or before it is emitted; ``pending``: the open windows' partial aggregates (Arrow tables of
+    one schema, immutable, so a snapshot shares them with the aggregator).
+    """
+
+    version: int
+    watermarks: dict[str, int]
+    closed_through: int
+    pending: tuple[pa.Table, ...]
+
+
 class WindowAggregator:
     """Open windows of one shard of sensors, closed on the minimum partition watermark.
 
@@ -132,19 +150,26 @@ class WindowAggregator:
 
     # -- state ---------------------------------------------------------------
 
-    def snapshot(self) -> tuple:
-        """Immutable state for recovery (Arrow tables are immutable)."""
+    def snapshot(self) -> WindowSnapshot:
+        """The state for recovery; later input does not change it."""
         self._consolidate()
-        return (dict(self.watermarks), self.closed_through, tuple(self._pending))
+        return WindowSnapshot(SNAPSHOT_VERSION, dict(self.watermarks), self.closed_through, tuple(self._pending))
 
     @classmethod
-    def restore(cls, length_ns: int, partitions: Iterable[str], state: tuple, idle_timeout_ns: int | None = None) -> "WindowAggregator":
+    def restore(
+        cls, length_ns: int, partitions: Iterable[str], state: WindowSnapshot, idle_timeout_ns: int | None = None
+    ) -> "WindowAggregator":
+        """The aggregator ``state`` was taken of.
+
+        Raises :class:`~sensorflow.windowing.state.RecoveryStateError` for a state of another release.
+        """
+        state = checked(state, WindowSnapshot)
         agg = cls(length_ns, partitions, idle_timeout_ns)
-        watermarks, agg.closed_through, pending = state
-        agg.watermarks.update(watermarks)
-        agg._pending = list(pending)
-        agg._pending_rows = agg._open_rows = sum(t.num_rows for t in pending)
-        agg._min_end = min((pc.min(t["window_end"]).as_py() for t in pending if t.num_rows), default=END_OF_TIME)
+        agg.closed_through = state.closed_through
+        agg.watermarks.update(state.watermarks)
+        agg._pending = list(state.pending)
+        agg._pending_rows = agg._open_rows = sum(t.num_rows for t in agg._pending)
+        agg._min_end = min((pc.min(t["window_end"]).as_py() for t in agg._pending if t.num_rows), default=END_OF_TIME)
         return agg
 
     # -- input ---------------------------------------------------------------

@@ -43,6 +43,7 @@ __all__ = ["FEATURES", "FittedStats", "RobustWindow", "RobustWindowModel", "Thre
 _MAD_TO_SD = 1.4826
 FEATURES = ("gap", "level", "support", "jump", "trend", "spread", "stuck", "low_count")
 """Rows of ``RobustWindowModel.evidence``."""
+_ROW = {name: row for row, name in enumerate(FEATURES)}
 _NEVER = 1e300  # a limit no evidence reaches (finite, so the model stays JSON- and check-friendly)
 
 
@@ -212,7 +213,7 @@ class RobustWindowModel(Model):
         s, t = self.stats, self.thresholds
         full = windows.with_missing_slots()
         evidence = np.zeros((len(FEATURES), full.ts.shape[0]))
-        evidence[0] = _gaps(full.count) / s.gap_limit
+        evidence[_ROW["gap"]] = _gaps(full.count) / s.gap_limit
         present = np.flatnonzero(full.count > 0)
         if present.shape[0] == 0:
             return full, evidence
@@ -223,15 +224,17 @@ class RobustWindowModel(Model):
         at_s = full.ts[present] / 1e9
         outside_s = np.maximum(np.maximum(s.trained_from_s - at_s, at_s - s.trained_to_s), 0.0)
         widen = 1.0 + outside_s / (s.trained_to_s - s.trained_from_s)
-        evidence[1:, present] = (
-            away / (s.level_limit * widen),
-            np.maximum(s.low - v, v - s.high) / s.support_limit,
-            _departure(away, recent, s.level) / s.jump_limit,
-            _departure(away, earlier, s.level) / s.trend_limit,
-            (spread - s.spread_median) / s.spread_limit,
-            _stuck_runs(v, spread, count) / s.stuck_limit,
-            s.low_count_rare * (count <= t.low_count * s.count_median),
-        )
+        of_present = {  # every feature but gap, for the slots with readings
+            "level": away / (s.level_limit * widen),
+            "support": np.maximum(s.low - v, v - s.high) / s.support_limit,
+            "jump": _departure(away, recent, s.level) / s.jump_limit,
+            "trend": _departure(away, earlier, s.level) / s.trend_limit,
+            "spread": (spread - s.spread_median) / s.spread_limit,
+            "stuck": _stuck_runs(v, spread, count) / s.stuck_limit,
+            "low_count": s.low_count_rare * (count <= t.low_count * s.count_median),
+        }
+        for name, values in of_present.items():
+            evidence[_ROW[name], present] = values
         return full, evidence
 
     def score(self, windows: SensorWindows) -> Scores:

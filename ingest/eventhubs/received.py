@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from sensorflow.records.dead_letters import ReasonCode
 from sensorflow.records.readings import Reject
 from sensorflow.records.timeparse import MISSING
 
@@ -20,7 +21,7 @@ __all__ = ["NOT_DATA", "Received", "received_from_events"]
 
 _NS_PER_MS = 1_000_000
 _SEQUENCE, _OFFSET, _ENQUEUED = b"x-opt-sequence-number", b"x-opt-offset", b"x-opt-enqueued-time"
-NOT_DATA = "missing_body: an AMQP value or sequence body, not data sections"
+NOT_DATA = ReasonCode.MISSING_BODY.detail("an AMQP value or sequence body, not data sections")
 
 
 @dataclass(frozen=True, eq=False)

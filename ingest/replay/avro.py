@@ -8,6 +8,7 @@ from pathlib import Path
 import fastavro
 import numpy as np
 
+from sensorflow.records.dead_letters import ReasonCode
 from sensorflow.records.readings import MessageBatch, Reject
 from sensorflow.records.timeparse import MISSING, parse_time
 
@@ -73,7 +74,7 @@ class AvroReader:
             sequence = record.get("SequenceNumber")
             body = record.get("Body")
             if body is None:
-                rejects.append(Reject(int(sequence or 0), "missing_body", b""))
+                rejects.append(Reject(int(sequence or 0), ReasonCode.MISSING_BODY, b""))
                 continue
             bodies.append(bytes(body))
             positions.append(int(sequence))

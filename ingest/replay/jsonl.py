@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from sensorflow.ingest.jsonblock import read_object_lines
+from sensorflow.records.dead_letters import ReasonCode
 from sensorflow.records.readings import MessageBatch, Reject
 from sensorflow.records.timeparse import MISSING, parse_time, parse_time_array
 
@@ -121,7 +122,7 @@ def _unwrap(
         body, sequence, enqueued_time = envelope
         position = sequence if sequence is not None else int(positions[i])
         if body is None:
-            rejects.append(Reject(position, "bad_envelope", line))
+            rejects.append(Reject(position, ReasonCode.BAD_ENVELOPE, line))
             continue
         bodies.append(body)
         keep.append(i)

@@ -6,10 +6,40 @@ Kept as columns (``DEAD_LETTER_SCHEMA``) like everything else that crosses an op
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import pyarrow as pa
 
-__all__ = ["DEAD_LETTER_SCHEMA", "DeadLetter", "DeadLetterBatch"]
+__all__ = ["DEAD_LETTER_SCHEMA", "DeadLetter", "DeadLetterBatch", "ReasonCode"]
+
+
+class ReasonCode(StrEnum):
+    """Why an element became a dead letter: the stable first part of its ``reason``.
+
+    A member is its value (a ``str``): the store keeps ``code`` or ``code: detail`` as text,
+    exactly as before the codes were an enum.
+    """
+
+    BAD_JSON = "bad_json"
+    BAD_UTF8 = "bad_utf8"
+    EMPTY_MESSAGE = "empty_message"
+    EMPTY_ARRAY = "empty_array"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    BAD_TYPE = "bad_type"
+    BAD_ID = "bad_id"
+    BAD_TIMESTAMP = "bad_timestamp"
+    NOT_FINITE = "not_finite"
+    OUT_OF_RANGE = "out_of_range"
+    FUTURE = "future"
+    NO_ENQUEUED_TIME = "no_enqueued_time"
+    BAD_ENVELOPE = "bad_envelope"
+    MISSING_BODY = "missing_body"
+    LATE = "late"
+
+    def detail(self, text: str) -> str:
+        """The reason ``code: text``."""
+        return f"{self.value}: {text}"
 
 
 DEAD_LETTER_SCHEMA = pa.schema(
@@ -32,7 +62,7 @@ class DeadLetter:
     """One element that did not become a windowed reading, and why.
 
     ``reason`` is ``code`` or ``code: detail``; the code alone is stable
-    (``bad_json``, ``missing_field``, ``late``, ...).
+    (a :class:`ReasonCode`: ``bad_json``, ``missing_field``, ``late``, ...).
     """
 
     partition: str
@@ -60,7 +90,7 @@ class DeadLetterBatch:
         return cls(pa.table(columns, schema=DEAD_LETTER_SCHEMA))
 
     @classmethod
-    def late(cls, partition: str, readings: pa.Table, reason: str = "late") -> "DeadLetterBatch":
+    def late(cls, partition: str, readings: pa.Table, reason: str = ReasonCode.LATE) -> "DeadLetterBatch":
         """Readings refused by the lateness rule, keeping their values."""
         n = readings.num_rows
         table = pa.table(

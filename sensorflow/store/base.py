@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorflow.records.dead_letters import ReasonCode
 from sensorflow.records.runs import RunRecord
 
 __all__ = [
@@ -46,11 +47,11 @@ class StoreSummary:
 
     @property
     def late(self) -> int:
-        return self.dead_letters.get("late", 0)
+        return self.dead_letters.get(ReasonCode.LATE, 0)
 
     @property
     def malformed(self) -> int:
-        return sum(n for reason, n in self.dead_letters.items() if reason != "late")
+        return sum(n for reason, n in self.dead_letters.items() if reason != ReasonCode.LATE)
 
 
 

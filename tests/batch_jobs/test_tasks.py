@@ -19,6 +19,7 @@ from sensorflow.batch_jobs.detectors import (
 from sensorflow.batch_jobs.model_store import ModelCatalog, open_model_store
 from sensorflow.batch_jobs.tasks import TaskError, TaskResult, TaskSpec, run_task, run_task_at
 from sensorflow.cli import main
+from sensorflow.records.runs import RunKind
 from sensorflow.records.windows import WINDOW_SCHEMA
 from sensorflow.store import open_store
 from sensorflow.store.sqlite import SqliteStore
@@ -207,3 +208,10 @@ def test_tasks_keep_models_specs_and_results_in_azure_blob(env, azurite, monkeyp
     scored = run_task(spec(blob_env, "score", ts_from=T0 + 80 * W, ts_to=None))
     assert [o.status for o in scored.outcomes] == ["ok"] * 3 and scored.predictions == 3 * 40
     assert len(ModelCatalog(models).versions(DEFAULT_DETECTOR, "1", "1")) == 1
+
+
+def test_kinds_read_back_from_json_are_members(env):
+    train = spec(env, "train")
+    assert TaskSpec.from_json(train.to_json()).kind is RunKind.TRAIN and b'"kind": "train"' in train.to_json()
+    result = TaskResult.all_failed(train, "boom")
+    assert TaskResult.from_json(result.to_json()).kind is RunKind.TRAIN

@@ -14,7 +14,8 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.conftest import dead_letters_frame, windows_frame
+from sensorflow.windowing.state import SNAPSHOT_VERSION
+from tests.conftest import REPO, dead_letters_frame, windows_frame
 
 START_S = 1_767_225_600
 
@@ -83,3 +84,21 @@ def test_sigkill_and_restart_give_the_uninterrupted_table(tmp_path: Path):
     assert crashed_dead.equals(clean_dead)
     # Only the partition's own lateness rule decides: the shards' safety net never fires on a replay.
     assert set(clean_dead["Reason"]) == {"bad_json", "late"}
+
+
+def test_a_recovery_dir_of_another_release_is_refused_with_one_line(tmp_path: Path, monkeypatch, capsys):
+    from sensorflow.cli import main
+    from sensorflow.windowing.operators import LatenessLogic
+
+    args = ["run", "--source", str(REPO / "samples" / "seed"), "--store", f"sqlite:///{tmp_path}/s.db", "--writer", "inline",
+            "--progress-seconds", "0", "--recovery-dir", str(tmp_path / "recovery")]
+    with monkeypatch.context() as old_release:  # the lateness state as the release before typed state wrote it
+        old_release.setattr(LatenessLogic, "snapshot", lambda self: self.clock.watermark)
+        assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"sensorflow run: recovery state is int, not LatenessSnapshot version {SNAPSHOT_VERSION}: the recovery "
+        "directory was written by another sensorflow release; start with a fresh --recovery-dir"
+    )

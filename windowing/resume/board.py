@@ -38,8 +38,19 @@ from sensorflow.records.readings import SourceProgress
 from sensorflow.records.windows import BEFORE_TIME
 from sensorflow.windowing.resume.offsets import OffsetBook
 from sensorflow.windowing.shards import split_by_shard
+from sensorflow.windowing.state import SNAPSHOT_VERSION, checked
 
-__all__ = ["CommittedWindows", "PartitionTracker", "ResumeBoard", "ResumeLog", "ResumePoint", "ResumeStart"]
+__all__ = [
+    "AlreadyStored",
+    "CommittedWindows",
+    "PartitionTracker",
+    "ResumeBoard",
+    "ResumeLog",
+    "ResumeLogSnapshot",
+    "ResumePoint",
+    "ResumeStart",
+    "TrackerSnapshot",
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,24 @@ class ResumeStart:
 
     def watermarks(self) -> dict[str, int]:
         return {p: point.watermark for p, point in self.partitions.items()}
+
+
+@dataclass(frozen=True)
+class ResumeLogSnapshot:
+    """A :class:`ResumeLog`'s state for recovery (inside the lateness step's, kept by Bytewax).
+
+    One mark per batch read since ``base_position`` (at most the log's ``max_entries``), as four
+    columns of the same length: the batch's first position, the watermark before and after
+    it, its largest event time.
+    """
+
+    version: int
+    base_position: int | None
+    base_watermark: int
+    first: tuple[int, ...]
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    largest: tuple[int, ...]
 
 
 class ResumeLog:
@@ -128,16 +157,29 @@ class ResumeLog:
             del self._first[:keep], self._before[:keep], self._after[:keep], self._largest[:keep]
             self.base_position, self.base_watermark = point.position, point.watermark
 
-    def snapshot(self) -> tuple:
+    def snapshot(self) -> ResumeLogSnapshot:
+        """The log as of now; later records do not change it."""
         with self._lock:
-            marks = (tuple(self._first), tuple(self._before), tuple(self._after), tuple(self._largest))
-            return (self.base_position, self.base_watermark, marks)
+            return ResumeLogSnapshot(
+                SNAPSHOT_VERSION,
+                self.base_position,
+                self.base_watermark,
+                tuple(self._first),
+                tuple(self._before),
+                tuple(self._after),
+                tuple(self._largest),
+            )
 
     @classmethod
-    def restore(cls, state: tuple, max_entries: int = 4096) -> ResumeLog:
-        base_position, base_watermark, (first, before, after, largest) = state
-        log = cls(base_position, base_watermark, max_entries)
-        log._first, log._before, log._after, log._largest = list(first), list(before), list(after), list(largest)
+    def restore(cls, state: ResumeLogSnapshot, max_entries: int = 4096) -> ResumeLog:
+        """The log ``state`` was taken of.
+
+        Raises :class:`~sensorflow.windowing.state.RecoveryStateError` for a state of another release.
+        """
+        state = checked(state, ResumeLogSnapshot)
+        log = cls(state.base_position, state.base_watermark, max_entries)
+        log._first, log._before = list(state.first), list(state.before)
+        log._after, log._largest = list(state.after), list(state.largest)
         return log
 
     def _halve(self) -> None:
@@ -279,6 +321,31 @@ class ResumeBoard:
                     book.forget_before(point.position - 1)
 
 
+@dataclass(frozen=True)
+class AlreadyStored:
+    """What a restart from checkpoints finds in the store already.
+
+    Accepted readings before position ``drop_before`` of windows ending at or before
+    ``closed_through`` are stored and are dropped, not emitted again.
+    """
+
+    closed_through: int
+    drop_before: int
+
+
+@dataclass(frozen=True)
+class TrackerSnapshot:
+    """A :class:`PartitionTracker`'s state for recovery, once bound to its partition.
+
+    ``stored``: what the store already has, until the partition reads past ``drop_before``.
+    """
+
+    version: int
+    partition: str
+    log: ResumeLogSnapshot
+    stored: AlreadyStored | None
+
+
 class PartitionTracker:
     """The lateness step's resume duties for one input partition.
 
@@ -288,14 +355,15 @@ class PartitionTracker:
     :class:`ResumeLog`, attached to the process's :class:`ResumeBoard`.
     """
 
-    def __init__(self, board: ResumeBoard, state: tuple | None = None):
+    def __init__(self, board: ResumeBoard, state: TrackerSnapshot | None = None):
         self._board = board
         self.partition: str | None = None
         self._log: ResumeLog | None = None
-        self._stored: tuple[int, int] | None = None  # (closed_through, drop_before) after a checkpoint restart
+        self._stored: AlreadyStored | None = None
         if state is not None:
-            self.partition, log_state, self._stored = state
-            self._log = ResumeLog.restore(log_state)
+            state = checked(state, TrackerSnapshot)
+            self.partition, self._stored = state.partition, state.stored
+            self._log = ResumeLog.restore(state.log)
             board.attach(self.partition, self._log)
 
     def bind(self, partition: str, watermark: int) -> int:
@@ -309,7 +377,7 @@ class PartitionTracker:
             self._log = ResumeLog(None, watermark)
         else:
             self._log = ResumeLog(point.position, point.watermark)
-            self._stored = (start.closed_through, point.drop_before)
+            self._stored = AlreadyStored(start.closed_through, point.drop_before)
             watermark = point.watermark
         self._board.attach(partition, self._log)
         return watermark
@@ -328,15 +396,16 @@ class PartitionTracker:
         self._log.record(int(positions[0]), before, after, int(ts.max()))
         if self._stored is None:
             return None
-        closed_through, drop_before = self._stored
+        drop_before = self._stored.drop_before
         if int(positions[0]) >= drop_before:
             self._stored = None  # past the durable position: the normal rules apply from here on
             return None
-        stored = (ts < closed_through) & (positions < drop_before) & ~late
+        stored = (ts < self._stored.closed_through) & (positions < drop_before) & ~late
         self._board.count_skipped(int(stored.sum()))
         return stored
 
-    def snapshot(self) -> tuple | None:
+    def snapshot(self) -> TrackerSnapshot | None:
+        """The tracker's state for recovery; None before its first batch (nothing to keep yet)."""
         if self._log is None:
             return None
-        return (self.partition, self._log.snapshot(), self._stored)
+        return TrackerSnapshot(SNAPSHOT_VERSION, self.partition, self._log.snapshot(), self._stored)
