@@ -1,7 +1,7 @@
 """Train and score tasks: one chunk of sensors, one window read, per-sensor outcomes.
 
 A ``TaskSpec`` (JSON, kept in the model store) says what to do; ``run_task``
-does it: ONE ``Store.read_windows`` for the whole chunk (the store chunks
+does it: ONE ``ScoringStore.read_windows`` for the whole chunk (the store chunks
 the fetch), the rows split per sensor with array slices, then per sensor
 either fit and store a new model version (``train``) or load the latest
 model and score (``score``). A score task writes all its predictions in one
@@ -46,7 +46,7 @@ from sensorflow.batch_jobs.model_store import (
 )
 from sensorflow.batch_jobs.model_store.base import id_component
 from sensorflow.records.timeparse import format_ms, parse_time
-from sensorflow.store import Store, open_store
+from sensorflow.store import ScoringStore, open_store
 from sensorflow.records.predictions import PREDICTION_SCHEMA
 from sensorflow.records.windows import END_OF_TIME
 
@@ -234,7 +234,7 @@ def run_task(spec: TaskSpec, environ: Mapping[str, str] = os.environ) -> TaskRes
 class _Run:
     """The steps of one task; ``stages`` collects seconds per step for benchmarks."""
 
-    def __init__(self, spec: TaskSpec, detector: Detector, store: Store, models: ModelStore, started: float):
+    def __init__(self, spec: TaskSpec, detector: Detector, store: ScoringStore, models: ModelStore, started: float):
         self.spec, self.detector, self.store, self.started = spec, detector, store, started
         self.cpu_started = time.process_time()
         self.catalog = ModelCatalog(models)
