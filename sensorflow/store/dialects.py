@@ -77,14 +77,18 @@ class SchemaDialect(ABC):
     def schema(self, tables: tuple[TableSpec, ...]) -> tuple[str, ...]:
         """DDL that brings a database to ``tables``: each statement safe to run on every start.
 
-        Creates missing tables, then the indexes this dialect has; drops those
-        ``Index.not_in`` leaves out of it.
+        Each missing table in order, each followed by the indexes this dialect
+        has (created if missing) and those ``Index.not_in`` leaves out of it
+        (dropped if there). The order is SQLite's page order in a new file.
         """
-        created = tuple(self.create_table(t) for t in tables)
-        indexes = tuple(
-            self.drop_index(t, i) if self.name in i.not_in else self.create_index(t, i) for t in tables for i in t.indexes
+        return tuple(
+            statement
+            for t in tables
+            for statement in (
+                self.create_table(t),
+                *(self.drop_index(t, i) if self.name in i.not_in else self.create_index(t, i) for i in t.indexes),
+            )
         )
-        return created + indexes
 
     def create_table(self, spec: TableSpec) -> str:
         return f"CREATE TABLE IF NOT EXISTS {self.q(spec.name)} ({self.columns_ddl(spec)}, {self.key_ddl(spec)})"
