@@ -2,17 +2,17 @@
 
 Each table has columns of a logical kind, a primary key and secondary indexes;
 ``sensorflow.store.dialects`` renders them as SQLite, PostgreSQL or T-SQL DDL
-(``Dialect.schema(TABLES)``). Names and keys are CONTRACTS.md's ("Store");
-docs/store.md lists the tables for humans. Where a dialect's DDL differs from
+(``SchemaDialect.schema(TABLES)``). Names and keys are the README's ("The
+store"); docs/store.md lists the tables. Where a dialect's DDL differs from
 the others beyond its type names, the reason is written here, with the spec
 that says so (``SqliteLayout``, ``Index.not_in``).
 
 ``SensorWrites`` keeps one row per sensor and its last write, so "sensors
 written since T" reads a small table instead of an index on every window
-row's ``WrittenAt`` (which would slow every window upsert).
+row's ``WrittenAt`` (on SQLite that index halved window upsert speed, 0afc748).
 
-No metadata table yet: CONTRACTS.md asks for one (window length, time
-source, schema version), and no backend has it today.
+There is no metadata table (window length, time source, schema version)
+yet: no backend has one.
 """
 
 from __future__ import annotations
