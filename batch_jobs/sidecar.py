@@ -1,6 +1,6 @@
 """The sidecar: on a schedule, score what was written since the last run and retrain when due.
 
-Each run holds the store's lease row (``Store.try_lease``) so two sidecars
+Each run holds the store's lease row (``RunLedger.try_lease``) so two sidecars
 started together never run the same work; the one that does not get it
 does nothing. A run has a score phase and, when due (``schedule.train_due``)
 or when sensors are left to retry, a train phase; each phase is one row
@@ -43,7 +43,7 @@ from sensorflow.batch_jobs.schedule import (
 )
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
 from sensorflow.records.runs import RunKind, RunRecord, RunStatus
-from sensorflow.store import Store
+from sensorflow.store import PlanningStore
 
 __all__ = ["Phase", "Sidecar", "SidecarConfig", "SidecarReport", "serve"]
 
@@ -88,7 +88,7 @@ class SidecarReport:
 class Sidecar:
     """Plans runs from the store's ``Runs`` and runs their tasks on ``executor``."""
 
-    def __init__(self, config: SidecarConfig, store: Store, executor: Executor, progress: bool | None = None):
+    def __init__(self, config: SidecarConfig, store: PlanningStore, executor: Executor, progress: bool | None = None):
         self.config, self.store, self.executor, self.progress = config, store, executor, progress
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renewed = 0.0

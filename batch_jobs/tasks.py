@@ -1,7 +1,7 @@
 """Train and score tasks: one chunk of sensors, one window read, per-sensor outcomes.
 
 A ``TaskSpec`` (JSON, kept in the model store) says what to do; ``run_task``
-does it: ONE ``Store.read_windows`` for the whole chunk (the store chunks
+does it: ONE ``ScoringStore.read_windows`` for the whole chunk (the store chunks
 the fetch), the rows split per sensor with array slices, then per sensor
 either fit and store a new model version (``train``) or load the latest
 model and score (``score``). A score task writes all its predictions in one
@@ -49,7 +49,7 @@ from sensorflow.records.predictions import PREDICTION_SCHEMA
 from sensorflow.records.runs import RunKind
 from sensorflow.records.timeparse import format_ms, parse_time
 from sensorflow.records.windows import END_OF_TIME
-from sensorflow.store import Store, open_store
+from sensorflow.store import ScoringStore, open_store
 
 __all__ = ["SensorOutcome", "TaskError", "TaskResult", "TaskSpec", "resolve_store_url", "run_task", "run_task_at"]
 
@@ -239,7 +239,7 @@ def run_task(spec: TaskSpec, environ: Mapping[str, str] = os.environ) -> TaskRes
 class _Run:
     """The steps of one task; ``stages`` collects seconds per step for benchmarks."""
 
-    def __init__(self, spec: TaskSpec, detector: Detector, store: Store, models: ModelStore, started: float):
+    def __init__(self, spec: TaskSpec, detector: Detector, store: ScoringStore, models: ModelStore, started: float):
         self.spec, self.detector, self.store, self.started = spec, detector, store, started
         self.cpu_started = time.process_time()
         self.catalog = ModelCatalog(models)

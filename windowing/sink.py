@@ -21,7 +21,7 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 
 from sensorflow.records.dead_letters import DeadLetterBatch
 from sensorflow.records.windows import WindowBatch
-from sensorflow.store import Store
+from sensorflow.store import WindowWriter
 from sensorflow.windowing.resume.board import CommittedWindows
 from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError
@@ -39,7 +39,7 @@ def _tables(batches: list[WindowBatch] | list[DeadLetterBatch]) -> pa.Table | No
 
 
 class _DeadLetterPartition(StatelessSinkPartition[DeadLetterBatch]):
-    def __init__(self, store: Store, stats: RunStats):
+    def __init__(self, store: WindowWriter, stats: RunStats):
         self._store = store
         self._stats = stats
 
@@ -137,7 +137,7 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
 class DeadLetterSink(DynamicSink[DeadLetterBatch]):
     """Upserts dead letters (late readings included) into ``DeadLetters``."""
 
-    def __init__(self, open_store: Callable[[], Store], stats: RunStats):
+    def __init__(self, open_store: Callable[[], WindowWriter], stats: RunStats):
         self._open_store = open_store
         self._stats = stats
 

@@ -23,10 +23,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 import pyarrow as pa
+
+if TYPE_CHECKING:  # at run time the store is imported lazily, where it is used
+    from sensorflow.store import WindowWriter
 
 __all__ = ["InlineWriter", "ProcessWriter", "WriterError", "own_peak_rss_kb"]
 
@@ -99,7 +102,7 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
         sys.meta_path.insert(0, _WithoutPandas())
 
     try:
-        store = open_store(orjson.loads(_receive(requests))["store"])
+        store: WindowWriter = open_store(orjson.loads(_receive(requests))["store"])
     except Exception as e:  # reported to the parent, which raises
         _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
         return 1
@@ -241,7 +244,7 @@ class InlineWriter:
     def __init__(self, store_url: str):
         from sensorflow.store import open_store
 
-        self._store = open_store(store_url)
+        self._store: WindowWriter = open_store(store_url)
         self.rows = 0
         self.peak_rss_kb: int | None = None  # no process of its own
 

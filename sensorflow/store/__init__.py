@@ -1,13 +1,40 @@
 """The SQL store shared by the dataflow (writes windows) and the batch jobs (reads them, writes
-predictions, runs and leases): one interface (``base``), one factory for its backends (here).
+predictions, runs and leases): one interface split by role (``base``), the tables described once
+(``schema``), one factory for its backends (here).
 
 docs/store.md has the tables.
 """
 
 from sensorflow.records.runs import RunRecord
-from sensorflow.store.base import Store, StoreError, StoreSummary, WindowTransaction
+from sensorflow.store.base import (
+    PlanningStore,
+    PredictionWriter,
+    RunLedger,
+    ScoringStore,
+    Store,
+    StoreConnection,
+    StoreError,
+    StoreSummary,
+    WindowReader,
+    WindowTransaction,
+    WindowWriter,
+)
 
-__all__ = ["RunRecord", "Store", "StoreError", "StoreSummary", "WindowTransaction", "open_store"]
+__all__ = [
+    "PlanningStore",
+    "PredictionWriter",
+    "RunLedger",
+    "RunRecord",
+    "ScoringStore",
+    "Store",
+    "StoreConnection",
+    "StoreError",
+    "StoreSummary",
+    "WindowReader",
+    "WindowTransaction",
+    "WindowWriter",
+    "open_store",
+]
 
 
 def open_store(url: str) -> Store:

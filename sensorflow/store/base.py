@@ -1,4 +1,4 @@
-"""The store interface every backend implements (``open_store`` in the package picks one).
+"""The store interface every backend implements, split by role (``open_store`` in the package picks a backend).
 
 Tables (see docs/store.md): ``SensorValues`` keyed by (Device, Tag, TS),
 ``DeadLetters`` keyed by (Partition, Position, Element), ``Predictions``
@@ -6,12 +6,19 @@ keyed by (Device, Tag, TS, Detector). Every write is an upsert that replaces
 the row with the same key, in one transaction per call, so replays converge
 to the same tables. Times cross this interface as int64 ns since the epoch
 (UTC); window ``TS`` is the window end.
+
+Roles, each a small ABC a caller can ask for instead of the whole ``Store``:
+``WindowWriter`` (the dataflow), ``WindowReader``, ``PredictionWriter``,
+``RunLedger`` (the sidecar's runs and leases), and the two pairs callers
+need, ``ScoringStore`` (a scoring task) and ``PlanningStore`` (the sidecar).
+``Store`` is all of them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,10 +27,17 @@ from sensorflow.records.dead_letters import ReasonCode
 from sensorflow.records.runs import RunRecord
 
 __all__ = [
+    "PlanningStore",
+    "PredictionWriter",
+    "RunLedger",
+    "ScoringStore",
     "Store",
+    "StoreConnection",
     "StoreError",
     "StoreSummary",
+    "WindowReader",
     "WindowTransaction",
+    "WindowWriter",
     "last_of_runs",
     "last_per_key",
 ]
@@ -85,7 +99,7 @@ class WindowTransaction:
     the work is done by the time the commit is asked for.
     """
 
-    def __init__(self, store: Store):
+    def __init__(self, store: WindowWriter):
         self._store = store
         self._tables: list[pa.Table] = []
         self.rows = 0
@@ -105,10 +119,24 @@ class WindowTransaction:
         self._tables, self.rows = [], 0
 
 
-class Store(ABC):
-    """One SQL database holding windows, dead letters and predictions."""
+class StoreConnection(ABC):
+    """An open store, whatever its role: its URL, and connections to release (also by ``with``)."""
 
     url: str
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class WindowWriter(StoreConnection):
+    """What the dataflow writes: windows and dead letters."""
 
     def window_transaction(self) -> WindowTransaction:
         """Upserts of window tables that commit together (see :class:`WindowTransaction`)."""
@@ -126,6 +154,10 @@ class Store(ABC):
     def upsert_dead_letters(self, dead_letters: pa.Table) -> int:
         """Write rows of ``records.dead_letters.DEAD_LETTER_SCHEMA``, replacing same-key rows; one transaction."""
 
+
+class WindowReader(StoreConnection):
+    """What the batch jobs and humans read of the windows."""
+
     @abstractmethod
     def read_windows(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
         """Windows of ``sensors`` with ``ts_from < TS <= ts_to``, ordered by sensor then TS."""
@@ -135,12 +167,24 @@ class Store(ABC):
         """Sensors with a window row written (``WrittenAt``) at or after ``since_ns``."""
 
     @abstractmethod
+    def summary(self) -> StoreSummary:
+        """Counts for humans: window rows, sensors, dead letters per reason code."""
+
+
+class PredictionWriter(StoreConnection):
+    """The scores the batch jobs write, and read back."""
+
+    @abstractmethod
     def upsert_predictions(self, predictions: pa.Table) -> int:
         """Write rows of ``records.predictions.PREDICTION_SCHEMA``, replacing same-key rows; one transaction."""
 
     @abstractmethod
     def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
         """Predictions of ``sensors`` with ``ts_from < TS <= ts_to``."""
+
+
+class RunLedger(StoreConnection):
+    """The sidecar's runs and leases, on the database clock."""
 
     @abstractmethod
     def database_time(self) -> int:
@@ -166,16 +210,14 @@ class Store(ABC):
     def release_lease(self, name: str, owner: str) -> None:
         """Give the lease up if ``owner`` holds it (no-op otherwise)."""
 
-    @abstractmethod
-    def summary(self) -> StoreSummary:
-        """Counts for humans: window rows, sensors, dead letters per reason code."""
 
-    @abstractmethod
-    def close(self) -> None:
-        """Release connections."""
+class ScoringStore(WindowReader, PredictionWriter):
+    """What a scoring task uses: it reads windows and writes their predictions."""
 
-    def __enter__(self) -> "Store":
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class PlanningStore(WindowReader, RunLedger):
+    """What the sidecar plans runs with: which sensors got windows since, and its runs and leases."""
+
+
+class Store(WindowWriter, ScoringStore, PlanningStore):
+    """One SQL database in every role: what each backend implements and ``open_store`` returns."""

@@ -1,7 +1,10 @@
-"""The SQL the ODBC store speaks: T-SQL (Azure SQL, SQL Server) and PostgreSQL.
+"""How each database family spells the store's SQL: SQLite's DDL; T-SQL's and PostgreSQL's statements.
 
-A table is described once (``TableSpec``); a ``Dialect`` renders it into DDL,
-a rowset over one JSON parameter, and an upsert from that rowset. The two
+Tables are described once (``sensorflow.store.schema``, see docs/store.md).
+A ``SchemaDialect`` renders them into DDL (``schema``); SQLite's ends there,
+its hand-tuned statements are the SQLite store's own. A ``Dialect`` (the
+ODBC store's: T-SQL for Azure SQL and SQL Server, PostgreSQL) also renders a
+rowset over one JSON parameter and an upsert from that rowset. The server
 dialects differ only where the servers do:
 
 - types: ``DATETIME2(3)``/``timestamp(3)``, ``NVARCHAR(128)``/``varchar(128)``
@@ -14,7 +17,7 @@ dialects differ only where the servers do:
 
 Templates name their parameters ``:name``; ``Statement`` turns them into
 ``?`` markers and remembers the order, so the Python side binds by name
-whatever order a dialect needs. Only identifiers from the specs below are
+whatever order a dialect needs. Only identifiers from the schema's specs are
 ever formatted into SQL; values always travel as parameters.
 """
 
@@ -24,43 +27,10 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
-__all__ = ["POSTGRES", "TSQL", "Column", "Dialect", "Statement", "TableSpec"]
+from sensorflow.store.schema import ID_LENGTH, Column, Index, Kind, TableSpec
 
-Kind = Literal["ts", "id", "text", "float", "bigint", "int", "bool", "bytes"]
-"""Column kinds: ``ts`` a UTC time to the millisecond, ``id`` a key string of at most 128 characters."""
-
-ID_LENGTH = 128
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    kind: Kind
-    nullable: bool = False
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """A table: columns, primary key, secondary indexes; ``WrittenAt`` (if any) is set by the upsert."""
-
-    name: str
-    columns: tuple[Column, ...]
-    key: tuple[str, ...]
-    indexes: tuple[tuple[str, ...], ...] = ()
-
-    @property
-    def written_at(self) -> bool:
-        return any(c.name == "WrittenAt" for c in self.columns)
-
-    @property
-    def payload(self) -> tuple[Column, ...]:
-        """The columns a JSON row carries: all but ``WrittenAt``."""
-        return tuple(c for c in self.columns if c.name != "WrittenAt")
-
-    def column(self, name: str) -> Column:
-        return next(c for c in self.columns if c.name == name)
+__all__ = ["POSTGRES", "SQLITE", "TSQL", "Dialect", "SchemaDialect", "Statement"]
 
 
 _PARAM = re.compile(r"(?<![:\w]):([a-z_]+)\b")
@@ -84,26 +54,105 @@ class Statement:
         return tuple(values[name] for name in self.params)
 
 
-Condition = Callable[["Dialect", str, str], str]
-"""Renders an extra upsert condition from (dialect, target alias, source alias)."""
-
-
-class Dialect(ABC):
-    """How one server family spells the store's statements."""
+class SchemaDialect(ABC):
+    """How one database family spells the tables' DDL."""
 
     name: str
-    transient_natives: frozenset[int] = frozenset()
-    """Native error numbers that mean "try again" (SQL Server's; psqlODBC's are its own internals)."""
+    """The dialect's name, as ``Index.not_in`` names it."""
+
+    _TYPES: Mapping[str, str]
 
     @abstractmethod
     def q(self, identifier: str) -> str:
         """A quoted identifier, keeping its case."""
 
-    _TYPES: Mapping[str, str]
-
     def type_name(self, kind: Kind) -> str:
         """The type of a ``kind`` value (for CAST and JSON rowsets)."""
         return self._TYPES[kind]
+
+    def column_type(self, kind: Kind) -> str:
+        """The column type in DDL."""
+        return self.type_name(kind)
+
+    def schema(self, tables: tuple[TableSpec, ...]) -> tuple[str, ...]:
+        """DDL that brings a database to ``tables``: each statement safe to run on every start.
+
+        Each missing table in order, each followed by the indexes this dialect
+        has (created if missing) and those ``Index.not_in`` leaves out of it
+        (dropped if there). The order is SQLite's page order in a new file.
+        """
+        return tuple(
+            statement
+            for t in tables
+            for statement in (
+                self.create_table(t),
+                *(self.drop_index(t, i) if self.name in i.not_in else self.create_index(t, i) for i in t.indexes),
+            )
+        )
+
+    def create_table(self, spec: TableSpec) -> str:
+        return f"CREATE TABLE IF NOT EXISTS {self.q(spec.name)} ({self.columns_ddl(spec)}, {self.key_ddl(spec)})"
+
+    def create_index(self, spec: TableSpec, index: Index) -> str:
+        return f"CREATE INDEX IF NOT EXISTS {self.q(index.name(spec.name))} ON {self.q(spec.name)} ({self.names(index.columns)})"
+
+    def drop_index(self, spec: TableSpec, index: Index) -> str:
+        return f"DROP INDEX IF EXISTS {self.q(index.name(spec.name))}"
+
+    def columns_ddl(self, spec: TableSpec) -> str:
+        return ", ".join(f"{self.q(c.name)} {self.column_type(c.kind)}{self.nulls(spec, c)}" for c in spec.columns)
+
+    def nulls(self, spec: TableSpec, column: Column) -> str:
+        """The column's null constraint, with its leading space."""
+        return " NULL" if column.nullable else " NOT NULL"
+
+    def key_ddl(self, spec: TableSpec) -> str:
+        return f"CONSTRAINT {self.q(spec.name + '_PK')} PRIMARY KEY ({self.names(spec.key)})"
+
+    def names(self, names: tuple[str, ...], alias: str = "") -> str:
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(prefix + self.q(n) for n in names)
+
+
+class _Sqlite(SchemaDialect):
+    """SQLite: type names with the affinity each kind needs (times are ``YYYY-MM-DD HH:MM:SS.fff`` text)."""
+
+    name = "sqlite"
+    _TYPES: Mapping[str, str] = {
+        "ts": "TEXT",
+        "id": "TEXT",  # compared bytewise (BINARY), as the servers' collations do
+        "text": "TEXT",
+        "float": "REAL",
+        "bigint": "INTEGER",
+        "int": "INTEGER",
+        "bool": "INTEGER",
+        "bytes": "BLOB",
+    }
+
+    def q(self, identifier: str) -> str:
+        return f'"{identifier}"'
+
+    def create_table(self, spec: TableSpec) -> str:
+        return super().create_table(spec) + (" WITHOUT ROWID" if spec.sqlite.without_rowid else "")
+
+    def key_ddl(self, spec: TableSpec) -> str:
+        return f"{'UNIQUE' if spec.sqlite.unique_key else 'PRIMARY KEY'} ({self.names(spec.key)})"
+
+    def nulls(self, spec: TableSpec, column: Column) -> str:
+        # Nullable is SQLite's default; a key that allows NULL is declared without NOT NULL too.
+        allowed = column.nullable or (spec.sqlite.key_allows_null and column.name in spec.key)
+        return "" if allowed else " NOT NULL"
+
+
+Condition = Callable[["Dialect", str, str], str]
+"""Renders an extra upsert condition from (dialect, target alias, source alias)."""
+
+
+class Dialect(SchemaDialect):
+    """How one server family spells the ODBC store's statements."""
+
+    transient_natives: frozenset[int] = frozenset()
+    """Native error numbers that mean "try again" (SQL Server's; psqlODBC's are its own internals)."""
 
     @abstractmethod
     def column_type(self, kind: Kind) -> str:
@@ -112,12 +161,6 @@ class Dialect(ABC):
     @abstractmethod
     def json_table(self, columns: tuple[Column, ...], param: str, alias: str) -> str:
         """A table expression ``alias`` with ``columns`` read from the JSON array of objects ``:param``."""
-
-    @abstractmethod
-    def create_table(self, spec: TableSpec) -> str: ...
-
-    @abstractmethod
-    def create_index(self, spec: TableSpec, columns: tuple[str, ...]) -> str: ...
 
     @abstractmethod
     def upsert(self, spec: TableSpec, only_if: Condition | None = None) -> str:
@@ -153,21 +196,6 @@ class Dialect(ABC):
     def now(self) -> str:
         """The ``:now`` parameter (the transaction's clock reading) as a ``ts`` value."""
         return f"CAST(:now AS {self.type_name('ts')})"
-
-    def columns_ddl(self, spec: TableSpec) -> str:
-        nulls = {True: "NULL", False: "NOT NULL"}
-        return ", ".join(f"{self.q(c.name)} {self.column_type(c.kind)} {nulls[c.nullable]}" for c in spec.columns)
-
-    def key_ddl(self, spec: TableSpec) -> str:
-        return f"CONSTRAINT {self.q(spec.name + '_PK')} PRIMARY KEY ({self.names(spec.key)})"
-
-    def names(self, names: tuple[str, ...], alias: str = "") -> str:
-        prefix = f"{alias}." if alias else ""
-        return ", ".join(prefix + self.q(n) for n in names)
-
-    @staticmethod
-    def index_name(spec: TableSpec, columns: tuple[str, ...]) -> str:
-        return "_".join((spec.name, *columns))
 
 
 class _TSql(Dialect):
@@ -206,12 +234,15 @@ class _TSql(Dialect):
             f"CREATE TABLE {self.q(spec.name)} ({self.columns_ddl(spec)}, {self.key_ddl(spec)})"
         )
 
-    def create_index(self, spec: TableSpec, columns: tuple[str, ...]) -> str:
-        name = self.index_name(spec, columns)
+    def create_index(self, spec: TableSpec, index: Index) -> str:
+        name = index.name(spec.name)
         return (
             f"IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'{name}' AND object_id = OBJECT_ID(N'{spec.name}')) "
-            f"CREATE INDEX {self.q(name)} ON {self.q(spec.name)} ({self.names(columns)})"
+            f"CREATE INDEX {self.q(name)} ON {self.q(spec.name)} ({self.names(index.columns)})"
         )
+
+    def drop_index(self, spec: TableSpec, index: Index) -> str:
+        return f"DROP INDEX IF EXISTS {self.q(index.name(spec.name))} ON {self.q(spec.name)}"
 
     def upsert(self, spec: TableSpec, only_if: Condition | None = None) -> str:
         payload = spec.payload
@@ -274,13 +305,6 @@ class _Postgres(Dialect):
         value = super().from_json(column, alias)
         return f"decode({value}, 'base64')" if column.kind == "bytes" else value
 
-    def create_table(self, spec: TableSpec) -> str:
-        return f"CREATE TABLE IF NOT EXISTS {self.q(spec.name)} ({self.columns_ddl(spec)}, {self.key_ddl(spec)})"
-
-    def create_index(self, spec: TableSpec, columns: tuple[str, ...]) -> str:
-        name = self.index_name(spec, columns)
-        return f"CREATE INDEX IF NOT EXISTS {self.q(name)} ON {self.q(spec.name)} ({self.names(columns)})"
-
     def upsert(self, spec: TableSpec, only_if: Condition | None = None) -> str:
         payload = spec.payload
         names = tuple(c.name for c in payload) + (("WrittenAt",) if spec.written_at else ())
@@ -302,3 +326,4 @@ class _Postgres(Dialect):
 
 TSQL: Dialect = _TSql()
 POSTGRES: Dialect = _Postgres()
+SQLITE: SchemaDialect = _Sqlite()

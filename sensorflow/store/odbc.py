@@ -1,7 +1,7 @@
 """The server store over ODBC: Azure SQL / SQL Server (T-SQL) and PostgreSQL.
 
 One Python code path for both; the statements differ only where the
-dialects do (sensorflow/store/dialects.py, odbc_sql.py). Each call is one
+dialects do (sensorflow/store/dialects.py, odbc_sql.py; tables in schema.py, docs/store.md). Each call is one
 transaction on one connection: a write sends its rows as JSON parameters
 (several for a large batch, all in the same transaction) that the server
 expands into one upsert statement each. A transient error (lost
@@ -32,15 +32,8 @@ from sensorflow.store.dialects import Statement
 from sensorflow.store.odbc_connect import connect, default_credential, import_pyodbc, parse_store_url
 from sensorflow.store.odbc_retry import RetryPolicy, diagnostics, is_transient, retry
 from sensorflow.store.odbc_rows import from_ns, json_rows, ms_text, rows_to_table, to_ns
-from sensorflow.store.odbc_sql import (
-    DEAD_LETTERS,
-    LEASES,
-    PREDICTIONS,
-    RUNS,
-    SENSOR_VALUES,
-    SENSOR_WRITES,
-    statements,
-)
+from sensorflow.store.odbc_sql import statements
+from sensorflow.store.schema import DEAD_LETTERS, LEASES, PREDICTIONS, RUNS, SENSOR_VALUES, SENSOR_WRITES
 
 __all__ = ["OdbcStore"]
 

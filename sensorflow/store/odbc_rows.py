@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorflow.store.base import StoreError
-from sensorflow.store.dialects import ID_LENGTH, Dialect, TableSpec
+from sensorflow.store.dialects import Dialect
+from sensorflow.store.schema import ID_LENGTH, TableSpec
 
 __all__ = ["from_ns", "json_rows", "ms_text", "rows_to_table", "to_ns"]
 

@@ -1,12 +1,9 @@
-"""The ODBC store's tables and every statement it issues, for one dialect.
+"""Every statement the ODBC store issues, for one dialect.
 
 ``statements(dialect)`` is the complete list: the store executes nothing
 else (tests/store/test_tsql.py parses all of ``statements(TSQL)``
-with sqlglot's T-SQL dialect). Tables and columns are the README's ("The
-store"; types per dialect in docs/azure-sql.md). ``SensorWrites`` keeps one
-row per sensor and its last write, so "sensors written since T" reads a small
-indexed table instead of an index on every window row's ``WrittenAt`` (which
-would slow every upsert).
+with sqlglot's T-SQL dialect). The tables are ``sensorflow.store.schema``'s
+(docs/store.md; types per dialect in docs/azure-sql.md).
 """
 
 from __future__ import annotations
@@ -14,50 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import cache
 
-from sensorflow.store.dialects import Column, Dialect, Statement, TableSpec
-
-__all__ = ["TABLES", "Statements", "statements"]
-
-
-def _c(name: str, kind: str, nullable: bool = False) -> Column:
-    return Column(name, kind, nullable)  # type: ignore[arg-type]
-
-
-SENSOR_VALUES = TableSpec(
-    "SensorValues",
-    (_c("TS", "ts"), _c("Device", "id"), _c("Tag", "id"), _c("Value", "float"), _c("Count", "bigint"),
-     _c("Min", "float"), _c("Max", "float"), _c("WrittenAt", "ts")),
-    key=("Device", "Tag", "TS"),
+from sensorflow.store.dialects import Dialect, Statement
+from sensorflow.store.schema import (
+    DEAD_LETTERS,
+    LEASES,
+    PREDICTIONS,
+    RUNS,
+    SENSOR,
+    SENSOR_VALUES,
+    SENSOR_WRITES,
+    TABLES,
+    TableSpec,
 )
-SENSOR_WRITES = TableSpec(
-    "SensorWrites", (_c("Device", "id"), _c("Tag", "id"), _c("WrittenAt", "ts")),
-    key=("Device", "Tag"), indexes=(("WrittenAt",),),
-)
-DEAD_LETTERS = TableSpec(
-    "DeadLetters",
-    # Device/Tag are whatever the message held: a bad id may be longer than an id column allows.
-    (_c("Partition", "id"), _c("Position", "bigint"), _c("Element", "int"), _c("Reason", "text"),
-     _c("Payload", "bytes", True), _c("TS", "ts", True), _c("Device", "text", True), _c("Tag", "text", True),
-     _c("Value", "float", True), _c("WrittenAt", "ts")),
-    key=("Partition", "Position", "Element"),
-)
-PREDICTIONS = TableSpec(
-    "Predictions",
-    (_c("TS", "ts"), _c("Device", "id"), _c("Tag", "id"), _c("Value", "float", True), _c("Score", "float"),
-     _c("IsAnomaly", "bool"), _c("Detector", "id"), _c("ModelVersion", "id"), _c("WrittenAt", "ts")),
-    key=("Device", "Tag", "TS", "Detector"),
-)
-RUNS = TableSpec(
-    "Runs",
-    (_c("RunId", "id"), _c("Kind", "id"), _c("Status", "id"), _c("StartedAt", "ts"), _c("FinishedAt", "ts", True),
-     _c("RangeFrom", "ts", True), _c("RangeTo", "ts", True), _c("Sensors", "bigint"), _c("Tasks", "bigint"),
-     _c("Failures", "bigint"), _c("Detail", "text")),
-    key=("RunId",), indexes=(("StartedAt",),),
-)
-LEASES = TableSpec("Leases", (_c("Name", "id"), _c("Owner", "id"), _c("ExpiresAt", "ts")), key=("Name",))
 
-TABLES = (SENSOR_VALUES, SENSOR_WRITES, DEAD_LETTERS, PREDICTIONS, RUNS, LEASES)
-SENSOR = (_c("Device", "id"), _c("Tag", "id"))
+__all__ = ["Statements", "statements"]
 
 
 @dataclass(frozen=True)
@@ -106,11 +73,10 @@ def _read_for_sensors(d: Dialect, spec: TableSpec, columns: tuple[str, ...], ord
 @cache
 def statements(d: Dialect) -> Statements:
     """The store's statements in dialect ``d``."""
-    schema = [d.create_table(t) for t in TABLES] + [d.create_index(t, i) for t in TABLES for i in t.indexes]
     runs = RUNS.columns
     id_type = d.type_name("id")
     sql = {
-        "schema": tuple(Statement.of(s) for s in schema),
+        "schema": tuple(Statement.of(s) for s in d.schema(TABLES)),
         "clock": d.clock,
         "upsert_windows": d.upsert(SENSOR_VALUES),
         "upsert_sensor_writes": d.upsert(SENSOR_WRITES),

@@ -1,4 +1,4 @@
-"""The embedded default store: one SQLite file in WAL mode."""
+"""The embedded default store: one SQLite file in WAL mode (tables: schema.py, docs/store.md)."""
 
 from __future__ import annotations
 
@@ -23,40 +23,14 @@ from sensorflow.store.base import (
     last_of_runs,
     last_per_key,
 )
+from sensorflow.store.dialects import SQLITE
+from sensorflow.store.schema import TABLES
 
 __all__ = ["SqliteStore"]
 
-_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS SensorValues (
-        TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL NOT NULL,
-        Count INTEGER NOT NULL, Min REAL NOT NULL, Max REAL NOT NULL, WrittenAt TEXT NOT NULL,
-        UNIQUE (Device, Tag, TS))""",  # a rowid table + unique key: upserts ~25% faster than WITHOUT ROWID
-    # One row per sensor and write: "which sensors got windows since T" without
-    # indexing every window row by WrittenAt (that index halves upsert speed). Nor is
-    # WrittenAt indexed here: every write batch updates every sensor it touches, which the
-    # index would double, while the batch jobs' one question per run scans a row per sensor.
-    """CREATE TABLE IF NOT EXISTS SensorWrites (
-        Device TEXT NOT NULL, Tag TEXT NOT NULL, WrittenAt TEXT NOT NULL,
-        PRIMARY KEY (Device, Tag)) WITHOUT ROWID""",
-    "DROP INDEX IF EXISTS SensorWrites_WrittenAt",  # stores made before it was dropped
-    """CREATE TABLE IF NOT EXISTS DeadLetters (
-        Partition TEXT NOT NULL, Position INTEGER NOT NULL, Element INTEGER NOT NULL,
-        Reason TEXT NOT NULL, Payload BLOB, TS TEXT, Device TEXT, Tag TEXT, Value REAL,
-        WrittenAt TEXT NOT NULL, PRIMARY KEY (Partition, Position, Element))""",
-    """CREATE TABLE IF NOT EXISTS Predictions (
-        TS TEXT NOT NULL, Device TEXT NOT NULL, Tag TEXT NOT NULL, Value REAL,  -- NULL: a missing slot (dropout)
-        Score REAL NOT NULL, IsAnomaly INTEGER NOT NULL, Detector TEXT NOT NULL,
-        ModelVersion TEXT NOT NULL, WrittenAt TEXT NOT NULL,
-        PRIMARY KEY (Device, Tag, TS, Detector)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS Runs (
-        RunId TEXT PRIMARY KEY, Kind TEXT NOT NULL, Status TEXT NOT NULL,
-        StartedAt TEXT NOT NULL, FinishedAt TEXT, RangeFrom TEXT, RangeTo TEXT,
-        Sensors INTEGER NOT NULL, Tasks INTEGER NOT NULL, Failures INTEGER NOT NULL,
-        Detail TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS Runs_StartedAt ON Runs (StartedAt)",
-    """CREATE TABLE IF NOT EXISTS Leases (
-        Name TEXT PRIMARY KEY, Owner TEXT NOT NULL, ExpiresAt TEXT NOT NULL)""",
-]
+# The tables' DDL is rendered from the one schema (schema.py says why SQLite's layout and
+# indexes differ from the servers'); the statements below are hand-tuned for SQLite.
+_SCHEMA = SQLITE.schema(TABLES)
 
 _ROWS_PER_CHUNK = 16_384
 _NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"

@@ -16,7 +16,8 @@ import sqlglot
 from sqlglot import exp
 
 from sensorflow.store.dialects import POSTGRES, TSQL
-from sensorflow.store.odbc_sql import TABLES, statements
+from sensorflow.store.odbc_sql import statements
+from sensorflow.store.schema import TABLES
 
 STATEMENTS = statements(TSQL).all()
 COLUMNS = {c.name for t in TABLES for c in t.columns} | {"Code"}
