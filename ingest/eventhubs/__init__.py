@@ -1,1 +1,1 @@
-"""Live input from Azure Event Hubs: the source, its receivers and Blob checkpoints."""
+"""Live input from Azure Event Hubs: the source, its receiver process and the receivers (checkpoints: ``sensorflow.windowing.resume``)."""
