@@ -176,7 +176,7 @@ def test_every_package_of_the_tree_is_in_the_distribution():
     assert set(config["packages"]) == on_disk
 
 
-def test_tests_benches_and_docs_use_only_the_one_namespace():
+def test_tests_and_benches_use_only_the_one_namespace():
     old = []
     for folder in ("tests", "bench"):
         for path in (REPO / folder).rglob("*.py"):
