@@ -15,7 +15,7 @@ from bytewax.run import cli_main
 from sensorflow.store import StoreSummary
 from sensorflow.windowing.stats import RunStats
 
-__all__ = ["Execution", "Output", "RunReport", "execute", "recovery_config"]
+__all__ = ["Execution", "Output", "RunReport", "execute", "init_recovery_dir", "recovery_config"]
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,21 @@ def recovery_config(directory: Path | None, workers: int, init: bool = False) ->
     """Bytewax's recovery config for ``directory`` (None: no recovery); ``init`` makes a missing or empty one."""
     if directory is None:
         return None
-    directory = Path(directory)
     if init:
-        if not directory.exists() or not any(directory.iterdir()):
-            directory.mkdir(parents=True, exist_ok=True)
-            init_db_dir(directory, max(1, workers))
+        if init_recovery_dir(directory, workers):
             log.info("initialised recovery store in %s", directory)
         else:
             log.info("resuming from recovery store in %s", directory)
     return RecoveryConfig(str(directory))
+
+
+def init_recovery_dir(directory: Path, workers: int, partitions: bool = True) -> bool:
+    """Make ``directory`` if it is missing or empty, with ``workers`` recovery partitions (``partitions``;
+    a pod of a cluster gets its share from its init step); True if it was made, False if it held something."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    if partitions:
+        init_db_dir(directory, max(1, workers))
+    return True

@@ -26,15 +26,13 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from bytewax.recovery import init_db_dir
-
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.host import ReceiverError, ReceiverHost
 from sensorflow.ingest.eventhubs.source import EventHubsSource
 from sensorflow.store import open_store
 from sensorflow.windowing.cluster import ClusterMember
 from sensorflow.windowing.dataflow import FlowOptions, build_flow
-from sensorflow.windowing.execution import Execution, Output, RunReport, execute
+from sensorflow.windowing.execution import Execution, Output, RunReport, execute, init_recovery_dir
 from sensorflow.windowing.progress import Progress
 from sensorflow.windowing.resume.board import ResumeBoard
 from sensorflow.windowing.resume.checkpoints import BlobCheckpoints, Checkpointer, CheckpointLocation, StreamIdentity
@@ -77,20 +75,13 @@ def has_bytewax_state(directory: Path | None, workers: int, init: bool = True) -
 
     Reads only Bytewax's ``commits`` table (integers), never its pickled snapshots.
     """
-    if directory is None:
+    if directory is None or init_recovery_dir(directory, workers, partitions=init):
         return False
-    directory = Path(directory)
-    if not directory.exists() or not any(directory.iterdir()):
-        directory.mkdir(parents=True, exist_ok=True)
-        if init:
-            init_db_dir(directory, max(1, workers))
-        return False
-    for part in sorted(directory.glob("*.sqlite3")):
+    for part in sorted(Path(directory).glob("*.sqlite3")):
         with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as con:
             if con.execute("SELECT 1 FROM commits LIMIT 1").fetchone():
                 return True
     return False
-
 
 
 def _partition_ids(host: ReceiverHost, connection: EventHubsConnection) -> list[str]:
