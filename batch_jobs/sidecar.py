@@ -62,6 +62,7 @@ class SidecarConfig:
     lease_name: str = "sidecar"
     lease_seconds: float = 600.0
     seed_csv: bool = False
+    threshold_scale: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,6 +140,7 @@ class Sidecar:
         specs = chunk_tasks(
             run_id, kind, work, self.config.policy, self.executor.parallelism, detector=self.config.detector, store=self.config.store_ref,
             model_store=self.config.model_store, window_ns=self.config.window_ns, seed_csv=self.config.seed_csv,
+            threshold_scale=self.config.threshold_scale,
         )
         sensors = sum(len(s.sensors) for s in specs)
         starts = [w.ts_from for w in work if w.ts_from is not None]

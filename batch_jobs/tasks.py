@@ -85,6 +85,7 @@ class TaskSpec:
     window_ns: int = 5 * NS_PER_S
     seed_csv: bool = False
     then_score: bool = False  # train only: also score the training windows with the new models (one read for both)
+    threshold_scale: float = 1.0  # the detector's sensitivity: a multiplier of each sensor's threshold (train only)
 
     def __post_init__(self) -> None:
         try:
@@ -103,6 +104,8 @@ class TaskSpec:
             raise TaskError(f"empty range: ts_from {self.ts_from} >= ts_to {self.ts_to}")
         if self.window_ns <= 0:
             raise TaskError("window_ns must be > 0")
+        if not (isinstance(self.threshold_scale, (int, float)) and self.threshold_scale > 0):
+            raise TaskError(f"threshold_scale must be a number > 0, got {self.threshold_scale!r}")
         if self.then_score and self.kind != RunKind.TRAIN:
             raise TaskError("then_score is for train tasks")
         if not self.store.startswith(("sqlite:///", ENV_PREFIX)):
@@ -229,7 +232,7 @@ def run_task(spec: TaskSpec, environ: Mapping[str, str] = os.environ) -> TaskRes
     """Run one task; never raises for a sensor's or the store's trouble: the result says what failed."""
     started = time.perf_counter()
     try:
-        detector = get_detector(spec.detector)
+        detector = get_detector(spec.detector, threshold_scale=spec.threshold_scale)
         with open_store(resolve_store_url(spec.store, environ)) as store, open_model_store(spec.model_store) as models:
             return _Run(spec, detector, store, models, started).run()
     except Exception as e:  # noqa: BLE001 - a task reports every failure in its result

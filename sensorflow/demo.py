@@ -98,7 +98,7 @@ def run_demo(settings: DemoSettings, progress: bool | None = None) -> DemoResult
             store_url, str(out / "models"), settings.detector or DEFAULT_DETECTOR,
             Policy(safety_margin_ns=60 * NS, score_lookback_ns=0, train_span_ns=split_ns,
                    retrain_every_ns=3600 * NS, chunk_size=settings.chunk_size),
-            window_ns=window_ns,
+            window_ns=window_ns, threshold_scale=settings.threshold_scale,
         )
         reports = []
         with LocalPoolExecutor(settings.task_processes) as executor:

@@ -165,6 +165,9 @@ class _BatchSettings(_Settings):
         ".sensorflow/models", description="model store: a directory, file:///PATH or azblob://CONTAINER[/PREFIX]"
     )
     detector: str | None = Field(None, description="detector name (default: the project's default detector)")
+    threshold_scale: float = Field(
+        1.0, gt=0, le=1000, description="sensitivity: multiplies every sensor's threshold (2: fewer, stronger alarms; 0.5: more)"
+    )
     task_processes: int | None = Field(None, ge=1, le=256, description="local task processes (default: CPU count)")
     chunk_size: int = Field(500, ge=1, le=100_000, description="sensors per task")
     window_seconds: float = Field(5.0, gt=0, le=86_400, description="window length of the stored windows")
@@ -184,6 +187,17 @@ class _BatchSettings(_Settings):
             except UnknownDetectorError as e:
                 raise ValueError(str(e)) from None
         return value
+
+    @model_validator(mode="after")
+    def _scalable(self) -> "_BatchSettings":
+        if self.threshold_scale != 1.0:
+            from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector
+
+            try:
+                get_detector(self.detector or DEFAULT_DETECTOR, threshold_scale=self.threshold_scale)
+            except ValueError as e:
+                raise ValueError(str(e)) from None
+        return self
 
     @property
     def window_ns(self) -> int:

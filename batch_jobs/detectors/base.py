@@ -229,6 +229,8 @@ class Detector(ABC):
 
     name: ClassVar[str]
     min_windows: ClassVar[int]
+    scalable: ClassVar[bool] = False
+    """True when the constructor takes ``threshold_scale`` (``get_detector`` passes it)."""
     """Fewer window rows than this: the task skips the sensor with a reason."""
 
     @abstractmethod

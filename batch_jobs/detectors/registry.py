@@ -28,9 +28,22 @@ def _entry(name: str) -> tuple[type[Detector], type[Model]]:
         raise UnknownDetectorError(f"unknown detector {name!r}: known detectors are {known}") from None
 
 
-def get_detector(name: str) -> Detector:
-    """A detector by name; UnknownDetectorError naming the known detectors otherwise."""
-    return _entry(name)[0]()
+def get_detector(name: str, threshold_scale: float = 1.0) -> Detector:
+    """A detector by name; UnknownDetectorError naming the known detectors otherwise.
+
+    ``threshold_scale`` multiplies the detector's per-sensor threshold (the
+    one sensitivity setting users have): 2.0 flags only what scores twice as
+    far past normal, 0.5 flags more. Detectors without a threshold (the
+    seed's) accept only 1.0 and raise ValueError otherwise.
+    """
+    if not threshold_scale > 0:
+        raise ValueError(f"threshold_scale must be > 0, got {threshold_scale!r}")
+    cls = _entry(name)[0]
+    if threshold_scale == 1.0:
+        return cls()
+    if not getattr(cls, "scalable", False):
+        raise ValueError(f"{name} has a fixed threshold: threshold_scale must be 1.0, got {threshold_scale:g}")
+    return cls(threshold_scale=threshold_scale)  # type: ignore[call-arg]
 
 
 def model_class(detector_name: str) -> type[Model]:
