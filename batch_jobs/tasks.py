@@ -86,6 +86,7 @@ class TaskSpec:
     seed_csv: bool = False
     then_score: bool = False  # train only: also score the training windows with the new models (one read for both)
     threshold_scale: float = 1.0  # the detector's sensitivity: a multiplier of each sensor's threshold (train only)
+    prediction_detector: str = ""  # the Predictions.Detector of this task's rows ("": the detector's name; evaluate uses its own)
 
     def __post_init__(self) -> None:
         try:
@@ -324,7 +325,7 @@ class _Run:
                 scored.append((w, version, self._timed("score", model.score, w)))
             except Exception as e:  # noqa: BLE001 - one sensor's failure must not lose the others
                 self._outcome(w, "failed", _reason(e))
-        table = _predictions_table(self.spec.detector, scored)
+        table = _predictions_table(self.spec.prediction_detector or self.spec.detector, scored)
         try:
             self._timed("predictions", self.store.upsert_predictions, table)
             if self.spec.seed_csv:
