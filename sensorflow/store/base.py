@@ -167,6 +167,13 @@ class WindowReader(StoreConnection):
         """Sensors with a window row written (``WrittenAt``) at or after ``since_ns``."""
 
     @abstractmethod
+    def window_bounds(self, sensors: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        """Each sensor's first and newest window end ever (ns); sensors without windows are absent.
+
+        Two index seeks per sensor on the (Device, Tag, TS) key, whatever the history's length.
+        """
+
+    @abstractmethod
     def summary(self) -> StoreSummary:
         """Counts for humans: window rows, sensors, dead letters per reason code."""
 

@@ -148,6 +148,18 @@ class OdbcStore(Store):
 
         return self._transaction("read sensors written since", work)
 
+    def window_bounds(self, sensors: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        wanted = orjson.dumps([{"Device": d, "Tag": t} for d, t in dict.fromkeys(sensors)]).decode()
+
+        def work(cursor: Any) -> dict[tuple[str, str], tuple[int, int]]:
+            self._execute(cursor, self._sql.window_bounds, sensors=wanted)
+            return {
+                (device, tag): (to_ns(first), to_ns(last))
+                for rows in _fetch(cursor) for device, tag, first, last in rows if first is not None
+            }
+
+        return self._transaction("read window bounds", work)
+
     def database_time(self) -> int:
         return to_ns(self._transaction("read the database clock", self._clock))
 

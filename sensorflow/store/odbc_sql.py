@@ -44,6 +44,7 @@ class Statements:
     read_windows: Statement
     read_predictions: Statement
     sensors_written_since: Statement
+    window_bounds: Statement
     read_runs: Statement
     window_span: Statement
     sensor_count: Statement
@@ -68,6 +69,15 @@ def _read_for_sensors(d: Dialect, spec: TableSpec, columns: tuple[str, ...], ord
         f"SELECT {selected} FROM {d.q(spec.name)} AS r JOIN {d.json_table(SENSOR, 'sensors', 's')} ON {on} "
         f"WHERE r.{d.q('TS')} > :ts_from AND r.{d.q('TS')} <= :ts_to ORDER BY {d.names(order, 'r')}"
     )
+
+
+def _window_bounds(d: Dialect) -> str:
+    """Each sensor of JSON ``:sensors`` with its first and newest ``TS`` (NULL without windows): two key seeks."""
+    on = " AND ".join(d.ids_equal(f"v.{d.q(n)}", f"s.{d.q(n)}") for n in ("Device", "Tag"))
+    bound = {
+        fn: f"(SELECT {fn}(v.{d.q('TS')}) FROM {d.q('SensorValues')} AS v WHERE {on})" for fn in ("MIN", "MAX")
+    }
+    return f"SELECT {d.names(('Device', 'Tag'), 's')}, {bound['MIN']}, {bound['MAX']} FROM {d.json_table(SENSOR, 'sensors', 's')}"
 
 
 @cache
@@ -98,6 +108,7 @@ def statements(d: Dialect) -> Statements:
             f"SELECT {d.names(('Device', 'Tag'))} FROM {d.q('SensorWrites')} WHERE {d.q('WrittenAt')} >= :since "
             f"ORDER BY {d.names(('Device', 'Tag'))}"
         ),
+        "window_bounds": _window_bounds(d),
         # A NULL filter means "any"; the CAST gives the NULL parameter a type.
         "read_runs": (
             f"SELECT {d.names(tuple(c.name for c in runs))} FROM {d.q('Runs')} "

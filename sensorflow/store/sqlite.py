@@ -94,6 +94,13 @@ _READ_PREDICTIONS = (
     "FROM Predictions p JOIN s ON p.Device = s.Device AND p.Tag = s.Tag WHERE p.TS > ? AND p.TS <= ? "
     "ORDER BY p.Device, p.Tag, p.TS, p.Detector"
 )
+# Per sensor, MIN and MAX of a key prefix are one index seek each (SQLite's min/max optimization).
+_WINDOW_BOUNDS = (
+    "WITH s(Sensor, Device, Tag) AS (SELECT key, value ->> 0, value ->> 1 FROM json_each(?)) "
+    "SELECT s.Sensor, "
+    "(SELECT MIN(v.TS) FROM SensorValues v WHERE v.Device = s.Device AND v.Tag = s.Tag), "
+    "(SELECT MAX(v.TS) FROM SensorValues v WHERE v.Device = s.Device AND v.Tag = s.Tag) FROM s"
+)
 _SPAN_BY_SENSOR = """
 SELECT COUNT(*),
     MIN((SELECT MIN(v.TS) FROM SensorValues v WHERE v.Device = w.Device AND v.Tag = w.Tag)),
@@ -205,6 +212,15 @@ class SqliteStore(Store):
             (_ts_text(since_ns),),
         ).fetchall()
         return [(d, t) for d, t in rows]
+
+    def window_bounds(self, sensors: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
+        wanted = list(dict.fromkeys(sensors))
+        rows = [r for r in self._db.execute(_WINDOW_BOUNDS, (_sensor_json(wanted),)).fetchall() if r[1] is not None]
+        if not rows:
+            return {}
+        first = _ts_ns([r[1] for r in rows]).to_pylist()
+        last = _ts_ns([r[2] for r in rows]).to_pylist()
+        return {wanted[r[0]]: (f, n) for r, f, n in zip(rows, first, last)}
 
     def upsert_predictions(self, predictions: pa.Table) -> int:
         if predictions.num_rows == 0:

@@ -198,3 +198,14 @@ def test_a_prediction_for_a_missing_window_slot_has_no_value(store):
     store.upsert_predictions(table)
     got = store.read_predictions([("1", "2")], T0, T0 + 60 * S).to_pylist()
     assert [(r["value"], r["is_anomaly"]) for r in got] == [(1.5, False), (None, True)]
+
+
+def test_window_bounds_are_each_sensors_first_and_newest_window(store):
+    store.upsert_windows(windows([(e, "1", "1", 1.0, 1) for e in (5, 10, 40)] + [(20, "2", "1", 1.0, 1), (15, "a", "A", 1.0, 1)]))
+    got = store.window_bounds([("1", "1"), ("2", "1"), ("nope", "1"), ("1", "1"), ("a", "a")])
+    assert got == {("1", "1"): (T0 + 5 * S, T0 + 40 * S), ("2", "1"): (T0 + 20 * S, T0 + 20 * S)}
+    assert store.window_bounds([]) == {}
+    # As many sensors as a run plans: one JSON parameter, not an IN list.
+    many = [(str(d), "t") for d in range(3000)]
+    store.upsert_windows(windows([(5, d, t, 1.0, 1) for d, t in many]))
+    assert len(store.window_bounds(many)) == 3000
