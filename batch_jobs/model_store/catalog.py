@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -141,6 +142,22 @@ class ModelCatalog:
             except (ValueError, LookupError) as e:
                 out.append(e)
         return out
+
+    def with_models(self, detector: str, sensors: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of ``sensors``, those with a latest model of ``detector``: ONE listing of the detector's models.
+
+        A sensor has a model once its ``latest.json`` pointer exists (versions without
+        one are a write cut short). Sensors are matched by their encoded name
+        components, so hashed long ids are found too. The listing holds every stored
+        version as well, so its length grows with retrains.
+        """
+        prefix = f"models/{id_component(detector)}/"
+        pointers = set()
+        for name in self.store.list_names(prefix):
+            parts = name[len(prefix):].split("/")
+            if len(parts) == 3 and parts[2] == "latest.json":
+                pointers.add((parts[0], parts[1]))
+        return {(d, t) for d, t in sensors if (id_component(d), id_component(t)) in pointers}
 
     def versions(self, detector: str, device: str, tag: str) -> list[str]:
         """Every stored version of one sensor's model, oldest first."""

@@ -62,8 +62,11 @@ class LocalModelStore(ModelStore):
             raise ObjectNotFound(f"no object {name!r} in {self.url}") from None
 
     def list_names(self, prefix: str = "") -> list[str]:
+        # Walk only the prefix's directory: the models of one detector, not every run's specs.
+        folder = prefix.rpartition("/")[0]
+        start = self.root / check_name(folder) if folder else self.root
         names = []
-        for directory, _, files in os.walk(self.root):
+        for directory, _, files in os.walk(start):
             relative = os.path.relpath(directory, self.root)
             for file in files:
                 if file.startswith("."):  # temporary files of puts in flight

@@ -174,3 +174,19 @@ def test_bad_urls_and_missing_access_are_one_line_errors(tmp_path):
     with pytest.raises(ModelStoreError, match="not an object URL"):
         split_object_url("azblob://container")
     assert "secret" not in repr(BlobAccess(connection_string="AccountKey=secret"))
+
+
+def test_with_models_finds_the_sensors_with_a_latest_model_in_one_listing(store):
+    catalog = ModelCatalog(store)
+    long_id = ("x" * 128, "1")  # hashed in names: matched by its encoded component, not read back
+    catalog.put_models([fitted(d, t)[1:] for d, t in [("1", "4"), ("a/b", "ü ✓"), long_id]])
+    _, orphan, model = fitted("2", "4")  # a version whose pointer was never written
+    store.put_bytes(f"models/{DEFAULT_DETECTOR}/2/4/{orphan.version}.npz", b"x")
+    store.put_bytes("runs/r1/tasks/t1.json", b"{}")
+    asked = [("1", "4"), ("a/b", "ü ✓"), long_id, ("2", "4"), ("1", "5"), ("never", "trained")]
+    listings = []
+    original = store.list_names
+    store.list_names = lambda prefix="": listings.append(prefix) or original(prefix)
+    assert catalog.with_models(DEFAULT_DETECTOR, asked) == {("1", "4"), ("a/b", "ü ✓"), long_id}
+    assert listings == [f"models/{DEFAULT_DETECTOR}/"]
+    assert catalog.with_models("seed-ocsvm", asked) == set()  # another detector: no models yet
