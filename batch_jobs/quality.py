@@ -1,27 +1,42 @@
-"""Detection quality against labelled anomalies: event-level precision, recall, F1, false alarms.
+"""Detection quality against labelled anomalies: recall, window precision, F1, false flags and episodes.
 
 Ground truth is the simulator's ``labels.json`` (CONTRACTS.md): per sensor,
 spans ``[start, end)`` of event time with a kind. A window row names its END
 ``TS`` and covers event time ``[TS - window, TS)``.
 
-Rules (the demo and ``bench/quality.py`` use them as written here):
+Units. With ``scope="sensor"`` (the default) a unit is a sensor (device,
+tag): a label matches its own sensor's flagged windows. With
+``scope="device"`` a unit is a device: a label matches on its device alone
+(its tag is ignored; labels of one device with the same kind and span count
+once), and the device's flagged windows are the union of its tags' flagged
+window ends, so a window time flagged by two tags counts once. A device's
+labelled span is found when any of its tags flags inside it (how SKAB is
+measured).
+
+Rules (``sensorflow evaluate``, the demo and ``bench/quality.py`` use them as written here):
 
 - A window LIES INSIDE a label when its time span meets the label's span:
   ``TS - window < end`` and ``TS > start``. For the simulator's labels, which
   start and end on window boundaries, that is exactly the windows whose
   readings are all anomalous (``start < TS <= end``); for unaligned labels a
   window holding some anomalous readings counts as inside too.
-- A label is FOUND when at least one flagged window of its sensor lies inside
+- A flagged window is any prediction row with ``IsAnomaly`` true, a flagged
+  missing slot (``Value`` NULL) included.
+- A label is FOUND when at least one flagged window of its unit lies inside
   it; its delay is the first such window's end minus the label's start.
-- A flagged window inside no label of its sensor is a false-alarm window;
-  runs of consecutive false-alarm windows of a sensor (ends one window
-  apart) form one false-alarm EVENT.
-- precision = found / (found + false-alarm events), recall = found /
-  labelled, F1 their harmonic mean; false alarms per sensor-day = false-alarm
-  events / (scored sensors x days of the scored range).
+- A flagged window inside no label of its unit is a FALSE FLAG; a run of
+  consecutive false flags of a unit (ends one window apart) is one false-flag
+  EPISODE, so a unit stuck in alarm shows as many windows, one episode.
+- recall = found / labelled; precision = flagged windows inside a label /
+  all flagged windows; F1 their harmonic mean. false flags (episodes) per
+  sensor-day = false-flag windows (episodes) / (units x days of the scored
+  range); in the device scope the days are device-days.
+- The event-level figures of earlier releases stay: ``event_precision`` =
+  found / (found + false-flag episodes) and ``event_f1``.
 
 Only flagged windows are read, so a predictions table with or without rows
-for unflagged windows gives the same report.
+for unflagged windows gives the same report (give ``sensors`` then, so the
+units that were scored without a flag still count).
 """
 
 from __future__ import annotations
@@ -31,16 +46,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["KindQuality", "LabelSpan", "QualityReport", "evaluate", "read_labels"]
+__all__ = ["SCOPES", "KindQuality", "LabelSpan", "QualityReport", "Scope", "UnitCount", "evaluate", "read_labels"]
 
 NS_PER_DAY = 86_400 * 10**9
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Scope = Literal["sensor", "device"]
+SCOPES: tuple[Scope, ...] = ("sensor", "device")
+Unit = tuple[str, str]  # (device, tag); tag "" in the device scope
 
 
 @dataclass(frozen=True)
@@ -56,7 +75,7 @@ class LabelSpan:
 
 @dataclass(frozen=True)
 class KindQuality:
-    """Recall of one anomaly kind (false alarms have no kind, so precision is fleet-wide only)."""
+    """Recall of one anomaly kind (false flags have no kind, so precision is fleet-wide only)."""
 
     kind: str
     labelled: int
@@ -66,21 +85,55 @@ class KindQuality:
 
 
 @dataclass(frozen=True)
-class QualityReport:
-    """Event-level figures of one detector's predictions against the labels."""
+class UnitCount:
+    """A unit and one count of it (false-flag windows, missed labels, flagged windows); ``tag`` "" in the device scope."""
 
+    device: str
+    tag: str
+    count: int
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """One detector's predictions against the labels; the module docstring defines every figure."""
+
+    scope: str
     labelled: int
     found: int
-    false_alarm_events: int
-    false_alarm_windows: int
-    flagged_windows: int
-    sensors: int
-    sensor_days: float
-    precision: float
     recall: float
+    precision: float  # flagged windows inside a label / flagged windows
     f1: float
-    false_alarms_per_sensor_day: float
+    flagged_windows: int
+    flagged_episodes: int  # runs of consecutive flagged windows, labelled or not
+    false_flag_windows: int
+    false_flag_episodes: int
+    units: int  # sensors (scope sensor) or devices (scope device) scored
+    sensor_days: float  # unit-days: device-days in the device scope
+    false_flags_per_sensor_day: float
+    episodes_per_sensor_day: float  # false-flag episodes per unit-day
+    event_precision: float  # found / (found + false-flag episodes), the earlier headline
+    event_f1: float
     kinds: tuple[KindQuality, ...]
+    worst_false: tuple[UnitCount, ...]  # most false-flag windows first
+    worst_missed: tuple[UnitCount, ...]  # most missed labels first
+    worst_flagged: tuple[UnitCount, ...]  # most flagged windows first
+
+    # Names of the event-level figures before window precision became the headline.
+    @property
+    def false_alarm_events(self) -> int:
+        return self.false_flag_episodes
+
+    @property
+    def false_alarm_windows(self) -> int:
+        return self.false_flag_windows
+
+    @property
+    def false_alarms_per_sensor_day(self) -> float:
+        return self.episodes_per_sensor_day
+
+    @property
+    def sensors(self) -> int:
+        return self.units
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +173,7 @@ def read_labels(source: str | Path | Iterable[Any]) -> list[LabelSpan]:
         path = Path(source)
         try:
             items = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read labels from {path}: {e}") from e
         if not isinstance(items, list):
             raise ValueError(f"{path}: labels.json must hold a JSON list")  # noqa: TRY004 (bad file content)
@@ -149,15 +202,26 @@ def _normalized(predictions: Any) -> pa.Table:
     })
 
 
-def _sensor_spans(table: pa.Table, window_ns: int) -> tuple[int, float]:
-    """Number of sensors, and their summed days from each one's first window start to its last window end."""
+def _as_units(table: pa.Table, spans: list[LabelSpan], scope: Scope) -> tuple[pa.Table, list[LabelSpan]]:
+    """Rows and labels keyed by unit: unchanged for sensors; tag "" (labels deduplicated) for devices."""
+    if scope == "sensor":
+        return table, spans
+    table = table.set_column(table.schema.get_field_index("tag"), "tag", pa.array([""] * table.num_rows, pa.string()))
+    spans = list(dict.fromkeys(LabelSpan(s.device, "", s.kind, s.start, s.end) for s in spans))
+    return table, spans
+
+
+def _unit_spans(table: pa.Table, window_ns: int) -> tuple[int, float]:
+    """Number of units, and their summed days from each one's first window start to its last window end."""
+    if table.num_rows == 0:
+        return 0, 0.0
     grouped = table.group_by(["device", "tag"], use_threads=False).aggregate([("ts", "min"), ("ts", "max")])
     total = (grouped.column("ts_max").to_numpy() - grouped.column("ts_min").to_numpy() + window_ns).sum()
     return grouped.num_rows, float(total) / NS_PER_DAY
 
 
-def _flagged_by_sensor(table: pa.Table) -> dict[tuple[str, str], np.ndarray]:
-    """Sorted window ends of the flagged rows, per sensor."""
+def _flagged_by_unit(table: pa.Table) -> dict[Unit, np.ndarray]:
+    """Sorted, distinct window ends of the flagged rows, per unit."""
     flagged = table.filter(table.column("is_anomaly")).sort_by(
         [("device", "ascending"), ("tag", "ascending"), ("ts", "ascending")]
     )
@@ -167,22 +231,30 @@ def _flagged_by_sensor(table: pa.Table) -> dict[tuple[str, str], np.ndarray]:
     counts = counts.sort_by([("device", "ascending"), ("tag", "ascending")])
     ts, out, at = flagged.column("ts").to_numpy(), {}, 0
     for device, tag, n in zip(*(counts.column(c).to_pylist() for c in ("device", "tag", "count_all")), strict=True):
-        out[(device, tag)] = ts[at:at + n]
+        out[(device, tag)] = np.unique(ts[at:at + n])  # a device's tags may flag the same window time
         at += n
     return out
 
 
+def _episodes(ends: np.ndarray, window_ns: int) -> int:
+    """Runs of consecutive window ends (one window apart) in sorted ``ends``."""
+    return 1 + int(np.count_nonzero(np.diff(ends) != window_ns)) if ends.shape[0] else 0
+
+
 @dataclass(frozen=True)
-class _SensorMatch:
-    """One sensor's flagged windows against its labels."""
+class _UnitMatch:
+    """One unit's flagged windows against its labels."""
 
     delays: tuple[tuple[str, float], ...]  # (kind, seconds) of each found label
+    labelled: int
+    flagged: int
+    episodes: int
     false_windows: int
-    false_events: int
+    false_episodes: int
 
 
-def _match(flagged: np.ndarray, spans: list[LabelSpan], window_ns: int) -> _SensorMatch:
-    """Which labels the sorted flagged window ends find, and which windows are false alarms."""
+def _match(flagged: np.ndarray, spans: list[LabelSpan], window_ns: int) -> _UnitMatch:
+    """Which labels the sorted flagged window ends find, and which windows are false flags."""
     spans = sorted(spans, key=lambda s: s.start)
     starts = np.array([s.start for s in spans], dtype=np.int64)
     ends = np.array([s.end for s in spans], dtype=np.int64)
@@ -199,9 +271,22 @@ def _match(flagged: np.ndarray, spans: list[LabelSpan], window_ns: int) -> _Sens
     reach = np.maximum.accumulate(ends) if ends.shape[0] else ends
     inside = last >= 0
     inside[inside] = flagged[inside] < reach[last[inside]] + window_ns
-    alarms = flagged[~inside]
-    events = 1 + np.count_nonzero(np.diff(alarms) != window_ns) if alarms.shape[0] else 0
-    return _SensorMatch(delays, int(alarms.shape[0]), int(events))
+    false = flagged[~inside]
+    return _UnitMatch(delays, len(spans), int(flagged.shape[0]), _episodes(flagged, window_ns),
+                      int(false.shape[0]), _episodes(false, window_ns))
+
+
+def _worst(counts: dict[Unit, int], top: int) -> tuple[UnitCount, ...]:
+    ranked = sorted(((-n, unit) for unit, n in counts.items() if n > 0))[:top]
+    return tuple(UnitCount(device, tag, -n) for n, (device, tag) in ranked)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+def _harmonic(a: float, b: float) -> float:
+    return 2 * a * b / (a + b) if a + b else 0.0
 
 
 def evaluate(
@@ -209,16 +294,27 @@ def evaluate(
     labels: str | Path | Iterable[Any],
     window_ns: int = 5 * 10**9,
     scored_range: tuple[int, int] | None = None,
+    *,
+    scope: Scope = "sensor",
+    sensors: Iterable[tuple[str, str]] | None = None,
+    top: int = 10,
 ) -> QualityReport:
     """Score ``predictions`` (table or frame with ts, device, tag, is_anomaly) against ``labels``.
 
     ``scored_range`` (ns, half-open on the window end like every range here)
     keeps only predicted windows in it and labels a window in it meets, and
-    sets the sensor-days; without it everything counts and each sensor's days
-    run from its first to its last predicted window.
+    sets the unit-days; without it everything counts and each unit's days
+    run from its first to its last predicted window. ``sensors`` (with a
+    ``scored_range``) are the sensors that were scored, when ``predictions``
+    hold only some rows (the flagged ones): the units are theirs. ``top``
+    bounds the worst-unit lists.
     """
     if window_ns <= 0:
         raise ValueError(f"window_ns must be > 0, got {window_ns}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    if sensors is not None and scored_range is None:
+        raise ValueError("sensors need a scored_range (the days each unit was scored)")
     spans = read_labels(labels)
     table = _normalized(predictions)
     if scored_range is not None:
@@ -226,23 +322,29 @@ def evaluate(
         spans = [s for s in spans if s.end > lo and s.start < hi]
         ts = table.column("ts")
         table = table.filter(pc.and_(pc.greater(ts, lo), pc.less_equal(ts, hi)))
-    sensors, sensor_days = _sensor_spans(table, window_ns)
+    table, spans = _as_units(table, spans, scope)
+    units, unit_days = _unit_spans(table, window_ns)
     if scored_range is not None:
-        sensor_days = sensors * (scored_range[1] - scored_range[0]) / NS_PER_DAY
-    flagged = _flagged_by_sensor(table)
-    by_sensor: dict[tuple[str, str], list[LabelSpan]] = {}
+        if sensors is not None:
+            units = len({(d, t if scope == "sensor" else "") for d, t in sensors})
+        unit_days = units * (scored_range[1] - scored_range[0]) / NS_PER_DAY
+    flagged = _flagged_by_unit(table)
+    by_unit: dict[Unit, list[LabelSpan]] = {}
     for span in spans:
-        by_sensor.setdefault((span.device, span.tag), []).append(span)
+        by_unit.setdefault((span.device, span.tag), []).append(span)
     none = np.zeros(0, dtype=np.int64)
-    matches = [_match(flagged.get(sensor, none), by_sensor.get(sensor, []), window_ns)
-               for sensor in set(by_sensor) | set(flagged)]
+    matches = {unit: _match(flagged.get(unit, none), by_unit.get(unit, []), window_ns)
+               for unit in sorted(set(by_unit) | set(flagged))}
     delays: dict[str, list[float]] = {}
-    for kind, delay in (pair for m in matches for pair in m.delays):
+    for kind, delay in (pair for m in matches.values() for pair in m.delays):
         delays.setdefault(kind, []).append(delay)
     found = sum(len(d) for d in delays.values())
-    false_events = sum(m.false_events for m in matches)
-    precision = found / (found + false_events) if found + false_events else 0.0
-    recall = found / len(spans) if spans else 0.0
+    flagged_windows = sum(m.flagged for m in matches.values())
+    false_windows = sum(m.false_windows for m in matches.values())
+    false_episodes = sum(m.false_episodes for m in matches.values())
+    recall = _ratio(found, len(spans))
+    precision = _ratio(flagged_windows - false_windows, flagged_windows)
+    event_precision = _ratio(found, found + false_episodes)
     kinds = []
     for kind in sorted({s.kind for s in spans}):
         labelled = sum(1 for s in spans if s.kind == kind)
@@ -250,9 +352,15 @@ def evaluate(
         kinds.append(KindQuality(kind, labelled, len(kind_delays), len(kind_delays) / labelled,
                                  float(np.median(kind_delays)) if kind_delays else None))
     return QualityReport(
-        labelled=len(spans), found=found, false_alarm_events=false_events,
-        false_alarm_windows=sum(m.false_windows for m in matches),
-        flagged_windows=sum(int(ts.shape[0]) for ts in flagged.values()), sensors=sensors, sensor_days=sensor_days,
-        precision=precision, recall=recall, f1=2 * precision * recall / (precision + recall) if found else 0.0,
-        false_alarms_per_sensor_day=false_events / sensor_days if sensor_days else 0.0, kinds=tuple(kinds),
+        scope=scope, labelled=len(spans), found=found, recall=recall, precision=precision,
+        f1=_harmonic(precision, recall), flagged_windows=flagged_windows,
+        flagged_episodes=sum(m.episodes for m in matches.values()),
+        false_flag_windows=false_windows, false_flag_episodes=false_episodes, units=units, sensor_days=unit_days,
+        false_flags_per_sensor_day=_ratio(false_windows, unit_days),
+        episodes_per_sensor_day=_ratio(false_episodes, unit_days),
+        event_precision=event_precision, event_f1=_harmonic(event_precision, recall) if found else 0.0,
+        kinds=tuple(kinds),
+        worst_false=_worst({u: m.false_windows for u, m in matches.items()}, top),
+        worst_missed=_worst({u: m.labelled - len(m.delays) for u, m in matches.items()}, top),
+        worst_flagged=_worst({u: m.flagged for u, m in matches.items()}, top),
     )

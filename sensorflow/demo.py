@@ -204,8 +204,10 @@ def print_result(settings: DemoSettings, result: DemoResult) -> None:
     flagged = int(pc.sum(result.predictions["is_anomaly"]).as_py() or 0)
     print(f"  scored:    {result.predictions.num_rows:,} windows {lo} .. {hi}, {flagged:,} flagged")
     print(f"  found:     {q.found} of {q.labelled} labelled anomalies (recall {q.recall:.2f}), "
-          f"precision {q.precision:.2f}, F1 {q.f1:.2f}; {q.false_alarm_events} false alarms "
-          f"({q.false_alarms_per_sensor_day:.1f} per sensor-day)")
+          f"window precision {q.precision:.2f} (F1 {q.f1:.2f}); event precision {q.event_precision:.2f} "
+          f"(F1 {q.event_f1:.2f})")
+    print(f"  false:     {q.false_flag_windows:,} false-flag windows in {q.false_flag_episodes:,} episodes "
+          f"({q.false_flags_per_sensor_day:.1f} windows, {q.episodes_per_sensor_day:.1f} episodes per sensor-day)")
     print("  by kind:   " + ", ".join(f"{k.kind} {k.found}/{k.labelled}" for k in q.kinds))
     labelled: dict[tuple[str, str], set[str]] = {}
     for label in result.labels:
