@@ -70,7 +70,8 @@ class TaskSpec:
 
     ``ts_from=None`` starts at each sensor's first window, ``ts_to=None`` ends
     at its newest; otherwise the range is the same for every sensor and
-    missing window slots inside it count (dropouts).
+    missing window slots inside it count (dropouts), except before a
+    sensor's first window ever: a sensor's range never starts before it.
     """
 
     task_id: str
@@ -171,6 +172,7 @@ class SensorOutcome:
     missing_flagged: int = 0  # of the anomalies, flagged missing window slots (dropouts): rows with Value NULL
     model_version: str = ""
     last_ts: int | None = None  # newest window end read for this sensor
+    warning: str = ""  # what the model said about its training ("; "-joined ``Model.warnings()``, when it has them)
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,7 @@ class _Run:
         self.catalog = ModelCatalog(models)
         self.stages: dict[str, float] = {}
         self.outcomes: dict[tuple[str, str], SensorOutcome] = {}
+        self.warnings: dict[tuple[str, str], str] = {}
 
     def run(self) -> TaskResult:
         windows = self._timed("read", self._read)
@@ -270,11 +273,32 @@ class _Run:
     def _read(self) -> list[SensorWindows]:
         spec = self.spec
         table = self.store.read_windows(list(spec.sensors), spec.ts_from or 0, spec.ts_to or END_OF_TIME)
-        return [self._in_range(w) for w in iter_sensor_windows(table, spec.ts_from or 0, spec.ts_to or END_OF_TIME, spec.window_ns)]
+        sensors = list(iter_sensor_windows(table, spec.ts_from or 0, spec.ts_to or END_OF_TIME, spec.window_ns))
+        first = self._first_windows(sensors)
+        return [self._in_range(w, first.get((w.device, w.tag))) for w in sensors]
 
-    def _in_range(self, windows: SensorWindows) -> SensorWindows:
-        """The sensor's windows over its range: open ends close at its first/newest window."""
+    def _first_windows(self, sensors: list[SensorWindows]) -> dict[tuple[str, str], int]:
+        """The first window ever of each sensor whose read starts after empty slots (one store call, often none).
+
+        Those slots are dropouts only if the sensor had a window before them; a sensor
+        whose read starts at the range's first slot cannot have such slots.
+        """
+        if self.spec.ts_from is None:
+            return {}  # an open start already begins at each sensor's first window
+        gapped = [(w.device, w.tag) for w in sensors if int(w.ts[0]) - self.spec.window_ns > self.spec.ts_from]
+        if not gapped:
+            return {}
+        return {sensor: first for sensor, (first, _) in self.store.window_bounds(gapped).items()}
+
+    def _in_range(self, windows: SensorWindows, first: int | None) -> SensorWindows:
+        """The sensor's windows over its range: open ends close at its first/newest window.
+
+        A range never starts before the sensor's first window ever (``first``), so no
+        missing slot is made up for the time before the sensor existed.
+        """
         start = self.spec.ts_from if self.spec.ts_from is not None else int(windows.ts[0]) - self.spec.window_ns
+        if first is not None:
+            start = max(start, min(first, int(windows.ts[0])) - self.spec.window_ns)
         end = self.spec.ts_to if self.spec.ts_to is not None else int(windows.ts[-1])
         return dataclasses.replace(windows, range_from=start, range_to=end)
 
@@ -290,6 +314,8 @@ class _Run:
             except Exception as e:  # noqa: BLE001 - one sensor's failure must not lose the others
                 self._outcome(w, "failed", _reason(e))
                 continue
+            if warning := _training_warning(model):
+                self.warnings[(w.device, w.tag)] = warning
             meta = ModelMetadata(w.device, w.tag, self.detector.name, new_version(w.range_to), w.range_from, w.range_to, len(w))
             fitted.append((w, meta.version, model))
             models.append((meta, model))
@@ -343,7 +369,19 @@ class _Run:
 
     def _outcome(self, w: SensorWindows, status: str, reason: str = "", **counts: Any) -> None:
         last = int(w.ts[-1]) if len(w) else None
-        self.outcomes[(w.device, w.tag)] = SensorOutcome(w.device, w.tag, status, reason, last_ts=last, **counts)
+        warning = self.warnings.get((w.device, w.tag), "")
+        self.outcomes[(w.device, w.tag)] = SensorOutcome(w.device, w.tag, status, reason, last_ts=last, warning=warning, **counts)
+
+
+def _training_warning(model: Model) -> str:
+    """The model's training warnings as one text ("" without any, or for a detector whose models have none)."""
+    warnings = getattr(model, "warnings", None)
+    if not callable(warnings):
+        return ""
+    try:
+        return "; ".join(str(w) for w in warnings())[:2000]
+    except Exception as e:  # noqa: BLE001 - a broken warnings() must not lose a fitted model
+        return f"warnings() failed: {_reason(e)}"
 
 
 def _predictions_table(detector: str, scored: list[tuple[SensorWindows, str, Any]]) -> pa.Table:

@@ -215,3 +215,46 @@ def test_kinds_read_back_from_json_are_members(env):
     assert TaskSpec.from_json(train.to_json()).kind is RunKind.TRAIN and b'"kind": "train"' in train.to_json()
     result = TaskResult.all_failed(train, "boom")
     assert TaskResult.from_json(result.to_json()).kind is RunKind.TRAIN
+
+
+def test_no_missing_slot_is_scored_before_a_sensors_first_window(tmp_path):
+    """A score range starting before a sensor existed: no dropouts there; a real dropout of an older sensor counts."""
+    env = (f"sqlite:///{tmp_path / 'sf.db'}", str(tmp_path / "models"))
+    with open_store(env[0]) as store:
+        store.create_schema()
+        add_windows(store, [("old", "1")], T0, 80)  # windows ending T0+W .. T0+80W
+        add_windows(store, [("old", "1")], T0 + 100 * W, 20, seed=1)  # 20 empty slots (a dropout), then back
+        add_windows(store, [("new", "1")], T0 + 100 * W, 20, seed=2)  # a sensor whose first window ends T0+101W
+    detector = "robust-window"  # its gap feature flags runs of missing slots
+    assert run_task(spec(env, "train", [("old", "1")], ts_to=T0 + 80 * W, detector=detector)).count("ok") == 1
+    trained = run_task(spec(env, "train", [("new", "1")], ts_from=T0 + 100 * W, ts_to=T0 + 120 * W, detector=detector))
+    assert trained.count("ok") == 1
+
+    scored = run_task(spec(env, "score", [("old", "1"), ("new", "1")], ts_from=T0 + 85 * W, ts_to=None, detector=detector))
+    assert [o.status for o in scored.outcomes] == ["ok", "ok"]
+    with open_store(env[0]) as store:
+        rows = store.read_predictions([("old", "1"), ("new", "1")], T0, T0 + 200 * W).to_pylist()
+    new = [r for r in rows if r["device"] == "new"]
+    assert min(r["ts"] for r in new) == T0 + 101 * W and all(r["value"] is not None for r in new)
+    missing_old = sorted(r["ts"] for r in rows if r["device"] == "old" and r["value"] is None)
+    assert missing_old == [T0 + i * W for i in range(86, 101)]  # the dropout at the range's start still counts
+    assert [o.missing_flagged for o in scored.outcomes] == [15, 0]
+
+    # Training, too, starts at the sensor's first window: no made-up leading gap in what it learns.
+    run_task(spec(env, "train", [("new", "1")], ts_from=T0 + 60 * W, ts_to=T0 + 120 * W, detector=detector))
+    (meta,) = ModelCatalog(open_model_store(env[1])).latest_metadata(detector, [("new", "1")])
+    assert meta.trained_from == T0 + 100 * W
+
+
+def test_a_models_training_warnings_go_into_its_outcome(env, monkeypatch):
+    trained = run_task(spec(env, "train"))
+    assert [o.warning for o in trained.outcomes] == ["", "", ""]  # a model without warnings(): none
+    (stored,) = ModelCatalog(open_model_store(env[1])).load_latest(DEFAULT_DETECTOR, [("1", "1")])
+    model_class = type(stored.model)
+    monkeypatch.setattr(model_class, "warnings", lambda self: ["few windows", "flat"], raising=False)
+    trained = run_task(spec(env, "train", then_score=True))
+    assert [o.warning for o in trained.outcomes] == ["few windows; flat"] * 3
+    assert TaskResult.from_json(trained.to_json()) == trained
+    assert TaskResult.from_json(json.dumps({**json.loads(trained.to_json()), "outcomes": [
+        {k: v for k, v in o.items() if k != "warning"} for o in json.loads(trained.to_json())["outcomes"]
+    ]})).outcomes[0].warning == ""  # results written before the field read back
