@@ -9,13 +9,14 @@ label. Spans of one sensor never overlap and are at least one window apart.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from sensorflow.simulator.config import ANOMALY_KINDS, AnomalySpec, TimingSpec
+from sensorflow.simulator.config import ANOMALY_KINDS, NS_PER_DAY, AnomalySpec, TimingSpec
 from sensorflow.simulator.fleet import Fleet
+from sensorflow.simulator.profiles import CODE, ProfileParams, anomaly_sizes, stuck_values, value_grid
 from sensorflow.simulator.signals import SensorParams, baseline, to_cents
 from sensorflow.simulator.timefmt import format_enqueued_time
 
@@ -54,7 +55,11 @@ class AnomalyPlan:
 
     `magnitude` is in value units: the offset of a spike or level shift, the
     extra noise SD of a burst, the total ramp of a drift. `stuck_cents` is the
-    value a stuck sensor repeats.
+    value a stuck sensor repeats. `grid_cents` (0: none) is the grid the
+    sensor's values lie on and anomalous values are rounded back to;
+    `nonnegative` marks sensors whose values never go below 0 (counts);
+    `in_training` marks the anomalies placed in the training range on
+    purpose (`AnomalySpec.train_anomalies`). None means all 0 / False.
     """
 
     sensor: np.ndarray
@@ -63,9 +68,16 @@ class AnomalyPlan:
     end_ns: np.ndarray
     magnitude: np.ndarray
     stuck_cents: np.ndarray
+    grid_cents: np.ndarray | None = None
+    nonnegative: np.ndarray | None = None
+    in_training: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.sensor.shape[0])
+
+    def subset(self, keep: np.ndarray) -> "AnomalyPlan":
+        """The anomalies where `keep` (a mask or indices) selects, in their order."""
+        return AnomalyPlan(*(None if v is None else v[keep] for v in (getattr(self, f) for f in _PLAN_FIELDS)))
 
     def labels(self, fleet: Fleet) -> list[Label]:
         """Labels in (start, device, tag) order."""
@@ -85,9 +97,57 @@ class AnomalyPlan:
         return labels
 
 
+_PLAN_FIELDS = tuple(f.name for f in fields(AnomalyPlan))
+
+
 def _empty_plan() -> AnomalyPlan:
     empty_int = np.zeros(0, dtype=np.int64)
-    return AnomalyPlan(empty_int, empty_int.astype(np.int8), empty_int, empty_int, np.zeros(0), empty_int)
+    empty_bool = np.zeros(0, dtype=bool)
+    return AnomalyPlan(
+        empty_int, empty_int.astype(np.int8), empty_int, empty_int, np.zeros(0), empty_int, empty_int, empty_bool,
+        empty_bool,
+    )
+
+
+def _sizes(
+    kind: np.ndarray,
+    sensor: np.ndarray,
+    start_ns: np.ndarray,
+    sign: np.ndarray,
+    unit: np.ndarray,
+    params: SensorParams,
+    profiles: ProfileParams | None,
+    signal_kind: str,
+    timing: TimingSpec,
+    window_ns: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitudes (value units) and stuck values (cents) of anomalies, by their sensor's profile.
+
+    Seed signals: offsets of 1-3 tag-range widths. Other profiles: 1-2 times
+    `profiles.anomaly_sizes`, upwards only where values cannot go below 0.
+    """
+    scale = params.scale[sensor]
+    magnitude = np.select(
+        [kind == KIND_INDEX["spike"], kind == KIND_INDEX["level_shift"], kind == KIND_INDEX["noise"],
+         kind == KIND_INDEX["drift"]],
+        [sign * (2 + unit) * scale, sign * (1 + unit) * scale, (0.5 + unit / 2) * scale, sign * (1 + unit) * scale],
+        0.0,
+    )
+    period_ns = profiles.period_ns if profiles is not None else NS_PER_DAY
+    if signal_kind == "uniform":
+        stuck_cents = to_cents(params.low[sensor] + unit * scale)
+    else:
+        stuck_cents = to_cents(baseline(params, sensor, start_ns, timing.start_ns, period_ns))
+    if profiles is None or sensor.shape[0] == 0:
+        return magnitude, stuck_cents
+    own = np.flatnonzero(profiles.code[sensor] > CODE["realistic"])
+    if own.shape[0]:
+        s, k = sensor[own], kind[own]
+        size = anomaly_sizes(profiles, window_ns)[k, s]  # NaN for stuck and dropout: no magnitude
+        upward = value_grid(profiles, s)[1] | (k == KIND_INDEX["noise"])
+        magnitude[own] = np.nan_to_num(np.where(upward, 1.0, sign[own]) * (1 + unit[own]) * size)
+        stuck_cents[own] = stuck_values(profiles, s, start_ns[own], timing.start_ns)
+    return magnitude, stuck_cents
 
 
 def plan_anomalies(
@@ -96,46 +156,127 @@ def plan_anomalies(
     params: SensorParams,
     signal_kind: str,
     rng: np.random.Generator,
+    profiles: ProfileParams | None = None,
+    train_rng: np.random.Generator | None = None,
 ) -> AnomalyPlan:
-    """Draw anomalies: a Poisson count per sensor, kinds uniform over `spec.kinds`."""
+    """Draw anomalies: a Poisson count per sensor, kinds uniform over `spec.kinds`.
+
+    With `spec.train_anomalies`, `train_rng` places one more on that share of
+    sensors inside the training range; anomalies of those sensors that would
+    touch it are dropped.
+    """
     sensors = params.level.shape[0]
     window = spec.window_ns
     first_window = -(-timing.start_ns // window)
     end_window = (timing.start_ns + timing.duration_ns) // window
     windows = end_window - first_window
     expected = spec.rate_per_sensor_hour * timing.duration_ns / 3.6e12
-    if expected <= 0 or windows < 1:
-        return _empty_plan()
-    counts = rng.poisson(expected, sensors)
-    sensor = np.repeat(np.arange(sensors, dtype=np.int64), counts)
-    total = sensor.shape[0]
-    kinds = np.array([KIND_INDEX[k] for k in spec.kinds], dtype=np.int8)
-    kind = kinds[rng.integers(0, kinds.shape[0], total)]
-    min_len = np.array([_LENGTH_WINDOWS[k][0] for k in ANOMALY_KINDS])[kind]
-    max_len = np.array([_LENGTH_WINDOWS[k][1] for k in ANOMALY_KINDS])[kind]
-    # At most half the run, so every span has normal readings around it.
-    length = np.minimum(rng.integers(min_len, max_len + 1), max(1, windows // 2))
-    start_window = first_window + (rng.random(total) * (windows - length + 1)).astype(np.int64)
-    sign = np.where(rng.random(total) < 0.5, -1.0, 1.0)
-    unit = rng.random(total)
-    scale = params.scale[sensor]
-    magnitude = np.select(
-        [kind == KIND_INDEX["spike"], kind == KIND_INDEX["level_shift"], kind == KIND_INDEX["noise"],
-         kind == KIND_INDEX["drift"]],
-        [sign * (2 + unit) * scale, sign * (1 + unit) * scale, (0.5 + unit / 2) * scale, sign * (1 + unit) * scale],
-        0.0,
-    )
-    start_ns = start_window * window
-    if signal_kind == "uniform":
-        stuck_cents = to_cents(params.low[sensor] + unit * scale)
+    plan = _empty_plan()
+    if expected > 0 and windows >= 1:
+        counts = rng.poisson(expected, sensors)
+        sensor = np.repeat(np.arange(sensors, dtype=np.int64), counts)
+        total = sensor.shape[0]
+        kinds = np.array([KIND_INDEX[k] for k in spec.kinds], dtype=np.int8)
+        kind = kinds[rng.integers(0, kinds.shape[0], total)]
+        min_len = np.array([_LENGTH_WINDOWS[k][0] for k in ANOMALY_KINDS])[kind]
+        max_len = np.array([_LENGTH_WINDOWS[k][1] for k in ANOMALY_KINDS])[kind]
+        # At most half the run, so every span has normal readings around it.
+        length = np.minimum(rng.integers(min_len, max_len + 1), max(1, windows // 2))
+        start_window = first_window + (rng.random(total) * (windows - length + 1)).astype(np.int64)
+        sign = np.where(rng.random(total) < 0.5, -1.0, 1.0)
+        unit = rng.random(total)
+        start_ns = start_window * window
+        magnitude, stuck_cents = _sizes(
+            kind, sensor, start_ns, sign, unit, params, profiles, signal_kind, timing, window
+        )
+        order = np.lexsort((start_ns, sensor))
+        plan = _without_overlaps(
+            _complete(
+                AnomalyPlan(
+                    sensor[order], kind[order], start_ns[order], (start_window + length)[order] * window,
+                    magnitude[order], stuck_cents[order],
+                ),
+                profiles,
+                training=False,
+            ),
+            window,
+        )
+    if spec.train_anomalies > 0 and train_rng is not None and windows >= 2:
+        placed = _training_plan(spec, timing, params, profiles, signal_kind, train_rng)
+        plan = _merge_training(plan, placed, window)
+    return plan
+
+
+def _complete(plan: AnomalyPlan, profiles: ProfileParams | None, training: bool) -> AnomalyPlan:
+    """The plan with its grid, non-negativity and training marks filled in."""
+    if profiles is None:
+        grid, nonnegative = np.zeros(len(plan), dtype=np.int64), np.zeros(len(plan), dtype=bool)
     else:
-        stuck_cents = to_cents(baseline(params, sensor, start_ns, timing.start_ns))
-    order = np.lexsort((start_ns, sensor))
-    plan = AnomalyPlan(
-        sensor[order], kind[order], start_ns[order], (start_window + length)[order] * window,
-        magnitude[order], stuck_cents[order],
-    )
-    return _without_overlaps(plan, window)
+        grid, nonnegative = value_grid(profiles, plan.sensor)
+    return replace(plan, grid_cents=grid, nonnegative=nonnegative, in_training=np.full(len(plan), training))
+
+
+# Training anomalies: relative weight of each kind, and length as a share of the training range.
+_TRAIN_WEIGHT = {"spike": 1.0, "level_shift": 2.0, "stuck": 3.0, "noise": 1.0, "drift": 1.0, "dropout": 1.0}
+_TRAIN_LENGTH = {
+    "spike": (0.0, 0.0),
+    "level_shift": (0.2, 0.5),
+    "stuck": (0.3, 0.6),
+    "noise": (0.1, 0.3),
+    "drift": (0.2, 0.5),
+    "dropout": (0.1, 0.3),
+}
+
+
+def _training_plan(
+    spec: AnomalySpec,
+    timing: TimingSpec,
+    params: SensorParams,
+    profiles: ProfileParams | None,
+    signal_kind: str,
+    rng: np.random.Generator,
+) -> AnomalyPlan:
+    """One anomaly on `spec.train_anomalies` of the sensors, inside the training range; the first is stuck."""
+    sensors = params.level.shape[0]
+    window = spec.window_ns
+    first_window = -(-timing.start_ns // window)
+    train_windows = spec.training_end_ns(timing) // window - first_window
+    count = int(round(spec.train_anomalies * sensors))
+    if count == 0 or train_windows < 2:
+        return _empty_plan()
+    sensor = np.sort(rng.choice(sensors, count, replace=False)).astype(np.int64)
+    weights = np.array([_TRAIN_WEIGHT[k] for k in spec.kinds])
+    kinds = np.array([KIND_INDEX[k] for k in spec.kinds], dtype=np.int8)
+    kind = kinds[rng.choice(kinds.shape[0], count, p=weights / weights.sum())]
+    if "stuck" in spec.kinds:
+        kind[0] = KIND_INDEX["stuck"]
+    low = np.array([_TRAIN_LENGTH[k][0] for k in ANOMALY_KINDS])[kind]
+    high = np.array([_TRAIN_LENGTH[k][1] for k in ANOMALY_KINDS])[kind]
+    share = low + rng.random(count) * (high - low)
+    # Whole windows, at least one, and one window of normal readings left in the range.
+    length = np.clip((share * train_windows).astype(np.int64), 1, train_windows - 1)
+    start_window = first_window + (rng.random(count) * (train_windows - length + 1)).astype(np.int64)
+    sign = np.where(rng.random(count) < 0.5, -1.0, 1.0)
+    unit = rng.random(count)
+    start_ns = start_window * window
+    magnitude, stuck_cents = _sizes(kind, sensor, start_ns, sign, unit, params, profiles, signal_kind, timing, window)
+    plan = AnomalyPlan(sensor, kind, start_ns, (start_window + length) * window, magnitude, stuck_cents)
+    return _complete(plan, profiles, training=True)
+
+
+def _merge_training(plan: AnomalyPlan, placed: AnomalyPlan, window: int) -> AnomalyPlan:
+    """Both plans, sorted; an anomaly that overlaps a placed one of its sensor (or is not a window apart) goes."""
+    if len(placed) == 0:
+        return plan
+    placed_start = np.full(int(max(plan.sensor.max(initial=0), placed.sensor.max())) + 1, -1, dtype=np.int64)
+    placed_end = placed_start.copy()
+    placed_start[placed.sensor] = placed.start_ns
+    placed_end[placed.sensor] = placed.end_ns
+    a, b = placed_start[plan.sensor], placed_end[plan.sensor]
+    clear = (a < 0) | (plan.end_ns + window <= a) | (plan.start_ns >= b + window)
+    kept = plan.subset(clear)
+    both = AnomalyPlan(*(np.concatenate([getattr(kept, f), getattr(placed, f)]) for f in _PLAN_FIELDS))
+    return both.subset(np.lexsort((both.start_ns, both.sensor)))
 
 
 def _without_overlaps(plan: AnomalyPlan, window: int) -> AnomalyPlan:
@@ -147,10 +288,7 @@ def _without_overlaps(plan: AnomalyPlan, window: int) -> AnomalyPlan:
         if sensor != last_sensor or start >= last_end + window:
             keep[i] = True
             last_sensor, last_end = sensor, end
-    return AnomalyPlan(
-        plan.sensor[keep], plan.kind[keep], plan.start_ns[keep], plan.end_ns[keep],
-        plan.magnitude[keep], plan.stuck_cents[keep],
-    )
+    return plan.subset(keep)
 
 
 def locate(plan: AnomalyPlan, sensor: np.ndarray, ns: np.ndarray) -> np.ndarray:
@@ -202,6 +340,14 @@ def apply_anomalies(
     progress = (ns[rows[drifting]] - plan.start_ns[a]) / (plan.end_ns[a] - plan.start_ns[a])
     shift[drifting] = magnitude[drifting] * progress
     cents[rows] += np.rint(shift * 100.0).astype(np.int64)
+    if plan.grid_cents is not None:
+        # Quantized and count sensors stay on their grid (and counts >= 0) when they fail.
+        grid = plan.grid_cents[anomaly]
+        gridded = np.flatnonzero(grid > 0)
+        step = grid[gridded]
+        cents[rows[gridded]] = np.rint(cents[rows[gridded]] / step).astype(np.int64) * step
+        floored = rows[plan.nonnegative[anomaly]]
+        cents[floored] = np.maximum(cents[floored], 0)
     stuck = kind == KIND_INDEX["stuck"]
     cents[rows[stuck]] = plan.stuck_cents[anomaly[stuck]]
     keep[rows[kind == KIND_INDEX["dropout"]]] = False

@@ -13,6 +13,7 @@ from typing import Literal
 
 __all__ = [
     "ANOMALY_KINDS",
+    "SIGNAL_KINDS",
     "AnomalySpec",
     "DeliverySpec",
     "FleetSpec",
@@ -33,7 +34,9 @@ ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift", "stuck", "noise", "dri
 
 IdKind = Literal["int", "str"]
 Sampling = Literal["random_sensor", "every_sensor"]
-SignalKind = Literal["uniform", "realistic"]
+SignalKind = Literal["uniform", "realistic", "daily", "quantized", "counts", "heavy", "mixed"]
+SIGNAL_KINDS: tuple[str, ...] = ("uniform", "realistic", "daily", "quantized", "counts", "heavy", "mixed")
+NS_PER_DAY = 86400 * NS_PER_S
 
 
 def _check(condition: bool, message: str) -> None:
@@ -96,21 +99,42 @@ class TimingSpec:
 
 @dataclass(frozen=True)
 class SignalSpec:
-    """How values are made: the seed's per-tag uniform draw, or a realistic signal."""
+    """How values are made: a signal profile, and the period of the cycles that have one.
+
+    `uniform` is the seed's per-tag draw; `realistic` a level with a daily
+    cycle, drift and Gaussian noise; `daily`, `quantized`, `counts` and
+    `heavy` imitate harder real series; `mixed` gives every sensor one of
+    `realistic`, `daily`, `quantized`, `counts`, `heavy` in equal shares
+    (simulator/profiles.py). `period_ns` is the cycle length of `realistic`
+    and `daily` sensors (default one day; a bench compresses it to see
+    cycles in a run of hours).
+    """
 
     kind: SignalKind = "uniform"
+    period_ns: int = NS_PER_DAY
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("uniform", "realistic"), "signal must be 'uniform' or 'realistic'")
+        _check(self.kind in SIGNAL_KINDS, f"signal must be one of {', '.join(SIGNAL_KINDS)}")
+        _check(isinstance(self.period_ns, int) and self.period_ns >= NS_PER_S, "period must be >= 1 s")
 
 
 @dataclass(frozen=True)
 class AnomalySpec:
-    """Labelled anomalies: expected count per sensor per hour, window-aligned."""
+    """Labelled anomalies: expected count per sensor per hour, window-aligned.
+
+    `train_anomalies` is the share of sensors that get one more anomaly
+    inside the training range, the first `train_range` of the run (whole
+    windows): long ones (a `stuck` span covers 30-60 % of the range, a
+    `level_shift` or `drift` 20-50 %), as when a model is trained on data
+    that already holds a failure. The first of them is `stuck` whenever
+    that kind is allowed.
+    """
 
     rate_per_sensor_hour: float = 0.0
     kinds: tuple[str, ...] = ANOMALY_KINDS
     window_ns: int = 5 * NS_PER_S
+    train_anomalies: float = 0.0
+    train_range: float = 0.25
 
     def __post_init__(self) -> None:
         _check(self.rate_per_sensor_hour >= 0.0, "anomaly rate must be >= 0")
@@ -119,6 +143,15 @@ class AnomalySpec:
         _check(not unknown, f"unknown anomaly kind(s): {', '.join(unknown)}")
         _check(len(set(self.kinds)) == len(self.kinds), "anomaly kinds must not repeat")
         _check(isinstance(self.window_ns, int) and self.window_ns >= NS_PER_S // 1000, "bad window")
+        _check(0.0 <= self.train_anomalies <= 1.0, "train anomalies must be a share of sensors in [0, 1]")
+        _check(0.0 < self.train_range <= 1.0, "train range must be a fraction of the run in (0, 1]")
+
+    def training_end_ns(self, timing: TimingSpec) -> int:
+        """End of the training range: the window boundary `train_range` of the run's whole windows in."""
+        first_window = -(-timing.start_ns // self.window_ns)
+        windows = max(0, (timing.start_ns + timing.duration_ns) // self.window_ns - first_window)
+        # The tolerance keeps e.g. 2160 windows x (1/3) at 720, not 719.
+        return (first_window + int(windows * self.train_range + 1e-9)) * self.window_ns
 
 
 @dataclass(frozen=True)

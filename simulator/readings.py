@@ -15,9 +15,10 @@ import numpy as np
 
 from sensorflow.simulator.anomalies import AnomalyPlan, apply_anomalies, plan_anomalies
 from sensorflow.simulator.config import TICK_NS, SimulatorConfig
-from sensorflow.simulator.signals import SensorParams, clean_values, sensor_params
+from sensorflow.simulator.profiles import ProfileParams, profile_values, sensor_profiles
+from sensorflow.simulator.signals import SensorParams, sensor_params
 
-__all__ = ["CHUNK_READINGS", "ReadingChunk", "Streams", "generate_readings"]
+__all__ = ["CHUNK_READINGS", "ReadingChunk", "RunModel", "Streams", "draw_profiles", "generate_readings", "run_model"]
 
 # About this many readings per chunk: big enough for numpy to pay off,
 # small enough that a chunk's buffers stay in the tens of MB.
@@ -30,6 +31,8 @@ class Streams:
     """Independent random streams of one run, keyed by purpose and chunk index."""
 
     PARAMS, PLAN, SAMPLING, VALUES, JITTER, ANOMALY, DELAY, DUPLICATE, MALFORMED, GROUPING = range(10)
+    # Added later, so the earlier streams (and the runs they made) stay as they were.
+    PROFILES, TRAINING_PLAN = 10, 11
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
@@ -70,17 +73,32 @@ def steps_per_chunk(config: SimulatorConfig) -> int:
 
 @dataclass(frozen=True)
 class RunModel:
-    """The per-run constants drawn once: sensor parameters and the anomaly plan."""
+    """The per-run constants drawn once: sensor parameters, the anomaly plan and each sensor's profile.
+
+    `profiles` None: drawn from the config when needed (a model built from
+    another model's params and an edited plan needs no more).
+    """
 
     params: SensorParams
     plan: AnomalyPlan
+    profiles: ProfileParams | None = None
+
+
+def draw_profiles(config: SimulatorConfig, params: SensorParams) -> ProfileParams:
+    """The profile of every sensor and its constants, from the run's own random stream."""
+    rng = Streams(config.seed).rng(Streams.PROFILES)
+    return sensor_profiles(config.signal.kind, rng, params, config.signal.period_ns)
 
 
 def run_model(config: SimulatorConfig) -> RunModel:
     streams = Streams(config.seed)
     params = sensor_params(streams.rng(Streams.PARAMS), config.fleet.sensors, config.fleet.tags)
-    plan = plan_anomalies(config.anomalies, config.timing, params, config.signal.kind, streams.rng(Streams.PLAN))
-    return RunModel(params, plan)
+    profiles = draw_profiles(config, params)
+    plan = plan_anomalies(
+        config.anomalies, config.timing, params, config.signal.kind, streams.rng(Streams.PLAN),
+        profiles, streams.rng(Streams.TRAINING_PLAN),
+    )
+    return RunModel(params, plan, profiles)
 
 
 def _sample(config: SimulatorConfig, streams: Streams, chunk: int, first_step: int, steps: int):
@@ -100,12 +118,20 @@ def _sample(config: SimulatorConfig, streams: Streams, chunk: int, first_step: i
     return sensor, ns
 
 
-def _raw_chunk(config: SimulatorConfig, model: RunModel, streams: Streams, chunk: int, first_step: int, steps: int):
+def _raw_chunk(
+    config: SimulatorConfig,
+    model: RunModel,
+    profiles: ProfileParams,
+    streams: Streams,
+    chunk: int,
+    first_step: int,
+    steps: int,
+):
     """Readings of the chunk's steps with values, anomalies, delays and duplicates (unsorted)."""
     sensor, ns = _sample(config, streams, chunk, first_step, steps)
     n = sensor.shape[0]
-    cents = clean_values(
-        config.signal.kind, streams.rng(Streams.VALUES, chunk), model.params, sensor, ns, config.timing.start_ns
+    cents = profile_values(
+        profiles, model.params, streams.rng(Streams.VALUES, chunk), sensor, ns, config.timing.start_ns
     )
     delivery = config.delivery
     # Draw delays and duplicate choices for every reading before dropouts
@@ -140,6 +166,7 @@ def generate_readings(config: SimulatorConfig, model: RunModel | None = None) ->
     chunks is sorted by `delivery_ns`.
     """
     model = model or run_model(config)
+    profiles = model.profiles if model.profiles is not None else draw_profiles(config, model.params)
     streams = Streams(config.seed)
     timing = config.timing
     total_steps = timing.steps
@@ -148,7 +175,7 @@ def generate_readings(config: SimulatorConfig, model: RunModel | None = None) ->
     chunk = 0
     for first_step in range(0, total_steps, per_chunk):
         steps = min(per_chunk, total_steps - first_step)
-        fresh = _raw_chunk(config, model, streams, chunk, first_step, steps)
+        fresh = _raw_chunk(config, model, profiles, streams, chunk, first_step, steps)
         columns = fresh if carried is None else tuple(np.concatenate(pair) for pair in zip(carried, fresh, strict=True))
         order = np.argsort(columns[3], kind="stable")
         columns = tuple(c[order] for c in columns)

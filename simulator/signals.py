@@ -1,6 +1,6 @@
 """Clean sensor values (before anomalies), vectorized over readings.
 
-Two signals:
+Two signals here (the other profiles are in `profiles.py`):
 - `uniform`: the seed's draw, uniform in the tag's range (tags past 5 reuse
   the five seed ranges in turn);
 - `realistic`: per-sensor level, daily cycle, slow drift and Gaussian noise.
@@ -66,13 +66,15 @@ def sensor_params(rng: np.random.Generator, sensors: int, tags: int) -> SensorPa
     )
 
 
-def baseline(params: SensorParams, sensor: np.ndarray, ns: np.ndarray, start_ns: int) -> np.ndarray:
-    """The noise-free realistic signal: level + daily cycle + drift since `start_ns`."""
-    day_fraction = (ns % NS_PER_DAY).astype(np.float64) / NS_PER_DAY
+def baseline(
+    params: SensorParams, sensor: np.ndarray, ns: np.ndarray, start_ns: int, period_ns: int = NS_PER_DAY
+) -> np.ndarray:
+    """The noise-free realistic signal: level + cycle of `period_ns` (a day) + drift since `start_ns`."""
+    cycle_fraction = (ns % period_ns).astype(np.float64) / period_ns
     days_since_start = (ns - start_ns).astype(np.float64) / NS_PER_DAY
     return (
         params.level[sensor]
-        + params.daily_amplitude[sensor] * np.sin(2 * np.pi * day_fraction + params.phase[sensor])
+        + params.daily_amplitude[sensor] * np.sin(2 * np.pi * cycle_fraction + params.phase[sensor])
         + params.drift_per_day[sensor] * days_since_start
     )
 
@@ -89,10 +91,11 @@ def clean_values(
     sensor: np.ndarray,
     ns: np.ndarray,
     start_ns: int,
+    period_ns: int = NS_PER_DAY,
 ) -> np.ndarray:
-    """Values in cents of readings `(sensor, ns)` without anomalies."""
+    """Values in cents of readings `(sensor, ns)` without anomalies (`uniform` or `realistic`)."""
     if kind == "uniform":
         low, high = params.low[sensor], params.high[sensor]
         return to_cents(low + rng.random(sensor.shape[0]) * (high - low))
     noise = rng.standard_normal(sensor.shape[0]) * params.noise_sd[sensor]
-    return to_cents(baseline(params, sensor, ns, start_ns) + noise)
+    return to_cents(baseline(params, sensor, ns, start_ns, period_ns) + noise)
