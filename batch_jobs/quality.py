@@ -52,7 +52,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["SCOPES", "KindQuality", "LabelSpan", "QualityReport", "Scope", "UnitCount", "evaluate", "read_labels"]
+__all__ = ["SCOPES", "KindQuality", "LabelSpan", "QualityReport", "Scope", "UnitCount", "evaluate", "inside_labels", "read_labels"]
 
 NS_PER_DAY = 86_400 * 10**9
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -241,6 +241,23 @@ def _episodes(ends: np.ndarray, window_ns: int) -> int:
     return 1 + int(np.count_nonzero(np.diff(ends) != window_ns)) if ends.shape[0] else 0
 
 
+def _inside(ts: np.ndarray, starts: np.ndarray, ends: np.ndarray, window_ns: int) -> np.ndarray:
+    """Whether each window ending at ``ts`` meets one of the spans (``starts`` sorted, ``ends`` aligned with them)."""
+    last = np.searchsorted(starts, ts, side="left") - 1  # the latest label starting before t
+    reach = np.maximum.accumulate(ends) if ends.shape[0] else ends
+    inside = last >= 0
+    inside[inside] = ts[inside] < reach[last[inside]] + window_ns
+    return inside
+
+
+def inside_labels(ts: np.ndarray, spans: Iterable[LabelSpan], window_ns: int) -> np.ndarray:
+    """Whether each window ending at ``ts`` lies inside one of ``spans`` (the module's rule; any unit's spans)."""
+    spans = sorted(spans, key=lambda s: s.start)
+    starts = np.array([s.start for s in spans], dtype=np.int64)
+    ends = np.array([s.end for s in spans], dtype=np.int64)
+    return _inside(np.asarray(ts, dtype=np.int64), starts, ends, window_ns)
+
+
 @dataclass(frozen=True)
 class _UnitMatch:
     """One unit's flagged windows against its labels."""
@@ -267,11 +284,7 @@ def _match(flagged: np.ndarray, spans: list[LabelSpan], window_ns: int) -> _Unit
         for span, found, i in zip(spans, hit.tolist(), first.tolist(), strict=True)
         if found
     )
-    last = np.searchsorted(starts, flagged, side="left") - 1  # the latest label starting before t
-    reach = np.maximum.accumulate(ends) if ends.shape[0] else ends
-    inside = last >= 0
-    inside[inside] = flagged[inside] < reach[last[inside]] + window_ns
-    false = flagged[~inside]
+    false = flagged[~_inside(flagged, starts, ends, window_ns)]
     return _UnitMatch(delays, len(spans), int(flagged.shape[0]), _episodes(flagged, window_ns),
                       int(false.shape[0]), _episodes(false, window_ns))
 

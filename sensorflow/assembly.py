@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from sensorflow.ingest.decode import DecodeConfig
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions, parse_starting_position
 from sensorflow.records.timeparse import NS_PER_S
-from sensorflow.settings import RunSettings, SettingsError, SidecarSettings
+from sensorflow.settings import ExecutorSettings, RunSettings, SettingsError
 from sensorflow.windowing.cluster import ClusterEnvError, ClusterMember, member_from_env
 from sensorflow.windowing.dataflow import FlowOptions
 from sensorflow.windowing.execution import Execution, Output, RunReport
@@ -154,7 +154,7 @@ def run_live(
     return run(live_job(settings), member, progress, stats, stop_event)
 
 
-def open_executor(settings: SidecarSettings, environ: Mapping[str, str], **batch_client_options: Any) -> Executor:
+def open_executor(settings: ExecutorSettings, environ: Mapping[str, str], **batch_client_options: Any) -> Executor:
     """The executor the settings name: the local pool, or Azure Batch (``batch_client_options`` go to its client)."""
     from sensorflow.batch_jobs.executors import LocalPoolExecutor
 
@@ -163,8 +163,8 @@ def open_executor(settings: SidecarSettings, environ: Mapping[str, str], **batch
     return LocalPoolExecutor(settings.task_processes, environ)
 
 
-def executor_from_settings(settings: SidecarSettings, environ: Mapping[str, str], **client_options: Any) -> Executor:
-    """An ``AzureBatchExecutor`` from validated ``SidecarSettings`` (``client_options`` go to the BatchClient)."""
+def executor_from_settings(settings: ExecutorSettings, environ: Mapping[str, str], **client_options: Any) -> Executor:
+    """An ``AzureBatchExecutor`` from validated ``ExecutorSettings`` (``client_options`` go to the BatchClient)."""
     from sensorflow.batch_jobs.azure_batch import AzureBatchExecutor, BatchConfig
     from sensorflow.batch_jobs.azure_batch_pool import PoolConfig, open_batch_client
 

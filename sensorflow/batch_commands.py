@@ -24,17 +24,17 @@ from sensorflow.batch_jobs.sidecar import Phase, Sidecar, SidecarConfig, Sidecar
 from sensorflow.batch_jobs.tasks import TaskError, run_task_at
 from sensorflow.records.runs import RunKind
 from sensorflow.records.timeparse import format_ms
-from sensorflow.settings import SidecarSettings
+from sensorflow.settings import ExecutorSettings, SidecarSettings
 from sensorflow.store import StoreError, open_store
 
-__all__ = ["describe_phase", "sidecar_command", "sidecar_from_settings", "task_run_command"]
+__all__ = ["describe_phase", "sidecar_command", "sidecar_from_settings", "task_environment", "task_run_command"]
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
 STORE_ENV = "SENSORFLOW_STORE"
 
 
-def task_environment(settings: SidecarSettings) -> tuple[str, str, str, dict[str, str]]:
+def task_environment(settings: ExecutorSettings) -> tuple[str, str, str, dict[str, str]]:
     """(store URL, store as specs name it, model store URL, environment for task processes).
 
     Local paths become absolute (task processes may start elsewhere); a

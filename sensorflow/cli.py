@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings
 from sensorflow import __version__
 from sensorflow.settings import (
     DemoSettings,
+    EvaluateSettings,
     RunSettings,
     SettingsError,
     SidecarSettings,
@@ -114,6 +115,31 @@ examples:
 """
 
 
+_EVALUATE_EXAMPLES = """\
+times: ISO-8601 (2026-01-01T06:00:00Z; no zone: UTC) or relative to the newest window in the
+store: 'newest', 'newest-30m', or the short form '-30m' (units s, m, h, d; '1h30m' works).
+Write a leading '-' as --train-to=-1h (with '=') so it is not read as a flag.
+Ranges are in window time (a window's TS is its end): train on (train_from, train_to],
+score (train_to, score_to].
+
+examples:
+  # train on the hour before the last one, score the last hour, against known incidents
+  sensorflow evaluate --store sqlite:///sensorflow.db --train-from=-2h --train-to=-1h --labels labels.json
+  # a less sensitive detector, the worst sensors drawn to a PNG
+  sensorflow evaluate --train-to 2026-01-01T06:00:00Z --score-to 2026-01-01T12:00:00Z \\
+      --threshold-scale 2 --labels labels.json --plot worst.png
+  # replay the sidecar's schedule over the whole history: retrain every hour on the trailing 3 hours
+  sensorflow evaluate --as-scheduled --train-seconds 10800 --retrain-every-seconds 3600 --labels labels.json
+  # SKAB-style: a device's incident is found when any of its tags flags inside it
+  sensorflow evaluate --train-to=-1d --labels labels.json --scope device
+
+The last line on stdout is one JSON object (recall, precision, f1, false_flag_windows,
+false_flag_episodes, ..., worst_false, worst_missed); progress goes to stderr. Predictions are
+written under Detector 'eval:<detector>' and models to their own model store, so the sidecar's
+rows and models are never replaced.
+"""
+
+
 def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
     sidecar = commands.add_parser(
         "sidecar",
@@ -137,6 +163,22 @@ def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
     )
     task_run.add_argument("spec_url", metavar="SPEC_URL")
     task_run.set_defaults(func=_task_run)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a detector and sensitivity on the store's history: train on one range, score another, vs labels",
+        description="Train on a window-time range and score the next (--train-from/--train-to/--score-to), or replay "
+        "the sidecar's schedule over the history (--as-scheduled), through the sidecar's task specs and executor "
+        "(local pool or Azure Batch). With --labels: recall, precision, F1, false flags per sensor-day, the worst "
+        "sensors; a text table, an optional PNG (--plot) and one JSON line last on stdout.",
+        epilog=_EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("--as-scheduled", action="store_true",
+                          help="replay the sidecar's schedule: retrain every --retrain-every-seconds on the trailing "
+                          "--train-seconds, score each slice up to the next retrain")
+    evaluate.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
+    _add_settings_flags(evaluate, EvaluateSettings)
+    evaluate.set_defaults(func=_evaluate)
     demo = commands.add_parser(
         "demo",
         help="the whole story on a simulated fleet: windows, models, anomalies found vs labelled, a plot",
@@ -152,6 +194,12 @@ def _sidecar(args: argparse.Namespace) -> int:
     from sensorflow.batch_commands import sidecar_command
 
     return sidecar_command(load_settings(SidecarSettings, _flags(args, SidecarSettings), args.config), args.once)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from sensorflow.evaluate import evaluate_command
+
+    return evaluate_command(load_settings(EvaluateSettings, _flags(args, EvaluateSettings), args.config), args.as_scheduled)
 
 
 def _task_run(args: argparse.Namespace) -> int:

@@ -9,7 +9,15 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-__all__ = ["DemoSettings", "RunSettings", "SettingsError", "SidecarSettings", "load_settings"]
+__all__ = [
+    "DemoSettings",
+    "EvaluateSettings",
+    "ExecutorSettings",
+    "RunSettings",
+    "SettingsError",
+    "SidecarSettings",
+    "load_settings",
+]
 
 
 class SettingsError(ValueError):
@@ -240,18 +248,10 @@ class _AzureBatchSettings(_Settings):
     batch_poll_seconds: float = Field(15.0, gt=0, description="azure-batch: how often a run polls its job")
 
 
-class SidecarSettings(_BatchSettings, _AzureBatchSettings):
-    """Settings of ``sensorflow sidecar``: what to score and train, and when."""
+class ExecutorSettings(_BatchSettings, _AzureBatchSettings):
+    """What commands that run batch tasks share: the store the tasks read, and where they run (local pool or Azure Batch)."""
 
     store: str = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH, postgresql+odbc:..., mssql+odbc:...")
-    interval_seconds: float = Field(300.0, gt=0, description="run every N seconds of wall time")
-    cron: str | None = Field(None, description="run at the times of a cron expression instead (e.g. '10 * * * *')")
-    safety_margin_seconds: float = Field(120.0, ge=0, description="rescan windows written this long before the last run's start")
-    score_lookback_seconds: float = Field(300.0, ge=0, description="rescore this much window time before the last run's newest window")
-    train_seconds: float = Field(3600.0, gt=0, description="train on this much window time before the newest window")
-    retrain_every_seconds: float = Field(3600.0, gt=0, description="retrain when the newest window moved this far past the last training")
-    lease_seconds: float = Field(600.0, gt=0, description="lease lifetime; renewed while a run is in progress")
-    seed_csv: bool = Field(False, description="also write the original's per-sensor prediction CSVs to predictions/")
 
     @field_validator("store")
     @classmethod
@@ -260,24 +260,14 @@ class SidecarSettings(_BatchSettings, _AzureBatchSettings):
             raise ValueError(f"store must start with sqlite:///, postgresql+odbc: or mssql+odbc:, not {value[:16]!r}...")
         return value
 
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            from croniter import croniter
-
-            if not croniter.is_valid(value):
-                raise ValueError(f"bad cron expression {value!r}")
-        return value
-
     @model_validator(mode="after")
-    def _azure_batch(self) -> SidecarSettings:
+    def _azure_batch(self) -> ExecutorSettings:
         if self.executor != "azure-batch":
             return self
         if self.store.startswith("sqlite:///"):
             raise ValueError("executor azure-batch needs a server store (postgresql+odbc: or mssql+odbc:): "
                              "Batch nodes cannot open this machine's SQLite file")
-        if not self.model_store.startswith("azblob://"):
+        if not (self.model_store or "").startswith("azblob://"):
             raise ValueError("executor azure-batch needs model_store azblob://CONTAINER: Batch nodes read specs and models there")
         missing = [n for n in ("batch_account_url", "batch_container_image", "batch_output_container_url") if getattr(self, n) is None]
         if missing:
@@ -289,6 +279,56 @@ class SidecarSettings(_BatchSettings, _AzureBatchSettings):
         if self.batch_min_nodes > self.batch_max_nodes:
             raise ValueError("batch_min_nodes must be <= batch_max_nodes")
         return self
+
+
+class SidecarSettings(ExecutorSettings):
+    """Settings of ``sensorflow sidecar``: what to score and train, and when."""
+
+    interval_seconds: float = Field(300.0, gt=0, description="run every N seconds of wall time")
+    cron: str | None = Field(None, description="run at the times of a cron expression instead (e.g. '10 * * * *')")
+    safety_margin_seconds: float = Field(120.0, ge=0, description="rescan windows written this long before the last run's start")
+    score_lookback_seconds: float = Field(300.0, ge=0, description="rescore this much window time before the last run's newest window")
+    train_seconds: float = Field(3600.0, gt=0, description="train on this much window time before the newest window")
+    retrain_every_seconds: float = Field(3600.0, gt=0, description="retrain when the newest window moved this far past the last training")
+    lease_seconds: float = Field(600.0, gt=0, description="lease lifetime; renewed while a run is in progress")
+    seed_csv: bool = Field(False, description="also write the original's per-sensor prediction CSVs to predictions/")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(value):
+                raise ValueError(f"bad cron expression {value!r}")
+        return value
+
+
+class EvaluateSettings(ExecutorSettings):
+    """Settings of ``sensorflow evaluate``: which window-time ranges to train and score, labels, report and plot.
+
+    Times (``train_from``, ``train_to``, ``score_to``) are text: ISO-8601, or
+    relative to the newest window in the store (``newest``, ``newest-30m``,
+    ``-2h``); ``sensorflow.batch_jobs.evaluation.parse_window_time`` reads them.
+    """
+
+    model_store: str | None = Field(  # type: ignore[assignment]  # evaluation models never go where the sidecar's are
+        None, description="keep the evaluation's models under this model store (a directory or azblob://CONTAINER[/PREFIX]), "
+        "in evaluate-<run>/; default: a fresh temporary directory, removed after"
+    )
+    train_from: str | None = Field(
+        None, description="train on windows after this time (default: train_to - train_seconds; with --as-scheduled: the oldest window)"
+    )
+    train_to: str | None = Field(None, description="train on windows up to this time; scoring starts after it")
+    score_to: str = Field("newest", description="score windows up to this time (with --as-scheduled: replay the schedule up to it)")
+    train_seconds: float = Field(3600.0, gt=0, description="window time to train on (as the sidecar: before each retrain point)")
+    retrain_every_seconds: float = Field(3600.0, gt=0, description="--as-scheduled: retrain this often in window time, as the sidecar")
+    labels: Path | None = Field(None, description="labels.json of known incidents (the simulator's format) to score against")
+    scope: Literal["sensor", "device"] = Field(
+        "sensor", description="sensor: a label matches its (device, tag); device: labels match on device, tags' flags united"
+    )
+    plot: Path | None = Field(None, description="write a PNG of the worst sensors here")
+    top: int = Field(10, ge=1, le=1000, description="how many worst sensors to list (and up to 8 of them to plot)")
 
 
 class DemoSettings(_BatchSettings):

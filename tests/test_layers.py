@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sensorflow.settings",),  # one frozen settings object per command
     ("sensorflow.assembly",),  # settings -> typed configs and jobs
     ("sensorflow.batch_commands",),  # sidecar and task commands
-    ("sensorflow.demo",),
+    ("sensorflow.demo", "sensorflow.evaluate"),  # commands built on the batch commands; neither knows the other
     ("sensorflow.cli",),
     ("sensorflow.__main__",),
 )

@@ -1,0 +1,90 @@
+"""The evaluation's picture: the worst sensors' windows, flags true and false, labelled spans, score vs threshold."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sensorflow.batch_jobs.demo_plot import _of, _on_slots, _times
+from sensorflow.batch_jobs.quality import LabelSpan, Scope, inside_labels
+
+__all__ = ["THRESHOLD", "plot_worst"]
+
+THRESHOLD = 1.0
+"""Where a score flags: the project's detectors scale their scores so a window is anomalous at >= 1."""
+
+
+def _labels_of(labels: Sequence[LabelSpan], device: str, tag: str, scope: Scope) -> list[LabelSpan]:
+    return [s for s in labels if s.device == device and (scope == "device" or s.tag == tag)]
+
+
+def plot_worst(
+    path: Path,
+    sensors: Sequence[tuple[str, str]],
+    windows: pa.Table,
+    predictions: pa.Table,
+    labels: Sequence[LabelSpan],
+    window_ns: int,
+    scope: Scope = "sensor",
+    titles: dict[tuple[str, str], str] | None = None,
+) -> Path:
+    """Two panels per sensor of ``sensors`` (in order): windows with flags and labels, then score vs threshold.
+
+    ``windows`` (``WINDOW_READ_SCHEMA``) and ``predictions`` (``PREDICTION_SCHEMA``,
+    every scored row of these sensors) cover the range to draw. A flag inside a
+    label of its unit (its sensor, or its device in the device scope) is drawn
+    as true, any other as false; a flagged missing slot sits on the panel's
+    floor. ``titles`` adds a note per sensor. Returns ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, len(sensors))
+    figure, axes = plt.subplots(2 * rows, 1, figsize=(12, 3.2 * rows), sharex=True, squeeze=False,
+                                gridspec_kw={"height_ratios": [3, 1] * rows})
+    for i, (device, tag) in enumerate(sensors):
+        values, scores = axes[2 * i, 0], axes[2 * i + 1, 0]
+        ts, columns = _on_slots(_of(windows, device, tag), window_ns)
+        values.fill_between(ts, columns["min"], columns["max"], color="tab:blue", alpha=0.15, linewidth=0, label="min..max")
+        values.plot(ts, columns["value"], color="tab:blue", linewidth=0.8, label="mean (gaps: no readings)")
+        spans = _labels_of(labels, device, tag, scope)
+        for span in spans:
+            values.axvspan(_times([span.start])[0], _times([span.end])[0], color="tab:orange", alpha=0.25)
+        rows_of = _of(predictions, device, tag).sort_by("ts")
+        flagged = rows_of.filter(pc.fill_null(rows_of["is_anomaly"], False))
+        flag_ts = flagged["ts"].to_numpy()
+        flag_value = flagged["value"].to_numpy(zero_copy_only=False).astype(float)
+        floor = np.nanmin(columns["min"]) if np.isfinite(columns["min"]).any() else 0.0
+        flag_value = np.where(np.isfinite(flag_value), flag_value, floor)  # a flagged missing slot: on the floor
+        true = inside_labels(flag_ts, spans, window_ns)
+        values.scatter(_times(flag_ts[true]), flag_value[true], color="tab:green", marker="o", s=22, zorder=3,
+                       label="flagged, inside a label")
+        values.scatter(_times(flag_ts[~true]), flag_value[~true], color="tab:red", marker="x", s=28, zorder=3,
+                       label="flagged, false")
+        kinds = sorted({s.kind for s in spans})
+        note = (titles or {}).get((device, tag), "")
+        title = f"device {device} / tag {tag}" + (f"  (labelled: {', '.join(kinds)})" if kinds else "") + (f"  {note}" if note else "")
+        values.set_title(title, fontsize=9, loc="left")
+        scores.plot(_times(rows_of["ts"].to_numpy()), rows_of["score"].to_numpy(zero_copy_only=False).astype(float),
+                    color="tab:purple", linewidth=0.7, label="score")
+        scores.axhline(THRESHOLD, color="tab:red", linestyle="--", linewidth=0.8, label=f"threshold {THRESHOLD:g}")
+        scores.set_yscale("symlog", linthresh=THRESHOLD)
+        scores.set_ylabel("score", fontsize=8)
+        for ax in (values, scores):
+            ax.tick_params(labelsize=8)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    more, more_names = axes[1, 0].get_legend_handles_labels()
+    figure.legend(handles + more, names + more_names, loc="upper right", fontsize=8, ncol=3, frameon=False)
+    if not sensors:
+        axes[0, 0].text(0.5, 0.5, "no flagged or missed sensor", ha="center", va="center", transform=axes[0, 0].transAxes)
+    axes[-1, 0].set_xlabel("window end (UTC); shaded: labelled anomaly", fontsize=8)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
