@@ -14,6 +14,7 @@ import time
 
 from sensorflow.simulator.config import (
     ANOMALY_KINDS,
+    SIGNAL_KINDS,
     AnomalySpec,
     DeliverySpec,
     FleetSpec,
@@ -35,6 +36,10 @@ examples:
     sensorflow simulate --out rec/ --profile fleet --devices 1000 --tags 10 --rate 1 \\
         --duration 15m --start 2026-01-01T00:00:00Z --seed 7 --anomaly-rate 2 \\
         --out-of-order 0.01 --max-delay 10s --duplicates 0.001 --malformed 0.001
+  a mixed fleet (daily cycles of 1 h, quantized and on/off, counts, heavy tails) whose training
+  range (the first 25 %) holds anomalies on a fifth of the sensors, one of them stuck for a long time:
+    sensorflow simulate --out rec/ --profile fleet --signal mixed --period 1h --duration 4h \
+        --start 2026-01-01T00:00:00Z --anomaly-rate 1 --train-anomalies 0.2 --train-range 0.25
   JSON arrays of 50 readings per message, string ids:
     sensorflow simulate --out rec/ --profile fleet --ids str --readings-per-message 50
   Event Hubs Capture-style Avro files:
@@ -88,7 +93,13 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     fleet.add_argument("--duration", default="1h", help="simulated time span, e.g. 90s, 15m, 2h, 1d (default 1h)")
     fleet.add_argument("--start", default="now", help="'now' or an ISO time like 2026-01-01T00:00:00Z")
     fleet.add_argument("--seed", type=int, default=0, help="random seed: same options and seed, same output")
-    fleet.add_argument("--signal", choices=["uniform", "realistic"], help="value model (default by profile)")
+    fleet.add_argument(
+        "--signal", choices=SIGNAL_KINDS,
+        help="value model (default by profile: uniform for seed, realistic for fleet); daily: a cycle of --period "
+        "plus drift; quantized: coarse steps and on/off sensors; counts: mostly-zero event counts with bursts; "
+        "heavy: Student-t noise; mixed: realistic, daily, quantized, counts and heavy in equal shares",
+    )
+    fleet.add_argument("--period", metavar="DURATION", help="cycle of realistic and daily signals (default 1d)")
     fleet.add_argument(
         "--jitter", type=float, default=0.0, help="move readings later by up to this part of the interval"
     )
@@ -100,6 +111,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     faults.add_argument("--anomaly-rate", type=float, default=0.0, help="labelled anomalies per sensor per hour")
     faults.add_argument("--anomaly-kinds", default=",".join(ANOMALY_KINDS), help="comma-separated subset of kinds")
     faults.add_argument("--window", default="5s", help="labels align to windows of this length (default 5s)")
+    faults.add_argument("--train-anomalies", type=_fraction, default=0.0, metavar="SHARE",
+                        help="share of sensors with one more, long anomaly inside the training range (the first "
+                        "is stuck); labelled like the others")
+    faults.add_argument("--train-range", type=float, default=0.25, metavar="FRACTION",
+                        help="the training range: this first part of the run (default 0.25)")
     shape = parser.add_argument_group("messages")
     shape.add_argument("--readings-per-message", type=int, default=1,
                        help="1 = the seed's single object; N = JSON arrays of up to N readings of one device")
@@ -150,9 +166,13 @@ def build_config(args: argparse.Namespace, now_ns: int) -> SimulatorConfig:
             tags=args.tags if args.tags is not None else (10 if fleet_profile else 5),
             ids=args.ids,
         ),
-        signal=SignalSpec(args.signal or ("realistic" if fleet_profile else "uniform")),
+        signal=SignalSpec(
+            args.signal or ("realistic" if fleet_profile else "uniform"),
+            period_ns=_duration(args.period or "1d", "--period"),
+        ),
         anomalies=AnomalySpec(
-            rate_per_sensor_hour=args.anomaly_rate, kinds=kinds, window_ns=_duration(args.window, "--window")
+            rate_per_sensor_hour=args.anomaly_rate, kinds=kinds, window_ns=_duration(args.window, "--window"),
+            train_anomalies=args.train_anomalies, train_range=args.train_range,
         ),
         delivery=DeliverySpec(
             out_of_order_fraction=args.out_of_order,

@@ -246,7 +246,7 @@ def anomaly_sizes(p: ProfileParams, window_ns: int) -> np.ndarray:
     for offsets, so a shifted value is never one of the two normal levels.
     Counts (always upwards): a spike is 4 times the normal burst rate, a
     shift and the noise one burst rate, a drift two. Heavy: a spike starts at
-    the 1e-4 tail of the sensor's t noise, a shift at 6 scales.
+    the 1e-4 tail of the sensor's t noise, a shift at 6 scales, noise at 8.
     """
     sizes = np.full((len(ANOMALY_KINDS), p.sensors), np.nan)
     noise, step, burst = p.noise, p.step, p.high
@@ -259,7 +259,7 @@ def anomaly_sizes(p: ProfileParams, window_ns: int) -> np.ndarray:
             np.where(p.two_level, 0.5 * gap, step), np.where(p.two_level, 1.5 * gap, 3 * step),
         ),
         "counts": (4 * burst, burst, burst, 2 * burst),
-        "heavy": (_T_TAIL_1E4[np.searchsorted(_T_DOF, p.dof)] * noise, 6 * noise, 5 * noise, 10 * noise),
+        "heavy": (_T_TAIL_1E4[np.searchsorted(_T_DOF, p.dof)] * noise, 6 * noise, 8 * noise, 10 * noise),
     }
     for name, (spike, shift, extra_noise, drift) in per_profile.items():
         mine = p.code == CODE[name]
