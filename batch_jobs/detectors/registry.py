@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sensorflow.batch_jobs.detectors.base import Detector, Model
+from sensorflow.batch_jobs.detectors.baselines import MadZ, MadZModel
+from sensorflow.batch_jobs.detectors.calibrated import Calibrated, CalibratedModel
 from sensorflow.batch_jobs.detectors.robust_window import RobustWindow, RobustWindowModel
 from sensorflow.batch_jobs.detectors.seed_ocsvm import SeedOcsvm, SeedOcsvmModel
 
@@ -11,9 +13,11 @@ __all__ = ["DEFAULT_DETECTOR", "DETECTORS", "UnknownDetectorError", "get_detecto
 DETECTORS: dict[str, tuple[type[Detector], type[Model]]] = {
     SeedOcsvm.name: (SeedOcsvm, SeedOcsvmModel),
     RobustWindow.name: (RobustWindow, RobustWindowModel),
+    Calibrated.name: (Calibrated, CalibratedModel),
+    MadZ.name: (MadZ, MadZModel),
 }
 
-DEFAULT_DETECTOR: str = RobustWindow.name
+DEFAULT_DETECTOR: str = Calibrated.name
 
 
 class UnknownDetectorError(LookupError):

@@ -1,0 +1,323 @@
+"""``calibrated``: the default detector; each sensor's limits come from its own training scores.
+
+Real series break fixed "k robust SDs" limits: a daily cycle or a drift makes
+the training spread wide, a quantized or mostly-zero series has a spread of
+0, a failure inside the training range inflates it. This detector instead
+scores every window with a few cheap prediction errors and puts each limit
+at a multiple of the LARGEST score the sensor's own training windows reached
+(capped, so one gross outlier in training cannot hide everything after it).
+A score of 1.0 is the limit; ``Scores.score`` is the largest evidence.
+
+Evidence per window slot (rows of ``FEATURES``):
+
+- trend: ``|value - prediction|``, the prediction a straight line fitted to
+  the previous ``trend_windows`` windows (a one-step linear-trend forecast):
+  cycles and drifts are predicted, spikes, steps and bursts are not;
+- shift: how far the median of the last ``shift_windows`` windows moved
+  against the same median ``shift_lag`` windows earlier: level shifts and
+  ramps that are too slow for the one-step forecast;
+- spread: ``max - min`` of the window (noise bursts);
+- stuck: readings repeating exactly, summed over a run of flat windows;
+- gap: a run of missing slots longer than the sensor's usual gaps;
+- low_count: under half the usual count, where that was rare in training.
+
+Limits never divide by a zero spread: a limit learned as 0 (constant or
+quantized training) falls back to the sensor's value resolution, the
+smallest step between its distinct training values, so an ordinary step of
+one quantum is at the limit, never far past it.
+
+Episodes (the alarm guard): windows in a gap of at most ``bridge`` slots
+between two flagged windows are flagged too, with score 1.0 (at the limit,
+by this rule), so a sensor flickering around its limit gives one long
+episode, not hundreds of alarms.
+
+Scoring uses the end of the training range as history when a scored range
+starts right after it, so the first windows of a range are judged too.
+``warnings()`` says when the training range itself looked anomalous (mostly
+missing, stuck). Cost: a few dozen numpy calls per fit or score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from sensorflow.batch_jobs.detectors.base import Detector, Model, Scores, SensorWindows
+from sensorflow.batch_jobs.detectors.robust_window import _gaps, _repeats, _stuck_runs, _upper_quantile
+
+__all__ = ["FEATURES", "Calibrated", "CalibratedModel", "Calibration", "Limits"]
+
+FEATURES = ("trend", "shift", "spread", "stuck", "gap", "low_count")
+"""Rows of ``CalibratedModel.evidence``."""
+_ROW = {name: row for row, name in enumerate(FEATURES)}
+_NEVER = 1e300  # a limit no evidence reaches
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Global constants of ``calibrated`` (the same for every sensor), kept with every model.
+
+    Window counts: ``trend_windows`` fitted for the one-step forecast,
+    ``shift_windows`` per median, ``shift_lag`` between the two medians.
+    Margins (multiples of the training maximum): ``trend``, ``shift``,
+    ``spread``, ``stuck`` (repeats in a run), ``gap`` (missing slots in a
+    run). ``tail_cap``: a training maximum counts at most up to the
+    99th percentile plus this many times its distance from the median (a
+    gross training outlier is not normal). ``bridge``: the longest gap
+    between two flagged windows that the episode guard flags too. ``threshold_scale``: the user's
+    sensitivity, multiplying every limit.
+    """
+
+    trend_windows: int = 20
+    shift_windows: int = 5
+    shift_lag: int = 20
+    trend: float = 1.2
+    shift: float = 2.0
+    spread: float = 1.5
+    stuck: float = 2.0
+    gap: float = 3.0
+    tail_cap: float = 6.0
+    bridge: int = 3
+    low_count: float = 0.5
+    stuck_min: float = 3.0
+    gap_min: float = 2.0
+    threshold_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        counts = (self.trend_windows, self.shift_windows, self.shift_lag)
+        if not all(isinstance(n, int) and n >= 2 for n in counts) or not (isinstance(self.bridge, int) and self.bridge >= 0):
+            raise ValueError(f"calibrated needs int window counts >= 2 and an int bridge >= 0, got {counts}, {self.bridge!r}")
+        bad = [f.name for f in fields(self)[3:] if f.name != "bridge" and not getattr(self, f.name) > 0]
+        if bad:
+            raise ValueError(f"calibrated parameters must be > 0: {', '.join(bad)}")
+
+    @property
+    def history(self) -> int:
+        """Windows of history the features need before a window."""
+        return max(self.trend_windows, self.shift_windows - 1 + self.shift_lag)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """One sensor's fitted limits (evidence 1.0) and what the training range looked like; all float64."""
+
+    trend_limit: float
+    shift_limit: float
+    spread_limit: float
+    stuck_limit: float
+    gap_limit: float
+    count_median: float
+    low_count_rare: float  # 1.0: under-half counts were rare in training, so they are evidence
+    train_windows: float
+    train_missing_share: float  # of the training slots, the share without readings
+    train_stuck_share: float  # of the training readings, the share repeating one value in its longest stuck run
+
+
+def _trend_errors(v: np.ndarray, m: int) -> np.ndarray:
+    """``|v[i] - forecast|`` of a line fitted to ``v[i-m:i]`` (NaN for the first ``m``); O(n) with running sums."""
+    n = v.shape[0]
+    out = np.full(n, np.nan)
+    if n <= m:
+        return out
+    centred = v - v[:m].mean()  # smaller sums, same errors
+    t = np.arange(n, dtype=np.float64)
+    s0 = np.r_[0.0, np.cumsum(centred)]
+    s1 = np.r_[0.0, np.cumsum(t * centred)]
+    i = np.arange(m, n)
+    sum_y = s0[i] - s0[i - m]
+    sum_xy = s1[i] - s1[i - m] - (i - m) * sum_y  # x = 0..m-1 within each fit
+    x_mean = (m - 1) / 2.0
+    slope = (sum_xy - x_mean * sum_y) / (m * (m * m - 1) / 12.0)
+    forecast = sum_y / m + slope * (m - x_mean)
+    out[m:] = np.abs(centred[m:] - forecast)
+    return out
+
+
+def _shifts(v: np.ndarray, k: int, lag: int) -> np.ndarray:
+    """``|median(v[i-k+1..i]) - median(v[i-lag-k+1..i-lag])|`` (NaN where there is no such history)."""
+    n = v.shape[0]
+    out = np.full(n, np.nan)
+    if n < k + lag:
+        return out
+    medians = np.median(sliding_window_view(v, k), axis=1)  # medians[j] ends at j + k - 1
+    out[k - 1 + lag:] = np.abs(medians[lag:] - medians[:-lag])
+    return out
+
+
+def _resolution(v: np.ndarray) -> float:
+    """The smallest step between distinct values (0 for a constant), never below float noise."""
+    distinct = np.unique(v)
+    if distinct.shape[0] < 2:
+        return 0.0
+    return float(np.diff(distinct).min())
+
+
+def _limit(scores: np.ndarray, margin: float, cap: float, floor: float) -> float:
+    """``margin`` x the training maximum (capped at the tail cap), never below ``floor``."""
+    finite = scores[np.isfinite(scores)]
+    if finite.shape[0] == 0:
+        return max(floor, 0.0) or _NEVER
+    top = float(finite.max())
+    if finite.shape[0] >= 20:
+        q50, q99 = _upper_quantile(finite, 0.5), _upper_quantile(finite, 0.99)
+        top = min(top, q99 + cap * (q99 - q50))
+    return max(margin * top, floor)
+
+
+def _stuck_limit(repeats: np.ndarray, stuck_min: float, runs: np.ndarray, c: Calibration) -> float:
+    """Repeats in a run that make it stuck: past the training's longest runs, never for a sensor that repeats itself in most windows."""
+    if np.count_nonzero(repeats) * 2 >= repeats.shape[0]:
+        return _NEVER  # coarse quantization: repeating is what this sensor does
+    return _limit(runs[runs > 0], c.stuck, c.tail_cap, stuck_min)
+
+
+def _episodes(ratio: np.ndarray, bridge: int) -> np.ndarray:
+    """Scores with the alarm guard: a gap of at most ``bridge`` slots between two flags is flagged too (score 1.0)."""
+    flagged = np.flatnonzero(ratio >= 1.0)
+    if flagged.shape[0] < 2 or bridge < 1:
+        return ratio
+    gaps = np.diff(flagged) - 1
+    short = np.flatnonzero((gaps > 0) & (gaps <= bridge))
+    if short.shape[0] == 0:
+        return ratio
+    inside = np.zeros(ratio.shape[0] + 1, dtype=np.int64)
+    np.add.at(inside, flagged[short] + 1, 1)
+    np.add.at(inside, flagged[short + 1], -1)
+    return np.where(np.cumsum(inside[:-1]) > 0, np.maximum(ratio, 1.0), ratio)
+
+
+class CalibratedModel(Model):
+    """Fitted ``Limits`` + ``Calibration`` + the end of the training range; scores in one vectorized pass."""
+
+    detector: ClassVar[str] = "calibrated"
+
+    def __init__(self, limits: Limits, calibration: Calibration, tail_ts: np.ndarray, tail_value: np.ndarray) -> None:
+        bad = [f.name for f in fields(limits) if not np.isfinite(getattr(limits, f.name))]
+        if bad:
+            raise ValueError(f"calibrated limits must be finite: {', '.join(bad)}")
+        nonpositive = [f.name for f in fields(limits) if f.name.endswith("_limit") and getattr(limits, f.name) <= 0]
+        if nonpositive:
+            raise ValueError(f"calibrated limits must be > 0: {', '.join(nonpositive)}")
+        tail_ts, tail_value = np.asarray(tail_ts, dtype=np.int64), np.asarray(tail_value, dtype=np.float64)
+        if tail_ts.shape != tail_value.shape or tail_ts.ndim != 1 or not np.isfinite(tail_value).all():
+            raise ValueError("calibrated training tail: ts and values must be finite 1-D arrays of one length")
+        self.limits, self.calibration = limits, calibration
+        self.tail_ts, self.tail_value = tail_ts, tail_value
+
+    def warnings(self) -> list[str]:
+        """What looked anomalous in the training range (empty when nothing did)."""
+        s, out = self.limits, []
+        if s.train_missing_share > 0.5:
+            out.append(f"training range mostly missing ({s.train_missing_share:.0%} of its window slots empty)")
+        if s.train_stuck_share > 0.25:
+            out.append(f"training range stuck ({s.train_stuck_share:.0%} of its windows repeat one value)")
+        return out
+
+    def _history(self, windows: SensorWindows, first_ts: int) -> np.ndarray:
+        """Training values just before ``first_ts`` (when the range follows the training closely), else none."""
+        need = self.calibration.history
+        before = self.tail_ts < first_ts
+        if not before.any() or first_ts - int(self.tail_ts[before][-1]) > need * windows.window_ns:
+            return np.zeros(0)
+        return self.tail_value[before][-need:]
+
+    def evidence(self, windows: SensorWindows) -> tuple[SensorWindows, np.ndarray]:
+        """All slots of the range and each slot's evidence per feature (rows in ``FEATURES`` order); 1.0 = the limit."""
+        s, c = self.limits, self.calibration
+        full = windows.with_missing_slots()
+        evidence = np.zeros((len(FEATURES), full.ts.shape[0]))
+        evidence[_ROW["gap"]] = _gaps(full.count) / s.gap_limit
+        present = np.flatnonzero(full.count > 0)
+        if present.shape[0] == 0:
+            return full, evidence
+        v, count = full.value[present], full.count[present]
+        spread = full.max[present] - full.min[present]
+        history = self._history(windows, int(full.ts[present[0]]))
+        series = np.r_[history, v]
+        skip = history.shape[0]
+        of_present = {
+            "trend": _trend_errors(series, c.trend_windows)[skip:] / s.trend_limit,
+            "shift": _shifts(series, c.shift_windows, c.shift_lag)[skip:] / s.shift_limit,
+            "spread": spread / s.spread_limit,
+            "stuck": _stuck_runs(v, spread, count) / s.stuck_limit,
+            "low_count": s.low_count_rare * (count <= c.low_count * s.count_median),
+        }
+        for name, values in of_present.items():
+            evidence[_ROW[name], present] = np.nan_to_num(values, nan=0.0)
+        return full, evidence
+
+    def score(self, windows: SensorWindows) -> Scores:
+        full, evidence = self.evidence(windows)
+        ratio = _episodes(evidence.max(axis=0) / self.calibration.threshold_scale, self.calibration.bridge)
+        keep = (full.count > 0) | (ratio >= 1.0)
+        return Scores(ts=full.ts[keep], value=full.value[keep], score=ratio[keep], is_anomaly=ratio[keep] >= 1.0)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {name: np.array([value], dtype=np.float64) for name, value in asdict(self.limits).items()}
+        return {**arrays, "tail_ts": self.tail_ts, "tail_value": self.tail_value}
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self.calibration)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> CalibratedModel:
+        names = [f.name for f in fields(Limits)]
+        missing = [name for name in (*names, "tail_ts", "tail_value") if name not in arrays]
+        if missing:
+            raise ValueError(f"calibrated model is missing array(s): {', '.join(missing)}")
+        if any(np.asarray(arrays[name]).shape != (1,) for name in names):
+            raise ValueError("calibrated limits must each be one number")
+        unknown = set(params) - {f.name for f in fields(Calibration)}
+        if unknown:
+            raise ValueError(f"unknown calibrated parameter(s): {', '.join(sorted(unknown))}")
+        limits = Limits(**{name: float(arrays[name][0]) for name in names})
+        return cls(limits, Calibration(**params), arrays["tail_ts"], arrays["tail_value"])
+
+
+class Calibrated(Detector):
+    """Fits ``Limits`` from one sensor's training windows: its own scores set its limits."""
+
+    name: ClassVar[str] = "calibrated"
+    min_windows: ClassVar[int] = 30
+    scalable: ClassVar[bool] = True
+
+    def __init__(self, calibration: Calibration | None = None, threshold_scale: float = 1.0) -> None:
+        calibration = calibration or Calibration()
+        if threshold_scale != 1.0:
+            calibration = Calibration(**{**asdict(calibration), "threshold_scale": float(threshold_scale)})
+        self.calibration = calibration
+
+    def fit(self, windows: SensorWindows) -> CalibratedModel:
+        self._check_enough(windows)
+        c = self.calibration
+        rows = windows.count > 0  # fitted on windows with readings, also when given the missing slots
+        v, count, ts = windows.value[rows], windows.count[rows], windows.ts[rows]
+        if v.shape[0] < self.min_windows:
+            raise ValueError(f"{self.name} needs at least {self.min_windows} windows with readings, "
+                             f"{windows.device}/{windows.tag} has {v.shape[0]}")
+        spread = windows.max[rows] - windows.min[rows]
+        quantum = _resolution(v)
+        # A constant training range has no step to learn from: one part in a million of its level, at least.
+        step = quantum or max(1e-9, 1e-6 * float(np.abs(v).max()))
+        repeats = _repeats(v, spread, count)[0]
+        stuck_runs = _stuck_runs(v, spread, count)
+        slots = windows.slot_ends().shape[0]
+        gap_before = np.diff(np.r_[windows.range_from, ts]) // windows.window_ns - 1
+        count_median = float(np.median(count))
+        limits = Limits(
+            trend_limit=_limit(_trend_errors(v, c.trend_windows), c.trend, c.tail_cap, step),
+            shift_limit=_limit(_shifts(v, c.shift_windows, c.shift_lag), c.shift, c.tail_cap, step),
+            spread_limit=_limit(spread[count >= 2], c.spread, c.tail_cap, step),
+            stuck_limit=_stuck_limit(repeats, c.stuck_min, stuck_runs, c),
+            gap_limit=_limit(gap_before.astype(np.float64), c.gap, c.tail_cap, c.gap_min),
+            count_median=count_median,
+            low_count_rare=float(np.mean(count <= c.low_count * count_median) < 0.01),
+            train_windows=float(v.shape[0]),
+            train_missing_share=1.0 - v.shape[0] / slots if slots else 0.0,
+            train_stuck_share=float(stuck_runs.max(initial=0.0)) / max(float(count.sum()), 1.0),
+        )
+        tail = slice(max(0, v.shape[0] - c.history), None)
+        return CalibratedModel(limits, c, ts[tail].copy(), v[tail].copy())
