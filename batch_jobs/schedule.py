@@ -13,12 +13,20 @@ Two clocks, never mixed:
 
 Sensors that failed in the last run are planned again with their old range,
 besides the new work; they never hold back the others.
+
+What needs a model is trained at once: a sensor with windows but no model of
+the configured detector (new sensor, new detector, new model store, or too
+few windows so far) joins the train phase of the next run, due or not, over
+the same span before the newest window; one listing of the model store
+(``ModelCatalog.with_models``) tells. Skipped is not failed: a sensor with
+too few windows stays without a model and is tried again when it has new
+windows. The score phase plans only sensors that have a model.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
@@ -30,22 +38,28 @@ __all__ = [
     "Cron",
     "Every",
     "FailedSensor",
+    "ModelContext",
     "Policy",
     "Work",
     "chunk_tasks",
     "failed_json",
     "failed_sensors",
+    "newest_bound",
     "newest_window",
     "retries",
     "score_work",
     "train_due",
     "train_work",
+    "warned_json",
+    "without_model",
     "written_since",
 ]
 
 Sensor = tuple[str, str]
 SUCCESSFUL = (RunStatus.SUCCEEDED, RunStatus.PARTIAL)
 """Run states that move the watermark; a ``partial`` run lists its failed sensors for retry."""
+WARNED_LISTED = 50
+"""Warned sensors named in a run's detail (the count covers them all)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,38 @@ class FailedSensor:
     reason: str
 
 
+@dataclass(frozen=True)
+class ModelContext:
+    """Where a train run's models went: its detector and model store, kept in the run's detail.
+
+    A train run of another context (or none) means any sensor may lack a model:
+    the next run looks at every sensor with windows, not only those written since.
+    """
+
+    detector: str
+    model_store: str
+
+    def detail(self) -> dict[str, str]:
+        return {"detector": self.detector, "model_store": self.model_store}
+
+    def trained_by(self, last_train: RunRecord | None) -> bool:
+        """True if ``last_train`` trained in this context (so every older sensor had its chance at a model)."""
+        if last_train is None:
+            return False
+        recorded = json.loads(last_train.detail or "{}")
+        return (recorded.get("detector"), recorded.get("model_store")) == (self.detector, self.model_store)
+
+
+def without_model(sensors: Iterable[Sensor], have_model: Collection[Sensor]) -> list[Sensor]:
+    """The ``sensors`` that have no model (sorted, once each)."""
+    return sorted(set(sensors) - set(have_model))
+
+
+def newest_bound(bounds: Mapping[Sensor, tuple[int, int]]) -> int | None:
+    """The newest window end of ``Store.window_bounds``' answer (None: no windows)."""
+    return max((last for _, last in bounds.values()), default=None)
+
+
 def written_since(last: RunRecord | None, policy: Policy) -> int:
     """Database time to scan ``WrittenAt`` from: the last successful run's start minus the margin (0: ever)."""
     return 0 if last is None else max(0, last.started_at - policy.safety_margin_ns)
@@ -97,12 +143,21 @@ def retries(last: RunRecord | None) -> list[FailedSensor]:
     return [FailedSensor(**f) for f in json.loads(last.detail).get("failed", [])]
 
 
-def score_work(written: Iterable[Sensor], last: RunRecord | None, failed: list[FailedSensor], policy: Policy) -> list[Work]:
-    """New windows: from ``score_lookback`` before the last run's newest window to the newest; retries from their old start."""
+def score_work(
+    written: Iterable[Sensor], last: RunRecord | None, failed: list[FailedSensor], policy: Policy,
+    have_model: Collection[Sensor] | None = None,
+) -> list[Work]:
+    """New windows: from ``score_lookback`` before the last run's newest window to the newest; retries from their old start.
+
+    With ``have_model``, only those sensors are planned: a sensor without a model has
+    nothing to score with (it is trained instead, and scored from the next run on).
+    """
     start = None if last is None or last.range_to is None else last.range_to - policy.score_lookback_ns
-    ranges: dict[Sensor, int | None] = {sensor: start for sensor in written}
+    ranges: dict[Sensor, int | None] = {sensor: start for sensor in written if have_model is None or sensor in have_model}
     for f in failed:  # a retry's earlier start wins; it reads to the newest window as well
         sensor = (f.device, f.tag)
+        if have_model is not None and sensor not in have_model:
+            continue
         current = ranges.get(sensor, f.ts_from)
         ranges[sensor] = None if current is None or f.ts_from is None else min(current, f.ts_from)
     return _group({sensor: (ts_from, None) for sensor, ts_from in ranges.items()})
@@ -175,6 +230,12 @@ def newest_window(results: list[TaskResult]) -> int | None:
 
 def failed_json(failed: list[FailedSensor]) -> list[dict]:
     return [asdict(f) for f in failed]
+
+
+def warned_json(results: list[TaskResult], listed: int = WARNED_LISTED) -> dict:
+    """The sensors whose models warned (``SensorOutcome.warning``): their count and the first ``listed`` of them."""
+    warned = [o for r in results for o in r.outcomes if o.warning]
+    return {"count": len(warned), "sensors": [{"device": o.device, "tag": o.tag, "warning": o.warning} for o in warned[:listed]]}
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 Each run holds the store's lease row (``RunLedger.try_lease``) so two sidecars
 started together never run the same work; the one that does not get it
-does nothing. A run has a score phase and, when due (``schedule.train_due``)
-or when sensors are left to retry, a train phase; each phase is one row
-in ``Runs`` (kind, window-time range, sensors, tasks, failures, duration,
-and a JSON detail with the failed sensors that the next run retries).
+does nothing. A run lists which sensors have a model of the detector (one
+listing of the model store), scores those, then trains when due
+(``schedule.train_due``), when sensors are left to retry, or when sensors
+with windows have no model yet; each phase is one row in ``Runs`` (kind,
+window-time range, sensors, tasks, failures, duration, and a JSON detail
+with the failed sensors that the next run retries and the sensors whose
+models warned).
 Planning is ``sensorflow.batch_jobs.schedule``; the tasks run on an ``Executor``.
 """
 
@@ -25,20 +28,26 @@ from datetime import UTC, datetime
 from tqdm import tqdm
 
 from sensorflow.batch_jobs.executors import Executor
+from sensorflow.batch_jobs.model_store import ModelCatalog, ModelStoreError, open_model_store
 from sensorflow.batch_jobs.schedule import (
     SUCCESSFUL,
     Cron,
     Every,
+    ModelContext,
     Policy,
+    Sensor,
     Work,
     chunk_tasks,
     failed_json,
     failed_sensors,
+    newest_bound,
     newest_window,
     retries,
     score_work,
     train_due,
     train_work,
+    warned_json,
+    without_model,
     written_since,
 )
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
@@ -95,42 +104,86 @@ class Sidecar:
         self._renewed = 0.0
 
     def run_once(self) -> SidecarReport:
-        """One run under the lease: score, then train if due; False ``leased`` if another sidecar is running."""
+        """One run under the lease: score the sensors with models, then train what is due or has no model.
+
+        False ``leased`` if another sidecar is running. A sensor trained here is scored from the next run on.
+        """
         if not self.store.try_lease(self.config.lease_name, self.owner, self.config.lease_seconds):
             log.info("lease %r is held by another sidecar: nothing to do", self.config.lease_name)
             return SidecarReport(leased=False)
         self._renewed = time.monotonic()
         try:
-            score = self._score(self._last(RunKind.SCORE))
-            return SidecarReport(True, score, self._train(score.run.range_to))
+            last_score, last_train = self._last(RunKind.SCORE), self._last(RunKind.TRAIN)
+            since = written_since(last_score, self.config.policy)
+            written = self.store.sensors_written_since(since)
+            context = ModelContext(self.config.detector, self.config.model_store)
+            # Sensors that may lack a model: those with new windows, or all of them where this
+            # detector and model store have not trained yet (a new detector, a new model store).
+            rescan = not context.trained_by(last_train)
+            candidates = self.store.sensors_written_since(0) if rescan and since > 0 else written
+            have_model = self._with_models(set(candidates).union((f.device, f.tag) for f in retries(last_score)))
+            missing = without_model(candidates, have_model)
+            # Before any scoring the newest window is unknown: the store says where the windows end
+            # (the score watermark starts there, as when a first run read everything and scored nothing).
+            unknown = last_score is None or last_score.range_to is None
+            newest = newest_bound(self.store.window_bounds(missing)) if missing and unknown else None
+            score = self._score(last_score, since, written, have_model, newest)
+            train = self._train(last_train, score.run.range_to, missing, context, rescan)
+            return SidecarReport(True, score, train)
         finally:
             self.store.release_lease(self.config.lease_name, self.owner)
+
+    def _with_models(self, sensors: set[Sensor]) -> set[Sensor]:
+        """Of ``sensors``, those with a model (one listing); a model store that cannot be listed fails the run.
+
+        The failed score run is recorded and moves no watermark: the next run plans the same work again.
+        """
+        try:
+            with open_model_store(self.config.model_store) as models:
+                return ModelCatalog(models).with_models(self.config.detector, sensors)
+        except ModelStoreError as e:
+            now = self.store.database_time()
+            run_id = f"{datetime.fromtimestamp(now / 1e9, UTC):%Y%m%dT%H%M%S}-{RunKind.SCORE}-{uuid.uuid4().hex[:6]}"
+            detail = {"owner": self.owner, "error": f"listing models: {type(e).__name__}: {e}"}
+            self.store.upsert_run(RunRecord(run_id, RunKind.SCORE, RunStatus.FAILED, now, now, detail=json.dumps(detail)))
+            raise
 
     def _last(self, kind: RunKind) -> RunRecord | None:
         return next((r for r in self.store.read_runs(kind=kind, limit=100) if r.status in SUCCESSFUL), None)
 
-    def _score(self, last: RunRecord | None) -> Phase:
-        since = written_since(last, self.config.policy)
-        written = self.store.sensors_written_since(since)
-        work = score_work(written, last, retries(last), self.config.policy)
-        phase = self._phase(RunKind.SCORE, work, {"since": since, "written": len(written)})
+    def _score(
+        self, last: RunRecord | None, since: int, written: list[Sensor], have_model: set[Sensor], newest_known: int | None
+    ) -> Phase:
+        """Score the sensors with a model; the run's ``range_to`` is the newest window seen so far."""
+        work = score_work(written, last, retries(last), self.config.policy, have_model)
+        detail = {"since": since, "written": len(written), "without_model": len(without_model(written, have_model))}
+        phase = self._phase(RunKind.SCORE, work, detail)
         newest = newest_window(list(phase.results))
-        carried = max((t for t in (newest, last and last.range_to) if t is not None), default=None)
+        carried = max((t for t in (newest, last and last.range_to, newest_known) if t is not None), default=None)
         run = replace(phase.run, range_to=carried)
         self.store.upsert_run(run)
         return replace(phase, run=run)
 
-    def _train(self, newest: int | None) -> Phase | None:
-        """Train when due over the span before ``newest`` (the newest window seen so far), plus retries."""
-        last = self._last(RunKind.TRAIN)
+    def _train(
+        self, last: RunRecord | None, newest: int | None, missing: list[Sensor], context: ModelContext, rescan: bool
+    ) -> Phase | None:
+        """Train over the span before ``newest`` (the newest window seen so far): when due, the sensors
+        written since the last training; always the ``missing`` ones (no model yet) and retries.
+
+        ``rescan`` (a new detector or model store) records a run even with nothing to train, so the
+        next run need not look at every sensor again.
+        """
+        if newest is None:
+            missing = []  # no windows at all
         due = train_due(newest, last, self.config.policy)
         failed = retries(last)
-        if not due and not failed:
+        if not (due or failed or missing or rescan):
             return None
         sensors = self.store.sensors_written_since(written_since(last, self.config.policy)) if due else []
-        work = train_work(sensors, newest, failed, self.config.policy)
-        phase = self._phase(RunKind.TRAIN, work, {"due": due, "newest_window": newest})
-        run = replace(phase.run, range_to=newest if due else last.range_to)  # type: ignore[union-attr]
+        work = train_work(sorted(set(sensors).union(missing)), newest, failed, self.config.policy)
+        detail = {"due": due, "newest_window": newest, "without_model": len(missing), **context.detail()}
+        phase = self._phase(RunKind.TRAIN, work, detail)
+        run = replace(phase.run, range_to=newest if due else last and last.range_to)
         self.store.upsert_run(run)
         return replace(phase, run=run)
 
@@ -167,7 +220,7 @@ class Sidecar:
             "predictions": sum(r.predictions for r in results), "skipped": skipped,
             "tasks": [{"task_id": r.task_id, "sensors": len(r.outcomes), "failed": r.count("failed"),
                        "seconds": round(r.seconds, 3), "error": r.error} for r in results],
-            "failed": failed_json(failed),
+            "failed": failed_json(failed), "warned": warned_json(results),
         }
         run = replace(run, status=status, finished_at=self.store.database_time(), failures=len(failed),
                       detail=json.dumps(detail))

@@ -14,7 +14,7 @@ import pytest
 
 from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
 from sensorflow.batch_jobs.executors import LocalPoolExecutor
-from sensorflow.batch_jobs.model_store import ModelCatalog, open_model_store
+from sensorflow.batch_jobs.model_store import ModelCatalog, ModelStoreError, open_model_store
 from sensorflow.batch_jobs.schedule import (
     Cron,
     Every,
@@ -143,7 +143,7 @@ def test_first_run_trains_then_the_next_scores_only_what_was_written(world):
     store, sidecar, _ = world
     add_windows(store, SENSORS, T0, 120)
     first = sidecar.run_once()
-    assert first.score.count("skipped") == 3 and first.score.run.range_to == T0 + 120 * W
+    assert first.score.specs == () and first.score.run.range_to == T0 + 120 * W  # no models: nothing to score
     assert first.train.run.status == "succeeded"
     assert (first.train.run.range_from, first.train.run.range_to) == (T0 + 120 * W - 3600 * S, T0 + 120 * W)
     assert first.train.count("ok") == 3 and first.train.run.tasks == 2  # chunks of 2
@@ -243,13 +243,16 @@ def test_a_run_whose_tasks_all_fail_does_not_move_the_watermark(tmp_path, execut
         store.create_schema()
         add_windows(store, SENSORS, T0, 120)
         config = SidecarConfig(url, str(blocked), DEFAULT_DETECTOR, replace(POLICY, safety_margin_ns=0))
-        failed = Sidecar(config, store, executor, progress=False).run_once().score
-        assert failed.run.status == "failed" and failed.run.failures == 3
-        assert "cannot store the task spec" in json.loads(failed.run.detail)["failed"][0]["reason"]
+        with pytest.raises(ModelStoreError, match="cannot create model store directory"):
+            Sidecar(config, store, executor, progress=False).run_once()
+        (failed,) = store.read_runs()
+        assert failed.status == "failed" and "cannot create model store" in json.loads(failed.detail)["error"]
         # Fixed: the next run starts from the last SUCCESSFUL run (none), so nothing written before is lost.
         fixed = Sidecar(replace(config, model_store=str(tmp_path / "models")), store, executor, progress=False)
         report = fixed.run_once()
-        assert report.score.run.sensors == 3 and report.train.count("ok") == 3
+        assert report.score.run.range_to == T0 + 120 * W and report.train.count("ok") == 3
+        add_windows(store, SENSORS, T0 + 120 * W, 12, seed=4)
+        assert fixed.run_once().score.count("ok") == 3
 
 
 def test_serve_runs_on_its_schedule_until_stopped(world):
