@@ -1,0 +1,174 @@
+"""calibrated, the default detector: each anomaly kind found, quiet on normal data, sound on quantized,
+zero-heavy and constant training data, robust to a training outlier, training warnings, the episode bridge,
+the sensitivity setting and the no-pickle round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, load_model, save_model
+from sensorflow.batch_jobs.detectors.calibrated import FEATURES, Calibrated, Calibration, _episodes
+from tests.batch_jobs.test_detectors import AT, SCORED, TRAIN, T0, W, readings_windows, windows
+
+
+def fitted(seed: int = 0):
+    return get_detector("calibrated").fit(readings_windows(TRAIN, 0, seed=seed))
+
+
+def test_calibrated_is_the_default():
+    assert DEFAULT_DETECTOR == "calibrated"
+
+
+@pytest.mark.parametrize(
+    ("anomaly", "length", "features"),
+    [
+        ("spike", 1, {"trend"}),
+        ("level_shift", 30, {"trend", "shift"}),
+        ("drift", 120, {"trend", "shift"}),
+        ("noise", 6, {"spread", "trend", "shift"}),
+        ("stuck", 12, {"stuck"}),
+        ("dropout", 6, {"gap"}),
+        ("low_count", 6, {"low_count"}),
+    ],
+)
+def test_finds_each_kind_and_nothing_else(anomaly, length, features):
+    model = fitted()
+    scored = readings_windows(SCORED, TRAIN, anomaly, length, seed=1)
+    full, evidence = model.evidence(scored)
+    flagged = evidence.max(axis=0) >= 1.0
+    inside = (np.arange(full.ts.shape[0]) >= AT) & (np.arange(full.ts.shape[0]) < AT + length + model.calibration.history)
+    assert flagged[AT:AT + length + 1].any(), f"{anomaly} not found"
+    assert not flagged[~inside].any(), f"{anomaly}: flags outside the anomaly at {np.flatnonzero(flagged & ~inside)}"
+    firing = {FEATURES[row] for row in range(len(FEATURES)) if (evidence[row] >= 1.0).any()}
+    assert firing and firing <= features
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_quiet_on_normal_data(seed):
+    scores = fitted().score(readings_windows(SCORED, TRAIN, seed=seed))
+    assert not scores.is_anomaly.any()
+    assert np.isfinite(scores.score).all() and scores.score.max() < 1.0
+
+
+def test_score_means_one_at_the_threshold():
+    """IsAnomaly is exactly Score >= 1, whatever fired."""
+    scores = fitted().score(readings_windows(SCORED, TRAIN, "level_shift", 30, seed=1))
+    assert (scores.is_anomaly == (scores.score >= 1.0)).all()
+
+
+def _zero_heavy(n, rng, burst_at=None):
+    """Event counts: mostly 0, now and then 1-3 (normal); ``burst_at``: 40 events in one window."""
+    values = np.where(rng.random(n) < 0.08, rng.integers(1, 4, n), 0).astype(np.float64)
+    if burst_at is not None:
+        values[burst_at] = 40.0
+    return values
+
+
+def test_zero_heavy_training_does_not_flood():
+    """A training MAD of 0 (mostly zero counts): ordinary counts stay quiet, a burst far above them fires."""
+    rng = np.random.default_rng(5)
+    train = windows(_zero_heavy(TRAIN, rng), counts=np.ones(TRAIN))
+    model = get_detector("calibrated").fit(train)
+    normal = model.score(windows(_zero_heavy(SCORED, rng), counts=np.ones(SCORED),
+                                 ts=T0 + W * np.arange(TRAIN + 1, TRAIN + SCORED + 1), range_from=T0 + TRAIN * W))
+    assert normal.is_anomaly.sum() == 0
+    burst = model.score(windows(_zero_heavy(SCORED, rng, burst_at=100), counts=np.ones(SCORED),
+                                ts=T0 + W * np.arange(TRAIN + 1, TRAIN + SCORED + 1), range_from=T0 + TRAIN * W))
+    flagged = np.flatnonzero(burst.is_anomaly)
+    # the burst, and the windows whose forecast or median still holds it: one episode right after it
+    assert flagged[0] == 100 and flagged[-1] < 100 + model.calibration.history
+
+
+def test_quantized_steps_are_not_anomalies():
+    """Two-level (on/off) sensor: switching between its levels is what it does; a third level is not."""
+    rng = np.random.default_rng(2)
+    levels = np.repeat(rng.integers(0, 2, TRAIN // 10 + SCORED // 10), 10).astype(np.float64) * 4.0
+    model = get_detector("calibrated").fit(windows(levels[:TRAIN]))
+    scored = windows(levels[TRAIN:], ts=T0 + W * np.arange(TRAIN + 1, TRAIN + SCORED + 1), range_from=T0 + TRAIN * W)
+    assert not model.score(scored).is_anomaly.any()
+    stepped = levels[TRAIN:].copy()
+    stepped[200:230] = 40.0
+    flagged = model.score(windows(stepped, ts=scored.ts, range_from=scored.range_from)).is_anomaly
+    assert flagged[200:231].any() and not flagged[:200].any()
+
+
+def test_constant_training_gives_finite_limits():
+    model = get_detector("calibrated").fit(windows(np.full(100, 3.0)))
+    limits = model.to_arrays()
+    assert all(np.isfinite(a).all() for a in limits.values())
+    scored = model.score(windows(np.r_[np.full(50, 3.0), np.full(50, 4.0)], ts=T0 + W * np.arange(101, 201),
+                                 range_from=T0 + 100 * W))
+    assert np.isfinite(scored.score).all()
+    assert scored.is_anomaly[50] and not scored.is_anomaly[:50].any()
+
+
+def test_a_training_outlier_does_not_hide_later_anomalies():
+    """One gross spike in training is capped by the tail rule; a later level shift still fires."""
+    clean = readings_windows(TRAIN, 0, seed=0)
+    value = clean.value.copy()
+    value[300] += 500.0
+    dirty = windows(value, ts=clean.ts, range_from=clean.range_from, range_to=clean.range_to)
+    model = get_detector("calibrated").fit(dirty)
+    scored = model.score(readings_windows(SCORED, TRAIN, "level_shift", 30, seed=1))
+    assert scored.is_anomaly[AT:AT + 31].any()
+
+
+def test_warnings_for_a_stuck_or_missing_training_range():
+    rng = np.random.default_rng(0)
+    value = 50 + rng.normal(0, 1, TRAIN)
+    value[: TRAIN // 2] = 50.0
+    stuck = windows(value, spreads=np.where(np.arange(TRAIN) < TRAIN // 2, 0.0, 2.0))
+    assert any("stuck" in w for w in get_detector("calibrated").fit(stuck).warnings())
+    sparse_ts = T0 + W * np.arange(1, 4 * TRAIN, 4)
+    sparse = windows(50 + rng.normal(0, 1, sparse_ts.shape[0]), ts=sparse_ts, spreads=np.full(sparse_ts.shape[0], 2.0))
+    assert any("missing" in w for w in get_detector("calibrated").fit(sparse).warnings())
+    assert fitted().warnings() == []
+
+
+@pytest.mark.parametrize(
+    ("ratios", "bridge", "expected"),
+    [
+        ([1.0, 0.2, 0.3, 1.5], 3, [1.0, 1.0, 1.0, 1.5]),
+        ([1.0, 0.2, 0.3, 0.1, 0.1, 1.5], 3, [1.0, 0.2, 0.3, 0.1, 0.1, 1.5]),
+        ([0.1, 2.0, 0.5, 2.0, 0.1], 1, [0.1, 2.0, 1.0, 2.0, 0.1]),
+        ([0.1, 2.0, 0.5], 3, [0.1, 2.0, 0.5]),
+        ([1.0, 0.2, 1.0], 0, [1.0, 0.2, 1.0]),
+    ],
+)
+def test_episode_bridge(ratios, bridge, expected):
+    assert _episodes(np.array(ratios), bridge).tolist() == expected
+
+
+def test_threshold_scale_divides_scores():
+    scored = readings_windows(SCORED, TRAIN, "level_shift", 30, seed=1)
+    plain = get_detector("calibrated").fit(readings_windows(TRAIN, 0)).evidence(scored)[1].max(axis=0)
+    model = get_detector("calibrated", threshold_scale=2.0).fit(readings_windows(TRAIN, 0))
+    assert model.calibration.threshold_scale == 2.0
+    scores = model.score(scored)
+    raw = dict(zip(scored.ts.tolist(), plain.tolist()))
+    unbridged = scores.score[scores.score != 1.0]
+    expected = np.array([raw[t] / 2.0 for t in scores.ts[scores.score != 1.0].tolist()])
+    assert np.allclose(unbridged, expected)
+    with pytest.raises(ValueError, match="fixed threshold"):
+        get_detector("seed-ocsvm", threshold_scale=2.0)
+
+
+def test_round_trip_scores_identically_and_uses_the_training_tail():
+    model = fitted()
+    again = load_model(save_model(model))
+    scored = readings_windows(SCORED, TRAIN, "spike", 1, seed=1)
+    a, b = model.score(scored), again.score(scored)
+    assert np.array_equal(a.score, b.score) and np.array_equal(a.is_anomaly, b.is_anomaly)
+    early = readings_windows(SCORED, TRAIN, seed=1)
+    value = early.value.copy()
+    value[2] += 40.0  # the third window of the range: judged against the end of the training range
+    spiked = windows(value, counts=early.count, ts=early.ts, range_from=early.range_from, range_to=early.range_to)
+    assert model.score(spiked).is_anomaly[2]
+
+
+def test_refuses_bad_calibration():
+    with pytest.raises(ValueError, match="window counts"):
+        Calibration(trend_windows=1)
+    with pytest.raises(ValueError, match="> 0"):
+        Calibrated(Calibration(trend=0.0))
