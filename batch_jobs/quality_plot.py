@@ -75,6 +75,7 @@ def plot_worst(
                     color="tab:purple", linewidth=0.7, label="score")
         scores.axhline(THRESHOLD, color="tab:red", linestyle="--", linewidth=0.8, label=f"threshold {THRESHOLD:g}")
         scores.set_yscale("symlog", linthresh=THRESHOLD)
+        scores.set_ylim(bottom=0)
         scores.set_ylabel("score", fontsize=8)
         for ax in (values, scores):
             ax.tick_params(labelsize=8)
