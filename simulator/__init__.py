@@ -4,6 +4,8 @@ Library entry points:
 - `generate(config)`: message chunks, in order;
 - `write_jsonl_recording(out_dir, config)`: a JSON Lines recording + labels.json;
 - `write_capture_recording(out_dir, config)`: Capture-style Avro + labels.json.
+Benches that need window rows, labels and the training split call
+`sensorflow.simulator.windows.simulate_windows(bench_config(signal, ...))`.
 The Event Hubs output is in `sensorflow.simulator.eventhubs` (needs azure-eventhub).
 """
 
@@ -11,6 +13,7 @@ from sensorflow.simulator.anomalies import Label
 from sensorflow.simulator.capture import write_capture_recording
 from sensorflow.simulator.config import (
     ANOMALY_KINDS,
+    SIGNAL_KINDS,
     AnomalySpec,
     DeliverySpec,
     FleetSpec,
@@ -37,6 +40,7 @@ __all__ = [
     "MessageChunk",
     "MessageSpec",
     "RecordingSummary",
+    "SIGNAL_KINDS",
     "SignalSpec",
     "Simulation",
     "SimulatorConfig",

@@ -119,9 +119,8 @@ def simulate_windows(config: SimulatorConfig, *, train_keep: float = 1.0, magnit
         cents.append(chunk.cents)
     table = _windows(fleet, np.concatenate(sensors), np.concatenate(ends), np.concatenate(cents))
     names = model.profiles.names() if model.profiles is not None else []
-    profiles = {
-        (str(device), str(tag)): names[s] for s, (device, tag) in enumerate(map(fleet.sensor_id_pair, range(fleet.sensors)))
-    }
+    pairs = (fleet.sensor_id_pair(s) for s in range(fleet.sensors))
+    profiles = {(str(device), str(tag)): name for (device, tag), name in zip(pairs, names, strict=True)}
     return WindowedRun(table, kept.labels(fleet), (start, train_end, end), profiles)
 
 
