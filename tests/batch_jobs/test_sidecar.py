@@ -12,22 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
+from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, iter_sensor_windows
 from sensorflow.batch_jobs.executors import LocalPoolExecutor
 from sensorflow.batch_jobs.model_store import ModelCatalog, ModelStoreError, open_model_store
+from sensorflow.batch_jobs.executors import Executor, report
 from sensorflow.batch_jobs.schedule import (
     Cron,
     Every,
     FailedSensor,
+    ModelContext,
     Policy,
     Work,
     chunk_tasks,
+    newest_bound,
     score_work,
     train_due,
     train_work,
+    warned_json,
+    without_model,
     written_since,
 )
 from sensorflow.batch_jobs.sidecar import Sidecar, SidecarConfig, serve
+from sensorflow.batch_jobs.tasks import SensorOutcome, TaskResult, run_task
 from sensorflow.records.runs import RunRecord
 from sensorflow.store import open_store
 from tests.conftest import REPO
@@ -36,6 +42,7 @@ from tests.support.builders import T0, S, W, add_windows
 POLICY = Policy(safety_margin_ns=60 * S, score_lookback_ns=60 * S, train_span_ns=3600 * S,
                 retrain_every_ns=3600 * S, chunk_size=2)
 SENSORS = [("1", "1"), ("1", "2"), ("2", "1")]
+DETECTOR = "robust-window"  # named: the tests below count windows against its min_windows (12)
 
 
 def run(range_to: int | None, failed: list[FailedSensor] = (), started: int = 10**18) -> RunRecord:
@@ -99,6 +106,38 @@ def test_chunks_shrink_so_every_worker_gets_a_task():
     assert [len(s.sensors) for s in chunk_tasks("r", "train", [Work(sensors, None, None)], policy, 16, **fields)] == [1] * 7
     # The chunk size stays the upper bound.
     assert [len(s.sensors) for s in chunk_tasks("r", "train", [Work(sensors, None, None)], POLICY, 2, **fields)] == [2, 2, 2, 1]
+
+
+def test_score_work_plans_only_sensors_with_a_model():
+    failed = [FailedSensor("b", "1", T0 - 3600 * S, None, "boom"), FailedSensor("z", "1", T0 - 3600 * S, None, "gone")]
+    work = score_work([("a", "1"), ("c", "1")], run(T0, failed), failed, POLICY, have_model={("a", "1"), ("b", "1")})
+    assert work == [Work((("a", "1"),), T0 - 60 * S, None), Work((("b", "1"),), T0 - 3600 * S, None)]
+    assert score_work([("a", "1")], None, [], POLICY, have_model=set()) == []
+
+
+def test_what_needs_a_model_and_where_the_windows_end():
+    assert without_model([("b", "1"), ("a", "1"), ("b", "1"), ("c", "1")], {("c", "1")}) == [("a", "1"), ("b", "1")]
+    assert newest_bound({("a", "1"): (T0, T0 + 5 * S), ("b", "1"): (T0 - S, T0 + 9 * S)}) == T0 + 9 * S
+    assert newest_bound({}) is None
+
+
+def test_a_new_detector_or_model_store_looks_at_every_sensor_once():
+    context = ModelContext("robust-window", "/models")
+    trained = RunRecord("t", "train", "succeeded", T0, detail=json.dumps({"due": True, **context.detail()}))
+    assert context.trained_by(trained)
+    assert not context.trained_by(None)
+    assert not ModelContext("seed-ocsvm", "/models").trained_by(trained)
+    assert not ModelContext("robust-window", "azblob://models").trained_by(trained)
+    assert not context.trained_by(replace(trained, detail=json.dumps({"due": True})))  # a run from before contexts
+
+
+def test_warned_sensors_are_counted_and_listed_up_to_a_cap():
+    outcomes = tuple(SensorOutcome(str(i), "1", "ok", warning="flat" if i % 2 else "") for i in range(7))
+    results = [TaskResult("t", "r", "train", outcomes, 1.0)]
+    assert warned_json(results, listed=2) == {
+        "count": 3, "sensors": [{"device": "1", "tag": "1", "warning": "flat"}, {"device": "3", "tag": "1", "warning": "flat"}],
+    }
+    assert warned_json([]) == {"count": 0, "sensors": []}
 
 
 def test_written_since_is_the_last_start_minus_the_safety_margin():
@@ -288,3 +327,114 @@ def test_the_sidecar_and_its_tasks_run_on_postgresql_over_odbc(postgres_odbc, tm
         assert {ts for _, _, ts in predictions(store)} >= {T0 + (120 + i) * W for i in range(1, 13)}
         spec = json.loads(open_model_store(config.model_store).get_bytes(second.specs[0].spec_name))
         assert spec["store"] == "env:SF_TEST_PG_STORE" and "Uid=" not in json.dumps(spec)
+
+
+# What needs a model is trained at the next run (SQLite and PostgreSQL) ----------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_world(request, tmp_path, executor):
+    """A store (SQLite or PostgreSQL over ODBC), a sidecar on it, and a way to make another sidecar config."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'sf.db'}"
+        ref, pool, own_pool = url, executor, False
+    else:
+        url = f"postgresql+odbc:{request.getfixturevalue('postgres_odbc')}"
+        ref, pool, own_pool = "env:SF_TEST_PG_STORE", LocalPoolExecutor(1, environ={"SF_TEST_PG_STORE": url}), True
+    store = open_store(url)
+    store.create_schema()
+    config = SidecarConfig(ref, str(tmp_path / "models"), DETECTOR, replace(POLICY, safety_margin_ns=0), lease_seconds=60)
+    yield store, Sidecar(config, store, pool, progress=False)
+    store.close()
+    if own_pool:
+        pool.close()
+
+
+def scored_sensors(phase) -> set[tuple[str, str]]:
+    return {sensor for spec in phase.specs for sensor in spec.sensors}
+
+
+def test_a_fresh_sidecar_trains_every_sensor_at_its_first_run_and_scores_them_at_the_next(any_world):
+    store, sidecar = any_world
+    add_windows(store, SENSORS, T0, 120)
+    add_windows(store, [("few", "1")], T0 + 115 * W, 5)  # too few windows for a model yet
+    first = sidecar.run_once()
+    assert first.score.specs == ()  # no sensor has a model: none is planned for scoring
+    assert json.loads(first.score.run.detail)["without_model"] == 4
+    assert {o.device + "/" + o.tag: o.status for r in first.train.results for o in r.outcomes} == {
+        "1/1": "ok", "1/2": "ok", "2/1": "ok", "few/1": "skipped",
+    }
+    assert first.train.run.status == "succeeded" and first.train.run.failures == 0  # skipped is not failed
+    assert first.train.run.range_to == T0 + 120 * W
+
+    add_windows(store, SENSORS + [("few", "1")], T0 + 120 * W, 12, seed=1)  # a minute more, live
+    second = sidecar.run_once()
+    assert scored_sensors(second.score) == set(SENSORS) and second.score.count("ok") == 3
+    assert {ts for _, _, ts in predictions(store)} == {T0 + (120 + i) * W for i in range(-11, 13)}  # the lookback on
+    # "few" now has 17 windows: trained at this run, retraining of the others not due.
+    assert second.train is not None and not json.loads(second.train.run.detail)["due"]
+    assert [(o.device, o.status) for r in second.train.results for o in r.outcomes] == [("few", "ok")]
+    assert second.train.run.range_to == T0 + 120 * W  # the retraining clock did not move
+
+    add_windows(store, SENSORS + [("few", "1")], T0 + 132 * W, 12, seed=2)
+    third = sidecar.run_once()
+    assert scored_sensors(third.score) == set(SENSORS) | {("few", "1")} and third.score.count("ok") == 4
+    assert third.train is None
+
+
+def test_a_new_sensor_gets_a_model_at_the_next_run_without_waiting_for_retraining(any_world):
+    store, sidecar = any_world
+    add_windows(store, SENSORS, T0, 120)
+    sidecar.run_once()
+    add_windows(store, SENSORS, T0 + 120 * W, 12, seed=1)
+    add_windows(store, [("new", "1")], T0 + 108 * W, 24, seed=2)  # appeared two minutes ago
+    second = sidecar.run_once()
+    assert ("new", "1") not in scored_sensors(second.score) and second.score.count("ok") == 3
+    assert second.score.count("skipped") == 0
+    assert [(o.device, o.status) for r in second.train.results for o in r.outcomes] == [("new", "ok")]
+    assert second.train.specs[0].ts_to == T0 + 132 * W  # the usual span before the newest window
+    (meta,) = ModelCatalog(open_model_store(sidecar.config.model_store)).latest_metadata(DETECTOR, [("new", "1")])
+    assert meta.trained_from == T0 + 108 * W  # from its first window, not from the span's start
+
+    add_windows(store, SENSORS + [("new", "1")], T0 + 132 * W, 12, seed=3)
+    third = sidecar.run_once()
+    assert ("new", "1") in scored_sensors(third.score) and third.score.count("ok") == 4 and third.train is None
+
+
+def test_switching_the_detector_trains_models_for_it_at_once(any_world):
+    store, sidecar = any_world
+    add_windows(store, SENSORS, T0, 120)
+    sidecar.run_once()  # robust-window models
+    # All data is in (a replay that finished): nothing is written before the switch.
+    switched = Sidecar(replace(sidecar.config, detector="seed-ocsvm"), store, sidecar.executor, progress=False)
+    first = switched.run_once()
+    assert first.score.specs == ()  # no seed-ocsvm model yet
+    assert first.train.count("ok") == 3 and {s.detector for s in first.train.specs} == {"seed-ocsvm"}
+    assert ModelCatalog(open_model_store(sidecar.config.model_store)).with_models("seed-ocsvm", SENSORS) == set(SENSORS)
+    add_windows(store, SENSORS, T0 + 120 * W, 12, seed=1)
+    second = switched.run_once()
+    assert second.score.count("ok") == 3 and {s.detector for s in second.score.specs} == {"seed-ocsvm"}
+    assert second.train is None
+
+
+class _InProcess(Executor):
+    """Runs each task in this process (so a test's monkeypatch reaches the models)."""
+
+    def run(self, specs, on_done=None):
+        return report([run_task(spec) for spec in specs], on_done)
+
+
+def test_the_run_detail_lists_sensors_whose_models_warned(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'sf.db'}"
+    with open_store(url) as store:
+        store.create_schema()
+        sensors = [(str(d), "1") for d in range(60)]
+        add_windows(store, sensors, T0, 24)
+        model_class = type(get_detector(DETECTOR).fit(
+            next(iter_sensor_windows(store.read_windows(sensors[:1], T0, T0 + 24 * W), T0, T0 + 24 * W, W))))
+        monkeypatch.setattr(model_class, "warnings", lambda self: ["only 24 windows"], raising=False)
+        config = SidecarConfig(url, str(tmp_path / "models"), DETECTOR, replace(POLICY, chunk_size=500))
+        train = Sidecar(config, store, _InProcess(), progress=False).run_once().train
+        warned = json.loads(train.run.detail)["warned"]
+        assert warned["count"] == 60 and len(warned["sensors"]) == 50
+        assert warned["sensors"][0] == {"device": "0", "tag": "1", "warning": "only 24 windows"}
