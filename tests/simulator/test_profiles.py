@@ -334,3 +334,27 @@ def test_simulate_windows_gives_window_rows_labels_times_and_profiles():
     inside_training = [label for label in run.labels if _ns(label.end) <= train_end]
     assert len(inside_training) == 5  # train_keep=0 removes the Poisson ones there; the placed ones stay
     assert simulate_windows(config, train_keep=0.0).table.equals(run.table)
+
+
+# --- the command line -----------------------------------------------------------------------------------------------
+
+def test_cli_signal_period_and_training_anomalies(tmp_path, capsys):
+    import argparse
+
+    from sensorflow.simulator.cli import add_subcommand
+
+    parser = argparse.ArgumentParser(prog="sensorflow")
+    add_subcommand(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(["simulate", *argv])
+        return args.func(args)
+
+    common = ["--profile", "fleet", "--devices", "4", "--tags", "5", "--duration", "20m",
+              "--start", "2026-01-01T00:00:00Z", "--signal", "mixed", "--period", "10m"]
+    assert run("--out", str(tmp_path / "rec"), *common, "--train-anomalies", "0.5", "--train-range", "0.5") == 0
+    labels = json.loads((tmp_path / "rec" / "labels.json").read_text())
+    assert len(labels) == 10 and "stuck" in {label["kind"] for label in labels}
+    assert all(_ns(label["end"]) <= START_NS + 600 * NS_PER_S for label in labels)
+    assert run("--out", str(tmp_path / "bad"), *common, "--period", "0s") == 2
+    assert "period must be >= 1 s" in capsys.readouterr().err
