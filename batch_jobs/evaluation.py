@@ -212,13 +212,9 @@ class EvaluationRun:
 
     @property
     def warnings(self) -> list[str]:
-        """The training warnings task outcomes carry (``SensorOutcome.warning`` where it exists), one per sensor and text."""
-        seen = dict.fromkeys(
-            f"{o.device}/{o.tag}: {text}"
-            for o in self.outcomes(RunKind.TRAIN) + self.outcomes(RunKind.SCORE)
-            if (text := getattr(o, "warning", "") or "")
-        )
-        return list(seen)
+        """The training warnings task outcomes carry (``SensorOutcome.warning``), once per sensor and text."""
+        outcomes = self.outcomes(RunKind.TRAIN) + self.outcomes(RunKind.SCORE)
+        return list(dict.fromkeys(f"{o.device}/{o.tag}: {o.warning}" for o in outcomes if o.warning))
 
     @property
     def all_failed(self) -> bool:

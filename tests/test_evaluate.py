@@ -306,12 +306,14 @@ def test_run_outcomes_failed_skipped_warnings_and_all_failed():
     spec = TaskSpec("train-s000-00000", "r", "train", (("a", "1"), ("b", "1")), T0, T0 + H, DETECTOR, "sqlite:///x", "/m")
     score = TaskSpec("score-s000-00000", "r", "score", (("a", "1"),), T0 + H, T0 + 2 * H, DETECTOR, "sqlite:///x", "/m")
     trained = TaskResult("train-s000-00000", "r", "train", (
-        SensorOutcome("a", "1", "ok", model_version="v1"), SensorOutcome("b", "1", "skipped", "too few windows (3 < 12)"),
+        SensorOutcome("a", "1", "ok", model_version="v1", warning="training looks anomalous"),
+        SensorOutcome("b", "1", "skipped", "too few windows (3 < 12)"),
     ), 0.1)
     scored = TaskResult("score-s000-00000", "r", "score", (SensorOutcome("a", "1", "ok", windows=720),), 0.1, 720)
     run = EvaluationRun("r", (Slice(T0, T0 + H, T0 + 2 * H),), (("a", "1"), ("b", "1")), (spec,), (trained,), (score,),
                         (scored,), frozenset({"v1"}))
     assert run.scored_sensors == [("a", "1")] and run.skipped_sensors == {("b", "1"): "too few windows (3 < 12)"}
     assert run.failed_sensors == {} and not run.all_failed and run.scored_windows == 720
+    assert run.warnings == ["a/1: training looks anomalous"]
     failed = EvaluationRun("r", run.plan, run.sensors, (spec,), (TaskResult.all_failed(spec, "boom"),), (), ())
     assert failed.all_failed and failed.failed_sensors == {("a", "1"): "boom", ("b", "1"): "boom"}
