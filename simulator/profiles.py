@@ -22,6 +22,7 @@ of (sensor, time) and per-reading draws: chunks carry no state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,30 +181,35 @@ def _on_grid(values: np.ndarray, step: np.ndarray) -> np.ndarray:
     return np.rint(values * 100.0 / step_cents).astype(np.int64) * step_cents
 
 
-def _daily(p, params, rng, sensor, ns, start_ns):
+def _daily(p: ProfileParams, params: SensorParams, rng: np.random.Generator, sensor: np.ndarray, ns: np.ndarray,
+           start_ns: int) -> np.ndarray:
     return to_cents(_slow(p, sensor, ns, start_ns) + rng.standard_normal(sensor.shape[0]) * p.noise[sensor])
 
 
-def _quantized(p, params, rng, sensor, ns, start_ns):
+def _quantized(p: ProfileParams, params: SensorParams, rng: np.random.Generator, sensor: np.ndarray, ns: np.ndarray,
+               start_ns: int) -> np.ndarray:
     noisy = _slow(p, sensor, ns, start_ns) + rng.standard_normal(sensor.shape[0]) * p.noise[sensor]
     on = _is_on(p, sensor, ns)
     values = np.where(p.two_level[sensor], np.where(on, p.high[sensor], p.level[sensor]), noisy)
     return _on_grid(values, p.step[sensor])
 
 
-def _counts(p, params, rng, sensor, ns, start_ns):
+def _counts(p: ProfileParams, params: SensorParams, rng: np.random.Generator, sensor: np.ndarray, ns: np.ndarray,
+            start_ns: int) -> np.ndarray:
     block = p.block_ns[sensor]
     bursting = _unit_hash(p.salt[sensor], ns // block) < p.duty[sensor]
     return rng.poisson(p.rate[sensor] + bursting * p.high[sensor]).astype(np.int64) * 100
 
 
-def _heavy(p, params, rng, sensor, ns, start_ns):
+def _heavy(p: ProfileParams, params: SensorParams, rng: np.random.Generator, sensor: np.ndarray, ns: np.ndarray,
+           start_ns: int) -> np.ndarray:
     tail = rng.standard_t(p.dof[sensor]) * p.noise[sensor]
     return to_cents(_slow(p, sensor, ns, start_ns) + tail)
 
 
-def _seed_signal(name):
-    def values(p, params, rng, sensor, ns, start_ns):
+def _seed_signal(name: str) -> Callable[..., np.ndarray]:
+    def values(p: ProfileParams, params: SensorParams, rng: np.random.Generator, sensor: np.ndarray,
+               ns: np.ndarray, start_ns: int) -> np.ndarray:
         return clean_values(name, rng, params, sensor, ns, start_ns, p.period_ns)
 
     return values
