@@ -208,11 +208,22 @@ def summary(settings: EvaluateSettings, run: EvaluationRun, report: QualityRepor
         "skipped_sensors": len(run.skipped_sensors),
         "skipped_reasons": skipped,
         "failed_sensors": len(run.failed_sensors),
-        "warnings": run.warnings,
+        "warnings": _unscored_labels(labels or [], run, report.scope) + run.warnings,
         "model_store": kept,
         "plot": None if plot is None else str(plot),
         "seconds": round(seconds, 3),
     }
+
+
+def _unscored_labels(labels: list[LabelSpan], run: EvaluationRun, scope: str) -> list[str]:
+    """A warning when labels in the scored range belong to no scored sensor (they count as missed)."""
+    lo, hi = run.scored_range
+    scored = {(d, t if scope == "sensor" else "") for d, t in run.scored_sensors}
+    missing = [s for s in labels if s.end > lo and s.start < hi and (s.device, s.tag if scope == "sensor" else "") not in scored]
+    if not missing:
+        return []
+    return [f"{len(missing)} labelled incident(s) in the scored range are on sensors that were not scored "
+            f"(counted as missed), e.g. {missing[0].device}/{missing[0].tag}"]
 
 
 def print_table(figures: dict[str, Any], report: QualityReport, run: EvaluationRun) -> None:

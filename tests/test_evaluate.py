@@ -178,9 +178,14 @@ def test_as_scheduled_replays_the_sidecars_schedule(tmp_path, private_tmp, capsy
     with open_store(url) as store:
         store.create_schema()
         store.upsert_windows(_windows())
+    labels = _labels(tmp_path / "labels.json")
+    unknown = {"device": "9", "tag": "9", "kind": "spike", "start": _iso(T0 + 700 * S), "end": _iso(T0 + 705 * S)}
+    labels.write_text(json.dumps([*json.loads(labels.read_text()), unknown]))
     code, figures, out = _evaluate(capsys, "--store", url, "--as-scheduled", "--train-seconds", "300",
-                                   "--retrain-every-seconds", "300", "--labels", str(_labels(tmp_path / "labels.json")))
+                                   "--retrain-every-seconds", "300", "--labels", str(labels))
     assert code == 0, out
+    assert figures["warnings"] == ["1 labelled incident(s) in the scored range are on sensors that were not scored "
+                                   "(counted as missed), e.g. 9/9"]
     # History (T0, T0 + 15 min]: trained on 0-5 min, scored 5-10; retrained on 5-10, scored 10-15.
     assert figures["slices"] == [
         {"train_from": "2026-01-01T00:00:00.000Z", "train_to": "2026-01-01T00:05:00.000Z", "score_to": "2026-01-01T00:10:00.000Z"},
@@ -188,6 +193,7 @@ def test_as_scheduled_replays_the_sidecars_schedule(tmp_path, private_tmp, capsy
     ]
     assert (figures["mode"], figures["scored_windows"], figures["found"], figures["false_flag_windows"]) == (
         "as-scheduled", 3 * 120, 1, 10)
+    assert (figures["labelled"], figures["worst_missed"][0]) == (3, {"device": "1", "tag": "2", "missed": 1})
     assert figures["sensor_days"] == pytest.approx(_sensor_days(3, 600), abs=1e-6)
 
 
