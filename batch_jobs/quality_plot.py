@@ -31,6 +31,7 @@ def plot_worst(
     window_ns: int,
     scope: Scope = "sensor",
     titles: dict[tuple[str, str], str] | None = None,
+    scored_range: tuple[int, int] | None = None,
 ) -> Path:
     """Two panels per sensor of ``sensors`` (in order): windows with flags and labels, then score vs threshold.
 
@@ -38,7 +39,8 @@ def plot_worst(
     every scored row of these sensors) cover the range to draw. A flag inside a
     label of its unit (its sensor, or its device in the device scope) is drawn
     as true, any other as false; a flagged missing slot sits on the panel's
-    floor. ``titles`` adds a note per sensor. Returns ``path``.
+    floor. ``titles`` adds a note per sensor; ``scored_range`` (ns) bounds the
+    time axis (labels reaching outside it are cut). Returns ``path``.
     """
     import matplotlib
 
@@ -82,6 +84,8 @@ def plot_worst(
     handles, names = axes[0, 0].get_legend_handles_labels()
     more, more_names = axes[1, 0].get_legend_handles_labels()
     figure.legend(handles + more, names + more_names, loc="upper right", fontsize=8, ncol=3, frameon=False)
+    if scored_range is not None:
+        axes[-1, 0].set_xlim(_times([scored_range[0] - window_ns])[0], _times([scored_range[1]])[0])
     if not sensors:
         axes[0, 0].text(0.5, 0.5, "no flagged or missed sensor", ha="center", va="center", transform=axes[0, 0].transAxes)
     axes[-1, 0].set_xlabel("window end (UTC); shaded: labelled anomaly", fontsize=8)

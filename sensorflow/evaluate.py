@@ -313,4 +313,4 @@ def _plot(settings: EvaluateSettings, store: Store, run: EvaluationRun, config: 
     assert settings.plot is not None
     settings.plot.parent.mkdir(parents=True, exist_ok=True)
     return plot_worst(settings.plot.resolve(), sensors, windows, predictions, labels, settings.window_ns, report.scope,
-                      {s: f"[{note}]" for s, note in notes.items()})
+                      {s: f"[{note}]" for s, note in notes.items()}, run.scored_range)
