@@ -117,15 +117,22 @@ class Limits:
 
 
 def _trend_errors(v: np.ndarray, m: int) -> np.ndarray:
-    """``|v[i] - forecast|`` of a line fitted to ``v[i-m:i]`` (NaN for the first ``m``); O(n) with running sums."""
+    """``|v[i] - forecast|`` of a line fitted to the previous ``m`` windows (NaN for the first ``m``); O(n).
+
+    The line is fitted to the running median of three of those windows, so
+    one anomalous window does not bend the forecasts of the windows after it.
+    """
     n = v.shape[0]
     out = np.full(n, np.nan)
     if n <= m:
         return out
     centred = v - v[:m].mean()  # smaller sums, same errors
+    smooth = centred.copy()
+    if n >= 3:
+        smooth[2:] = np.median(sliding_window_view(centred, 3), axis=1)
     t = np.arange(n, dtype=np.float64)
-    s0 = np.r_[0.0, np.cumsum(centred)]
-    s1 = np.r_[0.0, np.cumsum(t * centred)]
+    s0 = np.r_[0.0, np.cumsum(smooth)]
+    s1 = np.r_[0.0, np.cumsum(t * smooth)]
     i = np.arange(m, n)
     sum_y = s0[i] - s0[i - m]
     sum_xy = s1[i] - s1[i - m] - (i - m) * sum_y  # x = 0..m-1 within each fit
