@@ -24,7 +24,7 @@ Evidence per window slot (rows of ``FEATURES``):
 Limits never divide by a zero spread: a limit learned as 0 (constant or
 quantized training) falls back to the sensor's value resolution, the
 smallest step between its distinct training values, so an ordinary step of
-one quantum is at the limit, never far past it.
+one quantum stays under the limit.
 
 Episodes (the alarm guard): windows in a gap of at most ``bridge`` slots
 between two flagged windows are flagged too, with score 1.0 (at the limit,
@@ -104,6 +104,7 @@ class Calibration:
 class Limits:
     """One sensor's fitted limits (evidence 1.0) and what the training range looked like; all float64."""
 
+    level: float  # the training median: moving towards it is coming back, never evidence
     trend_limit: float
     shift_limit: float
     spread_limit: float
@@ -116,11 +117,14 @@ class Limits:
     train_stuck_share: float  # of the training readings, the share repeating one value in its longest stuck run
 
 
-def _trend_errors(v: np.ndarray, m: int) -> np.ndarray:
+def _trend_errors(v: np.ndarray, m: int, level: float | None = None) -> np.ndarray:
     """``|v[i] - forecast|`` of a line fitted to the previous ``m`` windows (NaN for the first ``m``); O(n).
 
     The line is fitted to the running median of three of those windows, so
     one anomalous window does not bend the forecasts of the windows after it.
+    With ``level`` (the training median), a value nearer to it than its
+    forecast is coming back to normal and has error 0: the end of an anomaly
+    is not a second one.
     """
     n = v.shape[0]
     out = np.full(n, np.nan)
@@ -140,17 +144,26 @@ def _trend_errors(v: np.ndarray, m: int) -> np.ndarray:
     slope = (sum_xy - x_mean * sum_y) / (m * (m * m - 1) / 12.0)
     forecast = sum_y / m + slope * (m - x_mean)
     out[m:] = np.abs(centred[m:] - forecast)
+    if level is not None:
+        home = level - v[:m].mean()
+        out[m:][np.abs(centred[m:] - home) < np.abs(forecast - home)] = 0.0
     return out
 
 
-def _shifts(v: np.ndarray, k: int, lag: int) -> np.ndarray:
-    """``|median(v[i-k+1..i]) - median(v[i-lag-k+1..i-lag])|`` (NaN where there is no such history)."""
+def _shifts(v: np.ndarray, k: int, lag: int, level: float | None = None) -> np.ndarray:
+    """``|median(v[i-k+1..i]) - median(v[i-lag-k+1..i-lag])|`` (NaN where there is no such history).
+
+    With ``level``, a median that moved back towards it is 0 (coming back is not an anomaly).
+    """
     n = v.shape[0]
     out = np.full(n, np.nan)
     if n < k + lag:
         return out
     medians = np.median(sliding_window_view(v, k), axis=1)  # medians[j] ends at j + k - 1
     out[k - 1 + lag:] = np.abs(medians[lag:] - medians[:-lag])
+    if level is not None:
+        back = np.abs(medians[lag:] - level) < np.abs(medians[:-lag] - level)
+        out[k - 1 + lag:][back] = 0.0
     return out
 
 
@@ -163,15 +176,15 @@ def _resolution(v: np.ndarray) -> float:
 
 
 def _limit(scores: np.ndarray, margin: float, cap: float, floor: float) -> float:
-    """``margin`` x the training maximum (capped at the tail cap), never below ``floor``."""
+    """``margin`` x the training maximum (capped at the tail cap), never below ``margin`` x ``floor``."""
     finite = scores[np.isfinite(scores)]
     if finite.shape[0] == 0:
-        return max(floor, 0.0) or _NEVER
+        return margin * floor if floor > 0 else _NEVER
     top = float(finite.max())
     if finite.shape[0] >= 20:
         q50, q99 = _upper_quantile(finite, 0.5), _upper_quantile(finite, 0.99)
         top = min(top, q99 + cap * (q99 - q50))
-    return max(margin * top, floor)
+    return margin * max(top, floor)
 
 
 def _stuck_limit(repeats: np.ndarray, stuck_min: float, runs: np.ndarray, c: Calibration) -> float:
@@ -246,8 +259,8 @@ class CalibratedModel(Model):
         series = np.r_[history, v]
         skip = history.shape[0]
         of_present = {
-            "trend": _trend_errors(series, c.trend_windows)[skip:] / s.trend_limit,
-            "shift": _shifts(series, c.shift_windows, c.shift_lag)[skip:] / s.shift_limit,
+            "trend": _trend_errors(series, c.trend_windows, s.level)[skip:] / s.trend_limit,
+            "shift": _shifts(series, c.shift_windows, c.shift_lag, s.level)[skip:] / s.shift_limit,
             "spread": spread / s.spread_limit,
             "stuck": _stuck_runs(v, spread, count) / s.stuck_limit,
             "low_count": s.low_count_rare * (count <= c.low_count * s.count_median),
@@ -307,6 +320,7 @@ class Calibrated(Detector):
                              f"{windows.device}/{windows.tag} has {v.shape[0]}")
         spread = windows.max[rows] - windows.min[rows]
         quantum = _resolution(v)
+        level = float(np.median(v))
         # A constant training range has no step to learn from: one part in a million of its level, at least.
         step = quantum or max(1e-9, 1e-6 * float(np.abs(v).max()))
         repeats = _repeats(v, spread, count)[0]
@@ -315,8 +329,9 @@ class Calibrated(Detector):
         gap_before = np.diff(np.r_[windows.range_from, ts]) // windows.window_ns - 1
         count_median = float(np.median(count))
         limits = Limits(
-            trend_limit=_limit(_trend_errors(v, c.trend_windows), c.trend, c.tail_cap, step),
-            shift_limit=_limit(_shifts(v, c.shift_windows, c.shift_lag), c.shift, c.tail_cap, step),
+            level=level,
+            trend_limit=_limit(_trend_errors(v, c.trend_windows, level), c.trend, c.tail_cap, step),
+            shift_limit=_limit(_shifts(v, c.shift_windows, c.shift_lag, level), c.shift, c.tail_cap, step),
             spread_limit=_limit(spread[count >= 2], c.spread, c.tail_cap, step),
             stuck_limit=_stuck_limit(repeats, c.stuck_min, stuck_runs, c),
             gap_limit=_limit(gap_before.astype(np.float64), c.gap, c.tail_cap, c.gap_min),
