@@ -30,8 +30,8 @@ def test_demo_trains_on_the_first_part_scores_the_rest_and_reports(tmp_path, cap
         windows = store.summary().windows
     assert len(sensors) == 12
     assert sorted((r.kind, r.status, r.sensors) for r in runs) == [
-        ("score", "succeeded", 12), ("score", "succeeded", 12), ("train", "succeeded", 12)
-    ]
+        ("score", "succeeded", 0), ("score", "succeeded", 12), ("train", "succeeded", 12)
+    ]  # the first score phase has no models to score with: sensors without a model are not scored
     train = next(r for r in runs if r.kind == "train")
     assert (train.range_from, train.range_to) == (START, START + 360 * S)  # the first half, in window time
     ts = predictions["ts"].to_numpy()
@@ -55,4 +55,6 @@ def test_demo_trains_on_the_first_part_scores_the_rest_and_reports(tmp_path, cap
     assert main(["demo", "--out", str(out), "--devices", "2", "--tags", "1", "--minutes", "4",
                  "--task-processes", "1"]) == 0
     with open_store(f"sqlite:///{out / 'sensorflow.db'}") as store:
-        assert len(store.sensors_written_since(0)) == 2 and len(store.read_runs()) == 3
+        runs = store.read_runs()
+        # only the second demo's runs (its sensors have too few windows to train, so each sidecar run tries again)
+        assert len(store.sensors_written_since(0)) == 2 and runs and all(r.sensors <= 2 for r in runs)
