@@ -1,204 +1,377 @@
-"""Detection quality: seed-ocsvm against the default detector on a simulated fleet with labelled anomalies.
+"""Detection quality through the pipeline: recording -> `sensorflow run` -> SQLite -> `sensorflow evaluate`.
 
-Simulates a fleet (realistic signal, every sensor at 1 Hz, all six anomaly
-kinds) with the simulator's library, windows it in 5 s tumbling windows
-(mean, count, min, max: what the dataflow writes, computed here with numpy),
-trains every detector on the first part (anomaly-light: most anomalies
-planned there are removed) and scores the rest. Prints event-level precision,
-recall, F1 and false alarms per sensor-day per detector (rules in
-batch_jobs/quality.py), recall per anomaly kind, and ends with one JSON line.
-Run:
-    python bench/quality.py [--devices 50] [--tags 6] [--train-hours 1] [--score-hours 3] [--seed 7]
+Every figure comes from the product's own commands, run as subprocesses
+with timeouts: a recording is replayed by `sensorflow run` into a fresh
+SQLite store, then `sensorflow evaluate` trains each detector on one
+window-time range and scores the next through task specs (train tasks ->
+models -> score tasks -> predictions) and reports against the labels; its
+last stdout line (one JSON object) is what this bench tabulates. Rules:
+batch_jobs/quality.py.
+
+Data sets
+
+(a) The simulator, two cases, each written by `sensorflow simulate --out`
+    (5 s windows, 1 h training + 3 h scored, 1 anomaly per sensor-hour of all
+    six kinds, `--scope sensor`, labels.json from the simulator):
+    - ``fleet``: today's fleet profile (realistic signal, every sensor at 1 Hz).
+      The simulate command has no "anomaly-light training" option, so its
+      training hour holds anomalies at the same rate as the scored part.
+    - ``mixed``: the failure-mode fleet, `--signal mixed` (realistic, daily,
+      quantized and on/off, mostly-zero counts, heavy tails in equal shares)
+      with `--period 2h` (the 1 h training range covers half a cycle) and
+      `--train-anomalies 0.2` (a fifth of the sensors get one more, long
+      anomaly inside the training range, the first of them stuck).
+    Targets (default detector): recall >= 0.95 and <= 1 false flagged window
+    per sensor-day.
+
+(b) SKAB (GPL data, never copied into the repository), read from
+    ``../shared/data/skab`` beside the repository or `--skab PATH`, converted
+    by bench/skab.py into the work directory: each file a device
+    ("valve1/3"), each column a tag, one reading per row, 1 s windows. Each
+    file is shifted by a whole number of seconds so that it starts at the
+    same instant T0 (a shift of whole seconds changes no window's content),
+    because evaluate takes one global training range; training = the first
+    400 windows of every file, (T0, T0 + 400 s] (a window's TS is its end),
+    scoring to the newest window. One label per run of anomaly=1 rows;
+    `--scope device`: a device's label is found when any of its tags flags
+    inside it, precision counts the device's flagged windows.
+    anomaly-free.csv is left out (no labels; not in SKAB's outlier benchmark).
+    Target (default detector): F1 >= 0.85 with precision >= 0.80. The F1 is
+    event recall x window precision (batch_jobs/quality.py), not SKAB's
+    per-point F1 of its leaderboard.
+    The files have different lengths and evaluate scores every sensor up to
+    the one global newest window, so a detector that scores missing slots
+    (dropouts) sees a short file's end as a dropout: the column "after end"
+    counts the device flagged windows after that device's last reading (read
+    from the store), and "P w/o" / "F1 w/o" are precision and F1 without them
+    (shown for diagnosis; targets use evaluate's own figures).
+
+Detectors: the default (calibrated), seed-ocsvm, mad-z and robust-window
+(the old default). One table per data set and, last, one JSON line:
+{"simulator": {case: {detector: {...}}}, "skab": {detector: {...}}, "targets": {...}}.
+
+    python bench/quality.py [--fast] [--detectors calibrated,mad-z] [--keep DIR] [--skab PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import shutil
+import sqlite3
+import subprocess
 import sys
+import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pyarrow as pa
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import skab  # noqa: E402  (bench/skab.py)
 
-from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, iter_sensor_windows
-from sensorflow.batch_jobs.quality import QualityReport, evaluate
-from sensorflow.records.predictions import PREDICTION_SCHEMA
-from sensorflow.records.windows import WINDOW_READ_SCHEMA
-from sensorflow.simulator import (
-    AnomalySpec,
-    FleetSpec,
-    SignalSpec,
-    Simulation,
-    SimulatorConfig,
-    TimingSpec,
-)
-from sensorflow.simulator.anomalies import AnomalyPlan
-from sensorflow.simulator.config import NS_PER_S, parse_start
-from sensorflow.simulator.readings import RunModel, generate_readings
-from sensorflow.windowing.tumbling import window_ends
-
-WINDOW_NS = 5 * NS_PER_S
-HOUR_NS = 3600 * NS_PER_S
-TRAIN_KEEP = 0.1  # fraction of the anomalies planned in the training part that stay
+SENSORFLOW = [sys.executable, "-m", "sensorflow"]
+DETECTORS = ("calibrated", "seed-ocsvm", "mad-z", "robust-window")
+START = datetime(2026, 3, 2, 6, tzinfo=UTC)
+SIM_TARGET = {"recall": 0.95, "false_flags_per_sensor_day": 1.0}
+SKAB_TARGET = {"f1": 0.85, "precision": 0.80}
+FIGURES = ("recall", "precision", "f1", "event_precision", "false_flags_per_sensor_day", "episodes_per_sensor_day",
+           "flagged_windows", "false_flag_windows", "false_flag_episodes", "labelled", "found", "sensors", "units",
+           "scored_windows", "skipped_sensors", "failed_sensors", "recall_by_kind")
 
 
-def simulate_fleet(
-    devices: int, tags: int, train_hours: float, score_hours: float, rate: float, seed: int, profile: str = "fleet",
-    magnitude: float = 1.0,
-):
-    """The fleet's window rows (WINDOW_READ_SCHEMA), its labels and the (start, train_end, end) times.
-
-    ``fleet``: realistic signal, every sensor at 1 Hz. ``seed``: the original
-    simulator's sampling and signal (one random sensor every 2 s, uniform
-    values), so each sensor reads every ~2 s x sensors and most slots are empty.
-    ``magnitude`` scales the simulator's anomaly sizes (spike and shift
-    offsets, noise SD, drift ramp; 1.0: as simulated, 1-3 tag-range widths).
-    """
-    start = parse_start("2026-03-02T06:00:00Z", 0)
-    train_end = start + round(train_hours * HOUR_NS) // WINDOW_NS * WINDOW_NS
-    end = train_end + round(score_hours * HOUR_NS) // WINDOW_NS * WINDOW_NS
-    if profile not in ("fleet", "seed"):
-        raise ValueError(f"profile must be 'fleet' or 'seed', got {profile!r}")
-    seeded = profile == "seed"
-    config = SimulatorConfig(
-        timing=TimingSpec(start_ns=start, duration_ns=end - start, interval_ns=NS_PER_S * (2 if seeded else 1),
-                          sampling="random_sensor" if seeded else "every_sensor", jitter=0.5),
-        fleet=FleetSpec(devices=devices, tags=tags),
-        signal=SignalSpec("uniform" if seeded else "realistic"),
-        anomalies=AnomalySpec(rate_per_sensor_hour=rate, window_ns=WINDOW_NS),
-        seed=seed,
-    )
-    simulation = Simulation.prepare(config)
-    plan = simulation.model.plan
-    rng = np.random.default_rng(seed)
-    keep = (plan.end_ns > train_end) | (rng.random(len(plan)) < TRAIN_KEEP)
-    light = AnomalyPlan(*(getattr(plan, f)[keep] for f in AnomalyPlan.__dataclass_fields__))
-    light = dataclasses.replace(light, magnitude=light.magnitude * magnitude)
-    model = RunModel(simulation.model.params, light)
-    sensors, ends, cents = [], [], []
-    for chunk in generate_readings(config, model):
-        sensors.append(chunk.sensor)
-        ends.append(window_ends(chunk.event_ns, WINDOW_NS))
-        cents.append(chunk.cents)
-    table = _windows(simulation, np.concatenate(sensors), np.concatenate(ends), np.concatenate(cents))
-    return table, light.labels(simulation.fleet), (start, train_end, end)
+def default_detector() -> str:
+    try:
+        from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
+    except ImportError:
+        return "calibrated"
+    return DEFAULT_DETECTOR
 
 
-def _windows(simulation: Simulation, sensor: np.ndarray, end: np.ndarray, cents: np.ndarray) -> pa.Table:
-    """Tumbling-window mean, count, min, max per (sensor, window end), sorted by sensor then end."""
-    order = np.lexsort((end, sensor))
-    sensor, end, value = sensor[order], end[order], cents[order] / 100.0
-    first = np.flatnonzero(np.r_[True, (sensor[1:] != sensor[:-1]) | (end[1:] != end[:-1])])
-    count = np.diff(np.r_[first, sensor.shape[0]])
-    fleet = simulation.fleet
-    device_ids = np.array([str(d) for d in fleet.device_ids])
-    tag_ids = np.array([str(t) for t in fleet.tag_ids])
-    rows = sensor[first]
-    return pa.table(
-        [
-            pa.array(end[first]),
-            pa.array(device_ids[fleet.device_of(rows)]),
-            pa.array(tag_ids[fleet.tag_of(rows)]),
-            pa.array(np.add.reduceat(value, first) / count),
-            pa.array(count.astype(np.int64)),
-            pa.array(np.minimum.reduceat(value, first)),
-            pa.array(np.maximum.reduceat(value, first)),
-        ],
-        schema=WINDOW_READ_SCHEMA,
-    )
+class StepFailed(RuntimeError):
+    pass
 
 
-def run_detector(name: str, table: pa.Table, times: tuple[int, int, int]) -> tuple[pa.Table, float, int]:
-    """Fit each sensor on (start, train_end], score (train_end, end].
-
-    Returns the predictions (``PREDICTION_SCHEMA``), the seconds spent in
-    ``fit`` and ``score`` alone (the split and the table building excluded),
-    and the number of sensors.
-    """
-    start, train_end, end = times
-    ts = table.column("ts").to_numpy()
-    train = list(iter_sensor_windows(table.filter(pa.array(ts <= train_end)), start, train_end, WINDOW_NS))
-    scored = list(iter_sensor_windows(table.filter(pa.array(ts > train_end)), train_end, end, WINDOW_NS))
-    detector = get_detector(name)
+def step(name: str, argv: list[str], log_dir: Path, timeout: float) -> tuple[str, float]:
+    """Run one command; its stdout and the seconds. Output kept in log_dir; stderr printed when it fails."""
     began = time.perf_counter()
-    models = {(w.device, w.tag): detector.fit(w) for w in train}
-    all_scores = [models[(w.device, w.tag)].score(w) for w in scored]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise StepFailed(f"{name}: timed out after {timeout:g} s: {' '.join(argv)}\n{_text(e.stderr)[-3000:]}") from e
     seconds = time.perf_counter() - began
-    lengths = [len(s) for s in all_scores]
-
-    def repeated(texts: list[str]) -> pa.Array:
-        return pa.array(np.repeat(np.array(texts, dtype=object), lengths), pa.string())
-
-    predictions = pa.table(
-        [
-            np.concatenate([s.ts for s in all_scores]),
-            repeated([w.device for w in scored]),
-            repeated([w.tag for w in scored]),
-            np.concatenate([s.value for s in all_scores]),
-            np.concatenate([s.score for s in all_scores]),
-            np.concatenate([s.is_anomaly for s in all_scores]),
-            repeated([name] * len(scored)),
-            repeated(["bench"] * len(scored)),
-        ],
-        schema=PREDICTION_SCHEMA,
-    )
-    return predictions, seconds, len(models)
+    (log_dir / f"{name}.out").write_text(done.stdout, encoding="utf-8")
+    (log_dir / f"{name}.err").write_text(done.stderr, encoding="utf-8")
+    if done.returncode != 0:
+        raise StepFailed(f"{name}: exit {done.returncode} after {seconds:.1f} s: {' '.join(argv)}\n"
+                         f"--- stderr (last 3000 characters) ---\n{done.stderr[-3000:]}")
+    return done.stdout, seconds
 
 
-def _print_report(name: str, report: QualityReport, seconds: float, sensors: int) -> None:
-    print(
-        f"{name:>14}: P {report.precision:.3f}  R {report.recall:.3f}  F1 {report.f1:.3f}  "
-        f"found {report.found}/{report.labelled}  false alarms {report.false_alarm_events} "
-        f"({report.false_alarms_per_sensor_day:.2f} per sensor-day, {report.false_alarm_windows} windows)  "
-        f"fit+score {sensors / seconds:,.0f} sensors/s (one core)"
-    )
-    for kind in report.kinds:
-        delay = "-" if kind.median_delay_s is None else f"{kind.median_delay_s:.0f} s"
-        print(f"{'':>16}{kind.kind:<12} found {kind.found:>4}/{kind.labelled:<4} recall {kind.recall:.3f}  "
-              f"median delay {delay}")
+def _text(data: Any) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def evaluate_detector(name: str, detector: str, store: Path, labels: Path, scope: str, window_s: float,
+                      train: tuple[str, str], score_to: str | None, log_dir: Path, timeout: float) -> dict[str, Any]:
+    argv = [*SENSORFLOW, "evaluate", "--store", f"sqlite:///{store}", "--window-seconds", f"{window_s:g}",
+            "--detector", detector, "--train-from", train[0], "--train-to", train[1], "--labels", str(labels),
+            "--scope", scope]
+    if score_to:
+        argv += ["--score-to", score_to]
+    out, seconds = step(f"evaluate-{name}-{detector}", argv, log_dir, timeout)
+    lines = [line for line in out.splitlines() if line.strip()]
+    try:
+        report = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError) as e:
+        raise StepFailed(f"evaluate-{name}-{detector}: last stdout line is not JSON: {lines[-1:]!r}") from e
+    figures = {k: report.get(k) for k in FIGURES}
+    figures["run_seconds"] = round(seconds, 2)
+    figures["warnings"] = len(report.get("warnings") or [])
+    return figures
+
+
+def simulate_case(case: str, args: argparse.Namespace, work: Path, detectors: list[str]) -> dict[str, Any]:
+    """One simulated fleet through simulate -> run -> evaluate per detector."""
+    directory = work / case
+    directory.mkdir(parents=True, exist_ok=True)
+    rec, store = directory / "recording", directory / "store.db"
+    hours = args.train_hours + args.score_hours
+    argv = [*SENSORFLOW, "simulate", "--out", str(rec), "--force", "--profile", "fleet",
+            "--devices", str(args.devices), "--tags", str(args.tags), "--duration", f"{round(hours * 3600)}s",
+            "--start", _iso(START), "--seed", str(args.seed), "--anomaly-rate", f"{args.rate:g}",
+            "--window", "5s", "--train-range", f"{args.train_hours / hours:.6f}"]
+    if case == "mixed":
+        argv += ["--signal", "mixed", "--period", args.period, "--train-anomalies", f"{args.train_anomalies:g}"]
+    out, sim_s = step(f"simulate-{case}", argv, directory, args.timeout)
+    summary = json.loads(out.strip().splitlines()[-1])
+    labels = directory / "labels.json"
+    shutil.copy(rec / "labels.json", labels)
+    _, run_s = step(f"run-{case}", [*SENSORFLOW, "run", "--source", str(rec), "--store", f"sqlite:///{store}",
+                                    "--progress-seconds", "0"], directory, args.timeout)
+    if not args.keep:
+        shutil.rmtree(rec)  # ~1 GB of JSON lines per case; the store holds what evaluate needs
+    sensors = args.devices * args.tags
+    train = (_iso(START), _iso(START + timedelta(hours=args.train_hours)))
+    score_to = _iso(START + timedelta(hours=hours))
+    print(f"\n== simulator: {case} ({sensors} sensors x {hours:g} h, {summary['readings']:,} readings, "
+          f"{summary['labels']:,} labels; train {args.train_hours:g} h, score {args.score_hours:g} h; "
+          f"simulate {sim_s:.1f} s, sensorflow run {run_s:.1f} s) ==", flush=True)
+    results = {"_data": {"sensors": sensors, "readings": summary["readings"], "labels": summary["labels"],
+                         "simulate_seconds": round(sim_s, 2), "run_seconds": round(run_s, 2)}}
+    _header(False)
+    for detector in detectors:
+        try:
+            results[detector] = evaluate_detector(case, detector, store, labels, "sensor", 5, train, score_to,
+                                                  directory, args.timeout)
+        except StepFailed as e:
+            print(str(e), file=sys.stderr, flush=True)
+            results[detector] = {"error": str(e).splitlines()[0]}
+        _row(detector, results[detector], False)
+    _kinds(results, detectors)
+    return results
+
+
+def skab_part(args: argparse.Namespace, work: Path, detectors: list[str]) -> dict[str, Any] | None:
+    root = args.skab
+    if not root.is_dir() or not skab.skab_files(root):
+        print(f"\n== SKAB: SKIPPED, no SKAB data at {root} ==\n{skab.HOW_TO_GET}", flush=True)
+        return None
+    directory = work / "skab"
+    directory.mkdir(parents=True, exist_ok=True)
+    rec, store = directory / "recording", directory / "store.db"
+    began = time.perf_counter()
+    done = skab.convert(root, rec)
+    convert_s = time.perf_counter() - began
+    _, run_s = step("run-skab", [*SENSORFLOW, "run", "--source", str(rec), "--store", f"sqlite:///{store}",
+                                 "--window-seconds", "1", "--progress-seconds", "0"], directory, args.timeout)
+    print(f"\n== SKAB ({root}): {len(done.devices)} devices, {done.tags} sensors, {done.readings:,} readings, "
+          f"{done.labels} labels, 1 s windows; train ({done.train_from}, {done.train_to}], score to the newest "
+          f"window; scope device; convert {convert_s:.1f} s, sensorflow run {run_s:.1f} s ==", flush=True)
+    for label in done.labels_in_training:
+        print(f"   note: label starts inside the training range: {label}")
+    results: dict[str, Any] = {"_data": {"devices": len(done.devices), "sensors": done.tags, "readings": done.readings,
+                                         "labels": done.labels, "run_seconds": round(run_s, 2)}}
+    _header(True)
+    for detector in detectors:
+        try:
+            figures = evaluate_detector("skab", detector, store, done.labels_path, "device", 1,
+                                        (done.train_from, done.train_to), None, directory, args.timeout)
+            figures.update(_after_end(store, detector, done.train_to))
+            results[detector] = figures
+        except (StepFailed, sqlite3.Error) as e:
+            print(str(e), file=sys.stderr, flush=True)
+            results[detector] = {"error": str(e).splitlines()[0]}
+        _row(detector, results[detector], True)
+    return results
+
+
+def _after_end(store: Path, detector: str, train_to: str) -> dict[str, Any]:
+    """Device flagged windows after the device's last reading, and precision/F1 without them."""
+    to = train_to.replace("T", " ").replace("Z", "")
+    to = to if "." in to else to + ".000"
+    with sqlite3.connect(store) as db:
+        (after,) = db.execute(
+            """WITH last AS (SELECT Device, max(TS) AS t FROM SensorValues GROUP BY Device)
+               SELECT count(*) FROM (SELECT DISTINCT p.Device, p.TS FROM Predictions p JOIN last l ON p.Device = l.Device
+                                      WHERE p.Detector = ? AND p.IsAnomaly AND p.TS > l.t AND p.TS > ?)""",
+            (f"eval:{detector}", to),
+        ).fetchone()
+    return {"flagged_after_end": after}
+
+
+def _adjusted(f: dict[str, Any]) -> tuple[float | None, float | None]:
+    if "flagged_after_end" not in f or f.get("precision") is None:
+        return None, None
+    flagged = f["flagged_windows"] - f["flagged_after_end"]
+    true = f["flagged_windows"] - f["false_flag_windows"]
+    precision = true / flagged if flagged else 0.0
+    recall = f["recall"]
+    return precision, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+
+
+def _header(device: bool) -> None:
+    unit = "dev" if device else "sensor"
+    extra = f"{'after end':>10}{'P w/o':>7}{'F1 w/o':>7}" if device else ""
+    print(f"{'detector':<14}{'recall':>7}{'prec.':>7}{'F1':>7}{f'FF/{unit}-d':>14}{f'eps/{unit}-d':>14}"
+          f"{'flagged':>9}{'run s':>8}{extra}")
+
+
+def _row(detector: str, f: dict[str, Any], device: bool) -> None:
+    if "error" in f:
+        print(f"{detector:<14} FAILED: {f['error']}", flush=True)
+        return
+    line = (f"{detector:<14}{f['recall']:>7.3f}{f['precision']:>7.3f}{f['f1']:>7.3f}"
+            f"{f['false_flags_per_sensor_day']:>14.2f}{f['episodes_per_sensor_day']:>14.2f}"
+            f"{f['flagged_windows']:>9,}{f['run_seconds']:>8.1f}")
+    if device:
+        p, f1 = _adjusted(f)
+        line += f"{f['flagged_after_end']:>10,}{p:>7.3f}{f1:>7.3f}"
+    print(line, flush=True)
+
+
+def _kinds(results: dict[str, Any], detectors: list[str]) -> None:
+    kinds = sorted({k for d in detectors for k in (results[d].get("recall_by_kind") or {})})
+    if not kinds:
+        return
+    print(f"  recall by kind {'':<1}" + "".join(f"{k:>12}" for k in kinds))
+    for d in detectors:
+        by = results[d].get("recall_by_kind") or {}
+        print(f"  {d:<16}" + "".join(f"{by[k]:>12.3f}" if k in by else f"{'-':>12}" for k in kinds))
+
+
+def targets(sim: dict[str, Any], skab_results: dict[str, Any] | None, default: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"detector": default, "simulator": {}, "skab": None}
+    print(f"\n== targets ({default}) ==")
+    for case, results in sim.items():
+        f = results.get(default)
+        if not f or "error" in f:
+            out["simulator"][case] = {"met": None}
+            print(f"simulator {case}: not measured")
+            continue
+        recall_ok = f["recall"] >= SIM_TARGET["recall"]
+        ff_ok = f["false_flags_per_sensor_day"] <= SIM_TARGET["false_flags_per_sensor_day"]
+        out["simulator"][case] = {"recall>=0.95": recall_ok, "false_flags_per_sensor_day<=1": ff_ok,
+                                  "met": recall_ok and ff_ok}
+        print(f"simulator {case}: recall {f['recall']:.3f} (>= 0.95: {_yes(recall_ok)}), "
+              f"false flags {f['false_flags_per_sensor_day']:.2f} per sensor-day (<= 1: {_yes(ff_ok)}) "
+              f"-> {'met' if recall_ok and ff_ok else 'NOT MET'}")
+    if skab_results is None:
+        print("SKAB: skipped (no data)")
+    else:
+        f = skab_results.get(default)
+        if not f or "error" in f:
+            out["skab"] = {"met": None}
+            print("SKAB: not measured")
+        else:
+            f1_ok, p_ok = f["f1"] >= SKAB_TARGET["f1"], f["precision"] >= SKAB_TARGET["precision"]
+            out["skab"] = {"f1>=0.85": f1_ok, "precision>=0.80": p_ok, "met": f1_ok and p_ok}
+            print(f"SKAB: F1 {f['f1']:.3f} (>= 0.85: {_yes(f1_ok)}), precision {f['precision']:.3f} "
+                  f"(>= 0.80: {_yes(p_ok)}) -> {'met' if f1_ok and p_ok else 'NOT MET'}")
+    return out
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=("fleet", "seed"), default="fleet",
-                        help="fleet: realistic 1 Hz sensors; seed: the original's sparse uniform sampling")
-    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--fast", action="store_true", help="smaller fleets (10 devices x 6 tags, 1 h + 1 h)")
+    parser.add_argument("--detectors", default=None,
+                        help=f"comma-separated (default: the default detector, then {', '.join(DETECTORS[1:])})")
+    parser.add_argument("--keep", type=Path, default=None, help="work in this directory and keep it (recordings, "
+                        "stores, every command's output); default: a temporary directory, removed")
+    parser.add_argument("--skab", type=Path, default=skab.DEFAULT_SKAB, help="SKAB's data/ folder (default: %(default)s)")
+    parser.add_argument("--cases", default="fleet,mixed", help="simulator cases: fleet, mixed (empty: none)")
+    parser.add_argument("--no-skab", action="store_true", help="skip SKAB")
+    parser.add_argument("--devices", type=int, default=None, help="simulated devices (default 50; --fast 10)")
     parser.add_argument("--tags", type=int, default=6)
     parser.add_argument("--train-hours", type=float, default=1.0)
-    parser.add_argument("--score-hours", type=float, default=3.0)
-    parser.add_argument("--rate", type=float, default=1.0, help="anomalies per sensor-hour in the scored part")
-    parser.add_argument("--magnitude", type=float, default=1.0, help="scale of the simulated anomalies")
+    parser.add_argument("--score-hours", type=float, default=None, help="default 3 (--fast 1)")
+    parser.add_argument("--rate", type=float, default=1.0, help="anomalies per sensor-hour")
+    parser.add_argument("--period", default="2h", help="mixed: cycle of the daily signals")
+    parser.add_argument("--train-anomalies", type=float, default=0.2, help="mixed: share of sensors with an anomaly "
+                        "inside the training range")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--detectors", default=f"seed-ocsvm,{DEFAULT_DETECTOR}")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per step")
     args = parser.parse_args()
-
+    args.devices = args.devices or (10 if args.fast else 50)
+    args.score_hours = args.score_hours or (1.0 if args.fast else 3.0)
+    default = default_detector()
+    detectors = list(dict.fromkeys(args.detectors.split(","))) if args.detectors else \
+        list(dict.fromkeys([default, *DETECTORS]))
+    if args.keep:
+        if args.keep.resolve().is_relative_to(REPO):
+            parser.error("--keep must be outside the repository (SKAB is GPL data)")
+        args.keep.mkdir(parents=True, exist_ok=True)
+        work = args.keep
+    else:
+        work = Path(tempfile.mkdtemp(prefix="sensorflow-quality-"))
     began = time.perf_counter()
-    table, labels, times = simulate_fleet(args.devices, args.tags, args.train_hours, args.score_hours, args.rate,
-                                          args.seed, args.profile, args.magnitude)
-    start, train_end, end = times
-    print(f"simulated {args.profile} (anomalies x{args.magnitude:g}): {args.devices * args.tags} sensors x {(end - start) / HOUR_NS:g} h, "
-          f"{table.num_rows:,} windows, {len(labels)} labels; training on the first {args.train_hours:g} h "
-          f"(anomaly-light), scoring {args.score_hours:g} h ({time.perf_counter() - began:.1f} s)")
-    figures: dict[str, object] = {"profile": args.profile, "magnitude": args.magnitude,
-                                  "sensors": args.devices * args.tags, "train_hours": args.train_hours,
-                                  "score_hours": args.score_hours, "seed": args.seed}
-    for name in dict.fromkeys(args.detectors.split(",")):
-        predictions, seconds, sensors = run_detector(name, table, times)
-        report = evaluate(predictions, labels, WINDOW_NS, scored_range=(train_end, end))
-        _print_report(name, report, seconds, sensors)
-        figures[name] = {
-            "precision": round(report.precision, 4), "recall": round(report.recall, 4), "f1": round(report.f1, 4),
-            "false_alarms_per_sensor_day": round(report.false_alarms_per_sensor_day, 3),
-            "recall_by_kind": {k.kind: round(k.recall, 4) for k in report.kinds},
-            "fit_score_sensors_per_s": round(sensors / seconds, 1),
-        }
-    print(json.dumps(figures))
-    return 0
+    failed = False
+    sim: dict[str, Any] = {}
+    skab_results: dict[str, Any] | None = None
+    try:
+        for case in [c for c in args.cases.split(",") if c]:
+            if case not in ("fleet", "mixed"):
+                parser.error(f"unknown case {case!r}")
+            try:
+                sim[case] = simulate_case(case, args, work, detectors)
+            except StepFailed as e:
+                print(str(e), file=sys.stderr, flush=True)
+                sim[case] = {"error": str(e).splitlines()[0]}
+        if args.no_skab:
+            print("\n== SKAB: SKIPPED (--no-skab) ==")
+        else:
+            try:
+                skab_results = skab_part(args, work, detectors)
+            except StepFailed as e:
+                print(str(e), file=sys.stderr, flush=True)
+                skab_results = {"error": str(e).splitlines()[0]}
+        met = targets(sim, skab_results, default)
+    finally:
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    for results in [*sim.values(), *([skab_results] if skab_results else [])]:
+        failed |= "error" in results or any("error" in v for k, v in results.items() if k != "_data" and isinstance(v, dict))
+    print(f"total {time.perf_counter() - began:.0f} s")
+    print(json.dumps({"simulator": sim, "skab": skab_results, "targets": met,
+                      "settings": {"devices": args.devices, "tags": args.tags, "train_hours": args.train_hours,
+                                   "score_hours": args.score_hours, "rate": args.rate, "period": args.period,
+                                   "train_anomalies": args.train_anomalies, "seed": args.seed, "fast": args.fast}}))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
