@@ -18,7 +18,9 @@ Evidence per window slot (rows of ``FEATURES``):
   ramps that are too slow for the one-step forecast;
 - spread: ``max - min`` of the window (noise bursts);
 - stuck: readings repeating exactly, summed over a run of flat windows;
-- gap: a run of missing slots longer than the sensor's usual gaps;
+- gap: a run of missing slots longer than the sensor's usual gaps, between
+  two windows with readings (slots after the newest window are not judged:
+  their readings may not have arrived yet);
 - low_count: under half the usual count, where that was rare in training.
 
 Limits never divide by a zero spread: a limit learned as 0 (constant or
@@ -249,10 +251,12 @@ class CalibratedModel(Model):
         s, c = self.limits, self.calibration
         full = windows.with_missing_slots()
         evidence = np.zeros((len(FEATURES), full.ts.shape[0]))
-        evidence[_ROW["gap"]] = _gaps(full.count) / s.gap_limit
         present = np.flatnonzero(full.count > 0)
         if present.shape[0] == 0:
             return full, evidence
+        gaps = _gaps(full.count)
+        gaps[present[-1] + 1:] = 0.0  # after the newest window: not arrived yet, or gone; scored once it reports again
+        evidence[_ROW["gap"]] = gaps / s.gap_limit
         v, count = full.value[present], full.count[present]
         spread = full.max[present] - full.min[present]
         history = self._history(windows, int(full.ts[present[0]]))
