@@ -374,12 +374,9 @@ class _Run:
 
 
 def _training_warning(model: Model) -> str:
-    """The model's training warnings as one text ("" without any, or for a detector whose models have none)."""
-    warnings = getattr(model, "warnings", None)
-    if not callable(warnings):
-        return ""
+    """The model's training warnings (``Model.warnings``) as one text, "" without any."""
     try:
-        return "; ".join(str(w) for w in warnings())[:2000]
+        return "; ".join(str(w) for w in model.warnings())[:2000]
     except Exception as e:  # noqa: BLE001 - a broken warnings() must not lose a fitted model
         return f"warnings() failed: {_reason(e)}"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
 from typing import Any, ClassVar
 
@@ -22,7 +22,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Detector", "Model", "Scores", "SensorWindows", "iter_sensor_windows"]
+__all__ = [
+    "Detector",
+    "Model",
+    "Scores",
+    "SensorWindows",
+    "iter_sensor_windows",
+    "params_from",
+    "scalars_from_arrays",
+    "scalars_to_arrays",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,6 +219,10 @@ class Model(ABC):
     def score(self, windows: SensorWindows) -> Scores:
         """Score ``windows`` (the same sensor the model was fitted on)."""
 
+    def warnings(self) -> list[str]:
+        """What looked anomalous in the training range (none unless a detector says so)."""
+        return []
+
     @abstractmethod
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fitted state as named numeric (bool/int/float) arrays."""
@@ -243,3 +256,40 @@ class Detector(ABC):
                 f"{self.name} needs at least {self.min_windows} windows, "
                 f"{windows.device}/{windows.tag} has {len(windows)}"
             )
+
+    def _readings(self, windows: SensorWindows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The windows with readings (also when given the missing slots): value, count, ts and max - min.
+
+        ValueError with fewer than ``min_windows`` of them.
+        """
+        self._check_enough(windows)
+        rows = windows.count > 0
+        value, count, ts = windows.value[rows], windows.count[rows], windows.ts[rows]
+        if value.shape[0] < self.min_windows:
+            raise ValueError(f"{self.name} needs at least {self.min_windows} windows with readings, "
+                             f"{windows.device}/{windows.tag} has {value.shape[0]}")
+        return value, count, ts, windows.max[rows] - windows.min[rows]
+
+
+def scalars_to_arrays(scalars: Any) -> dict[str, np.ndarray]:
+    """A dataclass of floats (fitted statistics) as one-number float64 arrays by field name."""
+    return {name: np.array([value], dtype=np.float64) for name, value in asdict(scalars).items()}
+
+
+def scalars_from_arrays(cls: type, arrays: dict[str, np.ndarray], detector: str, what: str) -> Any:
+    """The dataclass ``cls`` that ``scalars_to_arrays`` stored; ValueError naming missing or malformed arrays."""
+    names = [f.name for f in fields(cls)]
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ValueError(f"{detector} model is missing array(s): {', '.join(missing)}")
+    if any(np.asarray(arrays[name]).shape != (1,) for name in names):
+        raise ValueError(f"{detector} {what} must each be one number")
+    return cls(**{name: float(arrays[name][0]) for name in names})
+
+
+def params_from(cls: type, params: dict[str, Any], detector: str) -> Any:
+    """The hyperparameter dataclass ``cls`` from a model's JSON params; ValueError naming unknown ones."""
+    unknown = set(params) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {detector} parameter(s): {', '.join(sorted(unknown))}")
+    return cls(**params)

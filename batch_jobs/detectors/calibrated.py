@@ -41,13 +41,21 @@ missing, stuck). Cost: a few dozen numpy calls per fit or score.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from sensorflow.batch_jobs.detectors.base import Detector, Model, Scores, SensorWindows
+from sensorflow.batch_jobs.detectors.base import (
+    Detector,
+    Model,
+    Scores,
+    SensorWindows,
+    params_from,
+    scalars_from_arrays,
+    scalars_to_arrays,
+)
 from sensorflow.batch_jobs.detectors.robust_window import _gaps, _repeats, _stuck_runs, _upper_quantile
 
 __all__ = ["FEATURES", "Calibrated", "CalibratedModel", "Calibration", "Limits"]
@@ -114,19 +122,18 @@ class Limits:
     gap_limit: float
     count_median: float
     low_count_rare: float  # 1.0: under-half counts were rare in training, so they are evidence
-    train_windows: float
     train_missing_share: float  # of the training slots, the share without readings
     train_stuck_share: float  # of the training readings, the share repeating one value in its longest stuck run
 
 
-def _trend_errors(v: np.ndarray, m: int, level: float | None = None) -> np.ndarray:
+def _trend_errors(v: np.ndarray, m: int, level: float) -> np.ndarray:
     """``|v[i] - forecast|`` of a line fitted to the previous ``m`` windows (NaN for the first ``m``); O(n).
 
     The line is fitted to the running median of three of those windows, so
     one anomalous window does not bend the forecasts of the windows after it.
-    With ``level`` (the training median), a value nearer to it than its
-    forecast is coming back to normal and has error 0: the end of an anomaly
-    is not a second one.
+    A value nearer to ``level`` (the training median) than its forecast is
+    coming back to normal and has error 0: the end of an anomaly is not a
+    second one.
     """
     n = v.shape[0]
     out = np.full(n, np.nan)
@@ -145,32 +152,28 @@ def _trend_errors(v: np.ndarray, m: int, level: float | None = None) -> np.ndarr
     x_mean = (m - 1) / 2.0
     slope = (sum_xy - x_mean * sum_y) / (m * (m * m - 1) / 12.0)
     forecast = sum_y / m + slope * (m - x_mean)
-    out[m:] = np.abs(centred[m:] - forecast)
-    if level is not None:
-        home = level - v[:m].mean()
-        out[m:][np.abs(centred[m:] - home) < np.abs(forecast - home)] = 0.0
+    home = level - v[:m].mean()
+    out[m:] = np.where(np.abs(centred[m:] - home) < np.abs(forecast - home), 0.0, np.abs(centred[m:] - forecast))
     return out
 
 
-def _shifts(v: np.ndarray, k: int, lag: int, level: float | None = None) -> np.ndarray:
+def _shifts(v: np.ndarray, k: int, lag: int, level: float) -> np.ndarray:
     """``|median(v[i-k+1..i]) - median(v[i-lag-k+1..i-lag])|`` (NaN where there is no such history).
 
-    With ``level``, a median that moved back towards it is 0 (coming back is not an anomaly).
+    A median that moved back towards ``level`` is 0 (coming back is not an anomaly).
     """
     n = v.shape[0]
     out = np.full(n, np.nan)
     if n < k + lag:
         return out
     medians = np.median(sliding_window_view(v, k), axis=1)  # medians[j] ends at j + k - 1
-    out[k - 1 + lag:] = np.abs(medians[lag:] - medians[:-lag])
-    if level is not None:
-        back = np.abs(medians[lag:] - level) < np.abs(medians[:-lag] - level)
-        out[k - 1 + lag:][back] = 0.0
+    back = np.abs(medians[lag:] - level) < np.abs(medians[:-lag] - level)
+    out[k - 1 + lag:] = np.where(back, 0.0, np.abs(medians[lag:] - medians[:-lag]))
     return out
 
 
 def _resolution(v: np.ndarray) -> float:
-    """The smallest step between distinct values (0 for a constant), never below float noise."""
+    """The smallest step between distinct values (0 for a constant)."""
     distinct = np.unique(v)
     if distinct.shape[0] < 2:
         return 0.0
@@ -189,11 +192,11 @@ def _limit(scores: np.ndarray, margin: float, cap: float, floor: float) -> float
     return margin * max(top, floor)
 
 
-def _stuck_limit(repeats: np.ndarray, stuck_min: float, runs: np.ndarray, c: Calibration) -> float:
+def _stuck_limit(repeats: np.ndarray, runs: np.ndarray, c: Calibration) -> float:
     """Repeats in a run that make it stuck: past the training's longest runs, never for a sensor that repeats itself in most windows."""
     if np.count_nonzero(repeats) * 2 >= repeats.shape[0]:
         return _NEVER  # coarse quantization: repeating is what this sensor does
-    return _limit(runs[runs > 0], c.stuck, c.tail_cap, stuck_min)
+    return _limit(runs[runs > 0], c.stuck, c.tail_cap, c.stuck_min)
 
 
 def _episodes(ratio: np.ndarray, bridge: int) -> np.ndarray:
@@ -280,25 +283,18 @@ class CalibratedModel(Model):
         return Scores(ts=full.ts[keep], value=full.value[keep], score=ratio[keep], is_anomaly=ratio[keep] >= 1.0)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {name: np.array([value], dtype=np.float64) for name, value in asdict(self.limits).items()}
-        return {**arrays, "tail_ts": self.tail_ts, "tail_value": self.tail_value}
+        return {**scalars_to_arrays(self.limits), "tail_ts": self.tail_ts, "tail_value": self.tail_value}
 
     def params(self) -> dict[str, Any]:
         return asdict(self.calibration)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> CalibratedModel:
-        names = [f.name for f in fields(Limits)]
-        missing = [name for name in (*names, "tail_ts", "tail_value") if name not in arrays]
-        if missing:
-            raise ValueError(f"calibrated model is missing array(s): {', '.join(missing)}")
-        if any(np.asarray(arrays[name]).shape != (1,) for name in names):
-            raise ValueError("calibrated limits must each be one number")
-        unknown = set(params) - {f.name for f in fields(Calibration)}
-        if unknown:
-            raise ValueError(f"unknown calibrated parameter(s): {', '.join(sorted(unknown))}")
-        limits = Limits(**{name: float(arrays[name][0]) for name in names})
-        return cls(limits, Calibration(**params), arrays["tail_ts"], arrays["tail_value"])
+        tail = [name for name in ("tail_ts", "tail_value") if name not in arrays]
+        if tail:
+            raise ValueError(f"{cls.detector} model is missing array(s): {', '.join(tail)}")
+        limits = scalars_from_arrays(Limits, arrays, cls.detector, "limits")
+        return cls(limits, params_from(Calibration, params, cls.detector), arrays["tail_ts"], arrays["tail_value"])
 
 
 class Calibrated(Detector):
@@ -310,19 +306,11 @@ class Calibrated(Detector):
 
     def __init__(self, calibration: Calibration | None = None, threshold_scale: float = 1.0) -> None:
         calibration = calibration or Calibration()
-        if threshold_scale != 1.0:
-            calibration = Calibration(**{**asdict(calibration), "threshold_scale": float(threshold_scale)})
-        self.calibration = calibration
+        self.calibration = calibration if threshold_scale == 1.0 else replace(calibration, threshold_scale=float(threshold_scale))
 
     def fit(self, windows: SensorWindows) -> CalibratedModel:
-        self._check_enough(windows)
         c = self.calibration
-        rows = windows.count > 0  # fitted on windows with readings, also when given the missing slots
-        v, count, ts = windows.value[rows], windows.count[rows], windows.ts[rows]
-        if v.shape[0] < self.min_windows:
-            raise ValueError(f"{self.name} needs at least {self.min_windows} windows with readings, "
-                             f"{windows.device}/{windows.tag} has {v.shape[0]}")
-        spread = windows.max[rows] - windows.min[rows]
+        v, count, ts, spread = self._readings(windows)
         quantum = _resolution(v)
         level = float(np.median(v))
         # A constant training range has no step to learn from: one part in a million of its level, at least.
@@ -337,11 +325,10 @@ class Calibrated(Detector):
             trend_limit=_limit(_trend_errors(v, c.trend_windows, level), c.trend, c.tail_cap, step),
             shift_limit=_limit(_shifts(v, c.shift_windows, c.shift_lag, level), c.shift, c.tail_cap, step),
             spread_limit=_limit(spread[count >= 2], c.spread, c.tail_cap, step),
-            stuck_limit=_stuck_limit(repeats, c.stuck_min, stuck_runs, c),
+            stuck_limit=_stuck_limit(repeats, stuck_runs, c),
             gap_limit=_limit(gap_before.astype(np.float64), c.gap, c.tail_cap, c.gap_min),
             count_median=count_median,
             low_count_rare=float(np.mean(count <= c.low_count * count_median) < 0.01),
-            train_windows=float(v.shape[0]),
             train_missing_share=1.0 - v.shape[0] / slots if slots else 0.0,
             train_stuck_share=float(stuck_runs.max(initial=0.0)) / max(float(count.sum()), 1.0),
         )

@@ -36,7 +36,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sensorflow.batch_jobs.detectors.base import Detector, Model, Scores, SensorWindows
+from sensorflow.batch_jobs.detectors.base import (
+    Detector,
+    Model,
+    Scores,
+    SensorWindows,
+    params_from,
+    scalars_from_arrays,
+    scalars_to_arrays,
+)
 
 __all__ = ["FEATURES", "FittedStats", "RobustWindow", "RobustWindowModel", "Thresholds"]
 
@@ -244,24 +252,15 @@ class RobustWindowModel(Model):
         return Scores(ts=full.ts[keep], value=full.value[keep], score=ratio[keep], is_anomaly=ratio[keep] >= 1.0)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {name: np.array([value], dtype=np.float64) for name, value in asdict(self.stats).items()}
+        return scalars_to_arrays(self.stats)
 
     def params(self) -> dict[str, Any]:
         return asdict(self.thresholds)
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> RobustWindowModel:
-        names = [f.name for f in fields(FittedStats)]
-        missing = [name for name in names if name not in arrays]
-        if missing:
-            raise ValueError(f"robust-window model is missing array(s): {', '.join(missing)}")
-        if any(np.asarray(arrays[name]).shape != (1,) for name in names):
-            raise ValueError("robust-window statistics must each be one number")
-        unknown = set(params) - {f.name for f in fields(Thresholds)}
-        if unknown:
-            raise ValueError(f"unknown robust-window parameter(s): {', '.join(sorted(unknown))}")
-        stats = FittedStats(**{name: float(arrays[name][0]) for name in names})
-        return cls(stats, Thresholds(**params))
+        stats = scalars_from_arrays(FittedStats, arrays, cls.detector, "statistics")
+        return cls(stats, params_from(Thresholds, params, cls.detector))
 
 
 class RobustWindow(Detector):
@@ -274,14 +273,8 @@ class RobustWindow(Detector):
         self.thresholds = thresholds or Thresholds()
 
     def fit(self, windows: SensorWindows) -> RobustWindowModel:
-        self._check_enough(windows)
         t = self.thresholds
-        rows = windows.count > 0  # fitted on windows with readings, also when given the missing slots
-        v, count, ts = windows.value[rows], windows.count[rows], windows.ts[rows]
-        if v.shape[0] < self.min_windows:
-            raise ValueError(f"{self.name} needs at least {self.min_windows} windows with readings, "
-                             f"{windows.device}/{windows.tag} has {v.shape[0]}")
-        spread = windows.max[rows] - windows.min[rows]
+        v, count, ts, spread = self._readings(windows)
         level = _median(v)
         # The floor keeps a constant or quantized training set from dividing by ~0.
         floor = 1e-9 + 1e-6 * abs(level) + 0.05 * float(np.std(v))
