@@ -21,6 +21,16 @@ from sensorflow.simulator import (
 START_NS = parse_start("2026-01-01T00:00:00Z", 0)
 NS_PER_S = 1_000_000_000
 
+# A string-id realistic fleet with anomalies and every delivery fault: `fleet_config(**FAULTY)`.
+FAULTY = dict(
+    fleet=FleetSpec(devices=8, tags=4, ids="str"),
+    signal=SignalSpec("realistic"),
+    anomalies=AnomalySpec(rate_per_sensor_hour=6.0),
+    delivery=DeliverySpec(
+        out_of_order_fraction=0.05, max_delay_ns=8_000_000_000, duplicate_fraction=0.02, malformed_fraction=0.02
+    ),
+)
+
 
 @dataclass(frozen=True)
 class Line:

@@ -9,27 +9,34 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from sensorflow.simulator import AnomalySpec, FleetSpec, SignalSpec, SimulatorConfig, write_jsonl_recording
+from sensorflow.simulator import (
+    AnomalySpec,
+    FleetSpec,
+    SignalSpec,
+    SimulatorConfig,
+    TimingSpec,
+    write_jsonl_recording,
+)
 from sensorflow.simulator.anomalies import KIND_INDEX, AnomalyPlan
 from sensorflow.simulator.profiles import MIXED_PROFILES, PROFILE_NAMES
 from sensorflow.simulator.readings import RunModel, generate_readings, run_model
 from sensorflow.simulator.windows import bench_config, simulate_windows
-from tests.simulator.helpers import NS_PER_S, START_NS, fleet_config
+from tests.simulator.helpers import FAULTY, NS_PER_S, START_NS, fleet_config
 
 HOUR_NS = 3600 * NS_PER_S
 WINDOW_NS = 5 * NS_PER_S
 
 
 def _config(signal: str, *, seconds: int = 1800, period_ns: int = HOUR_NS, **anomalies) -> SimulatorConfig:
-    base = fleet_config(
+    return fleet_config(
+        timing=TimingSpec(
+            start_ns=START_NS, duration_ns=seconds * NS_PER_S, interval_ns=NS_PER_S, sampling="every_sensor", jitter=0.5
+        ),
         fleet=FleetSpec(devices=10, tags=6),
         signal=SignalSpec(signal, period_ns=period_ns),
         anomalies=AnomalySpec(**anomalies),
+        seed=5,
     )
-    timing = base.timing.__class__(
-        start_ns=START_NS, duration_ns=seconds * NS_PER_S, interval_ns=NS_PER_S, sampling="every_sensor", jitter=0.5
-    )
-    return SimulatorConfig(timing=timing, fleet=base.fleet, signal=base.signal, anomalies=base.anomalies, seed=5)
 
 
 def _readings(config: SimulatorConfig, model: RunModel | None = None):
@@ -86,16 +93,7 @@ def test_default_signals_give_the_same_bytes_as_before_the_profiles(tmp_path, co
 
 
 def test_realistic_signal_gives_the_same_bytes_as_before_the_profiles(tmp_path):
-    from sensorflow.simulator import DeliverySpec
-
-    config = fleet_config(
-        fleet=FleetSpec(devices=8, tags=4, ids="str"),
-        signal=SignalSpec("realistic"),
-        anomalies=AnomalySpec(rate_per_sensor_hour=6.0),
-        delivery=DeliverySpec(
-            out_of_order_fraction=0.05, max_delay_ns=8_000_000_000, duplicate_fraction=0.02, malformed_fraction=0.02
-        ),
-    )
+    config = fleet_config(**FAULTY)
     write_jsonl_recording(tmp_path, config)
     assert _recording_digest(tmp_path) == "3153c31072b59994f5760173b20b71bd28db36ae16564087c118f0dc4028b210"
 

@@ -9,25 +9,14 @@ from datetime import datetime
 import pytest
 
 from sensorflow.simulator import (
-    AnomalySpec,
     DeliverySpec,
     FleetSpec,
     MessageSpec,
-    SignalSpec,
     partition_for_key,
     write_jsonl_recording,
 )
 from sensorflow.simulator.envelope import envelope_line
-from tests.simulator.helpers import fleet_config, parse_reading, read_recording
-
-FAULTY = dict(
-    fleet=FleetSpec(devices=8, tags=4, ids="str"),
-    signal=SignalSpec("realistic"),
-    anomalies=AnomalySpec(rate_per_sensor_hour=6.0),
-    delivery=DeliverySpec(
-        out_of_order_fraction=0.05, max_delay_ns=8_000_000_000, duplicate_fraction=0.02, malformed_fraction=0.02
-    ),
-)
+from tests.simulator.helpers import FAULTY, fleet_config, parse_reading, read_recording
 
 
 def _files(directory):
