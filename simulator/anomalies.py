@@ -9,12 +9,12 @@ label. Spans of one sensor never overlap and are at least one window apart.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from sensorflow.simulator.config import ANOMALY_KINDS, NS_PER_DAY, AnomalySpec, TimingSpec
+from sensorflow.simulator.config import ANOMALY_KINDS, AnomalySpec, TimingSpec
 from sensorflow.simulator.fleet import Fleet
 from sensorflow.simulator.profiles import CODE, ProfileParams, anomaly_sizes, stuck_values, value_grid
 from sensorflow.simulator.signals import SensorParams, baseline, to_cents
@@ -109,23 +109,30 @@ def _empty_plan() -> AnomalyPlan:
     )
 
 
-def _sizes(
-    kind: np.ndarray,
-    sensor: np.ndarray,
-    start_ns: np.ndarray,
-    sign: np.ndarray,
-    unit: np.ndarray,
-    params: SensorParams,
-    profiles: ProfileParams | None,
-    signal_kind: str,
+def _place(
+    spec: AnomalySpec,
     timing: TimingSpec,
-    window_ns: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Magnitudes (value units) and stuck values (cents) of anomalies, by their sensor's profile.
+    params: SensorParams,
+    profiles: ProfileParams,
+    rng: np.random.Generator,
+    sensor: np.ndarray,
+    kind: np.ndarray,
+    length: np.ndarray,
+    windows: int,
+    training: bool,
+) -> AnomalyPlan:
+    """Anomalies of `kind`, `length` windows long, each at a random start among the run's first `windows`.
 
-    Seed signals: offsets of 1-3 tag-range widths. Other profiles: 1-2 times
-    `profiles.anomaly_sizes`, upwards only where values cannot go below 0.
+    Sized by their sensor's profile: seed signals get offsets of 1-3
+    tag-range widths, other profiles 1-2 times `profiles.anomaly_sizes`,
+    upwards only where values cannot go below 0.
     """
+    window = spec.window_ns
+    count = sensor.shape[0]
+    start_window = spec.window_span(timing)[0] + (rng.random(count) * (windows - length + 1)).astype(np.int64)
+    sign = np.where(rng.random(count) < 0.5, -1.0, 1.0)
+    unit = rng.random(count)
+    start_ns = start_window * window
     scale = params.scale[sensor]
     magnitude = np.select(
         [kind == KIND_INDEX["spike"], kind == KIND_INDEX["level_shift"], kind == KIND_INDEX["noise"],
@@ -133,31 +140,33 @@ def _sizes(
         [sign * (2 + unit) * scale, sign * (1 + unit) * scale, (0.5 + unit / 2) * scale, sign * (1 + unit) * scale],
         0.0,
     )
-    period_ns = profiles.period_ns if profiles is not None else NS_PER_DAY
-    if signal_kind == "uniform":
-        stuck_cents = to_cents(params.low[sensor] + unit * scale)
-    else:
-        stuck_cents = to_cents(baseline(params, sensor, start_ns, timing.start_ns, period_ns))
-    if profiles is None or sensor.shape[0] == 0:
-        return magnitude, stuck_cents
-    own = np.flatnonzero(profiles.code[sensor] > CODE["realistic"])
+    code = profiles.code[sensor]
+    stuck_cents = np.where(
+        code == CODE["uniform"],
+        to_cents(params.low[sensor] + unit * scale),
+        to_cents(baseline(params, sensor, start_ns, timing.start_ns, profiles.period_ns)),
+    )
+    own = np.flatnonzero(code > CODE["realistic"])
     if own.shape[0]:
         s, k = sensor[own], kind[own]
-        size = anomaly_sizes(profiles, window_ns)[k, s]  # NaN for stuck and dropout: no magnitude
+        size = anomaly_sizes(profiles, window)[k, s]  # NaN for stuck and dropout: no magnitude
         upward = value_grid(profiles, s)[1] | (k == KIND_INDEX["noise"])
         magnitude[own] = np.nan_to_num(np.where(upward, 1.0, sign[own]) * (1 + unit[own]) * size)
         stuck_cents[own] = stuck_values(profiles, s, start_ns[own], timing.start_ns)
-    return magnitude, stuck_cents
+    grid, nonnegative = value_grid(profiles, sensor)
+    return AnomalyPlan(
+        sensor, kind, start_ns, (start_window + length) * window, magnitude, stuck_cents, grid, nonnegative,
+        np.full(count, training),
+    )
 
 
 def plan_anomalies(
     spec: AnomalySpec,
     timing: TimingSpec,
     params: SensorParams,
-    signal_kind: str,
+    profiles: ProfileParams,
     rng: np.random.Generator,
-    profiles: ProfileParams | None = None,
-    train_rng: np.random.Generator | None = None,
+    train_rng: np.random.Generator,
 ) -> AnomalyPlan:
     """Draw anomalies: a Poisson count per sensor, kinds uniform over `spec.kinds`.
 
@@ -166,10 +175,7 @@ def plan_anomalies(
     touch it are dropped.
     """
     sensors = params.level.shape[0]
-    window = spec.window_ns
-    first_window = -(-timing.start_ns // window)
-    end_window = (timing.start_ns + timing.duration_ns) // window
-    windows = end_window - first_window
+    windows = spec.window_span(timing)[1]
     expected = spec.rate_per_sensor_hour * timing.duration_ns / 3.6e12
     plan = _empty_plan()
     if expected > 0 and windows >= 1:
@@ -182,38 +188,11 @@ def plan_anomalies(
         max_len = np.array([_LENGTH_WINDOWS[k][1] for k in ANOMALY_KINDS])[kind]
         # At most half the run, so every span has normal readings around it.
         length = np.minimum(rng.integers(min_len, max_len + 1), max(1, windows // 2))
-        start_window = first_window + (rng.random(total) * (windows - length + 1)).astype(np.int64)
-        sign = np.where(rng.random(total) < 0.5, -1.0, 1.0)
-        unit = rng.random(total)
-        start_ns = start_window * window
-        magnitude, stuck_cents = _sizes(
-            kind, sensor, start_ns, sign, unit, params, profiles, signal_kind, timing, window
-        )
-        order = np.lexsort((start_ns, sensor))
-        plan = _without_overlaps(
-            _complete(
-                AnomalyPlan(
-                    sensor[order], kind[order], start_ns[order], (start_window + length)[order] * window,
-                    magnitude[order], stuck_cents[order],
-                ),
-                profiles,
-                training=False,
-            ),
-            window,
-        )
-    if spec.train_anomalies > 0 and train_rng is not None and windows >= 2:
-        placed = _training_plan(spec, timing, params, profiles, signal_kind, train_rng)
-        plan = _merge_training(plan, placed, window)
+        placed = _place(spec, timing, params, profiles, rng, sensor, kind, length, windows, training=False)
+        plan = _without_overlaps(placed.subset(np.lexsort((placed.start_ns, placed.sensor))), spec.window_ns)
+    if spec.train_anomalies > 0 and windows >= 2:
+        plan = _merge_training(plan, _training_plan(spec, timing, params, profiles, train_rng), spec.window_ns)
     return plan
-
-
-def _complete(plan: AnomalyPlan, profiles: ProfileParams | None, training: bool) -> AnomalyPlan:
-    """The plan with its grid, non-negativity and training marks filled in."""
-    if profiles is None:
-        grid, nonnegative = np.zeros(len(plan), dtype=np.int64), np.zeros(len(plan), dtype=bool)
-    else:
-        grid, nonnegative = value_grid(profiles, plan.sensor)
-    return replace(plan, grid_cents=grid, nonnegative=nonnegative, in_training=np.full(len(plan), training))
 
 
 # Training anomalies: relative weight of each kind, and length as a share of the training range.
@@ -232,15 +211,12 @@ def _training_plan(
     spec: AnomalySpec,
     timing: TimingSpec,
     params: SensorParams,
-    profiles: ProfileParams | None,
-    signal_kind: str,
+    profiles: ProfileParams,
     rng: np.random.Generator,
 ) -> AnomalyPlan:
     """One anomaly on `spec.train_anomalies` of the sensors, inside the training range; the first is stuck."""
     sensors = params.level.shape[0]
-    window = spec.window_ns
-    first_window = -(-timing.start_ns // window)
-    train_windows = spec.training_end_ns(timing) // window - first_window
+    train_windows = spec.training_end_ns(timing) // spec.window_ns - spec.window_span(timing)[0]
     count = int(round(spec.train_anomalies * sensors))
     if count == 0 or train_windows < 2:
         return _empty_plan()
@@ -255,13 +231,7 @@ def _training_plan(
     share = low + rng.random(count) * (high - low)
     # Whole windows, at least one, and one window of normal readings left in the range.
     length = np.clip((share * train_windows).astype(np.int64), 1, train_windows - 1)
-    start_window = first_window + (rng.random(count) * (train_windows - length + 1)).astype(np.int64)
-    sign = np.where(rng.random(count) < 0.5, -1.0, 1.0)
-    unit = rng.random(count)
-    start_ns = start_window * window
-    magnitude, stuck_cents = _sizes(kind, sensor, start_ns, sign, unit, params, profiles, signal_kind, timing, window)
-    plan = AnomalyPlan(sensor, kind, start_ns, (start_window + length) * window, magnitude, stuck_cents)
-    return _complete(plan, profiles, training=True)
+    return _place(spec, timing, params, profiles, rng, sensor, kind, length, train_windows, training=True)
 
 
 def _merge_training(plan: AnomalyPlan, placed: AnomalyPlan, window: int) -> AnomalyPlan:

@@ -146,10 +146,14 @@ class AnomalySpec:
         _check(0.0 <= self.train_anomalies <= 1.0, "train anomalies must be a share of sensors in [0, 1]")
         _check(0.0 < self.train_range <= 1.0, "train range must be a fraction of the run in (0, 1]")
 
+    def window_span(self, timing: TimingSpec) -> tuple[int, int]:
+        """The run's first whole window (its index since the epoch) and how many whole windows the run has."""
+        first_window = -(-timing.start_ns // self.window_ns)
+        return first_window, max(0, (timing.start_ns + timing.duration_ns) // self.window_ns - first_window)
+
     def training_end_ns(self, timing: TimingSpec) -> int:
         """End of the training range: the window boundary `train_range` of the run's whole windows in."""
-        first_window = -(-timing.start_ns // self.window_ns)
-        windows = max(0, (timing.start_ns + timing.duration_ns) // self.window_ns - first_window)
+        first_window, windows = self.window_span(timing)
         # The tolerance keeps e.g. 2160 windows x (1/3) at 720, not 719.
         return (first_window + int(windows * self.train_range + 1e-9)) * self.window_ns
 

@@ -18,7 +18,7 @@ from sensorflow.simulator.config import TICK_NS, SimulatorConfig
 from sensorflow.simulator.profiles import ProfileParams, profile_values, sensor_profiles
 from sensorflow.simulator.signals import SensorParams, sensor_params
 
-__all__ = ["CHUNK_READINGS", "ReadingChunk", "RunModel", "Streams", "draw_profiles", "generate_readings", "run_model"]
+__all__ = ["CHUNK_READINGS", "ReadingChunk", "RunModel", "Streams", "generate_readings", "run_model"]
 
 # About this many readings per chunk: big enough for numpy to pay off,
 # small enough that a chunk's buffers stay in the tens of MB.
@@ -73,30 +73,20 @@ def steps_per_chunk(config: SimulatorConfig) -> int:
 
 @dataclass(frozen=True)
 class RunModel:
-    """The per-run constants drawn once: sensor parameters, the anomaly plan and each sensor's profile.
-
-    `profiles` None: drawn from the config when needed (a model built from
-    another model's params and an edited plan needs no more).
-    """
+    """The per-run constants drawn once: sensor parameters, the anomaly plan and each sensor's profile."""
 
     params: SensorParams
     plan: AnomalyPlan
-    profiles: ProfileParams | None = None
-
-
-def draw_profiles(config: SimulatorConfig, params: SensorParams) -> ProfileParams:
-    """The profile of every sensor and its constants, from the run's own random stream."""
-    rng = Streams(config.seed).rng(Streams.PROFILES)
-    return sensor_profiles(config.signal.kind, rng, params, config.signal.period_ns)
+    profiles: ProfileParams
 
 
 def run_model(config: SimulatorConfig) -> RunModel:
     streams = Streams(config.seed)
     params = sensor_params(streams.rng(Streams.PARAMS), config.fleet.sensors, config.fleet.tags)
-    profiles = draw_profiles(config, params)
+    profiles = sensor_profiles(config.signal.kind, streams.rng(Streams.PROFILES), params, config.signal.period_ns)
     plan = plan_anomalies(
-        config.anomalies, config.timing, params, config.signal.kind, streams.rng(Streams.PLAN),
-        profiles, streams.rng(Streams.TRAINING_PLAN),
+        config.anomalies, config.timing, params, profiles, streams.rng(Streams.PLAN),
+        streams.rng(Streams.TRAINING_PLAN),
     )
     return RunModel(params, plan, profiles)
 
@@ -118,20 +108,12 @@ def _sample(config: SimulatorConfig, streams: Streams, chunk: int, first_step: i
     return sensor, ns
 
 
-def _raw_chunk(
-    config: SimulatorConfig,
-    model: RunModel,
-    profiles: ProfileParams,
-    streams: Streams,
-    chunk: int,
-    first_step: int,
-    steps: int,
-):
+def _raw_chunk(config: SimulatorConfig, model: RunModel, streams: Streams, chunk: int, first_step: int, steps: int):
     """Readings of the chunk's steps with values, anomalies, delays and duplicates (unsorted)."""
     sensor, ns = _sample(config, streams, chunk, first_step, steps)
     n = sensor.shape[0]
     cents = profile_values(
-        profiles, model.params, streams.rng(Streams.VALUES, chunk), sensor, ns, config.timing.start_ns
+        model.profiles, model.params, streams.rng(Streams.VALUES, chunk), sensor, ns, config.timing.start_ns
     )
     delivery = config.delivery
     # Draw delays and duplicate choices for every reading before dropouts
@@ -166,7 +148,6 @@ def generate_readings(config: SimulatorConfig, model: RunModel | None = None) ->
     chunks is sorted by `delivery_ns`.
     """
     model = model or run_model(config)
-    profiles = model.profiles if model.profiles is not None else draw_profiles(config, model.params)
     streams = Streams(config.seed)
     timing = config.timing
     total_steps = timing.steps
@@ -175,7 +156,7 @@ def generate_readings(config: SimulatorConfig, model: RunModel | None = None) ->
     chunk = 0
     for first_step in range(0, total_steps, per_chunk):
         steps = min(per_chunk, total_steps - first_step)
-        fresh = _raw_chunk(config, model, profiles, streams, chunk, first_step, steps)
+        fresh = _raw_chunk(config, model, streams, chunk, first_step, steps)
         columns = fresh if carried is None else tuple(np.concatenate(pair) for pair in zip(carried, fresh, strict=True))
         order = np.argsort(columns[3], kind="stable")
         columns = tuple(c[order] for c in columns)

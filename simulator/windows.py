@@ -107,8 +107,7 @@ def simulate_windows(config: SimulatorConfig, *, train_keep: float = 1.0, magnit
     train_end = config.anomalies.training_end_ns(config.timing)
     end = start + config.timing.duration_ns
     keep = (plan.end_ns > train_end) | (np.random.default_rng(config.seed).random(len(plan)) < train_keep)
-    if plan.in_training is not None:
-        keep |= plan.in_training
+    keep |= plan.in_training
     kept = plan.subset(keep)
     kept = replace(kept, magnitude=kept.magnitude * magnitude)
     fleet = Fleet(config.fleet)
@@ -118,8 +117,8 @@ def simulate_windows(config: SimulatorConfig, *, train_keep: float = 1.0, magnit
         ends.append((chunk.event_ns // window + 1) * window)
         cents.append(chunk.cents)
     table = _windows(fleet, np.concatenate(sensors), np.concatenate(ends), np.concatenate(cents))
-    names = model.profiles.names() if model.profiles is not None else []
     pairs = (fleet.sensor_id_pair(s) for s in range(fleet.sensors))
+    names = model.profiles.names()
     profiles = {(str(device), str(tag)): name for (device, tag), name in zip(pairs, names, strict=True)}
     return WindowedRun(table, kept.labels(fleet), (start, train_end, end), profiles)
 
