@@ -24,19 +24,19 @@ Times are int ns since the epoch (UTC), window time (``TS`` is a window's end).
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorflow.batch_jobs.executors import Executor
+from sensorflow.batch_jobs.schedule import chunk_size_for
 from sensorflow.batch_jobs.tasks import SensorOutcome, TaskResult, TaskSpec
 from sensorflow.records.predictions import PREDICTION_SCHEMA
 from sensorflow.records.runs import RunKind
-from sensorflow.records.timeparse import parse_time
+from sensorflow.records.timeparse import format_iso, parse_time
+from sensorflow.records.timeparse import parse_duration as _parse_duration
 from sensorflow.store import ScoringStore
 
 __all__ = [
@@ -55,9 +55,6 @@ __all__ = [
 
 EVAL_PREFIX = "eval:"
 NS_PER_S = 1_000_000_000
-_UNIT_NS = {"s": NS_PER_S, "m": 60 * NS_PER_S, "h": 3600 * NS_PER_S, "d": 86_400 * NS_PER_S}
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _RELATIVE = re.compile(r"(?:newest)?\s*-\s*(?P<ago>.+)|newest")
 
 Sensor = tuple[str, str]
@@ -79,21 +76,17 @@ class Slice:
 
     def __post_init__(self) -> None:
         if not self.train_from < self.train_to:
-            raise EvaluationError(f"empty training range: {_iso(self.train_from)} .. {_iso(self.train_to)}")
+            raise EvaluationError(f"empty training range: {format_iso(self.train_from)} .. {format_iso(self.train_to)}")
         if not self.train_to < self.score_to:
-            raise EvaluationError(f"empty scoring range: {_iso(self.train_to)} .. {_iso(self.score_to)}")
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / NS_PER_S, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            raise EvaluationError(f"empty scoring range: {format_iso(self.train_to)} .. {format_iso(self.score_to)}")
 
 
 def parse_duration(text: str) -> int:
-    """``90s``, ``30m``, ``1h30m``, ``1.5h``, ``2d`` as ns; EvaluationError otherwise."""
-    compact = text.strip().replace(" ", "")
-    if not _DURATION.fullmatch(compact):
-        raise EvaluationError(f"bad duration {text!r}: expected a number and a unit s, m, h or d (e.g. 30m, 1h30m)")
-    return round(sum(float(n) * _UNIT_NS[unit] for n, unit in _PART.findall(compact)))
+    """A duration as ns (``records.timeparse.parse_duration``); EvaluationError otherwise."""
+    try:
+        return _parse_duration(text)
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
 
 
 def parse_window_time(text: str, newest_ns: int) -> int:
@@ -132,7 +125,7 @@ def scheduled_plan(history_from: int, history_to: int, train_span_ns: int, retra
     if first >= history_to:
         raise EvaluationError(
             f"too little history to replay the schedule: training needs {train_span_ns / NS_PER_S:g} s of windows "
-            f"before the first scored one, and {_iso(history_from)} .. {_iso(history_to)} holds "
+            f"before the first scored one, and {format_iso(history_from)} .. {format_iso(history_to)} holds "
             f"{(history_to - history_from) / NS_PER_S:g} s"
         )
     slices, point = [], first
@@ -238,8 +231,7 @@ def _specs(run_id: str, kind: RunKind, plan: Sequence[Slice], sensors_of: Sequen
     Chunks hold at most ``chunk_size`` sensors, and fewer when that leaves some of the
     executor's ``parallelism`` idle (the sidecar's rule, ``schedule.chunk_tasks``).
     """
-    total = sum(len(s) for s in sensors_of)
-    size = max(1, min(config.chunk_size, -(-total // max(1, parallelism))))
+    size = chunk_size_for(sum(len(s) for s in sensors_of), config.chunk_size, parallelism)
     specs = []
     for index, (piece, sensors) in enumerate(zip(plan, sensors_of, strict=True)):
         ts_from, ts_to = (piece.train_from, piece.train_to) if kind == RunKind.TRAIN else (piece.train_to, piece.score_to)
@@ -268,17 +260,17 @@ def _execute(executor: Executor, kind: RunKind, specs: list[TaskSpec], progress:
     return executor.run(specs, finished)
 
 
-def run_evaluation(config: EvaluationConfig, plan: Sequence[Slice], sensors: Sequence[Sensor], executor: Executor,
-                   progress: Progress | None = None) -> EvaluationRun:
+def run_evaluation(run_id: str, config: EvaluationConfig, plan: Sequence[Slice], sensors: Sequence[Sensor],
+                   executor: Executor, progress: Progress | None = None) -> EvaluationRun:
     """Train every slice, then score every slice with its own models; the tasks' outcomes in an ``EvaluationRun``.
 
     A slice's scoring covers the sensors its training fitted (the others have no model).
+    ``run_id`` names the tasks' specs (``runs/<run_id>/tasks/...``).
     """
     if not plan:
         raise EvaluationError("nothing to evaluate: the plan has no slice")
     if not sensors:
         raise EvaluationError("nothing to evaluate: no sensors")
-    run_id = f"evaluate-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     sensors = sorted(set(sensors))
     train = _specs(run_id, RunKind.TRAIN, plan, [sensors] * len(plan), config, executor.parallelism)
     train_specs = [spec for _, spec in train]

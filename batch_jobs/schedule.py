@@ -41,6 +41,7 @@ __all__ = [
     "ModelContext",
     "Policy",
     "Work",
+    "chunk_size_for",
     "chunk_tasks",
     "failed_json",
     "failed_sensors",
@@ -192,6 +193,11 @@ def _group(ranges: dict[Sensor, tuple[int | None, int | None]]) -> list[Work]:
     return [Work(tuple(sensors), ts_from, ts_to) for (ts_from, ts_to), sensors in groups.items()]
 
 
+def chunk_size_for(total: int, chunk_size: int, parallelism: int) -> int:
+    """Sensors per task: at most ``chunk_size``, fewer when ``total`` would leave some of ``parallelism`` idle."""
+    return max(1, min(chunk_size, -(-total // max(1, parallelism))))
+
+
 def chunk_tasks(
     run_id: str, kind: RunKind, work: list[Work], policy: Policy, parallelism: int = 1, **spec_fields
 ) -> list[TaskSpec]:
@@ -201,8 +207,7 @@ def chunk_tasks(
     executor's ``parallelism`` (tasks it runs at once) idle: 500 sensors on 2 workers are
     2 tasks of 250, not 1 task of 500 and an idle worker.
     """
-    total = sum(len(group.sensors) for group in work)
-    size = max(1, min(policy.chunk_size, -(-total // max(1, parallelism))))
+    size = chunk_size_for(sum(len(group.sensors) for group in work), policy.chunk_size, parallelism)
     specs = []
     for group in work:
         for lo in range(0, len(group.sensors), size):

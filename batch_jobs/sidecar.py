@@ -143,7 +143,7 @@ class Sidecar:
                 return ModelCatalog(models).with_models(self.config.detector, sensors)
         except ModelStoreError as e:
             now = self.store.database_time()
-            run_id = f"{datetime.fromtimestamp(now / 1e9, UTC):%Y%m%dT%H%M%S}-{RunKind.SCORE}-{uuid.uuid4().hex[:6]}"
+            run_id = _new_run_id(RunKind.SCORE, now)
             detail = {"owner": self.owner, "error": f"listing models: {type(e).__name__}: {e}"}
             self.store.upsert_run(RunRecord(run_id, RunKind.SCORE, RunStatus.FAILED, now, now, detail=json.dumps(detail)))
             raise
@@ -189,7 +189,7 @@ class Sidecar:
 
     def _phase(self, kind: RunKind, work: list[Work], detail: dict) -> Phase:
         started = self.store.database_time()
-        run_id = f"{datetime.fromtimestamp(started / 1e9, UTC):%Y%m%dT%H%M%S}-{kind}-{uuid.uuid4().hex[:6]}"
+        run_id = _new_run_id(kind, started)
         specs = chunk_tasks(
             run_id, kind, work, self.config.policy, self.executor.parallelism, detector=self.config.detector, store=self.config.store_ref,
             model_store=self.config.model_store, window_ns=self.config.window_ns, seed_csv=self.config.seed_csv,
@@ -246,6 +246,11 @@ class Sidecar:
         if not self.store.try_lease(self.config.lease_name, self.owner, self.config.lease_seconds):
             log.warning("lease %r was taken over while this run was in progress", self.config.lease_name)
         self._renewed = time.monotonic()
+
+
+def _new_run_id(kind: RunKind, started: int) -> str:
+    """A run's id: its start (database time, UTC, to the second), its kind and a random suffix."""
+    return f"{datetime.fromtimestamp(started / 1e9, UTC):%Y%m%dT%H%M%S}-{kind}-{uuid.uuid4().hex[:6]}"
 
 
 def serve(sidecar: Sidecar, schedule: Every | Cron, stop: threading.Event,

@@ -44,7 +44,7 @@ from sensorflow.batch_jobs.model_store import ModelStoreError
 from sensorflow.batch_jobs.quality import LabelSpan, QualityReport, UnitCount, evaluate, read_labels
 from sensorflow.batch_jobs.tasks import TaskError
 from sensorflow.records.runs import RunKind
-from sensorflow.records.timeparse import parse_time
+from sensorflow.records.timeparse import format_iso as _iso
 from sensorflow.settings import EvaluateSettings
 from sensorflow.store import Store, StoreError, open_store
 
@@ -84,7 +84,7 @@ def evaluate_command(settings: EvaluateSettings, as_scheduled: bool = False) -> 
             print(f"sensorflow evaluate: {len(sensors):,} sensors, {len(plan)} slice(s), "
                   f"scoring {_iso(plan[0].train_to)} .. {_iso(plan[-1].score_to)}", file=sys.stderr, flush=True)
             with open_executor(settings, environ) as executor:
-                run = run_evaluation(config, plan, sensors, executor, _progress)
+                run = run_evaluation(stamp, config, plan, sensors, executor, _progress)
             flagged = read_evaluation_predictions(store, run, config.prediction_detector, settings.chunk_size)
             report = evaluate(flagged, labels or [], settings.window_ns, run.scored_range, scope=settings.scope,
                               sensors=run.scored_sensors, top=settings.top)
@@ -125,11 +125,11 @@ def _labels(settings: EvaluateSettings) -> list[LabelSpan] | None:
 
 def _plan(settings: EvaluateSettings, store: Store, as_scheduled: bool) -> tuple[list[Slice], list[tuple[str, str]]]:
     """The slices from the settings' times (relative ones against the store's newest window), and the sensors."""
-    span = store.summary()
-    if span.last_window is None or span.first_window is None:
+    sensors = store.sensors_written_since(0)
+    bounds = store.window_bounds(sensors) if sensors else {}  # two index seeks per sensor, no count of all rows
+    if not bounds:
         raise _BadArguments("the store has no windows to evaluate (replay or consume readings first: sensorflow run)")
-    newest, oldest = parse_time(span.last_window), parse_time(span.first_window)
-    assert newest is not None and oldest is not None  # the store's own text
+    oldest, newest = min(first for first, _ in bounds.values()), max(last for _, last in bounds.values())
     train_ns = round(settings.train_seconds * NS)
     try:
         score_to = parse_window_time(settings.score_to, newest)
@@ -142,18 +142,11 @@ def _plan(settings: EvaluateSettings, store: Store, as_scheduled: bool) -> tuple
             plan = explicit_plan(start, train_to, score_to)
     except EvaluationError as e:
         raise _BadArguments(str(e)) from e
-    sensors = store.sensors_written_since(0)
-    if not sensors:
-        raise _BadArguments("the store has no sensors with windows")
     return plan, sensors
 
 
 def _progress(kind: RunKind, done: int, total: int) -> None:
     print(f"sensorflow evaluate: {kind} {done}/{total} tasks", file=sys.stderr, flush=True)
-
-
-def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / NS, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _units(counts: Sequence[UnitCount], key: str, scope: str) -> list[dict[str, Any]]:

@@ -24,7 +24,9 @@ __all__ = [
     "parse_time_array",
     "epoch_to_ns",
     "epoch_array_to_ns",
+    "format_iso",
     "format_ms",
+    "parse_duration",
 ]
 
 NS_PER_S = 1_000_000_000
@@ -225,6 +227,27 @@ def _civil_seconds_ns(chars: np.ndarray) -> np.ndarray | None:
     day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
     days = era * 146_097 + day_of_era - 719_468
     return days * _NS_PER_DAY + (hour * 3600 + minute * 60 + second) * NS_PER_S
+
+
+_DURATION = re.compile(r"(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)?\s*)+")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_UNIT_NS = {"ms": 1_000_000, "s": NS_PER_S, "m": 60 * NS_PER_S, "h": 3600 * NS_PER_S, "d": 86_400 * NS_PER_S}
+
+
+def parse_duration(text: str) -> int:
+    """``90``, ``90s``, ``250ms``, ``30m``, ``1h30m``, ``1.5h``, ``2d`` as ns (a bare number is seconds).
+
+    ValueError ("bad duration ...") for anything else.
+    """
+    parts = _DURATION_PART.findall(text) if _DURATION.fullmatch(text) else []
+    if not parts or (len(parts) > 1 and any(not unit for _, unit in parts)):  # a bare number stands alone
+        raise ValueError(f"bad duration {text!r}: expected a number and a unit ms, s, m, h or d (e.g. 90s, 30m, 1h30m)")
+    return round(sum(float(number) * _UNIT_NS[unit or "s"] for number, unit in parts))
+
+
+def format_iso(ns: int) -> str:
+    """One ns time as ISO-8601 UTC to the millisecond, ``YYYY-MM-DDTHH:MM:SS.fffZ`` (truncated)."""
+    return f"{np.datetime_as_string(np.datetime64(int(ns) // 1_000_000, 'ms'), unit='ms')}Z"
 
 
 def format_ms(ns: np.ndarray) -> list[str]:
