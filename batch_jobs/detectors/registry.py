@@ -45,7 +45,7 @@ def get_detector(name: str, threshold_scale: float = 1.0) -> Detector:
     cls = _entry(name)[0]
     if threshold_scale == 1.0:
         return cls()
-    if not getattr(cls, "scalable", False):
+    if not cls.scalable:
         raise ValueError(f"{name} has a fixed threshold: threshold_scale must be 1.0, got {threshold_scale:g}")
     return cls(threshold_scale=threshold_scale)  # type: ignore[call-arg]
 
