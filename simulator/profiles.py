@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sensorflow.simulator.config import ANOMALY_KINDS, NS_PER_S
-from sensorflow.simulator.signals import SensorParams, clean_values, to_cents
+from sensorflow.simulator.signals import SensorParams, clean_values, cycle_and_drift, to_cents
 
 __all__ = [
     "MIXED_PROFILES",
@@ -158,12 +158,9 @@ def _unit_hash(salt: np.ndarray, block: np.ndarray) -> np.ndarray:
 
 def _slow(p: ProfileParams, sensor: np.ndarray, ns: np.ndarray, start_ns: int) -> np.ndarray:
     """Level + cycle + drift of daily, quantized and heavy sensors (no noise)."""
-    cycle_fraction = (ns % p.period_ns).astype(np.float64) / p.period_ns
-    periods = (ns - start_ns).astype(np.float64) / p.period_ns
-    return (
-        p.level[sensor]
-        + p.amplitude[sensor] * np.sin(2 * np.pi * cycle_fraction + p.phase[sensor])
-        + p.drift_per_period[sensor] * periods
+    return cycle_and_drift(
+        p.level[sensor], p.amplitude[sensor], p.phase[sensor], p.drift_per_period[sensor], ns, start_ns, p.period_ns,
+        p.period_ns,
     )
 
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sensorflow.simulator.config import NS_PER_DAY
+
 __all__ = ["SEED_TAG_RANGES", "SensorParams", "clean_values", "sensor_params", "tag_range"]
 
 # Per-tag uniform ranges of the original simulator (tag1..tag5).
 SEED_TAG_RANGES: tuple[tuple[float, float], ...] = ((10, 15), (30, 40), (60, 65), (80, 85), (100, 110))
-
-NS_PER_DAY = 86400 * 1_000_000_000
 
 
 def tag_range(tag_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,16 +66,27 @@ def sensor_params(rng: np.random.Generator, sensors: int, tags: int) -> SensorPa
     )
 
 
-def baseline(
-    params: SensorParams, sensor: np.ndarray, ns: np.ndarray, start_ns: int, period_ns: int = NS_PER_DAY
+def cycle_and_drift(
+    level: np.ndarray,
+    amplitude: np.ndarray,
+    phase: np.ndarray,
+    drift: np.ndarray,
+    ns: np.ndarray,
+    start_ns: int,
+    period_ns: int,
+    drift_unit_ns: int,
 ) -> np.ndarray:
-    """The noise-free realistic signal: level + cycle of `period_ns` (a day) + drift since `start_ns`."""
+    """level + a sine cycle of `period_ns` + `drift` per `drift_unit_ns` since `start_ns` (no noise)."""
     cycle_fraction = (ns % period_ns).astype(np.float64) / period_ns
-    days_since_start = (ns - start_ns).astype(np.float64) / NS_PER_DAY
-    return (
-        params.level[sensor]
-        + params.daily_amplitude[sensor] * np.sin(2 * np.pi * cycle_fraction + params.phase[sensor])
-        + params.drift_per_day[sensor] * days_since_start
+    units_since_start = (ns - start_ns).astype(np.float64) / drift_unit_ns
+    return level + amplitude * np.sin(2 * np.pi * cycle_fraction + phase) + drift * units_since_start
+
+
+def baseline(params: SensorParams, sensor: np.ndarray, ns: np.ndarray, start_ns: int, period_ns: int) -> np.ndarray:
+    """The noise-free realistic signal: level + cycle of `period_ns` + drift per day since `start_ns`."""
+    return cycle_and_drift(
+        params.level[sensor], params.daily_amplitude[sensor], params.phase[sensor], params.drift_per_day[sensor],
+        ns, start_ns, period_ns, NS_PER_DAY,
     )
 
 
@@ -91,7 +102,7 @@ def clean_values(
     sensor: np.ndarray,
     ns: np.ndarray,
     start_ns: int,
-    period_ns: int = NS_PER_DAY,
+    period_ns: int,
 ) -> np.ndarray:
     """Values in cents of readings `(sensor, ns)` without anomalies (`uniform` or `realistic`)."""
     if kind == "uniform":
