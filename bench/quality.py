@@ -40,11 +40,13 @@ Data sets
     event recall x window precision (batch_jobs/quality.py), not SKAB's
     per-point F1 of its leaderboard.
     The files have different lengths and evaluate scores every sensor up to
-    the one global newest window, so a detector that scores missing slots
-    (dropouts) sees a short file's end as a dropout: the column "after end"
-    counts the device flagged windows after that device's last reading (read
-    from the store), and "P w/o" / "F1 w/o" are precision and F1 without them
-    (shown for diagnosis; targets use evaluate's own figures).
+    the one global newest window, so a detector that judges every missing
+    slot after a sensor's newest window as a gap sees a short file's end as a
+    dropout (robust-window does; calibrated does not since 641db88): the
+    column "after end" counts the device flagged windows after that device's
+    last reading (read from the store), and "P w/o" / "F1 w/o" are precision
+    and F1 without them (shown for diagnosis; targets use evaluate's own
+    figures).
 
 Detectors: the default (calibrated), seed-ocsvm, mad-z and robust-window
 (the old default). One table per data set and, last, one JSON line:
@@ -63,7 +65,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,22 +74,18 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import skab  # noqa: E402  (bench/skab.py)
 
+from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR  # noqa: E402
+from sensorflow.records.timeparse import NS_PER_S  # noqa: E402
+from sensorflow.simulator.timefmt import format_enqueued_time  # noqa: E402
+
 SENSORFLOW = [sys.executable, "-m", "sensorflow"]
 DETECTORS = ("calibrated", "seed-ocsvm", "mad-z", "robust-window")
-START = datetime(2026, 3, 2, 6, tzinfo=UTC)
+START_NS = 1_772_431_200 * NS_PER_S  # 2026-03-02T06:00:00Z
 SIM_TARGET = {"recall": 0.95, "false_flags_per_sensor_day": 1.0}
 SKAB_TARGET = {"f1": 0.85, "precision": 0.80}
 FIGURES = ("recall", "precision", "f1", "event_precision", "false_flags_per_sensor_day", "episodes_per_sensor_day",
            "flagged_windows", "false_flag_windows", "false_flag_episodes", "labelled", "found", "sensors", "units",
            "scored_windows", "skipped_sensors", "failed_sensors", "recall_by_kind")
-
-
-def default_detector() -> str:
-    try:
-        from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR
-    except ImportError:
-        return "calibrated"
-    return DEFAULT_DETECTOR
 
 
 class StepFailed(RuntimeError):
@@ -117,8 +114,9 @@ def _text(data: Any) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+def _at_hours(hours: float) -> str:
+    """START + ``hours``, as ISO 8601 text."""
+    return format_enqueued_time(START_NS + round(hours * 3600 * NS_PER_S))
 
 
 def evaluate_detector(name: str, detector: str, store: Path, labels: Path, scope: str, window_s: float,
@@ -148,7 +146,7 @@ def simulate_case(case: str, args: argparse.Namespace, work: Path, detectors: li
     hours = args.train_hours + args.score_hours
     argv = [*SENSORFLOW, "simulate", "--out", str(rec), "--force", "--profile", "fleet",
             "--devices", str(args.devices), "--tags", str(args.tags), "--duration", f"{round(hours * 3600)}s",
-            "--start", _iso(START), "--seed", str(args.seed), "--anomaly-rate", f"{args.rate:g}",
+            "--start", _at_hours(0), "--seed", str(args.seed), "--anomaly-rate", f"{args.rate:g}",
             "--window", "5s", "--train-range", f"{args.train_hours / hours:.6f}"]
     if case == "mixed":
         argv += ["--signal", "mixed", "--period", args.period, "--train-anomalies", f"{args.train_anomalies:g}"]
@@ -161,8 +159,8 @@ def simulate_case(case: str, args: argparse.Namespace, work: Path, detectors: li
     if not args.keep:
         shutil.rmtree(rec)  # ~1 GB of JSON lines per case; the store holds what evaluate needs
     sensors = args.devices * args.tags
-    train = (_iso(START), _iso(START + timedelta(hours=args.train_hours)))
-    score_to = _iso(START + timedelta(hours=hours))
+    train = (_at_hours(0), _at_hours(args.train_hours))
+    score_to = _at_hours(hours)
     print(f"\n== simulator: {case} ({sensors} sensors x {hours:g} h, {summary['readings']:,} readings, "
           f"{summary['labels']:,} labels; train {args.train_hours:g} h, score {args.score_hours:g} h; "
           f"simulate {sim_s:.1f} s, sensorflow run {run_s:.1f} s) ==", flush=True)
@@ -195,7 +193,7 @@ def skab_part(args: argparse.Namespace, work: Path, detectors: list[str]) -> dic
     _, run_s = step("run-skab", [*SENSORFLOW, "run", "--source", str(rec), "--store", f"sqlite:///{store}",
                                  "--window-seconds", "1", "--progress-seconds", "0"], directory, args.timeout)
     print(f"\n== SKAB ({root}): {len(done.devices)} devices, {done.tags} sensors, {done.readings:,} readings, "
-          f"{done.labels} labels, 1 s windows; train ({done.train_from}, {done.train_to}], score to the newest "
+          f"{done.labels} labels, 1 s windows; train ({skab.TRAIN_FROM}, {skab.TRAIN_TO}], score to the newest "
           f"window; scope device; convert {convert_s:.1f} s, sensorflow run {run_s:.1f} s ==", flush=True)
     for label in done.labels_in_training:
         print(f"   note: label starts inside the training range: {label}")
@@ -205,8 +203,8 @@ def skab_part(args: argparse.Namespace, work: Path, detectors: list[str]) -> dic
     for detector in detectors:
         try:
             figures = evaluate_detector("skab", detector, store, done.labels_path, "device", 1,
-                                        (done.train_from, done.train_to), None, directory, args.timeout)
-            figures.update(_after_end(store, detector, done.train_to))
+                                        (skab.TRAIN_FROM, skab.TRAIN_TO), None, directory, args.timeout)
+            figures.update(_after_end(store, detector))
             results[detector] = figures
         except (StepFailed, sqlite3.Error) as e:
             print(str(e), file=sys.stderr, flush=True)
@@ -215,16 +213,14 @@ def skab_part(args: argparse.Namespace, work: Path, detectors: list[str]) -> dic
     return results
 
 
-def _after_end(store: Path, detector: str, train_to: str) -> dict[str, Any]:
-    """Device flagged windows after the device's last reading, and precision/F1 without them."""
-    to = train_to.replace("T", " ").replace("Z", "")
-    to = to if "." in to else to + ".000"
+def _after_end(store: Path, detector: str) -> dict[str, Any]:
+    """Device flagged windows after the device's last reading (predictions cover the scored range only)."""
     with sqlite3.connect(store) as db:
         (after,) = db.execute(
             """WITH last AS (SELECT Device, max(TS) AS t FROM SensorValues GROUP BY Device)
                SELECT count(*) FROM (SELECT DISTINCT p.Device, p.TS FROM Predictions p JOIN last l ON p.Device = l.Device
-                                      WHERE p.Detector = ? AND p.IsAnomaly AND p.TS > l.t AND p.TS > ?)""",
-            (f"eval:{detector}", to),
+                                      WHERE p.Detector = ? AND p.IsAnomaly AND p.TS > l.t)""",
+            (f"eval:{detector}",),
         ).fetchone()
     return {"flagged_after_end": after}
 
@@ -327,9 +323,12 @@ def main() -> int:
     args = parser.parse_args()
     args.devices = args.devices or (10 if args.fast else 50)
     args.score_hours = args.score_hours or (1.0 if args.fast else 3.0)
-    default = default_detector()
+    default = DEFAULT_DETECTOR
     detectors = list(dict.fromkeys(args.detectors.split(","))) if args.detectors else \
         list(dict.fromkeys([default, *DETECTORS]))
+    cases = [c for c in args.cases.split(",") if c]
+    if unknown := [c for c in cases if c not in ("fleet", "mixed")]:
+        parser.error(f"unknown case(s): {', '.join(unknown)}")
     if args.keep:
         if args.keep.resolve().is_relative_to(REPO):
             parser.error("--keep must be outside the repository (SKAB is GPL data)")
@@ -342,9 +341,7 @@ def main() -> int:
     sim: dict[str, Any] = {}
     skab_results: dict[str, Any] | None = None
     try:
-        for case in [c for c in args.cases.split(",") if c]:
-            if case not in ("fleet", "mixed"):
-                parser.error(f"unknown case {case!r}")
+        for case in cases:
             try:
                 sim[case] = simulate_case(case, args, work, detectors)
             except StepFailed as e:

@@ -20,9 +20,10 @@ The protocol, as a fleet:
 - contiguous runs of ``anomaly = 1`` rows are one label each:
   ``{"device", "tag": "*", "kind": "skab-<folder>", "start": first anomalous
   row, "end": the row after the last anomalous one}`` (the last row + 1 s when
-  the run reaches the end of the file), times after the shift;
+  the run reaches the end of the file), times after the shift, written by
+  the simulator's ``write_labels``;
 - raw JSON lines in the seed's reading format,
-  ``{"TS": "2026-01-01T00:00:07Z", "Device": "valve1/3", "Tag": "Current", "Value": 1.35}``,
+  ``{"TS": "2026-01-01T00:00:07.0000000Z", "Device": "valve1/3", "Tag": "Current", "Value": 1.35}``,
   one partition file per CSV, each in time order (the watermark of a
   partition is its own: files of different lengths do not make each other's
   readings late).
@@ -46,13 +47,18 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sensorflow.records.timeparse import NS_PER_S, parse_time
+from sensorflow.simulator.anomalies import Label, write_labels
+from sensorflow.simulator.timefmt import format_enqueued_time, format_ts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SKAB = REPO.parent / "shared" / "data" / "skab"
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T0_NS = 1_767_225_600 * NS_PER_S  # 2026-01-01T00:00:00Z
 TRAIN_WINDOWS = 400
+TRAIN_FROM = format_enqueued_time(T0_NS)
+TRAIN_TO = format_enqueued_time(T0_NS + TRAIN_WINDOWS * NS_PER_S)
 FOLDERS = ("valve1", "valve2", "other")
 FREE = "anomaly-free"
 HOW_TO_GET = (
@@ -74,15 +80,6 @@ class Converted:
     readings: int = 0
     labels: int = 0
     labels_in_training: list[str] = field(default_factory=list)  # labels starting inside the training range
-    newest: datetime = T0  # the newest reading's time
-
-    @property
-    def train_from(self) -> str:
-        return _iso(T0)
-
-    @property
-    def train_to(self) -> str:
-        return _iso(T0 + timedelta(seconds=TRAIN_WINDOWS))
 
 
 def skab_files(root: Path, include_free: bool = False) -> list[Path]:
@@ -92,11 +89,6 @@ def skab_files(root: Path, include_free: bool = False) -> list[Path]:
     for folder in folders:
         files += sorted((root / folder).glob("*.csv"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem))
     return files
-
-
-def _iso(moment: datetime) -> str:
-    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
-    return text.replace("+00:00", "Z")
 
 
 def _number(cell: str) -> float | None:
@@ -114,8 +106,8 @@ def convert(root: Path, out: Path, include_free: bool = False) -> Converted:
         raise FileNotFoundError(f"no SKAB CSV files under {root}")
     out.mkdir(parents=True, exist_ok=True)
     result = Converted(out, out / "labels.json")
-    labels: list[dict[str, str]] = []
-    train_end = T0 + timedelta(seconds=TRAIN_WINDOWS)
+    labels: list[Label] = []
+    train_end = T0_NS + TRAIN_WINDOWS * NS_PER_S
     for n, path in enumerate(files):
         device = f"{path.parent.name}/{path.stem}"
         result.devices.append(device)
@@ -127,37 +119,36 @@ def convert(root: Path, out: Path, include_free: bool = False) -> Converted:
         skip = {"datetime", "anomaly", "changepoint"}
         tags = [(i, name) for i, name in enumerate(header) if name not in skip]
         result.tags += len(tags)
-        stamps = [datetime.fromisoformat(r[time_col]).replace(tzinfo=UTC) for r in body]
-        order = sorted(range(len(body)), key=stamps.__getitem__)  # time order (SKAB's files already are)
-        shift = T0 - stamps[order[0]]
-        assert shift.microseconds == 0, f"{path}: first timestamp not on a whole second"
+        timed = sorted(((parse_time(r[time_col]), r) for r in body), key=lambda t: t[0])  # SKAB's files already are
+        first = timed[0][0]
+        assert first % NS_PER_S == 0, f"{path}: first timestamp not on a whole second"
+        stamps = [ns - first + T0_NS for ns, _ in timed]  # shifted to start at T0
+        body = [r for _, r in timed]
         lines = []
-        for i in order:
-            ts = json.dumps(_iso(stamps[i] + shift))
+        for row, ns in zip(body, stamps):
+            ts = json.dumps(format_ts(ns))
             for col, tag in tags:
-                value = _number(body[i][col])
+                value = _number(row[col])
                 if value is not None:
                     lines.append(f'{{"TS": {ts}, "Device": {json.dumps(device)}, "Tag": {json.dumps(tag)}, "Value": {value!r}}}\n')
         result.readings += len(lines)
         (out / f"partition-{n}.jsonl").write_text("".join(lines), encoding="utf-8")
-        result.newest = max(result.newest, stamps[order[-1]] + shift)
         if label_col is None:
             continue
-        flags = [(_number(body[i][label_col]) or 0.0) >= 0.5 for i in order]
+        flags = [(_number(row[label_col]) or 0.0) >= 0.5 for row in body]
         start = None
         for k, flag in enumerate([*flags, False]):
             if flag and start is None:
                 start = k
             elif not flag and start is not None:
-                begin = stamps[order[start]] + shift
-                end = stamps[order[k]] + shift if k < len(order) else stamps[order[-1]] + shift + timedelta(seconds=1)
-                labels.append({"device": device, "tag": "*", "kind": f"skab-{path.parent.name}",
-                               "start": _iso(begin), "end": _iso(end)})
-                if begin < train_end:
-                    result.labels_in_training.append(f"{device} {_iso(begin)}")
+                end = stamps[k] if k < len(stamps) else stamps[-1] + NS_PER_S
+                labels.append(Label(device, "*", f"skab-{path.parent.name}",
+                                    format_enqueued_time(stamps[start]), format_enqueued_time(end)))
+                if stamps[start] < train_end:
+                    result.labels_in_training.append(f"{device} {labels[-1].start}")
                 start = None
     result.labels = len(labels)
-    result.labels_path.write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+    write_labels(result.labels_path, labels)
     return result
 
 
@@ -175,7 +166,7 @@ def main() -> int:
         return 2
     done = convert(args.skab, args.out, args.include_free)
     print(f"{len(done.devices)} devices, {done.tags} sensors, {done.readings:,} readings, {done.labels} labels "
-          f"-> {done.directory}; train (T0, T0+{TRAIN_WINDOWS} s] = ({done.train_from}, {done.train_to}]")
+          f"-> {done.directory}; train (T0, T0+{TRAIN_WINDOWS} s] = ({TRAIN_FROM}, {TRAIN_TO}]")
     for label in done.labels_in_training:
         print(f"  label starting inside the training range: {label}")
     return 0
