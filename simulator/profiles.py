@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -65,6 +66,8 @@ class ProfileParams:
     `high` when on; counts burst at `high` events per reading. `block_ns`,
     `duty` and `salt` drive the hashed on/off cycles and burst blocks; `rate`
     is a count sensor's normal rate, `dof` a heavy sensor's degrees of freedom.
+    A fleet of one seed signal (`uniform`, `realistic`) reads only `code`
+    and `period_ns`; its other arrays are read-only zero views.
     """
 
     code: np.ndarray
@@ -87,6 +90,11 @@ class ProfileParams:
     def sensors(self) -> int:
         return int(self.code.shape[0])
 
+    @cached_property
+    def present(self) -> tuple[int, ...]:
+        """The profile codes the fleet uses, ascending (found once per run, not per chunk)."""
+        return tuple(np.unique(self.code).tolist())
+
     def names(self) -> list[str]:
         """The profile name of each sensor."""
         return [PROFILE_NAMES[c] for c in self.code.tolist()]
@@ -96,9 +104,12 @@ def sensor_profiles(kind: str, rng: np.random.Generator, params: SensorParams, p
     """Draw the profile of each sensor and its constants; `params` gives the tag ranges.
 
     Every constant is drawn for every sensor in a fixed order, so a sensor's
-    constants depend only on the seed, its index and its profile.
+    constants depend only on the seed, its index and its profile. A fleet of
+    one seed signal needs none of them and draws nothing.
     """
     sensors = params.level.shape[0]
+    if kind in ("uniform", "realistic"):
+        return _one_seed_signal(kind, sensors, period_ns)
     width = params.scale
     if kind == "mixed":
         code = np.array([CODE[p] for p in MIXED_PROFILES], dtype=np.int8)[rng.permutation(sensors) % 5]
@@ -142,6 +153,20 @@ def sensor_profiles(kind: str, rng: np.random.Generator, params: SensorParams, p
         salt=(u[9] * 2.0**63).astype(np.uint64),
         rate=np.where(is_counts, 0.01 + 0.11 * u[10], 0.0),
         dof=_T_DOF[np.minimum((u[11] * 3).astype(np.int64), 2)],
+    )
+
+
+def _one_seed_signal(kind: str, sensors: int, period_ns: int) -> ProfileParams:
+    """Profiles of a fleet that is all `kind`: zero views that take no memory (~100 MB at a million sensors)."""
+
+    def zeros(dtype: type) -> np.ndarray:
+        return np.broadcast_to(np.zeros(1, dtype=dtype), (sensors,))
+
+    none = zeros(np.float64)
+    return ProfileParams(
+        code=np.broadcast_to(CODE[kind], (sensors,)), period_ns=period_ns, level=none, amplitude=none, phase=none,
+        drift_per_period=none, noise=none, step=none, two_level=zeros(bool), high=none, block_ns=zeros(np.int64),
+        duty=none, salt=zeros(np.uint64), rate=none, dof=none,
     )
 
 
@@ -228,12 +253,11 @@ def profile_values(
     One profile for the whole fleet draws exactly what `signals.clean_values`
     draws for it, so `uniform` and `realistic` runs are unchanged.
     """
-    present = np.unique(p.code)
-    if present.shape[0] == 1:
-        return _VALUES[int(present[0])](p, params, rng, sensor, ns, start_ns)
+    if len(p.present) == 1:
+        return _VALUES[p.present[0]](p, params, rng, sensor, ns, start_ns)
     code = p.code[sensor]
     cents = np.empty(sensor.shape[0], dtype=np.int64)
-    for profile in present.tolist():
+    for profile in p.present:
         rows = np.flatnonzero(code == profile)
         cents[rows] = _VALUES[profile](p, params, rng, sensor[rows], ns[rows], start_ns)
     return cents
