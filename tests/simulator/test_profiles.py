@@ -9,14 +9,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from sensorflow.simulator import (
-    AnomalySpec,
-    FleetSpec,
-    SignalSpec,
-    SimulatorConfig,
-    TimingSpec,
-    write_jsonl_recording,
-)
+from sensorflow.simulator import AnomalySpec, FleetSpec, SignalSpec, SimulatorConfig, TimingSpec, write_jsonl_recording
 from sensorflow.simulator.anomalies import KIND_INDEX, AnomalyPlan
 from sensorflow.simulator.profiles import MIXED_PROFILES, PROFILE_NAMES
 from sensorflow.simulator.readings import RunModel, generate_readings, run_model
