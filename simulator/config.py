@@ -6,10 +6,11 @@ included) gives byte-identical recordings.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
+
+from sensorflow.records.timeparse import parse_duration  # the simulator's --duration, --period, ... (re-exported)
 
 __all__ = [
     "ANOMALY_KINDS",
@@ -217,19 +218,6 @@ class SimulatorConfig:
     @property
     def readings_per_step(self) -> int:
         return self.fleet.sensors if self.timing.sampling == "every_sensor" else 1
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_NS = {"ms": 1_000_000, "s": NS_PER_S, "m": 60 * NS_PER_S, "h": 3600 * NS_PER_S, "d": 86400 * NS_PER_S}
-
-
-def parse_duration(text: str) -> int:
-    """Parse `90`, `90s`, `15m`, `2h`, `1d` or `250ms` into nanoseconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 1d")
-    number, unit = match.groups()
-    return round(float(number) * _UNIT_NS[unit or "s"])
 
 
 def parse_start(text: str, now_ns: int) -> int:
