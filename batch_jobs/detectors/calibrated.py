@@ -56,7 +56,7 @@ from sensorflow.batch_jobs.detectors.base import (
     scalars_from_arrays,
     scalars_to_arrays,
 )
-from sensorflow.batch_jobs.detectors.robust_window import _gaps, _repeats, _stuck_runs, _upper_quantile
+from sensorflow.batch_jobs.detectors.features import gap_runs, repeats, stuck_runs, upper_quantile
 
 __all__ = ["FEATURES", "Calibrated", "CalibratedModel", "Calibration", "Limits"]
 
@@ -187,14 +187,14 @@ def _limit(scores: np.ndarray, margin: float, cap: float, floor: float) -> float
         return margin * floor if floor > 0 else _NEVER
     top = float(finite.max())
     if finite.shape[0] >= 20:
-        q50, q99 = _upper_quantile(finite, 0.5), _upper_quantile(finite, 0.99)
+        q50, q99 = upper_quantile(finite, 0.5), upper_quantile(finite, 0.99)
         top = min(top, q99 + cap * (q99 - q50))
     return margin * max(top, floor)
 
 
-def _stuck_limit(repeats: np.ndarray, runs: np.ndarray, c: Calibration) -> float:
+def _stuck_limit(repeated: np.ndarray, runs: np.ndarray, c: Calibration) -> float:
     """Repeats in a run that make it stuck: past the training's longest runs, never for a sensor that repeats itself in most windows."""
-    if np.count_nonzero(repeats) * 2 >= repeats.shape[0]:
+    if np.count_nonzero(repeated) * 2 >= repeated.shape[0]:
         return _NEVER  # coarse quantization: repeating is what this sensor does
     return _limit(runs[runs > 0], c.stuck, c.tail_cap, c.stuck_min)
 
@@ -257,7 +257,7 @@ class CalibratedModel(Model):
         present = np.flatnonzero(full.count > 0)
         if present.shape[0] == 0:
             return full, evidence
-        gaps = _gaps(full.count)
+        gaps = gap_runs(full.count)
         gaps[present[-1] + 1:] = 0.0  # after the newest window: not arrived yet, or gone; scored once it reports again
         evidence[_ROW["gap"]] = gaps / s.gap_limit
         v, count = full.value[present], full.count[present]
@@ -269,7 +269,7 @@ class CalibratedModel(Model):
             "trend": _trend_errors(series, c.trend_windows, s.level)[skip:] / s.trend_limit,
             "shift": _shifts(series, c.shift_windows, c.shift_lag, s.level)[skip:] / s.shift_limit,
             "spread": spread / s.spread_limit,
-            "stuck": _stuck_runs(v, spread, count) / s.stuck_limit,
+            "stuck": stuck_runs(v, spread, count) / s.stuck_limit,
             "low_count": s.low_count_rare * (count <= c.low_count * s.count_median),
         }
         for name, values in of_present.items():
@@ -315,8 +315,8 @@ class Calibrated(Detector):
         level = float(np.median(v))
         # A constant training range has no step to learn from: one part in a million of its level, at least.
         step = quantum or max(1e-9, 1e-6 * float(np.abs(v).max()))
-        repeats = _repeats(v, spread, count)[0]
-        stuck_runs = _stuck_runs(v, spread, count)
+        repeated = repeats(v, spread, count)[0]
+        runs = stuck_runs(v, spread, count)
         slots = windows.slot_ends().shape[0]
         gap_before = np.diff(np.r_[windows.range_from, ts]) // windows.window_ns - 1
         count_median = float(np.median(count))
@@ -325,12 +325,12 @@ class Calibrated(Detector):
             trend_limit=_limit(_trend_errors(v, c.trend_windows, level), c.trend, c.tail_cap, step),
             shift_limit=_limit(_shifts(v, c.shift_windows, c.shift_lag, level), c.shift, c.tail_cap, step),
             spread_limit=_limit(spread[count >= 2], c.spread, c.tail_cap, step),
-            stuck_limit=_stuck_limit(repeats, stuck_runs, c),
+            stuck_limit=_stuck_limit(repeated, runs, c),
             gap_limit=_limit(gap_before.astype(np.float64), c.gap, c.tail_cap, c.gap_min),
             count_median=count_median,
             low_count_rare=float(np.mean(count <= c.low_count * count_median) < 0.01),
             train_missing_share=1.0 - v.shape[0] / slots if slots else 0.0,
-            train_stuck_share=float(stuck_runs.max(initial=0.0)) / max(float(count.sum()), 1.0),
+            train_stuck_share=float(runs.max(initial=0.0)) / max(float(count.sum()), 1.0),
         )
         tail = slice(max(0, v.shape[0] - c.history), None)
         return CalibratedModel(limits, c, ts[tail].copy(), v[tail].copy())

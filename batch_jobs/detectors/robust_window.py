@@ -45,6 +45,7 @@ from sensorflow.batch_jobs.detectors.base import (
     scalars_from_arrays,
     scalars_to_arrays,
 )
+from sensorflow.batch_jobs.detectors.features import gap_runs, repeats, stuck_runs, upper_quantile
 
 __all__ = ["FEATURES", "FittedStats", "RobustWindow", "RobustWindowModel", "Thresholds"]
 
@@ -116,12 +117,6 @@ def _median(x: np.ndarray) -> float:
     return 0.5 * float(parted[half - 1] + parted[half])
 
 
-def _upper_quantile(x: np.ndarray, q: float) -> float:
-    """The ``q`` quantile (lower order statistic) of a non-empty 1-D array."""
-    at = int(q * (x.shape[0] - 1))
-    return float(np.partition(x, at)[at])
-
-
 def _robust_sd(deviation: np.ndarray) -> float:
     """1.4826 x the median of absolute deviations (0 for none)."""
     return _MAD_TO_SD * _median(deviation) if deviation.shape[0] else 0.0
@@ -157,44 +152,16 @@ def _departure(away: np.ndarray, reference: np.ndarray, level: float) -> np.ndar
     return away - np.abs(reference - level)
 
 
-def _repeats(values: np.ndarray, spread: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per window: readings repeating the previous one exactly, and whether it continues a flat run.
-
-    A flat window (``max == min``) of ``count`` readings holds ``count - 1``
-    repeats, plus one if the previous window was flat at the same value.
-    """
-    flat = spread == 0
-    link = np.zeros(values.shape[0], dtype=bool)
-    link[1:] = flat[1:] & flat[:-1] & (values[1:] == values[:-1])
-    return np.where(flat, count - 1, 0).astype(np.float64) + link, link
-
-
-def _stuck_runs(values: np.ndarray, spread: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Per window: the repeats of the whole run of flat windows it belongs to (0 if the window is not flat)."""
-    repeats, link = _repeats(values, spread, count)
-    run = np.cumsum(~link) - 1
-    return np.where(spread == 0, np.bincount(run, weights=repeats)[run], 0.0)
-
-
-def _gaps(count: np.ndarray) -> np.ndarray:
-    """Per slot: the length of the run of missing slots it belongs to (0 for slots with readings)."""
-    missing = count == 0
-    if not missing.any():
-        return np.zeros(count.shape[0])
-    run = np.cumsum(np.r_[True, missing[1:] != missing[:-1]]) - 1
-    return np.where(missing, np.bincount(run)[run], 0).astype(np.float64)
-
-
-def _stuck_limit(repeats: np.ndarray, stuck_min: float) -> float:
+def _stuck_limit(repeated: np.ndarray, stuck_min: float) -> float:
     """Repeats in a run that make it stuck: few unless repeats are common for the sensor.
 
     Learned from single windows, not runs, so one stuck stretch in the
     training range does not teach that stuck is normal; a sensor repeating
     itself in most windows (coarse quantization) is never called stuck.
     """
-    if np.count_nonzero(repeats) * 2 >= repeats.shape[0]:
+    if np.count_nonzero(repeated) * 2 >= repeated.shape[0]:
         return _NEVER
-    return max(stuck_min, 3.0 * _upper_quantile(repeats, 0.95))
+    return max(stuck_min, 3.0 * upper_quantile(repeated, 0.95))
 
 
 class RobustWindowModel(Model):
@@ -221,7 +188,7 @@ class RobustWindowModel(Model):
         s, t = self.stats, self.thresholds
         full = windows.with_missing_slots()
         evidence = np.zeros((len(FEATURES), full.ts.shape[0]))
-        evidence[_ROW["gap"]] = _gaps(full.count) / s.gap_limit
+        evidence[_ROW["gap"]] = gap_runs(full.count) / s.gap_limit
         present = np.flatnonzero(full.count > 0)
         if present.shape[0] == 0:
             return full, evidence
@@ -238,7 +205,7 @@ class RobustWindowModel(Model):
             "jump": _departure(away, recent, s.level) / s.jump_limit,
             "trend": _departure(away, earlier, s.level) / s.trend_limit,
             "spread": (spread - s.spread_median) / s.spread_limit,
-            "stuck": _stuck_runs(v, spread, count) / s.stuck_limit,
+            "stuck": stuck_runs(v, spread, count) / s.stuck_limit,
             "low_count": s.low_count_rare * (count <= t.low_count * s.count_median),
         }
         for name, values in of_present.items():
@@ -284,7 +251,7 @@ class RobustWindow(Detector):
         spread_median = _median(multi) if multi.shape[0] else 0.0
         gap_before = np.diff(np.r_[windows.range_from, ts]) // windows.window_ns - 1
         count_median = _median(count)
-        low, high = _upper_quantile(v, 0.01), _upper_quantile(v, 0.99)
+        low, high = upper_quantile(v, 0.01), upper_quantile(v, 0.99)
         level_sd = _robust_sd(np.abs(v - level))
         third = v.shape[0] // 3
         moving = abs(_median(v[-third:]) - _median(v[:third])) > 0.25 * (high - low)
@@ -304,7 +271,7 @@ class RobustWindow(Detector):
             spread_limit=t.spread * max(_robust_sd(np.abs(multi - spread_median)), jump_sd),
             count_median=count_median,
             low_count_rare=float(np.mean(count <= t.low_count * count_median) < 0.01),
-            stuck_limit=_stuck_limit(_repeats(v, spread, count)[0], t.stuck_min),
-            gap_limit=max(t.gap_min, 1.0 + 3.0 * _upper_quantile(gap_before, 0.99)),
+            stuck_limit=_stuck_limit(repeats(v, spread, count)[0], t.stuck_min),
+            gap_limit=max(t.gap_min, 1.0 + 3.0 * upper_quantile(gap_before, 0.99)),
         )
         return RobustWindowModel(stats, t)
