@@ -84,10 +84,10 @@ class Calibration:
     trend_windows: int = 20
     shift_windows: int = 5
     shift_lag: int = 20
-    trend: float = 1.2
-    shift: float = 2.0
-    spread: float = 1.5
-    stuck: float = 2.0
+    trend: float = 1.5
+    shift: float = 2.5
+    spread: float = 2.0
+    stuck: float = 2.5
     gap: float = 3.0
     tail_cap: float = 6.0
     bridge: int = 3
