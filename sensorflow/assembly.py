@@ -19,6 +19,7 @@ from sensorflow.ingest.decode import DecodeConfig
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions, parse_starting_position
 from sensorflow.records.timeparse import NS_PER_S
 from sensorflow.settings import ExecutorSettings, RunSettings, SettingsError
+from sensorflow.store import RetryPolicy
 from sensorflow.windowing.cluster import ClusterEnvError, ClusterMember, member_from_env
 from sensorflow.windowing.dataflow import FlowOptions
 from sensorflow.windowing.execution import Execution, Output, RunReport
@@ -37,6 +38,7 @@ __all__ = [
     "flow_options",
     "live_job",
     "open_executor",
+    "output",
     "receive_options",
     "replay_job",
     "run_live",
@@ -79,6 +81,10 @@ def execution(settings: RunSettings) -> Execution:
     )
 
 
+def output(settings: RunSettings) -> Output:
+    return Output(settings.store, settings.writer, RetryPolicy(budget_seconds=settings.store_retry_seconds))
+
+
 def receive_options(settings: RunSettings) -> ReceiveOptions:
     return ReceiveOptions(
         consumer_group=settings.consumer_group,
@@ -93,7 +99,7 @@ def receive_options(settings: RunSettings) -> ReceiveOptions:
 def replay_job(settings: RunSettings) -> ReplayJob:
     return ReplayJob(
         input=ReplayInput(Path(settings.source), settings.block_bytes, settings.replay_speed),
-        output=Output(settings.store, settings.writer),
+        output=output(settings),
         flow=flow_options(settings),
         execution=execution(settings),
     )
@@ -113,7 +119,7 @@ def live_job(settings: RunSettings) -> LiveJob:
             connection_string=settings.eventhub_connection_string,
             fully_qualified_namespace=settings.eventhub_namespace,
         ),
-        output=Output(settings.store, settings.writer),
+        output=output(settings),
         receive=receive_options(settings),
         checkpoints=checkpoints,
         flow=flow_options(settings),

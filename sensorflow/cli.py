@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -226,12 +227,18 @@ def _run(args: argparse.Namespace) -> int:
     from sensorflow.store import StoreError
     from sensorflow.windowing.resume.checkpoints import CheckpointMismatch
     from sensorflow.windowing.state import RecoveryStateError
+    from sensorflow.windowing.writer import WriterError
 
     settings = load_settings(RunSettings, _flags(args, RunSettings), args.config)
     if settings.log_format == "json":  # the flag, SENSORFLOW_LOG_FORMAT or the config file
         from sensorflow.windowing.service import configure_logging
 
         configure_logging(args.log_level, "json")
+    reports = contextlib.ExitStack()
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # Rust's panic reports only at DEBUG
+        from sensorflow.windowing.rust_panics import rust_panics_hidden
+
+        reports.enter_context(rust_panics_hidden())
     try:
         if settings.live:
             from sensorflow.assembly import run_live
@@ -247,15 +254,21 @@ def _run(args: argparse.Namespace) -> int:
 
             report = run_replay(settings)
     except (StoreError, RecordingError) as e:
-        print(f"sensorflow run: {e}", file=sys.stderr)
+        logging.getLogger("sensorflow").debug("run failed", exc_info=e)
+        print(f"sensorflow run: {type(e).__name__ + ': ' if isinstance(e, StoreError) else ''}{e}", file=sys.stderr)
         return 1
     except (BytewaxRuntimeError, OSError, RuntimeError) as e:  # broken infrastructure mid-run
-        root = e
-        while root.__cause__ is not None:
-            root = root.__cause__
+        chain = [e]
+        while chain[-1].__cause__ is not None:
+            chain.append(chain[-1].__cause__)
+        root = chain[-1]
         logging.getLogger("sensorflow").debug("dataflow failed", exc_info=e)
         if isinstance(root, RecoveryStateError):  # a rerun would fail the same way: its own line says what to do
             print(f"sensorflow run: {root}", file=sys.stderr)
+            return 1
+        ours = next((x for x in chain if isinstance(x, (StoreError, WriterError))), None)
+        if ours is not None:  # the store or its writer failed: our own line names the cause (SQLSTATE, signal)
+            print(f"sensorflow run: {type(ours).__name__}: {ours}", file=sys.stderr)
             return 1
         print(
             f"sensorflow run: the dataflow failed: {type(root).__name__}: {root} "
@@ -263,6 +276,8 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        reports.close()
     _print_report(settings, report)
     return 0
 

@@ -48,6 +48,11 @@ class RunSettings(_Settings):
         description="recording file or directory to replay (JSON Lines or Capture Avro), or 'eventhubs' to consume a live Event Hub"
     )
     store: str = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH")
+    store_retry_seconds: float = Field(
+        120.0, ge=0, le=86_400,
+        description="server stores: retry transient errors (lost connection, failover) this long before the run fails; "
+        "outlasts a typical Azure SQL failover (< 60 s, docs/azure-sql.md)",
+    )
     window_seconds: float = Field(5.0, gt=0, le=86_400, description="tumbling window length")
     lateness_seconds: float = Field(5.0, ge=0, le=86_400, description="allowed lateness (ASA's late-arrival tolerance)")
     time_source: Literal["ts", "enqueued"] = Field("ts", description="event time from each reading's TS, or the message's enqueued time")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -12,7 +12,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
-from sensorflow.store import StoreSummary
+from sensorflow.store import RetryPolicy, StoreSummary
 from sensorflow.windowing.stats import RunStats
 
 __all__ = ["Execution", "Output", "RunReport", "execute", "init_recovery_dir", "recovery_config"]
@@ -47,10 +47,12 @@ class Execution:
 
 @dataclass(frozen=True)
 class Output:
-    """Where windows and dead letters go: the store's URL, and whether a writer process writes windows."""
+    """Where windows and dead letters go: the store's URL, whether a writer process writes windows, and how long
+    a server store retries transient errors."""
 
     store: str
     writer: Literal["process", "inline"] = "process"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True)

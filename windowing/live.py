@@ -29,7 +29,7 @@ from typing import TextIO
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.host import ReceiverError, ReceiverHost
 from sensorflow.ingest.eventhubs.source import EventHubsSource
-from sensorflow.store import open_store
+from sensorflow.store import RetryPolicy, open_store
 from sensorflow.windowing.cluster import ClusterMember
 from sensorflow.windowing.dataflow import FlowOptions, build_flow
 from sensorflow.windowing.execution import Execution, Output, RunReport, execute, init_recovery_dir
@@ -122,7 +122,7 @@ def run_live(
         # The receiver process starts first: its start-up overlaps ours.
         host = stack.enter_context(ReceiverHost(connection, options))
         if member is None or member.process_id == 0:  # the others write only once process 0 has joined
-            with open_store(job.output.store) as store:
+            with open_store(job.output.store, job.output.retry) as store:
                 store.create_schema()
         partitions = _partition_ids(host, connection)
         config = job.flow.config(tuple(partitions), execution.total_workers)
@@ -142,8 +142,8 @@ def run_live(
         stop = StopSignal(job.max_runtime_seconds, job.stop_after_idle_seconds, stop_event)
         source = EventHubsSource(connection, options, partitions, starts, board is not None, stop.event, host, cluster)
         stop.attach_activity(lambda: sum(s.received_events for s in list(source.status.values())), source.connected)
-        window_sink = WindowSink(job.output.store, stats, job.output.writer, board.windows if board else None)
-        dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store), stats)
+        window_sink = WindowSink(job.output.store, stats, job.output.writer, board.windows if board else None, job.output.retry)
+        dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store, job.output.retry), stats)
         flow = build_flow(source, config, window_sink, dead_letter_sink, stats, board)
         checkpointer = None
         if checkpoints is not None:
@@ -160,6 +160,7 @@ def run_live(
                 execute(flow, execution, member.process_id, list(member.addresses))
             else:
                 execute(flow, execution)
+        window_sink.raise_failure()  # the flow may end without raising a failure of its last writes
         if checkpointer is not None:  # the flow ended: everything read is processed and committed
             checkpointer.stop()
             if not cluster:  # in a cluster, the other processes may still be finishing: the sources sent their last durable positions
@@ -168,7 +169,7 @@ def run_live(
                         board.source_durable(partition, position)
             checkpointer.flush()
         log.info("stopped (%s)", stop.reason or "input ended")
-    with open_store(job.output.store) as store:
+    with open_store(job.output.store, job.output.retry) as store:
         summary = store.summary()
     return RunReport(len(partitions), stats, summary)
 
@@ -197,6 +198,9 @@ def _board_figures(board: ResumeBoard | None, checkpointer: Checkpointer | None)
     }
 
 
+_PROBE = RetryPolicy(budget_seconds=0)
+
+
 class _Health:
     """/readyz: receivers connected, store answering, checkpoints written."""
 
@@ -212,7 +216,7 @@ class _Health:
         if self._checkpointer is not None and not self._checkpointer.healthy:
             return False, f"checkpoint writes failing ({self._checkpointer.failures} in a row)"
         try:
-            with open_store(self._store_url) as store:
+            with open_store(self._store_url, _PROBE) as store:  # a probe answers now: no retries
                 store.database_time()
         except Exception as e:  # any failure to answer means not ready; the reason is shown
             return False, f"store not answering: {type(e).__name__}"

@@ -56,7 +56,7 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
     """
     execution = job.execution
     if member is None or member.process_id == 0:  # the others write only once process 0 has joined
-        with open_store(job.output.store) as store:
+        with open_store(job.output.store, job.output.retry) as store:
             store.create_schema()
     if member is None:
         recovery_config(execution.recovery_dir, execution.total_workers, init=True)
@@ -72,10 +72,11 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
                 execute(flow, execution)
             finally:
                 window_sink.close_unused()
+            window_sink.raise_failure()
         else:
             for child in run_local_cluster(flow, execution, JOBS.dump_python(job, mode="json")):
                 stats.merge(child)
-    with open_store(job.output.store) as store:
+    with open_store(job.output.store, job.output.retry) as store:
         summary = store.summary()
     return RunReport(partitions, stats, summary)
 
@@ -90,7 +91,7 @@ def _prepare(job: ReplayJob) -> tuple[Dataflow, int, RunStats, WindowSink]:
     source = ReplaySource(Path(job.input.path), job.input.block_bytes, job.input.replay_speed)
     stats = RunStats()
     config = job.flow.config(tuple(source.list_parts()), job.execution.total_workers)
-    window_sink = WindowSink(job.output.store, stats, job.output.writer)
-    dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store), stats)
+    window_sink = WindowSink(job.output.store, stats, job.output.writer, retry=job.output.retry)
+    dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store, job.output.retry), stats)
     flow = build_flow(source, config, window_sink, dead_letter_sink, stats)
     return flow, len(config.partitions), stats, window_sink

@@ -8,6 +8,12 @@ epoch before it records the epoch as done, so no recovery snapshot ever
 covers a window that is not in the store; a crash in between replays those
 windows, and the upserts make the replay harmless. ``writer="inline"`` commits
 each batch before ``write_batch`` returns instead (one core, slower).
+
+A failure (the store gave up, the writer died) is raised once, from ``write_batch`` or
+``snapshot()``, and kept in :attr:`WindowSink.failure`. ``close()`` never raises: Bytewax
+calls it while it unwinds from an error, and a second exception there aborts the process
+(a Rust panic in a destructor: SIGABRT). A failure first met in ``close()`` is only kept,
+and the runner raises it once the flow has returned.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 
 from sensorflow.records.dead_letters import DeadLetterBatch
 from sensorflow.records.windows import WindowBatch
-from sensorflow.store import WindowWriter
+from sensorflow.store import RetryPolicy, WindowWriter
 from sensorflow.windowing.resume.board import CommittedWindows
 from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError
@@ -61,28 +67,59 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
     ``commits`` (live runs with checkpoints) learns what was handed and when it is committed.
     """
 
-    def __init__(self, writer: ProcessWriter | InlineWriter, stats: RunStats, commits: CommittedWindows | None):
+    def __init__(
+        self, writer: ProcessWriter | InlineWriter, stats: RunStats, commits: CommittedWindows | None,
+        failed: Callable[[Exception], None] = lambda error: None,
+    ):
         self._writer = writer
         self._stats = stats
         self._commits = commits
+        self._failed = failed
+        self._failure: Exception | None = None
         self._handed_at: list[float] = []
 
     def write_batch(self, values: list[WindowBatch]) -> None:
+        self._check()
         table = _tables(values)
         if table is not None:
             self._handed_at.append(time.monotonic())
-            self._writer.submit(table)
+            try:
+                self._writer.submit(table)
+            except Exception as e:
+                raise self._fail(e)
             if self._commits is not None:
                 self._commits.handed(table)
 
     def snapshot(self) -> None:
-        self._drain()
+        self._check()
+        try:
+            self._drain()
+        except Exception as e:
+            raise self._fail(e)
         return None
 
     def close(self) -> None:
-        self._drain()
-        self._writer.close()
+        if self._failure is not None:  # unwinding from our own error: end the writer, raise nothing
+            self._writer.abandon()
+            return
+        try:
+            self._drain()
+            self._writer.close()
+        except Exception as e:  # kept for the runner: raising here could abort the process
+            self._fail(e)
+            self._writer.abandon()
+            return
         self._stats.writer_peak_rss_kb = self._writer.peak_rss_kb
+
+    def _check(self) -> None:
+        if self._failure is not None:  # never hand more to a writer that failed
+            raise self._failure
+
+    def _fail(self, error: Exception) -> Exception:
+        if self._failure is None:
+            self._failure = error
+            self._failed(error)
+        return error
 
     def _drain(self) -> None:
         self._stats.add_windows(self._writer.drain())
@@ -97,14 +134,20 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
 class WindowSink(FixedPartitionedSink[WindowBatch, None]):
     """Upserts closed windows into ``SensorValues`` (one partition: one writer)."""
 
-    def __init__(self, store_url: str, stats: RunStats, writer: str = "process", commits: CommittedWindows | None = None):
+    def __init__(
+        self, store_url: str, stats: RunStats, writer: str = "process", commits: CommittedWindows | None = None,
+        retry: RetryPolicy | None = None,
+    ):
         if writer not in ("process", "inline"):
             raise ValueError(f"writer must be 'process' or 'inline', not {writer!r}")
         self._store_url = store_url
         self._stats = stats
         self._writer = writer
         self._commits = commits
+        self._retry = retry
         self._started: ProcessWriter | None = None
+        self.failure: Exception | None = None
+        """The first error of the window writes (store or writer process), if any."""
 
     def start_writer(self) -> None:
         """Start the writer process now, for a process that knows it will build the one partition.
@@ -113,7 +156,7 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
         instead of delaying the first batch. ``close_unused`` stops it if no partition took it.
         """
         if self._writer == "process" and self._started is None:
-            self._started = ProcessWriter(self._store_url)
+            self._started = ProcessWriter(self._store_url, retry=self._retry)
 
     def close_unused(self) -> None:
         started, self._started = self._started, None
@@ -130,8 +173,20 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
         if self._started is not None:
             writer, self._started = self._started, None
         else:
-            writer = ProcessWriter(self._store_url) if self._writer == "process" else InlineWriter(self._store_url)
-        return _WriterPartition(writer, self._stats, self._commits)
+            writer = (
+                ProcessWriter(self._store_url, retry=self._retry) if self._writer == "process"
+                else InlineWriter(self._store_url, self._retry)
+            )
+        return _WriterPartition(writer, self._stats, self._commits, self._note_failure)
+
+    def raise_failure(self) -> None:
+        """Raise the window writes' error if there was one (a flow can end without raising it: see the module doc)."""
+        if self.failure is not None:
+            raise self.failure
+
+    def _note_failure(self, error: Exception) -> None:
+        if self.failure is None:
+            self.failure = error
 
 
 class DeadLetterSink(DynamicSink[DeadLetterBatch]):

@@ -10,6 +10,12 @@ writes in large transactions. ``drain()`` flushes and waits for every
 acknowledgement: the sink calls it from ``snapshot()``, so Bytewax never
 records an epoch whose windows are not committed. Rows not yet acknowledged
 are bounded (back-pressure).
+
+A failure in the writer (the store gave up, the writer died) reaches the dataflow as one
+exception, a :class:`~sensorflow.store.StoreError` when the store failed (its message names
+the SQLSTATE), a :class:`WriterError` otherwise; what was not acknowledged is not committed,
+and a rerun from the recovery state writes it again. :meth:`ProcessWriter.abandon` ends the
+process without raising, for a flow that is already failing.
 """
 
 from __future__ import annotations
@@ -18,18 +24,19 @@ import importlib.abc
 import logging
 import os
 import queue
+import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import orjson
 import pyarrow as pa
 
 if TYPE_CHECKING:  # at run time the store is imported lazily, where it is used
-    from sensorflow.store import WindowWriter
+    from sensorflow.store import RetryPolicy, WindowWriter
 
 __all__ = ["InlineWriter", "ProcessWriter", "WriterError", "own_peak_rss_kb"]
 
@@ -38,6 +45,10 @@ log = logging.getLogger(__name__)
 
 class WriterError(RuntimeError):
     """The writer process failed; the batch it was writing is not committed."""
+
+
+def _error_reply(error: Exception) -> bytes:
+    return orjson.dumps({"error": str(error), "kind": type(error).__name__})
 
 
 def _to_ipc(table: pa.Table) -> bytes:
@@ -95,16 +106,20 @@ class _WithoutPandas(importlib.abc.MetaPathFinder):
 
 
 def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
-    """The child: first frame is the store URL (never on the command line), then tables."""
-    from sensorflow.store import open_store
+    """The child: first frame is the store URL and retry budget (never on the command line), then tables."""
+    from sensorflow.backoff import Backoff
+    from sensorflow.store import RetryPolicy, open_store
 
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _WithoutPandas())
 
     try:
-        store: WindowWriter = open_store(orjson.loads(_receive(requests))["store"])
+        opening = orjson.loads(_receive(requests))
+        retry = opening.get("retry")
+        policy = None if retry is None else RetryPolicy(retry["budget_seconds"], Backoff(retry["first"], retry["cap"]))
+        store: WindowWriter = open_store(opening["store"], policy)
     except Exception as e:  # reported to the parent, which raises
-        _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
+        _send(replies, _error_reply(e))
         return 1
     frames: queue.Queue[bytes | None] = queue.Queue()
     # Drain the pipe at once so the dataflow never blocks writing a frame while we write SQL.
@@ -136,7 +151,7 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
                 if tables and (frame in (_FLUSH, b"") or transaction.rows >= COMMIT_ROWS):
                     transaction.commit()
             except Exception as e:
-                _send(replies, orjson.dumps({"error": f"{type(e).__name__}: {e}"}))
+                _send(replies, _error_reply(e))
                 return 1
             if not transaction.rows:  # committed: one acknowledgement per table, as the dataflow counts them
                 for rows in tables:
@@ -165,7 +180,7 @@ def own_peak_rss_kb() -> int | None:
 class ProcessWriter:
     """Upserts window tables into ``store_url`` from a child process."""
 
-    def __init__(self, store_url: str, max_pending_rows: int = 2 * COMMIT_ROWS):
+    def __init__(self, store_url: str, max_pending_rows: int = 2 * COMMIT_ROWS, retry: RetryPolicy | None = None):
         if max_pending_rows < 1:
             raise ValueError("max_pending_rows must be >= 1")
         self._max_pending_rows = max_pending_rows
@@ -179,7 +194,10 @@ class ProcessWriter:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "sensorflow.windowing.writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
-        _send(self._process.stdin, orjson.dumps({"store": store_url}))
+        opening: dict = {"store": store_url}
+        if retry is not None:
+            opening["retry"] = {"budget_seconds": retry.budget_seconds, "first": retry.backoff.first, "cap": retry.backoff.cap}
+        _send(self._process.stdin, orjson.dumps(opening))
 
     def submit(self, table: pa.Table) -> None:
         """Hand ``table`` over; blocks only while ``max_pending_rows`` rows wait for their commit."""
@@ -210,6 +228,20 @@ class ProcessWriter:
         self._process.stdin.close()
         self._process.wait()
 
+    def abandon(self, timeout: float = 10.0) -> None:
+        """End the process without committing what it holds and without raising (the flow is failing)."""
+        try:
+            self._process.stdin.close()  # the writer rolls its open transaction back and exits
+        except OSError:
+            pass
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:  # stuck in the store (a retry wait): its transaction dies with it
+            self._process.kill()
+            self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
     def _flush(self) -> None:
         if not self._flushed:
             self._write(_FLUSH)
@@ -219,7 +251,33 @@ class ProcessWriter:
         try:
             _send(self._process.stdin, frame)
         except BrokenPipeError as e:
-            raise WriterError(f"the writer process exited (code {self._process.poll()})") from e
+            self._died(e)
+
+    def _died(self, cause: BaseException) -> NoReturn:
+        """The process is gone without a word: say how it ended (an error it reported comes first)."""
+        reply = None
+        try:
+            reply = orjson.loads(_receive(self._process.stdout))
+        except (EOFError, OSError, ValueError):
+            pass
+        if reply is not None and "error" in reply:
+            self._raise_reported(reply)
+        try:
+            code = self._process.wait(5.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is not None and code < 0:
+            how = f"was killed by signal {-code} ({signal.Signals(-code).name})" if -code in signal.valid_signals() else f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
+        raise WriterError(f"the store writer process {how}; windows it had not committed are written again by a rerun with the same --recovery-dir") from cause
+
+    def _raise_reported(self, reply: dict) -> NoReturn:
+        if reply.get("kind") == "StoreError":
+            from sensorflow.store import StoreError
+
+            raise StoreError(reply["error"])
+        raise WriterError(f"writing windows failed: {reply.get('kind', 'Error')}: {reply['error']}")
 
     def _ack(self) -> None:
         reply = self._reply()
@@ -232,19 +290,19 @@ class ProcessWriter:
         try:
             reply = orjson.loads(_receive(self._process.stdout))
         except EOFError as e:
-            raise WriterError(f"the writer process exited (code {self._process.poll()})") from e
+            self._died(e)
         if "error" in reply:
-            raise WriterError(f"writing windows failed: {reply['error']}")
+            self._raise_reported(reply)
         return reply
 
 
 class InlineWriter:
     """The same interface, writing in the caller's thread: each batch is committed before ``submit`` returns."""
 
-    def __init__(self, store_url: str):
+    def __init__(self, store_url: str, retry: RetryPolicy | None = None):
         from sensorflow.store import open_store
 
-        self._store: WindowWriter = open_store(store_url)
+        self._store: WindowWriter = open_store(store_url, retry)
         self.rows = 0
         self.peak_rss_kb: int | None = None  # no process of its own
 
@@ -256,6 +314,9 @@ class InlineWriter:
         return rows
 
     def close(self) -> None:
+        self._store.close()
+
+    def abandon(self) -> None:
         self._store.close()
 
 

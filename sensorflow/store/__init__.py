@@ -19,10 +19,12 @@ from sensorflow.store.base import (
     WindowTransaction,
     WindowWriter,
 )
+from sensorflow.store.odbc_retry import RetryPolicy
 
 __all__ = [
     "PlanningStore",
     "PredictionWriter",
+    "RetryPolicy",
     "RunLedger",
     "RunRecord",
     "ScoringStore",
@@ -37,8 +39,11 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
-    """A store for ``url``: ``sqlite:///PATH``, ``postgresql+odbc:...`` or ``mssql+odbc:...`` (docs/azure-sql.md)."""
+def open_store(url: str, retry: RetryPolicy | None = None) -> Store:
+    """A store for ``url``: ``sqlite:///PATH``, ``postgresql+odbc:...`` or ``mssql+odbc:...`` (docs/azure-sql.md).
+
+    ``retry``: how long a server store retries transient errors (None: the default budget).
+    """
     if url.startswith("sqlite:///"):
         from sensorflow.store.sqlite import SqliteStore
 
@@ -46,5 +51,5 @@ def open_store(url: str) -> Store:
     if url.startswith(("postgresql+odbc:", "mssql+odbc:")):
         from sensorflow.store.odbc import OdbcStore
 
-        return OdbcStore(url)
+        return OdbcStore(url, retry_policy=retry)
     raise StoreError(f"unsupported store URL {url!r}: expected sqlite:///PATH, postgresql+odbc:... or mssql+odbc:...")

@@ -7,7 +7,9 @@ transaction on one connection: a write sends its rows as JSON parameters
 expands into one upsert statement each. A transient error (lost
 connection, timeout, deadlock, Azure SQL throttling or failover; see
 odbc_retry.py) rolls the transaction back, drops the connection, and
-retries the whole call with backoff: a batch is committed whole or retried
+retries the whole call with backoff, for at most the retry policy's budget
+(``store_retry_seconds``); a permanent one (no such database, bad
+credentials, no permission) is not retried. A batch is committed whole or retried
 whole. That is safe even when the commit itself was cut off, because every
 write is an idempotent upsert.
 
@@ -17,6 +19,7 @@ Not thread-safe: one store per thread (each holds its own connection).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -30,7 +33,7 @@ from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.store.base import Store, StoreError, StoreSummary, last_per_key
 from sensorflow.store.dialects import Statement
 from sensorflow.store.odbc_connect import connect, default_credential, import_pyodbc, parse_store_url
-from sensorflow.store.odbc_retry import RetryPolicy, diagnostics, is_transient, retry
+from sensorflow.store.odbc_retry import RetryPolicy, diagnostics, is_permanent, is_transient, retry
 from sensorflow.store.odbc_rows import from_ns, json_rows, ms_text, rows_to_table, to_ns
 from sensorflow.store.odbc_sql import statements
 from sensorflow.store.schema import DEAD_LETTERS, LEASES, PREDICTIONS, RUNS, SENSOR_VALUES, SENSOR_WRITES
@@ -241,10 +244,23 @@ class OdbcStore(Store):
                 with contextlib.suppress(self._pyodbc.Error):
                     cursor.close()
 
+        started, attempts = time.monotonic(), 0
+
+        def counted() -> T:
+            nonlocal attempts
+            attempts += 1
+            return attempt()
+
         try:
-            return retry(attempt, self._policy, self._transient, self._drop_connection, f"{self._dialect.name} store: {what}")
+            return retry(counted, self._policy, self._transient, self._drop_connection, f"{self._dialect.name} store: {what}")
         except self._pyodbc.Error as e:
-            raise StoreError(f"{what} failed ({self._dialect.name} store at {self._target.describe()}): {_first_line(e)}") from e
+            if attempts > 1:
+                tried = f"gave up after {attempts} attempts in {time.monotonic() - started:.0f} s, store_retry_seconds {self._policy.budget_seconds:g}"
+            else:
+                tried = "a permanent error, not retried" if is_permanent(e) else "not retried"
+            raise StoreError(
+                f"{what} failed ({self._dialect.name} store at {self._target.describe()}; {tried}): {_first_line(e)}"
+            ) from e
 
     def _transient(self, error: BaseException) -> bool:
         """A transient error by its codes, or any error that left the connection dead."""

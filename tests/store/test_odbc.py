@@ -8,6 +8,7 @@ import sys
 import pyarrow as pa
 import pytest
 
+from sensorflow.backoff import Backoff
 from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
 from sensorflow.store import StoreError, odbc, open_store
 from sensorflow.store.dialects import POSTGRES, TSQL
@@ -127,7 +128,7 @@ def test_an_unreachable_server_fails_after_retries_without_the_password(postgres
     from tests.support.azurite import free_port
 
     url = f"postgresql+odbc:Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={free_port()};Database=x;Uid=u;Pwd=s3cret;"
-    quick = odbc.RetryPolicy(attempts=2, first_delay=0.01, max_delay=0.01)
+    quick = odbc.RetryPolicy(budget_seconds=0.05, backoff=Backoff(first=0.01, cap=0.01))
     with pytest.raises(StoreError, match=r"connect failed .*\[08001\]") as raised:
         odbc.OdbcStore(url, retry_policy=quick)
     assert "s3cret" not in str(raised.value) and "Pwd=***" in str(raised.value)

@@ -20,7 +20,8 @@ import pytest
 
 from sensorflow.store import odbc, open_store
 from sensorflow.store.dialects import POSTGRES, TSQL
-from sensorflow.store.odbc_retry import Diagnostic, RetryPolicy, diagnostics, is_transient, retry
+from sensorflow.backoff import Backoff
+from sensorflow.store.odbc_retry import Diagnostic, RetryPolicy, diagnostics, is_permanent, is_transient, retry
 from tests.conftest import (
     REPO,
     dead_letters_frame,
@@ -77,9 +78,8 @@ def test_native_numbers_come_from_pyodbcs_record_format():
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_ceiling():
-    policy = RetryPolicy(attempts=10, first_delay=0.1, max_delay=2.0)
-    rng = random.Random(7)
-    delays = [policy.delay(n, rng) for n in range(8)]
+    backoff = Backoff(first=0.1, cap=2.0)
+    delays = [backoff.delay(n) for n in range(1, 9)]
     for n, d in enumerate(delays):
         ceiling = min(2.0, 0.1 * 2**n)
         assert ceiling / 2 <= d <= ceiling
@@ -97,7 +97,7 @@ def test_retry_recovers_between_attempts_and_stops_at_the_first_permanent_error(
             raise outcome
         return outcome
 
-    quick = RetryPolicy(attempts=3, first_delay=0.001, max_delay=0.001)
+    quick = RetryPolicy(budget_seconds=0.5, backoff=Backoff(first=0.001, cap=0.001))
     transient = lambda e: is_transient(e, frozenset())
     assert retry(action, quick, transient, lambda: recovered.append(1), "test") == "done"
     assert recovered == [1, 1]
@@ -106,9 +106,41 @@ def test_retry_recovers_between_attempts_and_stops_at_the_first_permanent_error(
     with pytest.raises(pyodbc.ProgrammingError):
         retry(action, quick, transient, lambda: recovered.append(2), "test")
     assert recovered == [1, 1] and outcomes == ["never"]
-    outcomes[:] = [error(pyodbc.OperationalError, "08S01", "[08S01] lost (35) (X)")] * 3
-    with pytest.raises(pyodbc.OperationalError):  # attempts used up
-        retry(action, quick, transient, lambda: None, "test")
+
+
+def test_transient_errors_are_retried_for_the_budget_not_a_count():
+    lost = error(pyodbc.OperationalError, "08S01", "[08S01] lost (35) (X)")
+    calls = []
+
+    def action():
+        calls.append(time.monotonic())
+        raise lost
+
+    policy = RetryPolicy(budget_seconds=0.6, backoff=Backoff(first=0.05, cap=0.1))
+    with pytest.raises(pyodbc.OperationalError):
+        retry(action, policy, lambda e: is_transient(e, frozenset()), lambda: None, "test")
+    assert calls[-1] - calls[0] <= 0.6  # no wait ends past the budget
+    assert calls[-1] - calls[0] >= 0.6 - 0.1 - 0.05  # ... and the budget is used: the last wait would have crossed it
+    assert len(calls) >= 6
+
+
+PERMANENT = [
+    ("3D000", "[3D000] FATAL: database \"nosuch\" does not exist (1) (SQLExecDirectW)"),
+    ("28P01", "[28P01] FATAL: password authentication failed for user \"u\" (1) (SQLDriverConnect)"),
+    ("28000", "[28000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Login failed for user 'u'. (18456) (SQLDriverConnect)"),
+    ("42501", "[42501] ERROR: permission denied for table SensorValues (1) (SQLExecDirectW)"),
+    ("42000", "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]The INSERT permission was denied on the object 'SensorValues'. (229) (SQLExecDirectW)"),
+    # Permanent wins over a transient-looking state in another record of the same error.
+    ("08001", "[08001] could not connect (4060) (SQLDriverConnect); [28000] Login failed for user 'u'. (18456)"),
+]
+
+
+@pytest.mark.parametrize(("state", "text"), PERMANENT, ids=[f"{p[0]}-{i}" for i, p in enumerate(PERMANENT)])
+def test_permanent_errors_are_never_retried(state, text):
+    failure = error(pyodbc.Error, state, text)
+    assert is_permanent(failure)
+    assert not is_transient(failure, TSQL.transient_natives)
+    assert not is_transient(failure, POSTGRES.transient_natives)
 
 
 # -- a real server cutting connections ----------------------------------------

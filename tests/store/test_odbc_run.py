@@ -12,11 +12,6 @@ from tests.conftest import REPO, dead_letters_frame, windows_frame
 from tests.store.pg import assert_same_windows, pg_dead_letters, pg_windows
 
 SEED = REPO / "samples" / "seed"
-# The CLI with a short retry policy, so an unreachable server fails in a second, not ~25 s.
-FEW_RETRIES = (
-    "import sys; from sensorflow.store import odbc; odbc.DEFAULT_RETRY = odbc.RetryPolicy(2, 0.01, 0.01); "
-    "from sensorflow.cli import main; sys.exit(main(sys.argv[1:]))"
-)
 
 
 def sensorflow_run(*args: str) -> subprocess.CompletedProcess:
@@ -64,9 +59,10 @@ def test_an_unreachable_store_is_one_line(tmp_path: Path):
 
     url = f"postgresql+odbc:Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={free_port()};Database=x;Pwd=s3cret"
     result = subprocess.run(
-        [sys.executable, "-c", FEW_RETRIES, "run", "--source", str(SEED), "--store", url],
+        [sys.executable, "-m", "sensorflow", "run", "--source", str(SEED), "--store", url, "--store-retry-seconds", "0.5"],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("sensorflow run: connect failed") and "08001" in last and "s3cret" not in result.stderr
+    assert last.startswith("sensorflow run: StoreError: connect failed") and "08001" in last and "s3cret" not in result.stderr
+    assert "gave up after" in last and "store_retry_seconds 0.5" in last
