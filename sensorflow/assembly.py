@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from sensorflow.ingest.decode import DecodeConfig
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions, parse_starting_position
+from sensorflow.ingest.replay.source import discover_partitions
 from sensorflow.records.timeparse import NS_PER_S
 from sensorflow.settings import ExecutorSettings, RunSettings, SettingsError
 from sensorflow.store import RetryPolicy
@@ -24,6 +25,15 @@ from sensorflow.windowing.cluster import ClusterEnvError, ClusterMember, member_
 from sensorflow.windowing.dataflow import FlowOptions
 from sensorflow.windowing.execution import Execution, Output, RunReport
 from sensorflow.windowing.resume.checkpoints import CheckpointLocation
+from sensorflow.windowing.resume.identity import (
+    EventHubIdentity,
+    RecordingIdentity,
+    RecoveryIdentity,
+    eventhub_identity,
+    recording_identity,
+    store_identity,
+)
+from sensorflow.windowing.resume.recovery_dir import RecoveryDirError, own_recovery_dir
 from sensorflow.windowing.runner import ReplayInput, ReplayJob
 from sensorflow.windowing.stats import RunStats
 
@@ -40,6 +50,7 @@ __all__ = [
     "open_executor",
     "output",
     "receive_options",
+    "recovery_identity",
     "replay_job",
     "run_live",
     "run_replay",
@@ -114,11 +125,7 @@ def live_job(settings: RunSettings) -> LiveJob:
             settings.checkpoint_container, settings.checkpoint_connection_string, settings.checkpoint_account_url
         )
     return LiveJob(
-        connection=EventHubsConnection(
-            eventhub_name=settings.eventhub_name,
-            connection_string=settings.eventhub_connection_string,
-            fully_qualified_namespace=settings.eventhub_namespace,
-        ),
+        connection=_connection(settings),
         output=output(settings),
         receive=receive_options(settings),
         checkpoints=checkpoints,
@@ -127,6 +134,41 @@ def live_job(settings: RunSettings) -> LiveJob:
         metrics_port=settings.metrics_port,
         max_runtime_seconds=settings.max_runtime_seconds,
         stop_after_idle_seconds=settings.stop_after_idle_seconds,
+    )
+
+
+def recovery_identity(settings: RunSettings) -> RecoveryIdentity:
+    """What this run's recovery state belongs to: its input, its store, its window settings."""
+    source: RecordingIdentity | EventHubIdentity
+    if settings.live:
+        connection = _connection(settings)
+        source = eventhub_identity(connection.namespace, connection.hub, settings.consumer_group)
+    else:
+        path = Path(settings.source)
+        source = recording_identity(discover_partitions(path), path if path.is_dir() else path.parent)
+    return RecoveryIdentity(source, store_identity(settings.store), settings.window_ns, settings.lateness_ns, settings.time_source)
+
+
+def _own_recovery(settings: RunSettings, member: ClusterMember | None, fresh: bool) -> None:
+    """Refuse (SettingsError, exit 2) recovery state that belongs to another run; ``fresh`` clears it first."""
+    if settings.recovery_dir is None:
+        if fresh:
+            raise SettingsError("--fresh clears the state in --recovery-dir, and no recovery_dir is set")
+        return
+    try:
+        own_recovery_dir(
+            settings.recovery_dir, recovery_identity(settings), settings.processes * settings.workers,
+            make_partitions=member is None, fresh=fresh,
+        )
+    except RecoveryDirError as e:
+        raise SettingsError(str(e)) from e
+
+
+def _connection(settings: RunSettings) -> EventHubsConnection:
+    return EventHubsConnection(
+        eventhub_name=settings.eventhub_name,
+        connection_string=settings.eventhub_connection_string,
+        fully_qualified_namespace=settings.eventhub_namespace,
     )
 
 
@@ -139,11 +181,16 @@ def _member(settings: RunSettings) -> tuple[RunSettings, ClusterMember | None]:
         raise SettingsError(str(e)) from e
 
 
-def run_replay(settings: RunSettings, progress: TextIO = sys.stderr) -> RunReport:
-    """Replay ``settings.source`` into ``settings.store`` (see ``sensorflow.windowing.runner``)."""
+def run_replay(settings: RunSettings, progress: TextIO = sys.stderr, *, fresh: bool = False) -> RunReport:
+    """Replay ``settings.source`` into ``settings.store`` (see ``sensorflow.windowing.runner``).
+
+    A recovery directory must belong to this recording, store and window settings (else
+    SettingsError); ``fresh`` clears it first.
+    """
     from sensorflow.windowing.runner import run_replay as run
 
     settings, member = _member(settings)
+    _own_recovery(settings, member, fresh)
     return run(replay_job(settings), member, progress)
 
 
@@ -152,11 +199,18 @@ def run_live(
     progress: TextIO = sys.stderr,
     stats: RunStats | None = None,
     stop_event: threading.Event | None = None,
+    *,
+    fresh: bool = False,
 ) -> RunReport:
-    """Consume the Event Hub in ``settings`` into ``settings.store`` (see ``sensorflow.windowing.live``)."""
+    """Consume the Event Hub in ``settings`` into ``settings.store`` (see ``sensorflow.windowing.live``).
+
+    A recovery directory must belong to this hub and consumer group, store and window settings
+    (else SettingsError); ``fresh`` clears it first.
+    """
     from sensorflow.windowing.live import run_live as run
 
     settings, member = _member(settings)
+    _own_recovery(settings, member, fresh)
     return run(live_job(settings), member, progress, stats, stop_event)
 
 

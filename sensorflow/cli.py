@@ -44,6 +44,8 @@ examples:
   sensorflow run --source rec/ --time-source enqueued
   # survive crashes: snapshot state every 5 s, rerun the same command to resume
   sensorflow run --source rec/ --recovery-dir .sensorflow/recovery --snapshot-interval-seconds 5
+  # the state belongs to that recording, store and window settings; another is refused: start over
+  sensorflow run --source rec2/ --recovery-dir .sensorflow/recovery --fresh
   # pace a replay at 10x real time
   sensorflow run --source rec/ --replay-speed 10
 
@@ -93,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
+    run.add_argument("--fresh", action="store_true",
+                     help="start over: delete the recovery state in --recovery-dir first (a run refuses state made "
+                     "from another input, store or window settings)")
     _add_settings_flags(run, RunSettings)
     run.set_defaults(func=_run)
     _add_batch_commands(commands)
@@ -245,14 +250,14 @@ def _run(args: argparse.Namespace) -> int:
             from sensorflow.windowing.live import LiveSourceError
 
             try:
-                report = run_live(settings)
+                report = run_live(settings, fresh=args.fresh)
             except (LiveSourceError, CheckpointMismatch, MissingDependency) as e:
                 print(f"sensorflow run: {e}", file=sys.stderr)
                 return 1
         else:
             from sensorflow.assembly import run_replay
 
-            report = run_replay(settings)
+            report = run_replay(settings, fresh=args.fresh)
     except (StoreError, RecordingError) as e:
         logging.getLogger("sensorflow").debug("run failed", exc_info=e)
         print(f"sensorflow run: {type(e).__name__ + ': ' if isinstance(e, StoreError) else ''}{e}", file=sys.stderr)

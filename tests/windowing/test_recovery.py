@@ -102,3 +102,70 @@ def test_a_recovery_dir_of_another_release_is_refused_with_one_line(tmp_path: Pa
         f"sensorflow run: recovery state is int, not LatenessSnapshot version {SNAPSHOT_VERSION}: the recovery "
         "directory was written by another sensorflow release; start with a fresh --recovery-dir"
     )
+
+
+def _sensorflow(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sensorflow", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _simulate(cwd: Path, duration: str, seed: int, start: str, *extra: str) -> None:
+    result = _sensorflow("simulate", "--out", "rec/", "--profile", "fleet", "--devices", "20", "--tags", "5",
+                         "--duration", duration, "--seed", str(seed), "--start", start, *extra, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_recovery_dir_that_meets_another_recording_and_store_is_refused_and_fresh_starts_over(tmp_path: Path):
+    """Issue 16, defect 1, as a user met it: old offsets and an end-of-input watermark made every reading late."""
+    _simulate(tmp_path, "2m", 1, "2026-01-01T00:00:00Z")
+    first = ("run", "--source", "rec/", "--store", "sqlite:///a.db", "--recovery-dir", ".sensorflow/recovery")
+    result = _sensorflow(*first, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote:  2,400 window rows" in result.stdout
+    again = _sensorflow(*first, cwd=tmp_path)  # its own state: resumed (at the end), not refused
+    assert again.returncode == 0, again.stderr
+    assert "wrote:  0 window rows, 0 dead letters" in again.stdout
+
+    _simulate(tmp_path, "4m", 2, "2026-02-01T00:00:00Z", "--force")
+    second = ("run", "--source", "rec/", "--store", "sqlite:///b.db", "--recovery-dir", ".sensorflow/recovery")
+    refused = _sensorflow(*second, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    line = refused.stderr.strip()
+    assert "\n" not in line
+    assert line == (
+        "sensorflow run: recovery state in .sensorflow/recovery belongs to another run (input: partition-0.jsonl is "
+        "1,094,400 bytes, was 547,200 (and 3 more partition(s)); store "
+        f"sqlite:///{tmp_path}/a.db -> sqlite:///{tmp_path}/b.db): resume it with the same input, store and window "
+        "settings, rerun with --fresh to start over, or use another --recovery-dir"
+    )
+    assert not (tmp_path / "b.db").exists()  # refused before anything was written
+
+    fresh = _sensorflow(*second, "--fresh", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "wrote:  4,800 window rows, 0 dead letters" in fresh.stdout
+    assert len(windows_frame(tmp_path / "b.db")) == 4_800
+
+
+@pytest.mark.parametrize("stray", ["lost+found/", "part-0.sqlite3"])
+def test_a_recovery_dir_with_a_stray_entry_runs_or_says_what_to_do(tmp_path: Path, stray: str):
+    """Issue 16, defect 6: a volume's lost+found, or a 0-byte partition, ended every rerun in NoPartitionsError."""
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    if stray.endswith("/"):
+        (recovery / stray).mkdir()
+    else:
+        (recovery / stray).touch()
+    run = ("run", "--source", str(REPO / "samples" / "seed"), "--store", f"sqlite:///{tmp_path}/s.db",
+           "--progress-seconds", "0", "--recovery-dir", str(recovery))
+    result = _sensorflow(*run, cwd=tmp_path)
+    if stray == "lost+found/":  # a filesystem's own directory: the partitions go beside it
+        assert result.returncode == 0, result.stderr
+        assert "1,655 window rows" in result.stdout
+        return
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"sensorflow run: recovery directory {recovery}: part-0.sqlite3 is not a usable Bytewax recovery partition "
+        "(0 bytes; left by an interrupted start?): rerun with --fresh to start over"
+    )
+    fresh = _sensorflow(*run, "--fresh", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "1,655 window rows" in fresh.stdout
