@@ -160,15 +160,20 @@ def _trend_errors(v: np.ndarray, m: int, level: float) -> np.ndarray:
 def _shifts(v: np.ndarray, k: int, lag: int, level: float) -> np.ndarray:
     """``|median(v[i-k+1..i]) - median(v[i-lag-k+1..i-lag])|`` (NaN where there is no such history).
 
-    A median that moved back towards ``level`` is 0 (coming back is not an anomaly).
+    Coming back is not an anomaly: 0 where the recent median, or the window
+    itself, is nearer to ``level`` than the earlier median (the median of
+    ``k`` still holds the anomaly's windows for a few windows after the value
+    came back).
     """
     n = v.shape[0]
     out = np.full(n, np.nan)
     if n < k + lag:
         return out
     medians = np.median(sliding_window_view(v, k), axis=1)  # medians[j] ends at j + k - 1
-    back = np.abs(medians[lag:] - level) < np.abs(medians[:-lag] - level)
-    out[k - 1 + lag:] = np.where(back, 0.0, np.abs(medians[lag:] - medians[:-lag]))
+    now, then = medians[lag:], medians[:-lag]
+    away = np.abs(then - level)
+    back = (np.abs(now - level) < away) | (np.abs(v[k - 1 + lag:] - level) < away)
+    out[k - 1 + lag:] = np.where(back, 0.0, np.abs(now - then))
     return out
 
 

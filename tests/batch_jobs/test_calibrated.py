@@ -44,6 +44,16 @@ def test_finds_each_kind_and_nothing_else(anomaly, length, features):
     assert firing and firing <= features
 
 
+@pytest.mark.parametrize(("anomaly", "length"), [("level_shift", 30), ("drift", 120)])
+def test_coming_back_is_not_a_shift(anomaly, length):
+    """Once the value is back, the median of the last windows (still holding the anomaly) does not flag it."""
+    model = fitted()
+    full, evidence = model.evidence(readings_windows(SCORED, TRAIN, anomaly, length, seed=1))
+    shift = evidence[FEATURES.index("shift")]
+    assert (shift[AT:AT + length] >= 1.0).any(), "the shift itself is evidence"
+    assert not (shift[AT + length:] >= 1.0).any(), np.flatnonzero(shift[AT + length:] >= 1.0)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_quiet_on_normal_data(seed):
     scores = fitted().score(readings_windows(SCORED, TRAIN, seed=seed))
