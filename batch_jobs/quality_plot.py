@@ -1,4 +1,4 @@
-"""The evaluation's picture: the worst sensors' windows, flags true and false, labelled spans, score vs threshold."""
+"""The picture of detection results (``evaluate --plot`` and the demo): windows, flags true and false, labels, score vs threshold."""
 
 from __future__ import annotations
 
@@ -9,13 +9,35 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorflow.batch_jobs.demo_plot import _of, _on_slots, _times
 from sensorflow.batch_jobs.quality import LabelSpan, Scope, inside_labels
 
 __all__ = ["THRESHOLD", "plot_worst"]
 
 THRESHOLD = 1.0
 """Where a score flags: the project's detectors scale their scores so a window is anomalous at >= 1."""
+
+
+def _times(ns: np.ndarray) -> np.ndarray:
+    return np.asarray(ns, dtype=np.int64).astype("datetime64[ns]")
+
+
+def _of(table: pa.Table, device: str, tag: str) -> pa.Table:
+    return table.filter(pc.and_(pc.equal(table["device"], device), pc.equal(table["tag"], tag)))
+
+
+def _on_slots(rows: pa.Table, window_ns: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The rows on every window slot from the first to the last, NaN where a slot has no row (lines break there)."""
+    ts = rows["ts"].to_numpy()
+    if ts.shape[0] == 0:
+        return _times(ts), {name: np.zeros(0) for name in ("value", "min", "max")}
+    slots = np.arange(ts.min(), ts.max() + 1, window_ns, dtype=np.int64)
+    at = (ts - slots[0]) // window_ns
+    columns = {}
+    for name in ("value", "min", "max"):
+        column = np.full(slots.shape[0], np.nan)
+        column[at] = rows[name].to_numpy()
+        columns[name] = column
+    return _times(slots), columns
 
 
 def _labels_of(labels: Sequence[LabelSpan], device: str, tag: str, scope: Scope) -> list[LabelSpan]:
@@ -32,6 +54,7 @@ def plot_worst(
     scope: Scope = "sensor",
     titles: dict[tuple[str, str], str] | None = None,
     scored_range: tuple[int, int] | None = None,
+    split_ns: int | None = None,
 ) -> Path:
     """Two panels per sensor of ``sensors`` (in order): windows with flags and labels, then score vs threshold.
 
@@ -40,7 +63,9 @@ def plot_worst(
     label of its unit (its sensor, or its device in the device scope) is drawn
     as true, any other as false; a flagged missing slot sits on the panel's
     floor. ``titles`` adds a note per sensor; ``scored_range`` (ns) bounds the
-    time axis (labels reaching outside it are cut). Returns ``path``.
+    time axis (labels reaching outside it are cut); ``split_ns`` (ns) draws a
+    dashed line where training ends and scoring starts, when ``windows`` show
+    both. Returns ``path``.
     """
     import matplotlib
 
@@ -81,6 +106,8 @@ def plot_worst(
         scores.set_ylabel("score", fontsize=8)
         for ax in (values, scores):
             ax.tick_params(labelsize=8)
+            if split_ns is not None:
+                ax.axvline(_times([split_ns])[0], color="grey", linestyle="--", linewidth=0.8)
     handles, names = axes[0, 0].get_legend_handles_labels()
     more, more_names = axes[1, 0].get_legend_handles_labels()
     figure.legend(handles + more, names + more_names, loc="upper right", fontsize=8, ncol=3, frameon=False)
@@ -88,7 +115,8 @@ def plot_worst(
         axes[-1, 0].set_xlim(_times([scored_range[0] - window_ns])[0], _times([scored_range[1]])[0])
     if not sensors:
         axes[0, 0].text(0.5, 0.5, "no flagged or missed sensor", ha="center", va="center", transform=axes[0, 0].transAxes)
-    axes[-1, 0].set_xlabel("window end (UTC); shaded: labelled anomaly", fontsize=8)
+    split = "dashed: training | scoring; " if split_ns is not None else ""
+    axes[-1, 0].set_xlabel(f"window end (UTC); {split}shaded: labelled anomaly", fontsize=8)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -8,7 +8,7 @@
 3. replay the rest and run the sidecar again: it scores the windows written
    since its last run with the models it trained;
 4. report windows, models, anomalies found vs labelled (``sensorflow.batch_jobs.quality``),
-   the most anomalous sensors, and plot a few sensors (``sensorflow.batch_jobs.demo_plot``).
+   the most anomalous sensors, and plot a few sensors (``sensorflow.batch_jobs.quality_plot``).
 
 Everything goes under ``DemoSettings.out``, which is replaced on every run.
 """
@@ -117,11 +117,11 @@ def run_demo(settings: DemoSettings, progress: bool | None = None) -> DemoResult
             sensors = store.sensors_written_since(0)
             predictions = store.read_predictions(sensors, *scored)
             summary = store.summary()
-            windows = store.read_windows(_plotted(predictions, labels, settings.plot_sensors), 0, END_OF_TIME)
-        quality = evaluate(predictions, labels, window_ns, scored_range=scored)
-        from sensorflow.batch_jobs.demo_plot import plot_sensors
-
-        plot = plot_sensors(out / "anomalies.png", windows, predictions, labels, START_NS + split_ns, window_ns)
+            quality = evaluate(predictions, labels, window_ns, scored_range=scored)
+            plotted = _plotted(predictions, labels, quality, settings.plot_sensors)
+            windows = store.read_windows(list(plotted), 0, END_OF_TIME)
+        plot = _plot(out / "anomalies.png", plotted, windows, predictions, labels + read_labels(parts[0][0] / "labels.json"),
+                     START_NS + split_ns, window_ns)
         steps.update()
     return DemoResult(
         sensors=len(sensors), readings=sum(s.readings for s in summaries), labels=labels,
@@ -160,21 +160,34 @@ def _replay(source: Path, store_url: str, settings: DemoSettings):
     return run_replay(load_settings(RunSettings, flags))
 
 
-def _plotted(predictions: pa.Table, labels: list[LabelSpan], count: int) -> list[tuple[str, str]]:
-    """Sensors worth a look: one per anomaly kind where possible, those with most flagged windows first."""
+def _plotted(predictions: pa.Table, labels: list[LabelSpan], quality: QualityReport, count: int) -> dict[tuple[str, str], str]:
+    """Sensors worth a look, each with a note: the worst false-alarm sensor (if any), then one per anomaly kind
+    where possible, those with most flagged windows first."""
     ranking = [sensor for sensor, _ in top_sensors(predictions, len(predictions))]
     by_kind: dict[str, list[tuple[str, str]]] = {}
     for label in labels:
         by_kind.setdefault(label.kind, []).append((label.device, label.tag))
-    chosen: list[tuple[str, str]] = []
+    chosen: dict[tuple[str, str], str] = {}
+    for worst in quality.worst_false[:1]:
+        chosen[(worst.device, worst.tag)] = f"[most false flags: {worst.count} windows]"
     for kind in sorted(by_kind):
         candidates = sorted(set(by_kind[kind]), key=lambda s: ranking.index(s) if s in ranking else len(ranking))
         for sensor in candidates:
             if sensor not in chosen:
-                chosen.append(sensor)
+                chosen[sensor] = ""
                 break
-    chosen += [s for s in ranking if s not in chosen]
-    return chosen[:count]
+    for sensor in ranking:
+        chosen.setdefault(sensor, "")
+    return dict(list(chosen.items())[:count])
+
+
+def _plot(path: Path, plotted: dict[tuple[str, str], str], windows: pa.Table, predictions: pa.Table,
+          labels: list[LabelSpan], split_ns: int, window_ns: int) -> Path:
+    """The evaluation's picture over training and scoring: labels of both parts shaded, score against its threshold."""
+    from sensorflow.batch_jobs.quality_plot import plot_worst
+
+    return plot_worst(path, list(plotted), windows, predictions, labels, window_ns,
+                      titles={s: note for s, note in plotted.items() if note}, split_ns=split_ns)
 
 
 def top_sensors(predictions: pa.Table, n: int) -> list[tuple[tuple[str, str], int]]:
