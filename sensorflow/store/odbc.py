@@ -31,9 +31,9 @@ from sensorflow.records.predictions import PREDICTION_SCHEMA
 from sensorflow.records.runs import RunRecord
 from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.store.base import Store, StoreError, StoreSummary, last_per_key
-from sensorflow.store.dialects import Statement
-from sensorflow.store.odbc_connect import connect, default_credential, import_pyodbc, parse_store_url
-from sensorflow.store.odbc_retry import RetryPolicy, diagnostics, is_permanent, is_transient, retry
+from sensorflow.store.dialects import POSTGRES, Statement
+from sensorflow.store.odbc_connect import connect, default_credential, import_pyodbc, parse_store_url, postgres_login_state
+from sensorflow.store.odbc_retry import RetryPolicy, diagnostics, is_permanent, is_permanent_state, is_transient, retry
 from sensorflow.store.odbc_rows import from_ns, json_rows, ms_text, rows_to_table, to_ns
 from sensorflow.store.odbc_sql import statements
 from sensorflow.store.schema import DEAD_LETTERS, LEASES, PREDICTIONS, RUNS, SENSOR_VALUES, SENSOR_WRITES
@@ -75,6 +75,7 @@ class OdbcStore(Store):
         self._policy = retry_policy or DEFAULT_RETRY
         self._login_timeout = login_timeout
         self._connection: Any = None
+        self._refused: str | None = None  # the SQLSTATE the server refused the last login with, if known
         self._transaction("connect", lambda cursor: None)
 
     # -- writes ----------------------------------------------------------------
@@ -245,6 +246,7 @@ class OdbcStore(Store):
                     cursor.close()
 
         started, attempts = time.monotonic(), 0
+        self._refused = None
 
         def counted() -> T:
             nonlocal attempts
@@ -254,7 +256,9 @@ class OdbcStore(Store):
         try:
             return retry(counted, self._policy, self._transient, self._drop_connection, f"{self._dialect.name} store: {what}")
         except self._pyodbc.Error as e:
-            if attempts > 1:
+            if self._refused is not None:
+                tried = f"the server refused the login with SQLSTATE {self._refused}: a permanent error, not retried"
+            elif attempts > 1:
                 tried = f"gave up after {attempts} attempts in {time.monotonic() - started:.0f} s, store_retry_seconds {self._policy.budget_seconds:g}"
             else:
                 tried = "a permanent error, not retried" if is_permanent(e) else "not retried"
@@ -267,11 +271,23 @@ class OdbcStore(Store):
         if not isinstance(error, self._pyodbc.Error):
             return False
         if is_transient(error, self._dialect.transient_natives):
-            return True
+            return not self._login_refused(error)
         # A driver may report a lost connection with a generic state (psqlODBC with per-statement
         # rollback: HY000 "SAVEPOINT failed"). Ask the connection itself: a probe that fails
         # with a connection error means this error was a lost connection too.
         return self._connection is not None and not self._alive()
+
+    def _login_refused(self, error: BaseException) -> bool:
+        """psqlODBC reports any failed login as 08001: ask the server whether it refused this one for good."""
+        if self._connection is not None or self._dialect is not POSTGRES:
+            return False
+        if not any(record.sqlstate == "08001" for record in diagnostics(error)):
+            return False
+        state = postgres_login_state(self._target)
+        if state is not None and is_permanent_state(state):
+            self._refused = state
+            return True
+        return False
 
     def _alive(self) -> bool:
         try:

@@ -14,10 +14,17 @@ here, not by the driver: the key is removed, azure-identity's
 token goes to the driver as the ``SQL_COPT_SS_ACCESS_TOKEN`` (1256)
 connection attribute. Other ``Authentication`` values go to the driver.
 Connection strings may hold a password: they never appear in errors or logs.
+
+psqlODBC reports every failed login as SQLSTATE 08001, whether the server is down (worth
+retrying) or said the database or role does not exist (never worth it). :func:`postgres_login_state`
+asks the server itself, with a startup packet, which SQLSTATE it refuses this user and database
+with; it sends no password, so it learns only what the server says before asking for one.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +33,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from sensorflow.store.base import StoreError
 from sensorflow.store.dialects import POSTGRES, TSQL, Dialect
 
-__all__ = ["OdbcTarget", "access_token_attrs", "connect", "import_pyodbc", "parse_store_url"]
+__all__ = ["OdbcTarget", "access_token_attrs", "connect", "import_pyodbc", "parse_store_url", "postgres_login_state"]
 
 SQL_COPT_SS_ACCESS_TOKEN = 1256
 AZURE_SQL_SCOPE = "https://database.windows.net/.default"
@@ -114,6 +121,62 @@ def connect(target: OdbcTarget, credential: Any = None, login_timeout: int = 30)
         if e.args and e.args[0] in ("IM002", "IM003"):  # data source / driver not found, driver not loadable
             raise StoreError(_missing_driver(target, pyodbc.drivers())) from e
         raise
+
+
+_PG_PROTOCOL = 196608  # 3.0
+_PG_SSL_REQUEST = 80877103
+
+
+def postgres_login_state(target: OdbcTarget, timeout: float = 5.0) -> str | None:
+    """The SQLSTATE a PostgreSQL server refuses ``target``'s user and database with before any password
+    is exchanged (3D000 no such database, 28000 no such role or no pg_hba.conf entry, 57P03 starting
+    up, ...); None when it cannot be reached, asks for a password, or lets the login in.
+    """
+    keys = {k.lower(): v for k, v in _split(target.connection_string)}
+    host = keys.get("server") or keys.get("servername") or keys.get("host")
+    user = keys.get("uid") or keys.get("user") or keys.get("username")
+    if target.dialect is not POSTGRES or not host or not user:
+        return None
+    database = keys.get("database") or user
+    try:
+        port = int(keys.get("port") or 5432)
+        with socket.create_connection((host, port), timeout) as raw:
+            raw.settimeout(timeout)
+            raw.sendall(struct.pack("!ii", 8, _PG_SSL_REQUEST))
+            answer = raw.recv(1)
+            stream: socket.socket = raw
+            if answer == b"S":  # a probe: it sends only the user and database names, so it checks no certificate
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                stream = context.wrap_socket(raw, server_hostname=host)
+            elif answer != b"N":
+                return None
+            body = struct.pack("!i", _PG_PROTOCOL) + b"".join(
+                name + b"\0" + value.encode() + b"\0" for name, value in ((b"user", user), (b"database", database))
+            ) + b"\0"
+            stream.sendall(struct.pack("!i", len(body) + 4) + body)
+            while True:
+                kind = _exactly(stream, 1)
+                (length,) = struct.unpack("!i", _exactly(stream, 4))
+                payload = _exactly(stream, length - 4)
+                if kind == b"E":
+                    fields = dict((item[:1], item[1:]) for item in payload.split(b"\0") if item)
+                    return fields.get(b"C", b"").decode("ascii", "replace") or None
+                if kind != b"R" or payload[:4] != b"\0\0\0\0":  # a password asked for, or logged in
+                    return None
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _exactly(stream: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = stream.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    return data
 
 
 def access_token_attrs(token: str) -> dict[int, bytes]:

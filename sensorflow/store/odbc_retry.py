@@ -27,7 +27,16 @@ import tenacity
 
 from sensorflow.backoff import Backoff
 
-__all__ = ["DEFAULT_BUDGET_SECONDS", "Diagnostic", "RetryPolicy", "diagnostics", "is_permanent", "is_transient", "retry"]
+__all__ = [
+    "DEFAULT_BUDGET_SECONDS",
+    "Diagnostic",
+    "RetryPolicy",
+    "diagnostics",
+    "is_permanent",
+    "is_permanent_state",
+    "is_transient",
+    "retry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +75,15 @@ def diagnostics(error: BaseException) -> tuple[Diagnostic, ...]:
     return records or (Diagnostic(state, None),)
 
 
+def is_permanent_state(sqlstate: str) -> bool:
+    """True for a SQLSTATE no retry can get past: no such database, bad credentials, no permission."""
+    return sqlstate in _PERMANENT_STATES or sqlstate.startswith(_PERMANENT_CLASSES)
+
+
 def is_permanent(error: BaseException) -> bool:
     """True if no retry can succeed: no such database, bad credentials, no permission."""
     return any(
-        record.sqlstate in _PERMANENT_STATES or record.sqlstate.startswith(_PERMANENT_CLASSES)
-        or (record.native is not None and record.native in _PERMANENT_NATIVES)
+        is_permanent_state(record.sqlstate) or (record.native is not None and record.native in _PERMANENT_NATIVES)
         for record in diagnostics(error)
     )
 

@@ -110,3 +110,60 @@ def test_a_writer_started_early_is_the_one_the_partition_takes_or_is_closed_unus
     process = unused._started._process
     unused.close_unused()
     assert process.poll() == 0  # stopped, not left running
+
+
+def _recording(directory):
+    from tests.conftest import seed_message, write_recording
+
+    partitions = {"0": [], "1": []}
+    for second in range(600):
+        for device in range(10):
+            ts = f"2018-08-28T23:{second // 60:02d}:{second % 60:02d}.000Z"
+            partitions[str(device % 2)].append(seed_message(ts, device, 1, float(second % 17 + device)))
+    return write_recording(directory, partitions)
+
+
+def test_a_killed_writer_process_ends_the_run_with_exit_1_and_a_rerun_writes_the_reference(tmp_path):
+    """Issue 16, defect 2: SIGKILL to the writer made the run abort (exit 134) with Rust panics."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.conftest import REPO, run_flow, windows_frame
+
+    source = _recording(tmp_path / "rec")
+    reference = tmp_path / "reference.db"
+    run_flow(source, reference)
+    db, recovery = tmp_path / "run.db", tmp_path / "recovery"
+    command = [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", f"sqlite:///{db}",
+               "--recovery-dir", str(recovery), "--snapshot-interval-seconds", "0.5", "--progress-seconds", "0"]
+    run = subprocess.Popen([*command, "--replay-speed", "20"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        writer = None
+        while run.poll() is None and time.monotonic() < deadline:  # windows committed: the writer is at work
+            writers = [c for c in psutil.Process(run.pid).children() if "sensorflow.windowing.writer" in " ".join(c.cmdline())]
+            if writers and db.exists() and table_now(f"sqlite:///{db}")[0] > 0:
+                writer = writers[0]
+                break
+            time.sleep(0.05)
+        assert writer is not None, "the run wrote no windows in time"
+        writer.send_signal(signal.SIGKILL)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 1, stderr  # not 134 (SIGABRT)
+    assert "panicked" not in stderr and "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("sensorflow run: WriterError: the store writer process was killed by signal 9 (SIGKILL)"), last
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr
+    got, expected = windows_frame(db), windows_frame(reference)
+    assert len(got) == len(expected) > 0
+    keys = ["TS", "Device", "Tag", "Count", "Min", "Max"]
+    assert got[keys].equals(expected[keys])
+    np.testing.assert_allclose(got["Value"], expected["Value"], rtol=1e-9)
