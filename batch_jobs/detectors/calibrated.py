@@ -34,7 +34,8 @@ by this rule), so a sensor flickering around its limit gives one long
 episode, not hundreds of alarms.
 
 Scoring uses the end of the training range as history when a scored range
-starts right after it, so the first windows of a range are judged too.
+starts right after it (no break longer than the history or the gap limit),
+so the first windows of a range are judged too.
 ``warnings()`` says when the training range itself looked anomalous (mostly
 missing, stuck). Cost: a few dozen numpy calls per fit or score.
 """
@@ -247,10 +248,12 @@ class CalibratedModel(Model):
         return out
 
     def _history(self, windows: SensorWindows, first_ts: int) -> np.ndarray:
-        """Training values just before ``first_ts`` (when the range follows the training closely), else none."""
+        """Training values just before ``first_ts``, unless a break longer than the history or than the sensor's
+        gap limit (a sparse sensor's usual gaps are long) separates them; else none."""
         need = self.calibration.history
         before = self.tail_ts < first_ts
-        if not before.any() or first_ts - int(self.tail_ts[before][-1]) > need * windows.window_ns:
+        reach = max(need, self.limits.gap_limit) * windows.window_ns
+        if not before.any() or first_ts - int(self.tail_ts[before][-1]) > reach:
             return np.zeros(0)
         return self.tail_value[before][-need:]
 

@@ -182,3 +182,20 @@ def test_refuses_bad_calibration():
         Calibration(trend_windows=1)
     with pytest.raises(ValueError, match="> 0"):
         Calibrated(Calibration(trend=0.0))
+
+
+def test_a_sparse_sensor_keeps_its_training_tail():
+    """One reading every 60 slots (a 5-minute sensor in 5 s windows): the first scored windows are judged too."""
+    rng = np.random.default_rng(3)
+    every = 60
+    train_ts = T0 + W * every * np.arange(1, 201, dtype=np.int64)
+    train = windows(50 + rng.normal(0, 1, 200), counts=np.ones(200), ts=train_ts, range_to=int(train_ts[-1]))
+    model = get_detector("calibrated").fit(train)
+    score_ts = int(train_ts[-1]) + W * every * np.arange(1, 61, dtype=np.int64)
+    value = 50 + rng.normal(0, 1, 60)
+    value[1] += 40.0  # the second window of the range: only the training tail can judge it
+    scored = windows(value, counts=np.ones(60), ts=score_ts, range_from=int(train_ts[-1]), range_to=int(score_ts[-1]))
+    scores = model.score(scored)
+    flagged = scores.ts[scores.is_anomaly]
+    assert score_ts[1] in flagged
+    assert not np.isin(flagged, score_ts[3:]).any(), "the regular 59-slot gaps are not dropouts"
