@@ -8,13 +8,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from sensorflow.ingest.decode import DecodeConfig, decode_batch
 from sensorflow.ingest.replay.avro import AvroReader
 from sensorflow.ingest.replay.jsonl import JsonlReader
 from sensorflow.records.readings import MessageBatch
-from sensorflow.records.timeparse import MISSING, parse_time
 
 __all__ = ["ReplaySource", "discover_partitions", "RecordingError"]
 
@@ -62,17 +61,22 @@ class ReplaySource(FixedPartitionedSource[MessageBatch, tuple]):
     """Replays recorded partitions; each item is one :class:`MessageBatch`.
 
     ``speed=None`` replays as fast as possible; ``speed=N`` paces messages at
-    N x real time by their enqueued time (or ``TS`` for raw lines). The
-    snapshot of a partition is the position after the last emitted batch.
+    N x real time by the event time of the readings ``decode`` accepts (the
+    flow's own decode configuration: a reading decoding will refuse, such as
+    one far in the future, never holds a replay back). The snapshot of a
+    partition is the position after the last emitted batch.
     """
 
-    def __init__(self, path: Path, block_bytes: int = 1 << 20, speed: float | None = None):
+    def __init__(
+        self, path: Path, block_bytes: int = 1 << 20, speed: float | None = None, decode: DecodeConfig = DecodeConfig()
+    ):
         if speed is not None and speed <= 0:
             raise ValueError("speed must be > 0 (or None for as fast as possible)")
         self.path = Path(path)
         self.partitions = discover_partitions(self.path)
         self.block_bytes = block_bytes
         self.speed = speed
+        self.decode = decode
 
     def list_parts(self) -> list[str]:
         return list(self.partitions)
@@ -85,15 +89,15 @@ class ReplaySource(FixedPartitionedSource[MessageBatch, tuple]):
             reader = JsonlReader(files[0], for_part, resume_state or (0, 0), self.block_bytes)
         if resume_state:
             log.info("partition %s resumes at %s", for_part, resume_state)
-        return _ReplayPartition(reader, self.speed)
+        return _ReplayPartition(reader, _Pacer(self.speed, self.decode) if self.speed else None)
 
 
 class _ReplayPartition(StatefulSourcePartition[MessageBatch, tuple]):
-    def __init__(self, reader: JsonlReader | AvroReader, speed: float | None):
+    def __init__(self, reader: JsonlReader | AvroReader, pacer: _Pacer | None):
         self._reader = reader
         self._committed = reader.position
         self._done = False
-        self._pacer = _Pacer(speed) if speed else None
+        self._pacer = pacer
         self._pending: MessageBatch | None = None
 
     def next_batch(self) -> list[MessageBatch]:
@@ -124,16 +128,25 @@ class _ReplayPartition(StatefulSourcePartition[MessageBatch, tuple]):
 
 
 class _Pacer:
-    """Holds batches back until their last message is due at ``speed`` x real time."""
+    """Holds batches back until their last reading is due at ``speed`` x real time.
 
-    def __init__(self, speed: float):
+    Event times are what decoding makes of the batch with the flow's :class:`DecodeConfig`: the
+    same time source, and the same readings refused (``future``, ``out_of_range``, unparsable),
+    so one absurd timestamp can neither stall a replay nor race it. The origin is the first
+    accepted reading and the wall clock when it was seen; every later batch is due by that one
+    origin, so time spent elsewhere in the flow is caught up, not added.
+    """
+
+    def __init__(self, speed: float, decode: DecodeConfig):
         self.speed = speed
+        self.decode = decode
         self.chunk = 1
         self.awake: datetime | None = None
         self._origin: tuple[float, int] | None = None  # (monotonic s, event ns)
+        self._judged: tuple[MessageBatch, np.ndarray] | None = None
 
     def due(self, batch: MessageBatch) -> bool:
-        times = _event_times(batch)
+        times = self._event_times(batch)
         if len(times) == 0:
             return True
         if self._origin is None:
@@ -148,21 +161,9 @@ class _Pacer:
             return False
         return True
 
-
-def _event_times(batch: MessageBatch) -> np.ndarray:
-    """Enqueued times, or the bodies' ``TS`` when there are none (best effort, pacing only)."""
-    known = batch.enqueued_ns[batch.enqueued_ns != MISSING]
-    if len(known):
-        return known
-    times = []
-    for body in batch.bodies:
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            continue
-        for item in obj if isinstance(obj, list) else [obj]:
-            ts = item.get("TS") if isinstance(item, dict) else None
-            parsed = parse_time(ts) if isinstance(ts, str) else None
-            if parsed is not None:
-                times.append(parsed)
-    return np.array(times, dtype=np.int64)
+    def _event_times(self, batch: MessageBatch) -> np.ndarray:
+        """The event times of the readings decoding accepts in ``batch`` (judged once per batch)."""
+        if self._judged is None or self._judged[0] is not batch:
+            readings = decode_batch(batch, self.decode).readings.table
+            self._judged = (batch, readings.column("ts").to_numpy())
+        return self._judged[1]

@@ -112,9 +112,8 @@ def test_source_partition_snapshot_is_after_the_last_emitted_batch(tmp_path: Pat
 
 def test_paced_replay_holds_messages_until_due(tmp_path: Path):
     path = tmp_path / "partition-0.jsonl"
-    path.write_bytes(
-        b'{"TS": "2026-01-01T00:00:00Z"}\n{"TS": "2026-01-01T00:00:00.1Z"}\n{"TS": "2026-01-01T01:00:00Z"}\n'
-    )
+    reading = b'{"TS": "%s", "Device": 1, "Tag": 1, "Value": 1}\n'  # pacing follows the readings decoding accepts
+    path.write_bytes(b"".join(reading % ts for ts in (b"2026-01-01T00:00:00Z", b"2026-01-01T00:00:00.1Z", b"2026-01-01T01:00:00Z")))
     part = ReplaySource(tmp_path, speed=1.0).build_part("read", "0", None)
     got = []
     for _ in range(50):
