@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
+from sensorflow.backoff import Backoff
+
 __all__ = [
     "EventHubsConnection",
     "MissingDependency",
@@ -127,8 +129,9 @@ class ReceiveOptions:
     ``batch_size`` events at most per received batch (one dataflow item each), delivered after
     ``max_wait_seconds`` even when smaller; ``queue_batches`` received batches may wait per
     partition before the receiver pauses (back-pressure). A receiver that fails after the SDK's
-    own ``sdk_retries`` reconnects from the next event after ``retry_initial_seconds``, doubling
-    up to ``retry_max_seconds``. ``owner_level`` makes receivers exclusive (a higher level steals
+    own ``sdk_retries``, or cannot connect at all, reconnects from the next event after a wait
+    of ~``retry_initial_seconds``, doubling up to ``retry_max_seconds``, jittered
+    (:meth:`backoff`); the waits start over once a connection stayed up ``healthy_seconds``. ``owner_level`` makes receivers exclusive (a higher level steals
     the partition).
     """
 
@@ -142,6 +145,7 @@ class ReceiveOptions:
     sdk_retries: int = 3
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 30.0
+    healthy_seconds: float = 30.0
     lag_poll_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -155,8 +159,12 @@ class ReceiveOptions:
             raise ValueError("max_wait_seconds and retry_initial_seconds must be > 0, retry_max_seconds >= retry_initial_seconds")
         if self.owner_level is not None and self.owner_level < 0:
             raise ValueError("owner_level must be >= 0")
-        if self.sdk_retries < 0 or self.lag_poll_seconds < 0:
-            raise ValueError("sdk_retries and lag_poll_seconds must be >= 0")
+        if self.sdk_retries < 0 or self.lag_poll_seconds < 0 or self.healthy_seconds < 0:
+            raise ValueError("sdk_retries, lag_poll_seconds and healthy_seconds must be >= 0")
+
+    def backoff(self) -> Backoff:
+        """How long a receiver waits between connection attempts (capped exponential, jittered)."""
+        return Backoff(first=self.retry_initial_seconds, cap=self.retry_max_seconds)
 
     def sdk_position(self) -> tuple[str | datetime, bool]:
         """The cold-start position as the SDK takes it: (position, inclusive)."""

@@ -3,9 +3,17 @@
 Each partition gets a thread running the SDK's receive loop for that partition; every received
 batch becomes one :class:`~sensorflow.ingest.eventhubs.received.Received` (bodies joined, sequence numbers,
 enqueued times, offsets) handed to ``deliver``, which may block: a blocked callback stops the SDK
-asking the hub for more (back-pressure). When the SDK gives up after its own retries, the thread
-closes the client and reconnects from the event after the last one received, with exponential
-backoff; a partition stolen by a receiver with a higher owner level is reported as such.
+asking the hub for more (back-pressure). When the SDK gives up after its own retries, or cannot
+open the connection at all, the thread closes the client and reconnects from the event after the
+last one received, with capped exponential backoff and jitter (``sensorflow.backoff``, the same
+mechanism as the store's); a partition stolen by a receiver with a higher owner level is reported
+as such. ``status.connected`` is True only while the SDK's link is ready; ``status.reconnects``
+counts failed connections (the ``sensorflow_partition_reconnects`` metric).
+
+The SDK's consumer swallows a failure to open its connection (``receive`` returns as if it had
+been closed: azure-eventhub 5.15, ``EventHubConsumer.receive``), so calling it in a loop against
+an unreachable endpoint opened a connection per call, ~5,000 per second; such a return is taken
+here for the failed connection it is.
 
 Receivers run in the receiver process (``sensorflow.ingest.eventhubs.child``), away from the dataflow's
 interpreter lock. With the SDK's pure-Python AMQP transport (its default) they drive the SDK's
@@ -25,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sensorflow.backoff import Reconnects
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.received import Received, received_from_events
 
@@ -53,6 +62,10 @@ class PartitionStatus:
         if self.hub_last_sequence is None:
             return None
         return max(0, self.hub_last_sequence - (self.last_sequence if self.last_sequence is not None else -1))
+
+
+class NotConnected(ConnectionError):
+    """The SDK could not open the connection (and did not say why)."""
 
 
 def _is_stolen(error: BaseException) -> bool:
@@ -92,6 +105,7 @@ class PartitionReceiver:
         self._failed = False
         self._direct = direct
         self._consumer: Any = None
+        self._reconnects = Reconnects(options.backoff(), options.healthy_seconds)
         self.path: str | None = None  # "consumer" or "receive_batch": how it received last
         self._thread = threading.Thread(target=self._run, name=f"eventhubs-{partition}", daemon=True)
 
@@ -111,7 +125,7 @@ class PartitionReceiver:
     # -- the receiving thread ----------------------------------------------------
 
     def _run(self) -> None:
-        backoff = self._options.retry_initial_seconds
+        reconnects = self._reconnects
         while not self._stop.is_set():
             client = self._connection.consumer(self._options.consumer_group, retry_total=self._options.sdk_retries)
             with self._client_lock:
@@ -122,18 +136,16 @@ class PartitionReceiver:
             if self._stop.is_set():
                 break
             if failed:
+                pause = reconnects.failed()
                 self.status.reconnects += 1
                 self._on_status(self.status)
                 log.warning(
                     "partition %s: receiver failed, reconnecting in %.1f s",
                     self._partition,
-                    backoff,
+                    pause,
                     extra={"partition": self._partition, "position": self._next, "error": self.status.last_error},
                 )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._options.retry_max_seconds)
-            else:
-                backoff = self._options.retry_initial_seconds
+                self._stop.wait(pause)
 
     def _receive(self, client: Any) -> bool:
         """Run the SDK's receive loop until stopped or it fails; True if it failed."""
@@ -185,6 +197,14 @@ class PartitionReceiver:
         try:
             while not self._stop.is_set():
                 consumer.receive(batch=True, max_batch_size=self._options.batch_size, max_wait_time=self._options.max_wait_seconds)
+                if self._stop.is_set():
+                    break
+                if not consumer.running:  # the SDK could not open the connection and returned as if closed
+                    self._note_error(NotConnected("cannot open the connection to the Event Hubs endpoint"))
+                    self._failed = True
+                    break
+                if consumer.handler_ready:
+                    self._up()
         finally:
             self._consumer = None
             consumer.close()
@@ -199,7 +219,9 @@ class PartitionReceiver:
         self._on_batch(None, messages)
 
     def _on_batch(self, context: Any, events: list) -> None:
-        self._set_connected(True)
+        consumer = self._consumer
+        if consumer is None or consumer.handler_ready:  # the direct path may call this before its link is up
+            self._up()
         if not events or self._stop.is_set():
             return
         received = received_from_events(events, self._next)
@@ -207,6 +229,10 @@ class PartitionReceiver:
             return  # a redelivery after a reconnect: already delivered
         self._next = received.next_sequence
         self._deliver(received)
+
+    def _up(self) -> None:
+        self._reconnects.connected()
+        self._set_connected(True)
 
     def _set_connected(self, connected: bool) -> None:
         if self.status.connected != connected:
