@@ -1,10 +1,13 @@
 """Message bodies to columnar readings plus dead letters (a pure function).
 
-The seed's JSON object, or a JSON array of them in one message. A batch of
-clean single-object messages is parsed by Arrow's multi-threaded JSON reader
-in one call; anything that reader refuses is re-read message by message, so
-every malformed message or element becomes a dead letter with its reason.
-Nothing raises; ``readings + dead letters == elements seen`` always holds.
+The seed's JSON object, or a JSON array of them in one message. The messages
+of a batch are parsed by Arrow's multi-threaded JSON reader in one call; a
+message that looks odd is read apart, and one that Arrow refuses is found by
+re-reading pieces of the batch (``jsonblock.isolate``), so a bad message costs
+only itself. Only those go message by message, so every malformed message or
+element becomes a dead letter with its reason, as the message-by-message path
+decides. Nothing raises; ``readings + dead letters == elements seen`` always
+holds.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from sensorflow.ingest.jsonblock import read_object_lines
+from sensorflow.ingest.jsonblock import LEAF, Lines, isolate, read_object_lines
 from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch, ReasonCode
 from sensorflow.records.readings import READING_SCHEMA, MessageBatch, ReadingBatch
 from sensorflow.records.timeparse import MISSING, NS_PER_S, epoch_array_to_ns, epoch_to_ns, parse_time_array
@@ -48,7 +51,7 @@ _ARRAY_PARSE = pa_json.ParseOptions(
     explicit_schema=pa.schema([("r", pa.list_(pa.struct([("Value", pa.float64())])))]),
     unexpected_field_behavior="infer",
 )
-_FAST_CHUNK = 512  # messages per retry chunk after the whole batch was refused
+_OPEN_BRACE, _OPEN_BRACKET = ord("{"), ord("[")
 _YEAR_2000_NS = 946_684_800 * NS_PER_S
 
 
@@ -108,13 +111,7 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
     dead: list[DeadLetter] = [
         DeadLetter(batch.partition, r.position, 0, r.reason, r.payload) for r in batch.rejects
     ]
-    candidates = None
-    for parse in _fast_parsers(batch):
-        candidates = parse()
-        if candidates is not None:
-            break
-    else:
-        candidates = _parse_chunks(batch.bodies)
+    candidates = _parse(batch)
     readings = _validate(batch, candidates, config, now_ns, dead)
     dead_batch = DeadLetterBatch.from_records(dead)
     return Decoded(
@@ -127,17 +124,68 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
 # -- fast path ---------------------------------------------------------------
 
 
-def _fast_parsers(batch: MessageBatch) -> list:
-    """The whole-batch Arrow reads to try, most likely first: objects per line, or arrays of them."""
-    if batch.joined is not None:
-        objects = partial(_parse_fast, batch.joined, len(batch))
-    else:
-        objects = partial(_parse_fast_list, batch.bodies)
-    def arrays() -> _Candidates | None:
-        return _parse_arrays(batch.bodies)  # bodies split from ``joined`` only if it comes to this
+def _parse(batch: MessageBatch) -> _Candidates:
+    """Every message as candidates, in message order: columnar but for the messages Arrow refuses.
 
-    first = batch.bodies[0][:1] if batch.joined is None and batch.bodies else b"{"
-    return [arrays, objects] if first == b"[" else [objects, arrays]
+    Messages that look odd (see ``Lines.odd_objects``) are read apart from the plain ones, so the
+    plain ones go to Arrow in one read; a set Arrow still refuses is narrowed down piece by piece
+    (``isolate``). Only the messages no Arrow read takes go to the message-by-message path.
+    """
+    n = len(batch)
+    if n == 0:
+        return _empty_candidates()
+    lines = _lines(batch)
+    first = lines.first_bytes()
+    objects, arrays = first == _OPEN_BRACE, first == _OPEN_BRACKET
+    odd = ~(objects | arrays)
+    if objects.any():
+        odd |= objects & lines.odd_objects()
+    if batch.joined is not None:
+        def read_objects(index: np.ndarray) -> _Candidates | None:
+            return _parse_fast(lines.join(index), len(index))
+    else:
+        def read_objects(index: np.ndarray) -> _Candidates | None:
+            return _parse_fast_list(lines.take(index))
+
+    def read_arrays(index: np.ndarray) -> _Candidates | None:
+        return _parse_arrays(lines.take(index))
+
+    parts: list[tuple[np.ndarray, _Candidates]] = []
+    slow = [np.flatnonzero(odd & ~objects)]
+    for index, read, plain in (
+        (np.flatnonzero(objects & ~odd), read_objects, True),
+        (np.flatnonzero(arrays & ~odd), read_arrays, True),
+        (np.flatnonzero(objects & odd), read_objects, False),  # few, as a rule: not worth a read unless many
+    ):
+        if plain or len(index) > LEAF:
+            read_parts, refused = isolate(index, read)
+            parts += read_parts
+            slow.append(refused)
+        else:
+            slow.append(index)
+    slow_index = np.sort(np.concatenate(slow))
+    if len(slow_index):
+        bodies = lines.take(slow_index) if batch.joined is not None else [batch.bodies[i] for i in slow_index.tolist()]
+        parts.append((slow_index, _parse_slow(bodies)))
+    for index, part in parts:
+        part.message = index[part.message]
+    if len(parts) == 1:
+        return parts[0][1]
+    return _in_message_order(_concat([part for _, part in parts]))
+
+
+def _lines(batch: MessageBatch) -> Lines:
+    """The batch's bodies as one block of lines (line breaks inside a body made spaces)."""
+    n = len(batch)
+    if batch.joined is not None:
+        try:
+            return Lines(batch.joined, n)
+        except ValueError:
+            pass  # a reader broke the joined form's promise: read the bodies one line each
+    joined = b"\n".join(batch.bodies)
+    if joined.count(b"\n") != n - 1 or b"\r" in joined:
+        joined = b"\n".join(_one_line(body) for body in batch.bodies)
+    return Lines(joined, n)
 
 
 def _parse_fast_list(bodies: list[bytes]) -> _Candidates | None:
@@ -283,19 +331,6 @@ def _empty_candidates() -> _Candidates:
     )
 
 
-def _parse_chunks(bodies: list[bytes]) -> _Candidates:
-    """Retry in chunks so a few bad messages do not send a whole batch down the slow path."""
-    parts = []
-    for start in range(0, len(bodies), _FAST_CHUNK):
-        chunk = bodies[start : start + _FAST_CHUNK]
-        part = _parse_fast_list(chunk) if len(bodies) > _FAST_CHUNK else None
-        if part is None:
-            part = _parse_slow(chunk)
-        part.message = part.message + start
-        parts.append(part)
-    return _concat(parts)
-
-
 def _concat(parts: list[_Candidates]) -> _Candidates:
     if len(parts) == 1:
         return parts[0]
@@ -317,8 +352,49 @@ def _concat(parts: list[_Candidates]) -> _Candidates:
         value=np.concatenate([p.value for p in parts]),
         value_present=np.concatenate([p.value_present for p in parts]),
         reason=np.concatenate([p.reason for p in parts]),
-        payload=[x for p in parts for x in p.payload],
+        payload=_Payloads([p.payload for p in parts]),
+        numeric_ids=(all(p.numeric_ids[0] for p in parts), all(p.numeric_ids[1] for p in parts)),
     )
+
+
+def _in_message_order(c: _Candidates) -> _Candidates:
+    """Rows sorted by message, stable (elements of a message stay in order): readings keep their read order."""
+    if len(c.message) < 2 or (np.diff(c.message) >= 0).all():
+        return c
+    order = np.argsort(c.message, kind="stable")
+    take = pa.array(order)
+    return _Candidates(
+        message=c.message[order],
+        element=c.element[order],
+        ts_text=c.ts_text.take(take) if c.ts_text is not None else None,
+        ts_number=c.ts_number[order] if c.ts_number is not None else None,
+        device=c.device.take(take),
+        tag=c.tag.take(take),
+        value=c.value[order],
+        value_present=c.value_present[order],
+        reason=c.reason[order],
+        payload=_Payloads([c.payload], order),
+        numeric_ids=c.numeric_ids,
+    )
+
+
+class _Payloads(Sequence):
+    """Payloads of several parts back to back (optionally reordered), looked up only for dead letters."""
+
+    def __init__(self, parts: list[Sequence[bytes | None]], order: np.ndarray | None = None):
+        self._parts = parts
+        self._ends = np.cumsum([len(p) for p in parts])
+        self._order = order
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = int(self._order[i]) if self._order is not None else int(i)
+        part = int(np.searchsorted(self._ends, i, side="right"))
+        return self._parts[part][i - (int(self._ends[part - 1]) if part else 0)]
 
 
 # -- slow path: one message at a time ----------------------------------------
@@ -461,8 +537,8 @@ def _validate(
     else:
         ts = c.ts_number if c.ts_number is not None else np.full(n, MISSING, np.int64)
         if c.ts_text is not None:
-            text_ns, text_ok = parse_time_array(c.ts_text)
             has_text = c.ts_text.is_valid().to_numpy(zero_copy_only=False)
+            text_ns, text_ok = _text_times(c.ts_text, has_text)
             mark(has_text & ~text_ok, ReasonCode.BAD_TIMESTAMP)
             ts = np.where(has_text, text_ns, ts)
             mark((ts == MISSING) & ~has_text, ReasonCode.MISSING_FIELD.detail("TS"))
@@ -518,6 +594,20 @@ def _validate(
         ],
         schema=READING_SCHEMA,
     )
+
+
+def _text_times(texts: pa.Array, has_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``parse_time_array`` of the rows that hold a text only: a part read with TS as text may sit
+    among parts read with TS as times, and those rows must not send the whole column to the
+    general (element by element) parser."""
+    if texts.null_count == 0 or not has_text.any():
+        return parse_time_array(texts)
+    index = np.flatnonzero(has_text)
+    ns = np.full(len(texts), MISSING, dtype=np.int64)
+    ns[index], ok = parse_time_array(texts.take(pa.array(index)))
+    parsed = np.zeros(len(texts), dtype=bool)
+    parsed[index] = ok
+    return ns, parsed
 
 
 def _mark(reason: np.ndarray, flagged: np.ndarray, mask: np.ndarray, why: str) -> None:

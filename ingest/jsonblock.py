@@ -1,22 +1,40 @@
-"""Arrow's JSON reader on a block of newline-separated objects, behind guards.
+"""Arrow's JSON reader on blocks of newline-separated objects, and what a block it refuses costs.
 
 Arrow's reader crashes the process (segfault, pyarrow 26) on a line that
 starts with ``null``, and it accepts several values on one line. So a block
 goes to Arrow only when every line starts with ``{`` and Arrow returns one
 row per line; anything else is for the caller's line-by-line path.
+
+Arrow judges a block as a whole: one line it refuses refuses them all. So a
+bad line must cost only itself: :class:`Lines` finds the lines that look
+unlike the rest with a few vectorized byte checks (they are read apart), and
+:func:`isolate` narrows a refused set of lines down to the few lines Arrow
+will not take, re-reading only the pieces around them.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-__all__ = ["read_object_lines"]
+__all__ = ["Lines", "isolate", "join_binary", "read_object_lines"]
 
 _READ = pa_json.ReadOptions(block_size=1 << 16, use_threads=True)  # small blocks: all cores on one batch
+_NEWLINE, _OPEN, _CLOSE, _QUOTE, _BRACKET = ord("\n"), ord("{"), ord("}"), ord('"'), ord("[")
+_NULL_N = ord("n")  # in null (and NaN, Infinity), never in the seed's keys, numbers, ISO times or integer ids
+_ZERO, _NINE = ord("0"), ord("9")
+_TS_HEAD = np.frombuffer(b'{"TS": "', np.uint8)
+_DATE_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9])
+_PIECES = 8  # a refused set of lines is read again as this many pieces
+LEAF = 8  # a refused set this small goes to the caller's line-by-line path
+
+T = TypeVar("T")
 
 
 def read_object_lines(block: bytes, lines: int, parse: pa_json.ParseOptions) -> pa.Table | None:
@@ -33,3 +51,153 @@ def read_object_lines(block: bytes, lines: int, parse: pa_json.ParseOptions) -> 
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None
     return table if table.num_rows == lines else None
+
+
+class Lines:
+    """``n`` lines of one block (``block`` = the lines joined by single newlines), by index.
+
+    ``starts[i]`` is where line ``i`` begins and ``starts[i + 1] - 1`` where it ends.
+    """
+
+    def __init__(self, block: bytes, n: int, newlines: np.ndarray | None = None):
+        self.block = block
+        self.n = n
+        self.chars = np.frombuffer(block, np.uint8)
+        if newlines is None:
+            newlines = np.flatnonzero(self.chars == _NEWLINE) if n > 1 else np.zeros(0, np.int64)
+        if len(newlines) != n - 1:
+            raise ValueError(f"expected {n} lines, found {len(newlines) + 1}")
+        self.starts = np.empty(n + 1, dtype=np.int64)
+        self.starts[0] = 0
+        self.starts[1:n] = newlines + 1
+        self.starts[n] = len(block) + 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.starts) - 1
+
+    def line(self, i: int) -> bytes:
+        return self.block[self.starts[i] : self.starts[i + 1] - 1]
+
+    def take(self, index: np.ndarray) -> list[bytes]:
+        starts, block = self.starts, self.block
+        return [block[starts[i] : starts[i + 1] - 1] for i in index.tolist()]
+
+    def join(self, index: np.ndarray) -> bytes:
+        """Lines ``index`` (ascending) joined by newlines: one slice per run of consecutive lines."""
+        if len(index) == self.n:
+            return self.block
+        if len(index) == 0:
+            return b""
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        firsts = index[np.concatenate([[0], breaks])]
+        lasts = index[np.concatenate([breaks - 1, [len(index) - 1]])]
+        starts, block = self.starts, self.block
+        return b"\n".join(block[starts[a] : starts[b + 1] - 1] for a, b in zip(firsts.tolist(), lasts.tolist()))
+
+    def first_bytes(self) -> np.ndarray:
+        """Each line's first byte (0 for an empty line)."""
+        at = np.minimum(self.starts[:-1], max(len(self.block) - 1, 0))
+        first = self.chars[at] if len(self.block) else np.zeros(self.n, np.uint8)
+        return np.where(self.lengths > 0, first, 0)
+
+    def last_bytes(self, back: int = 1) -> np.ndarray:
+        """Each line's byte ``back`` places from its end (0 where the line is shorter)."""
+        at = self.starts[1:] - 1 - back
+        ok = self.lengths >= back
+        return np.where(ok, self.chars[np.clip(at, 0, max(len(self.block) - 1, 0))], 0) if len(self.block) else at * 0
+
+    def lines_holding(self, mask: np.ndarray) -> np.ndarray:
+        """Per line: whether any byte where ``mask`` (over ``block``) holds lies on it."""
+        hits = np.flatnonzero(mask)
+        held = np.zeros(self.n, dtype=bool)
+        if len(hits):
+            held[np.searchsorted(self.starts, hits, side="right") - 1] = True
+        return held
+
+    def odd_objects(self) -> np.ndarray:
+        """Lines unlike a plain seed-style object, to be read apart from the rest (a guess: Arrow judges).
+
+        Odd: not ``{...}``; a last value (the seed's Value) that does not end as a number does
+        (a string, true, NaN, ...); a ``null`` or an array anywhere; non-UTF-8 bytes; a ``TS``
+        text that does not start as an ISO date. Two byte compares over the block and a few
+        gathers: a small cost next to Arrow's parse.
+        """
+        last_value = self.last_bytes(2)
+        odd = (self.first_bytes() != _OPEN) | (self.last_bytes() != _CLOSE) | (last_value < _ZERO) | (last_value > _NINE)
+        literal = (self.chars == _NULL_N) | (self.chars == _BRACKET)
+        if literal.any():
+            odd |= self.lines_holding(literal)
+        try:
+            self.block.decode("utf-8")
+        except UnicodeDecodeError:
+            odd |= self.lines_holding(self.chars >= 0x80)
+        odd |= self._odd_times()
+        return odd
+
+    def _odd_times(self) -> np.ndarray:
+        """Lines that start ``{"TS": "`` with a text that is not a plausible ISO date and time."""
+        n, width = self.n, len(_TS_HEAD) + 16  # the head, then YYYY-MM-DDTHH:MM
+        odd = np.zeros(n, dtype=bool)
+        long_enough = np.flatnonzero(self.lengths >= width)
+        if not len(long_enough):
+            return odd
+        rows = self.chars[self.starts[long_enough, None] + np.arange(width)]
+        timed = (rows[:, : len(_TS_HEAD)] == _TS_HEAD).all(axis=1)
+        if not timed.any():
+            return odd
+        text = rows[timed, len(_TS_HEAD) :]
+        digits = text[:, _DATE_DIGITS] - np.uint8(ord("0"))
+        month = digits[:, 4].astype(np.int32) * 10 + digits[:, 5]
+        day = digits[:, 6].astype(np.int32) * 10 + digits[:, 7]
+        hour = (text[:, 11] - np.uint8(ord("0"))).astype(np.int32) * 10 + (text[:, 12] - np.uint8(ord("0")))
+        plausible = (
+            (digits <= 9).all(axis=1) & (text[:, 4] == ord("-")) & (text[:, 7] == ord("-"))
+            & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
+            & (((text[:, 10] == ord("T")) | (text[:, 10] == ord(" "))) & (hour <= 23) & (text[:, 13] == ord(":"))
+               | (text[:, 10] == _QUOTE))
+        )
+        odd[long_enough[timed][~plausible]] = True
+        # A TS line too short for a date and time ("TS": "") is odd too.
+        short = np.flatnonzero((self.lengths < width) & (self.lengths >= len(_TS_HEAD)))
+        if len(short):
+            heads = self.chars[self.starts[short, None] + np.arange(len(_TS_HEAD))]
+            odd[short[(heads == _TS_HEAD).all(axis=1)]] = True
+        return odd
+
+
+def isolate(
+    index: np.ndarray, read: Callable[[np.ndarray], T | None], leaf: int = LEAF
+) -> tuple[list[tuple[np.ndarray, T]], np.ndarray]:
+    """Read lines ``index`` with ``read``; where it refuses, read smaller pieces, down to ``leaf`` lines.
+
+    Returns the pieces read (lines, result) in line order, and the lines of the refused pieces
+    of at most ``leaf`` lines (for the caller's line-by-line path). One bad line among ``n``
+    costs about two more reads of ``n / _PIECES`` lines per level, not a re-read of all ``n``.
+    """
+    parts: list[tuple[np.ndarray, T]] = []
+    refused: list[np.ndarray] = []
+    pending = [index]
+    while pending:
+        lines = pending.pop()
+        if not len(lines):
+            continue
+        result = read(lines)
+        if result is not None:
+            parts.append((lines, result))
+        elif len(lines) <= leaf:
+            refused.append(lines)
+        else:
+            pending.extend(reversed(np.array_split(lines, min(_PIECES, len(lines)))))
+    return parts, (np.concatenate(refused) if refused else np.zeros(0, np.int64))
+
+
+def join_binary(values: pa.Array) -> bytes:
+    """A string or binary array's values joined by newlines, in one copy."""
+    if not len(values):
+        return b""
+    values = values.cast(pa.binary()) if values.type != pa.binary() else values
+    lines = pc.binary_join_element_wise(values, pa.scalar(b"", pa.binary()), pa.scalar(b"\n", pa.binary()))
+    start, end = lines.offset, lines.offset + len(lines)
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[start : end + 1]
+    return lines.buffers()[2].to_pybytes()[offsets[0] : offsets[-1] - 1]

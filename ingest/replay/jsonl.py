@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from sensorflow.ingest.jsonblock import read_object_lines
+from sensorflow.ingest.jsonblock import Lines, isolate, join_binary, read_object_lines
 from sensorflow.records.dead_letters import ReasonCode
 from sensorflow.records.readings import MessageBatch, Reject
 from sensorflow.records.timeparse import MISSING, parse_time, parse_time_array
@@ -136,31 +135,98 @@ _ENVELOPE_SCHEMA = pa.schema(
     [("sequence_number", pa.int64()), ("enqueued_time", pa.string()), ("body", pa.string())]
 )
 _ENVELOPE_PARSE = pa_json.ParseOptions(explicit_schema=_ENVELOPE_SCHEMA, unexpected_field_behavior="ignore")
+_BODY_PATTERN = np.frombuffer(_BODY_KEY, np.uint8)
 
 
 def _envelopes_fast(
     partition: str, chunk: bytes, count: int, line_positions: np.ndarray, eof: bool
 ) -> MessageBatch | None:
-    """A block of envelope lines in one Arrow read; None when any line is not a plain envelope."""
-    table = read_object_lines(chunk[:-1], count, _ENVELOPE_PARSE)
-    if table is None:
+    """A block holding envelope lines, columnar: Arrow reads the envelopes, a line it refuses goes alone.
+
+    Lines with ``"body"`` whose body is a string go to Arrow's reader together (``isolate``
+    narrows a refused read down to the lines at fault); a ``{"base64": ...}`` body, a line
+    Arrow refuses and a line Arrow finds no body in are unwrapped line by line (``_envelope``);
+    lines without ``"body"`` are raw. None only when the block is not newline-separated lines.
+    """
+    try:
+        lines = Lines(chunk[:-1], count)
+    except ValueError:
         return None
-    body = table.column("body").combine_chunks()
-    if body.null_count:
-        return None
-    sequence = table.column("sequence_number").combine_chunks()
-    positions = np.where(
-        sequence.is_valid().to_numpy(zero_copy_only=False), sequence.fill_null(0).to_numpy(zero_copy_only=False), line_positions
-    )
-    enqueued, _ = parse_time_array(table.column("enqueued_time").combine_chunks())
-    # Each body plus a newline, back to back in one buffer: the decoder's joined form.
-    lines = pc.binary_join_element_wise(body, pa.scalar(""), "\n")
-    start, end = lines.offset, lines.offset + len(lines)
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[start : end + 1]
-    joined = lines.buffers()[2].to_pybytes()[offsets[0] : offsets[-1] - 1]
-    if joined.count(b"\n") != count - 1:
-        return None  # a body holds a raw newline: leave it to the line-by-line path
-    return MessageBatch(partition, None, positions.astype(np.int64), enqueued, eof=eof, joined=joined)
+    at = _body_keys(lines.chars)
+    candidate = np.zeros(count, dtype=bool)
+    has_key = np.zeros(count, dtype=bool)
+    if len(at):
+        line_of = np.searchsorted(lines.starts, at, side="right") - 1
+        has_key[line_of] = True
+        chars = np.append(lines.chars, np.zeros(3, np.uint8))  # room to look past the last key
+        string_body = (chars[at + 6] == ord(":")) & (  # '"body":"' or '"body": "'
+            (chars[at + 7] == ord('"')) | ((chars[at + 7] == ord(" ")) & (chars[at + 8] == ord('"')))
+        )
+        candidate[line_of[string_body]] = True
+        candidate[line_of[~string_body]] = False  # a base64 body, or a second "body" on the line: line by line
+
+    def read(index: np.ndarray) -> pa.Table | None:
+        return read_object_lines(lines.join(index), len(index), _ENVELOPE_PARSE)
+
+    parts, _ = isolate(np.flatnonzero(candidate), read)
+    fast_index = np.concatenate([index for index, _ in parts]) if parts else np.zeros(0, np.int64)
+    tables = [table for _, table in parts]
+    body = pa.concat_arrays([t.column("body").combine_chunks() for t in tables]) if tables else pa.array([], pa.string())
+    plain = body.is_valid().to_numpy(zero_copy_only=False)  # no top-level body: not an envelope to Arrow
+    fast_index, body = fast_index[plain], body.filter(pa.array(plain))
+    positions = line_positions.copy()
+    enqueued = np.full(count, MISSING, dtype=np.int64)
+    if tables:
+        sequence = pa.concat_arrays([t.column("sequence_number").combine_chunks() for t in tables]).filter(pa.array(plain))
+        enqueued_time = pa.concat_arrays([t.column("enqueued_time").combine_chunks() for t in tables]).filter(pa.array(plain))
+        known = sequence.is_valid().to_numpy(zero_copy_only=False)
+        positions[fast_index] = np.where(known, sequence.fill_null(0).to_numpy(zero_copy_only=False), positions[fast_index])
+        enqueued[fast_index], _ = parse_time_array(enqueued_time)
+    if len(fast_index) == count:
+        joined = join_binary(body)
+        if joined.count(b"\n") == count - 1:
+            return MessageBatch(partition, None, positions, enqueued, eof=eof, joined=joined)
+    # Some lines are not plain envelopes: unwrap those one by one, keep the rest's bodies as read.
+    fast = np.zeros(count, dtype=bool)
+    fast[fast_index] = True
+    others = np.flatnonzero(~fast)
+    other_bodies: list[bytes] = []
+    other_kept: list[int] = []
+    rejects: list[Reject] = []
+    for i, line in zip(others.tolist(), lines.take(others)):
+        envelope = _envelope(line) if has_key[i] else None
+        if envelope is None:
+            other_bodies.append(line)
+            other_kept.append(i)
+            continue
+        envelope_body, sequence_number, enqueued_ns = envelope
+        position = sequence_number if sequence_number is not None else int(positions[i])
+        if envelope_body is None:
+            rejects.append(Reject(position, ReasonCode.BAD_ENVELOPE, line))
+            continue
+        other_bodies.append(envelope_body)
+        other_kept.append(i)
+        positions[i] = position
+        enqueued[i] = enqueued_ns
+    slot = np.empty(count, dtype=np.int64)
+    slot[fast_index] = np.arange(len(fast_index))
+    slot[other_kept] = len(fast_index) + np.arange(len(other_kept))
+    kept = np.sort(np.concatenate([fast_index, np.array(other_kept, dtype=np.int64)]))
+    bodies = pa.concat_arrays([body.cast(pa.binary()), pa.array(other_bodies, pa.binary())]).take(pa.array(slot[kept]))
+    joined = join_binary(bodies)
+    if joined.count(b"\n") != len(kept) - 1:
+        return MessageBatch(partition, bodies.to_pylist(), positions[kept], enqueued[kept], tuple(rejects), eof)
+    return MessageBatch(partition, None, positions[kept], enqueued[kept], tuple(rejects), eof, joined=joined)
+
+
+def _body_keys(chars: np.ndarray) -> np.ndarray:
+    """Where ``"body"`` starts in ``chars`` (found from its rare ``y``)."""
+    ys = np.flatnonzero(chars == ord("y"))
+    ys = ys[(ys >= 4) & (ys + 1 < len(chars))]
+    match = np.ones(len(ys), dtype=bool)
+    for k, byte in enumerate(_BODY_PATTERN.tolist()):
+        match &= chars[ys - 4 + k] == byte
+    return ys[match] - 4
 
 
 def _envelope(line: bytes) -> tuple[bytes | None, int | None, int] | None:
