@@ -20,7 +20,8 @@ Evidence per window slot (rows of ``FEATURES``):
 - stuck: readings repeating exactly, summed over a run of flat windows;
 - gap: a run of missing slots longer than the sensor's usual gaps, between
   two windows with readings (slots after the newest window are not judged:
-  their readings may not have arrived yet);
+  their readings may not have arrived yet), flagged once, on the slot where
+  the run reaches its limit (its score: the run's length / the limit);
 - low_count: under half the usual count, where that was rare in training.
 
 Limits never divide by a zero spread: a limit learned as 0 (constant or
@@ -205,6 +206,25 @@ def _stuck_limit(repeated: np.ndarray, runs: np.ndarray, c: Calibration) -> floa
     return _limit(runs[runs > 0], c.stuck, c.tail_cap, c.stuck_min)
 
 
+def _gap_evidence(count: np.ndarray, limit: float) -> np.ndarray:
+    """Per slot: a run of missing slots' length / ``limit``, on ONE slot of the run: where it reaches the limit.
+
+    A dropout is one alarm at the moment it becomes one, not one flagged
+    window per missing slot: an hour-long outage of a sensor read every few
+    minutes would otherwise add hundreds of flagged windows that hold no
+    reading. A run shorter than the limit puts its (sub-threshold) evidence
+    on its last slot.
+    """
+    out = np.zeros(count.shape[0])
+    missing = count == 0
+    if not missing.any():
+        return out
+    starts = np.flatnonzero(missing & ~np.r_[False, missing[:-1]])
+    runs = gap_runs(count)[starts]
+    out[starts + np.minimum(np.ceil(limit), runs).astype(np.int64) - 1] = runs / limit
+    return out
+
+
 def _episodes(ratio: np.ndarray, bridge: int) -> np.ndarray:
     """Scores with the alarm guard: a gap of at most ``bridge`` slots between two flags is flagged too (score 1.0)."""
     flagged = np.flatnonzero(ratio >= 1.0)
@@ -265,9 +285,9 @@ class CalibratedModel(Model):
         present = np.flatnonzero(full.count > 0)
         if present.shape[0] == 0:
             return full, evidence
-        gaps = gap_runs(full.count)
+        gaps = _gap_evidence(full.count, s.gap_limit)
         gaps[present[-1] + 1:] = 0.0  # after the newest window: not arrived yet, or gone; scored once it reports again
-        evidence[_ROW["gap"]] = gaps / s.gap_limit
+        evidence[_ROW["gap"]] = gaps
         v, count = full.value[present], full.count[present]
         spread = full.max[present] - full.min[present]
         history = self._history(windows, int(full.ts[present[0]]))

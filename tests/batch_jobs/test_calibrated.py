@@ -199,3 +199,17 @@ def test_a_sparse_sensor_keeps_its_training_tail():
     flagged = scores.ts[scores.is_anomaly]
     assert score_ts[1] in flagged
     assert not np.isin(flagged, score_ts[3:]).any(), "the regular 59-slot gaps are not dropouts"
+
+
+def test_a_long_outage_is_one_alarm():
+    """An outage of 200 slots is flagged once, where it passes the gap limit, with its length / limit as score."""
+    model = fitted()
+    scored = readings_windows(SCORED, TRAIN, seed=1)
+    keep = (np.arange(len(scored)) < AT) | (np.arange(len(scored)) >= AT + 200)
+    holed = windows(scored.value[keep], counts=scored.count[keep], ts=scored.ts[keep],
+                    range_from=scored.range_from, range_to=scored.range_to)
+    scores = model.score(holed)
+    flagged = scores.ts[scores.is_anomaly]
+    limit = model.limits.gap_limit
+    assert flagged.tolist() == [int(scored.ts[AT + int(np.ceil(limit)) - 1])]
+    assert scores.score[scores.is_anomaly][0] == pytest.approx(200 / limit)
