@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from sensorflow.backoff import Backoff, Reconnects
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.received import Received
 from sensorflow.ingest.eventhubs.receiver import PartitionReceiver, PartitionStatus
@@ -170,19 +171,29 @@ class _Receivers:
         })
 
     def _poll_hub(self) -> None:
-        """Each partition's last enqueued sequence number, for ``events behind`` (a metric only)."""
+        """Each partition's last enqueued sequence number, for ``events behind`` (a metric only).
+
+        A round that cannot read the hub ends at its first failure, and the next one waits longer
+        (the receivers' backoff, from ``lag_poll_seconds`` up to 10 times that): an unreachable
+        hub is not asked once per partition every round.
+        """
+        poll = self._options.lag_poll_seconds
+        failures = Reconnects(Backoff(first=poll, cap=10 * poll), healthy_seconds=0)
         client = self._connection.consumer(self._options.consumer_group, retry_total=1)
         try:
             while True:
+                wait = poll
                 for index, receiver in list(self._receivers.items()):
                     partition = receiver.status.partition
                     try:
                         properties = client.get_partition_properties(partition)
-                    except Exception as error:  # a metric only: log and try again next round
+                    except Exception as error:  # a metric only: log and try again later
                         log.debug("partition %s: properties not read: %r", partition, error)
-                        continue
+                        wait = max(poll, failures.failed())
+                        break
+                    failures.connected()
                     self._replies.send_json({"type": "hub", "index": index, "last": int(properties["last_enqueued_sequence_number"])})
-                if self._poller_stop.wait(self._options.lag_poll_seconds):
+                if self._poller_stop.wait(wait):
                     return
         finally:
             client.close()

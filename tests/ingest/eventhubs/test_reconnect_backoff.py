@@ -86,3 +86,96 @@ def test_a_receiver_of_an_unreachable_endpoint_connects_at_most_twice_a_second_a
     assert not connected_seen  # /readyz reads this: false while disconnected
     assert status.reconnects >= 2  # the reconnect counter (sensorflow_partition_reconnects) grows
     assert status.last_error is not None and "NotConnected" in status.last_error
+
+
+def _get(url: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
+def _wait_for(probe, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := probe():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout:.0f} s")
+
+
+def _reconnects(metrics: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("sensorflow_partition_reconnects_total{"))
+
+
+@pytest.mark.slow
+def test_a_live_run_whose_namespace_goes_away_is_not_ready_counts_reconnects_and_backs_off(tmp_path):
+    """The issue's case end to end: `sensorflow run --source eventhubs`, then the AMQP endpoint disappears."""
+    import re
+    import subprocess
+    import sys
+    import threading
+
+    import psutil
+
+    from tests.conftest import REPO
+    from tests.support.eventhubs_broker import EventHubsBroker
+
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(_COUNTER)
+    log = tmp_path / "connects.log"
+    broker = EventHubsBroker().start()
+    env = {**__import__("os").environ, "PYTHONPATH": str(hook_dir), "SENSORFLOW_TEST_CONNECT_LOG": str(log),
+           "SENSORFLOW_EVENTHUB_CONNECTION_STRING": broker.connection_string}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sensorflow", "run", "--source", "eventhubs", "--store", f"sqlite:///{tmp_path / 'live.db'}",
+         "--metrics-port", "0", "--progress-seconds", "0", "--writer", "inline"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
+    reader.start()
+    child = None
+    try:
+        port = _wait_for(lambda: next((m.group(1) for m in map(re.compile(r"metrics on http://127\.0\.0\.1:(\d+)/").search, list(lines)) if m), None),
+                         120, "the metrics server")
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(lambda: _get(base + "/readyz")[0] == 200, 120, "ready while the broker is up")
+        child = _wait_for(lambda: next((p for p in psutil.Process(run.pid).children()
+                                        if "sensorflow.ingest.eventhubs.child" in " ".join(p.cmdline())), None), 30, "the receiver process")
+        broker.stop()  # the namespace is gone: its port refuses connections
+        gone = time.monotonic()
+        status, reason = _wait_for(lambda: (r := _get(base + "/readyz"))[0] == 503 and r, 60, "not ready after the broker left")
+        assert "not connected" in reason, reason
+        _wait_for(lambda: _reconnects(_get(base + "/metrics")[1]) >= 4, 60, "a reconnect per partition counted")
+        end = gone + WARM_UP_SECONDS + MEASURE_SECONDS
+        while time.monotonic() < end:  # the measurement window
+            assert run.poll() is None, "".join(lines)[-3000:]
+            assert _get(base + "/readyz")[0] == 503
+            time.sleep(0.5)
+        times = [float(t) for pid, t in (line.split() for line in log.read_text().splitlines()) if int(pid) == child.pid]
+        late = [t for t in times if gone + WARM_UP_SECONDS <= t <= end]
+        rate = len(late) / MEASURE_SECONDS
+        print(f"receiver process: {len(late)} connects in the {MEASURE_SECONDS:.0f} s after the first "
+              f"{WARM_UP_SECONDS:.0f} s without the broker ({rate:.2f}/s, 4 partitions)")
+        assert rate <= MAX_CONNECTS_PER_SECOND
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        if child is not None:  # it ends with its stdin; never leave it behind if it did not
+            try:
+                child.wait(10)
+            except psutil.TimeoutExpired:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        broker.stop()
