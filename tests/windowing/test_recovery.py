@@ -125,7 +125,9 @@ def test_a_recovery_dir_that_meets_another_recording_and_store_is_refused_and_fr
     assert again.returncode == 0, again.stderr
     assert "wrote:  0 window rows, 0 dead letters" in again.stdout
 
+    was = (tmp_path / "rec" / "partition-0.jsonl").stat().st_size
     _simulate(tmp_path, "4m", 2, "2026-02-01T00:00:00Z", "--force")
+    now = (tmp_path / "rec" / "partition-0.jsonl").stat().st_size
     second = ("run", "--source", "rec/", "--store", "sqlite:///b.db", "--recovery-dir", ".sensorflow/recovery")
     refused = _sensorflow(*second, cwd=tmp_path)
     assert refused.returncode == 2, refused.stdout + refused.stderr
@@ -133,7 +135,7 @@ def test_a_recovery_dir_that_meets_another_recording_and_store_is_refused_and_fr
     assert "\n" not in line
     assert line == (
         "sensorflow run: recovery state in .sensorflow/recovery belongs to another run (input: partition-0.jsonl is "
-        "1,094,400 bytes, was 547,200 (and 3 more partition(s)); store "
+        f"{now:,} bytes, was {was:,} (and 3 more partition(s)); store "
         f"sqlite:///{tmp_path}/a.db -> sqlite:///{tmp_path}/b.db): resume it with the same input, store and window "
         "settings, rerun with --fresh to start over, or use another --recovery-dir"
     )
