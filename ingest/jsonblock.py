@@ -30,8 +30,8 @@ _NEWLINE, _OPEN, _CLOSE, _QUOTE, _BRACKET = ord("\n"), ord("{"), ord("}"), ord('
 _NULL_N = ord("n")  # in null (and NaN, Infinity), never in the seed's keys, numbers, ISO times or integer ids
 _ZERO, _NINE = ord("0"), ord("9")
 _TS_HEAD = np.frombuffer(b'{"TS": "', np.uint8)
-_DATE_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9])
 _PIECES = 8  # a refused set of lines is read again as this many pieces
+_PAD = 64  # bytes past the block's end that ``columns`` may read
 LEAF = 8  # a refused set this small goes to the caller's line-by-line path
 
 T = TypeVar("T")
@@ -71,10 +71,8 @@ class Lines:
         self.starts[0] = 0
         self.starts[1:n] = newlines + 1
         self.starts[n] = len(block) + 1
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.starts) - 1
+        self.lengths = np.diff(self.starts) - 1
+        self._padded: np.ndarray | None = None
 
     def line(self, i: int) -> bytes:
         return self.block[self.starts[i] : self.starts[i + 1] - 1]
@@ -118,13 +116,17 @@ class Lines:
     def odd_objects(self) -> np.ndarray:
         """Lines unlike a plain seed-style object, to be read apart from the rest (a guess: Arrow judges).
 
-        Odd: not ``{...}``; a last value (the seed's Value) that does not end as a number does
-        (a string, true, NaN, ...); a ``null`` or an array anywhere; non-UTF-8 bytes; a ``TS``
-        text that does not start as an ISO date. Two byte compares over the block and a few
+        Odd: not ``{...}``; more than twice as long as the typical line (an id of another type
+        or size); a last value (the seed's Value) that does not end as a number does (a string,
+        true, NaN, ...); a ``null`` or an array anywhere; non-UTF-8 bytes; a ``TS`` that is not
+        a number nor a text starting as an ISO date. Two byte compares over the block and a few
         gathers: a small cost next to Arrow's parse.
         """
         last_value = self.last_bytes(2)
+        lengths = self.lengths
+        typical = int(np.partition(lengths, len(lengths) // 2)[len(lengths) // 2])
         odd = (self.first_bytes() != _OPEN) | (self.last_bytes() != _CLOSE) | (last_value < _ZERO) | (last_value > _NINE)
+        odd |= lengths > 2 * typical + 16
         literal = (self.chars == _NULL_N) | (self.chars == _BRACKET)
         if literal.any():
             odd |= self.lines_holding(literal)
@@ -135,34 +137,37 @@ class Lines:
         odd |= self._odd_times()
         return odd
 
+    def columns(self, offsets: np.ndarray, lines: np.ndarray | None = None) -> np.ndarray:
+        """Bytes at ``offsets`` of each line (of ``lines``, default all), one row per line;
+        past a line's end they are the next line's bytes (or 0): mask by ``lengths``."""
+        if self._padded is None:
+            self._padded = np.concatenate([self.chars, np.zeros(_PAD, np.uint8)])
+        starts = self.starts[:-1] if lines is None else self.starts[lines]
+        return self._padded[starts[:, None] + np.minimum(offsets, _PAD - 1)]
+
     def _odd_times(self) -> np.ndarray:
-        """Lines that start ``{"TS": "`` with a text that is not a plausible ISO date and time."""
-        n, width = self.n, len(_TS_HEAD) + 16  # the head, then YYYY-MM-DDTHH:MM
-        odd = np.zeros(n, dtype=bool)
-        long_enough = np.flatnonzero(self.lengths >= width)
-        if not len(long_enough):
+        """Lines that start ``{"TS": `` with neither a number nor a plausible ISO date and time."""
+        head = self.columns(np.arange(len(_TS_HEAD)))
+        value = head[:, -1]
+        keyed = (head[:, :-1] == _TS_HEAD[:-1]).all(axis=1) & (self.lengths >= len(_TS_HEAD))
+        odd = keyed & (value != _QUOTE) & ((value < _ZERO) | (value > _NINE))
+        texts = np.flatnonzero(keyed & (value == _QUOTE))
+        if not len(texts):
             return odd
-        rows = self.chars[self.starts[long_enough, None] + np.arange(width)]
-        timed = (rows[:, : len(_TS_HEAD)] == _TS_HEAD).all(axis=1)
-        if not timed.any():
-            return odd
-        text = rows[timed, len(_TS_HEAD) :]
-        digits = text[:, _DATE_DIGITS] - np.uint8(ord("0"))
-        month = digits[:, 4].astype(np.int32) * 10 + digits[:, 5]
-        day = digits[:, 6].astype(np.int32) * 10 + digits[:, 7]
-        hour = (text[:, 11] - np.uint8(ord("0"))).astype(np.int32) * 10 + (text[:, 12] - np.uint8(ord("0")))
+        # YYYY-MM-DD then '"', or 'T'/' ' and an hour: digits where expected, months and days in range.
+        text = self.columns(len(_TS_HEAD) + np.arange(13), texts).astype(np.int32)
+        digits = text[:, [0, 1, 2, 3, 5, 6, 8, 9]] - _ZERO
+        month, day = text[:, 5] * 10 + text[:, 6] - 11 * _ZERO, text[:, 8] * 10 + text[:, 9] - 11 * _ZERO
+        hour = text[:, 11] * 10 + text[:, 12] - 11 * _ZERO
+        hour_ok = (text[:, 11] >= _ZERO) & (text[:, 11] <= _NINE) & (text[:, 12] >= _ZERO) & (text[:, 12] <= _NINE)
+        after_date = text[:, 10]
         plausible = (
-            (digits <= 9).all(axis=1) & (text[:, 4] == ord("-")) & (text[:, 7] == ord("-"))
+            ((digits >= 0) & (digits <= 9)).all(axis=1) & (text[:, 4] == ord("-")) & (text[:, 7] == ord("-"))
             & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
-            & (((text[:, 10] == ord("T")) | (text[:, 10] == ord(" "))) & (hour <= 23) & (text[:, 13] == ord(":"))
-               | (text[:, 10] == _QUOTE))
+            & ((after_date == _QUOTE) | (((after_date == ord("T")) | (after_date == ord(" "))) & hour_ok & (hour <= 23)))
+            & (self.lengths[texts] >= len(_TS_HEAD) + 11)
         )
-        odd[long_enough[timed][~plausible]] = True
-        # A TS line too short for a date and time ("TS": "") is odd too.
-        short = np.flatnonzero((self.lengths < width) & (self.lengths >= len(_TS_HEAD)))
-        if len(short):
-            heads = self.chars[self.starts[short, None] + np.arange(len(_TS_HEAD))]
-            odd[short[(heads == _TS_HEAD).all(axis=1)]] = True
+        odd[texts[~plausible]] = True
         return odd
 
 
