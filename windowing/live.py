@@ -143,7 +143,7 @@ def run_live(
         source = EventHubsSource(connection, options, partitions, starts, board is not None, stop.event, host, cluster)
         stop.attach_activity(lambda: sum(s.received_events for s in list(source.status.values())), source.connected)
         window_sink = WindowSink(job.output.store, stats, job.output.writer, board.windows if board else None, job.output.retry)
-        dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store, job.output.retry), stats)
+        dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure)
         flow = build_flow(source, config, window_sink, dead_letter_sink, stats, board)
         checkpointer = None
         if checkpoints is not None:

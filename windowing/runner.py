@@ -92,6 +92,6 @@ def _prepare(job: ReplayJob) -> tuple[Dataflow, int, RunStats, WindowSink]:
     stats = RunStats()
     config = job.flow.config(tuple(source.list_parts()), job.execution.total_workers)
     window_sink = WindowSink(job.output.store, stats, job.output.writer, retry=job.output.retry)
-    dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store, job.output.retry), stats)
+    dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure)
     flow = build_flow(source, config, window_sink, dead_letter_sink, stats)
     return flow, len(config.partitions), stats, window_sink

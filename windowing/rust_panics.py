@@ -24,7 +24,7 @@ __all__ = ["is_panic_line", "rust_panics_hidden"]
 _HEADER = re.compile(rb"^thread '[^']*' panicked at ")
 _BODY = re.compile(
     rb"^(Box<dyn Any>|stack backtrace:|\s+\d+: |\s+at |note: (Some details are omitted|run with `RUST_BACKTRACE)"
-    rb"|panic in a destructor during cleanup|thread caused non-unwinding panic)"
+    rb"|panic in a destructor during cleanup|thread caused non-unwinding panic|\s*$)"
 )
 
 
@@ -57,10 +57,14 @@ def rust_panics_hidden() -> Iterator[None]:
 def _forward(read_end: int, out: int) -> None:
     in_report = False
     with os.fdopen(read_end, "rb") as pipe:
-        for line in iter(pipe.readline, b""):
-            in_report = is_panic_line(line, in_report)
-            if not in_report:
-                _write_all(out, line)
+        try:
+            for line in iter(pipe.readline, b""):
+                in_report = is_panic_line(line, in_report)
+                if not in_report:
+                    _write_all(out, line)
+        except Exception:  # never stop draining: a full pipe would block every write to stderr
+            for chunk in iter(lambda: pipe.read1(65536), b""):
+                _write_all(out, chunk)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -45,15 +45,20 @@ def _tables(batches: list[WindowBatch] | list[DeadLetterBatch]) -> pa.Table | No
 
 
 class _DeadLetterPartition(StatelessSinkPartition[DeadLetterBatch]):
-    def __init__(self, store: WindowWriter, stats: RunStats):
+    def __init__(self, store: WindowWriter, stats: RunStats, failed: Callable[[Exception], None]):
         self._store = store
         self._stats = stats
+        self._failed = failed
 
     def write_batch(self, items: list[DeadLetterBatch]) -> None:
         table = _tables(items)
         if table is not None:
             started = time.monotonic()
-            rows = self._store.upsert_dead_letters(table)  # committed before returning
+            try:
+                rows = self._store.upsert_dead_letters(table)  # committed before returning
+            except Exception as e:
+                self._failed(e)
+                raise
             self._stats.add_dead_letters(rows, table["reason"])
             self._stats.observe_write(time.monotonic() - started)
 
@@ -69,12 +74,13 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
 
     def __init__(
         self, writer: ProcessWriter | InlineWriter, stats: RunStats, commits: CommittedWindows | None,
-        failed: Callable[[Exception], None] = lambda error: None,
+        failed: Callable[[Exception], None] = lambda error: None, flow_failed: Callable[[], bool] = lambda: False,
     ):
         self._writer = writer
         self._stats = stats
         self._commits = commits
         self._failed = failed
+        self._flow_failed = flow_failed
         self._failure: Exception | None = None
         self._handed_at: list[float] = []
 
@@ -99,7 +105,8 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
         return None
 
     def close(self) -> None:
-        if self._failure is not None:  # unwinding from our own error: end the writer, raise nothing
+        if self._failure is not None or self._flow_failed():  # unwinding from an error: end the writer, raise nothing
+            # (no commit: the recovery state replays it, and a store that failed would only make the exit wait)
             self._writer.abandon()
             return
         try:
@@ -177,24 +184,32 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
                 ProcessWriter(self._store_url, retry=self._retry) if self._writer == "process"
                 else InlineWriter(self._store_url, self._retry)
             )
-        return _WriterPartition(writer, self._stats, self._commits, self._note_failure)
+        return _WriterPartition(writer, self._stats, self._commits, self.note_failure, lambda: self.failure is not None)
 
     def raise_failure(self) -> None:
         """Raise the window writes' error if there was one (a flow can end without raising it: see the module doc)."""
         if self.failure is not None:
             raise self.failure
 
-    def _note_failure(self, error: Exception) -> None:
+    def note_failure(self, error: Exception) -> None:
+        """The flow is failing (here or in another sink, see :class:`DeadLetterSink`): close without committing."""
         if self.failure is None:
             self.failure = error
 
 
 class DeadLetterSink(DynamicSink[DeadLetterBatch]):
-    """Upserts dead letters (late readings included) into ``DeadLetters``."""
+    """Upserts dead letters (late readings included) into ``DeadLetters``.
 
-    def __init__(self, open_store: Callable[[], WindowWriter], stats: RunStats):
+    ``failed`` learns of a store error before it is raised (the window sink's ``note_failure``, so its
+    writer is not drained against a store that just gave up).
+    """
+
+    def __init__(
+        self, open_store: Callable[[], WindowWriter], stats: RunStats, failed: Callable[[Exception], None] = lambda error: None
+    ):
         self._open_store = open_store
         self._stats = stats
+        self._failed = failed
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self._open_store(), self._stats)
+        return _DeadLetterPartition(self._open_store(), self._stats, self._failed)
