@@ -132,3 +132,38 @@ def test_a_database_that_does_not_exist_is_not_retried(tmp_path: Path, postgres_
     assert last.startswith("sensorflow run: StoreError: connect failed") and "SQLSTATE 3D000: a permanent error, not retried" in last, last
     assert "transient error" not in done.stderr
     assert took < 30  # not the 60 s budget
+
+
+@pytest.mark.slow
+def test_an_outage_of_25_s_is_outlasted_by_the_default_budget(tmp_path: Path, postgres_odbc, postgres_server):
+    """Defect 9: the old budget (8 attempts, ~16 s) gave up during a failover-length outage; 120 s does not."""
+    source = _recording(tmp_path / "rec")
+    reference = tmp_path / "reference.db"
+    run_flow(source, reference)
+    url = f"postgresql+odbc:{postgres_odbc}"
+    database = _database(postgres_odbc)
+    admin = pyodbc.connect(postgres_server.odbc("postgres"), autocommit=True)
+    command = [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", url,
+               "--progress-seconds", "0", "--replay-speed", "20"]  # the default store_retry_seconds
+    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: run.poll() is not None or _rows(postgres_odbc) > 0, 120, "the first committed windows")
+        assert run.poll() is None, "the run ended before the outage"
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        outage_ends = time.monotonic() + 25
+        while time.monotonic() < outage_ends:  # the outage: every connection is cut, none can be opened
+            assert run.poll() is None, run.communicate()[1]
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ? AND pid <> pg_backend_pid()",
+                          database).fetchall()
+            time.sleep(0.05)
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        _, stderr = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        admin.close()
+    assert run.returncode == 0, stderr
+    assert "transient error" in stderr  # the outage did meet the store
+    assert_same_windows(pg_windows(postgres_odbc), windows_frame(reference))
