@@ -47,7 +47,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from sensorflow.batch_jobs.detectors.base import (
     Detector,
@@ -58,7 +57,7 @@ from sensorflow.batch_jobs.detectors.base import (
     scalars_from_arrays,
     scalars_to_arrays,
 )
-from sensorflow.batch_jobs.detectors.features import gap_runs, repeats, stuck_runs, upper_quantile
+from sensorflow.batch_jobs.detectors.features import gap_runs, repeats, sliding_median, stuck_runs, upper_quantile
 
 __all__ = ["FEATURES", "Calibrated", "CalibratedModel", "Calibration", "Limits"]
 
@@ -144,10 +143,12 @@ def _trend_errors(v: np.ndarray, m: int, level: float) -> np.ndarray:
     centred = v - v[:m].mean()  # smaller sums, same errors
     smooth = centred.copy()
     if n >= 3:
-        smooth[2:] = np.median(sliding_window_view(centred, 3), axis=1)
+        smooth[2:] = sliding_median(centred, 3)
     t = np.arange(n, dtype=np.float64)
-    s0 = np.r_[0.0, np.cumsum(smooth)]
-    s1 = np.r_[0.0, np.cumsum(t * smooth)]
+    s0 = np.zeros(n + 1)
+    s1 = np.zeros(n + 1)
+    np.cumsum(smooth, out=s0[1:])
+    np.cumsum(t * smooth, out=s1[1:])
     i = np.arange(m, n)
     sum_y = s0[i] - s0[i - m]
     sum_xy = s1[i] - s1[i - m] - (i - m) * sum_y  # x = 0..m-1 within each fit
@@ -171,7 +172,7 @@ def _shifts(v: np.ndarray, k: int, lag: int, level: float) -> np.ndarray:
     out = np.full(n, np.nan)
     if n < k + lag:
         return out
-    medians = np.median(sliding_window_view(v, k), axis=1)  # medians[j] ends at j + k - 1
+    medians = sliding_median(v, k)  # medians[j] ends at j + k - 1
     now, then = medians[lag:], medians[:-lag]
     away = np.abs(then - level)
     back = (np.abs(now - level) < away) | (np.abs(v[k - 1 + lag:] - level) < away)
@@ -219,7 +220,8 @@ def _gap_evidence(count: np.ndarray, limit: float) -> np.ndarray:
     missing = count == 0
     if not missing.any():
         return out
-    starts = np.flatnonzero(missing & ~np.r_[False, missing[:-1]])
+    starts = np.flatnonzero(missing)
+    starts = starts[np.diff(starts, prepend=-2) > 1]  # the first slot of each run
     runs = gap_runs(count)[starts]
     out[starts + np.minimum(np.ceil(limit), runs).astype(np.int64) - 1] = runs / limit
     return out
@@ -291,7 +293,7 @@ class CalibratedModel(Model):
         v, count = full.value[present], full.count[present]
         spread = full.max[present] - full.min[present]
         history = self._history(windows, int(full.ts[present[0]]))
-        series = np.r_[history, v]
+        series = np.concatenate((history, v))
         skip = history.shape[0]
         of_present = {
             "trend": _trend_errors(series, c.trend_windows, s.level)[skip:] / s.trend_limit,
@@ -301,7 +303,8 @@ class CalibratedModel(Model):
             "low_count": s.low_count_rare * (count <= c.low_count * s.count_median),
         }
         for name, values in of_present.items():
-            evidence[_ROW[name], present] = np.nan_to_num(values, nan=0.0)
+            evidence[_ROW[name], present] = values
+        evidence[np.isnan(evidence)] = 0.0  # no history for the feature yet: no evidence
         return full, evidence
 
     def score(self, windows: SensorWindows) -> Scores:
@@ -346,7 +349,7 @@ class Calibrated(Detector):
         repeated = repeats(v, spread, count)[0]
         runs = stuck_runs(v, spread, count)
         slots = windows.slot_ends().shape[0]
-        gap_before = np.diff(np.r_[windows.range_from, ts]) // windows.window_ns - 1
+        gap_before = np.diff(ts, prepend=windows.range_from) // windows.window_ns - 1
         count_median = float(np.median(count))
         limits = Limits(
             level=level,

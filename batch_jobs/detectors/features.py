@@ -6,14 +6,38 @@ Pure numpy over one sensor's window columns; nothing here knows a detector's lim
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["gap_runs", "repeats", "stuck_runs", "upper_quantile"]
+__all__ = ["gap_runs", "repeats", "sliding_median", "stuck_runs", "upper_quantile"]
 
 
 def upper_quantile(x: np.ndarray, q: float) -> float:
     """The ``q`` quantile (lower order statistic) of a non-empty 1-D array."""
     at = int(q * (x.shape[0] - 1))
     return float(np.partition(x, at)[at])
+
+
+def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+
+
+def sliding_median(v: np.ndarray, k: int) -> np.ndarray:
+    """Medians of every ``k`` consecutive values (``len(v) - k + 1`` of them; none when ``v`` is shorter).
+
+    ``k`` 3 and 5 take min/max networks (exact, ~7x faster than ``np.median``
+    over a sliding view, which sorts every row); any other ``k`` the view.
+    """
+    n = v.shape[0]
+    if n < k:
+        return np.zeros(0)
+    if k == 3:
+        return _median3(v[:-2], v[1:-1], v[2:])
+    if k == 5:
+        # The median of 5: drop the smallest and the largest of the first four, then the median of 3 with the fifth.
+        a, b, c, d = v[:-4], v[1:-3], v[2:-2], v[3:-1]
+        low, high = np.maximum(np.minimum(a, b), np.minimum(c, d)), np.minimum(np.maximum(a, b), np.maximum(c, d))
+        return _median3(low, high, v[4:])
+    return np.median(sliding_window_view(v, k), axis=1)
 
 
 def repeats(values: np.ndarray, spread: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,5 +64,7 @@ def gap_runs(count: np.ndarray) -> np.ndarray:
     missing = count == 0
     if not missing.any():
         return np.zeros(count.shape[0])
-    run = np.cumsum(np.r_[True, missing[1:] != missing[:-1]]) - 1
+    change = np.ones(count.shape[0], dtype=bool)
+    np.not_equal(missing[1:], missing[:-1], out=change[1:])
+    run = np.cumsum(change) - 1
     return np.where(missing, np.bincount(run)[run], 0).astype(np.float64)
