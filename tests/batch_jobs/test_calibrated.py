@@ -9,6 +9,7 @@ import pytest
 
 from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, load_model, save_model
 from sensorflow.batch_jobs.detectors.calibrated import FEATURES, Calibrated, Calibration, _episodes
+from sensorflow.batch_jobs.detectors.features import sliding_median
 from tests.batch_jobs.test_detectors import AT, SCORED, TRAIN, T0, W, readings_windows, windows
 
 
@@ -213,3 +214,12 @@ def test_a_long_outage_is_one_alarm():
     limit = model.limits.gap_limit
     assert flagged.tolist() == [int(scored.ts[AT + int(np.ceil(limit)) - 1])]
     assert scores.score[scores.is_anomaly][0] == pytest.approx(200 / limit)
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 7])
+def test_sliding_median_is_exact(k):
+    """The min/max networks for 3 and 5 give np.median's values, ties and short input included."""
+    rng = np.random.default_rng(k)
+    for values in (rng.normal(size=500), rng.integers(0, 3, 500).astype(float), np.ones(k), np.arange(k - 1.0)):
+        expected = np.median(np.lib.stride_tricks.sliding_window_view(values, k), axis=1) if len(values) >= k else []
+        assert np.array_equal(sliding_median(values, k), expected)
