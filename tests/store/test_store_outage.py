@@ -167,3 +167,49 @@ def test_an_outage_of_25_s_is_outlasted_by_the_default_budget(tmp_path: Path, po
     assert run.returncode == 0, stderr
     assert "transient error" in stderr  # the outage did meet the store
     assert_same_windows(pg_windows(postgres_odbc), windows_frame(reference))
+
+
+@pytest.mark.slow
+def test_a_live_run_whose_store_goes_down_ends_with_exit_1_and_one_line(tmp_path: Path, postgres_odbc, postgres_server,
+                                                                        eventhubs_broker):
+    import os
+
+    import orjson
+
+    def publish(second: int) -> None:
+        ts = f"2026-01-01T00:{second // 60 % 60:02d}:{second % 60:02d}Z"
+        for partition in eventhubs_broker.partition_ids:
+            eventhubs_broker.publish(partition, [orjson.dumps({"TS": ts, "Device": d, "Tag": 1, "Value": 1.0}) for d in range(5)])
+
+    for second in range(60):
+        publish(second)
+    url = f"postgresql+odbc:{postgres_odbc}"
+    database = _database(postgres_odbc)
+    admin = pyodbc.connect(postgres_server.odbc("postgres"), autocommit=True)
+    env = {**os.environ, "SENSORFLOW_EVENTHUB_CONNECTION_STRING": eventhubs_broker.connection_string}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sensorflow", "run", "--source", "eventhubs", "--store", url, "--progress-seconds", "0",
+         "--store-retry-seconds", str(BUDGET_SECONDS), "--recovery-dir", str(tmp_path / "recovery")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(lambda: run.poll() is not None or _rows(postgres_odbc) > 0, 120, "the first committed windows")
+        assert run.poll() is None, run.communicate()[1]
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        started, second = time.monotonic(), 60
+        while run.poll() is None and time.monotonic() - started < 120:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ? AND pid <> pg_backend_pid()",
+                          database).fetchall()
+            publish(second)  # events go on: windows close and must be written
+            second += 1
+            time.sleep(0.1)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        admin.close()
+    assert run.returncode == 1, stderr
+    last = _assert_one_clean_line(stderr)
+    assert last.startswith("sensorflow run: StoreError: ") and ("[08001]" in last or "[57P01]" in last), last
