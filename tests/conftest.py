@@ -8,11 +8,17 @@ from pathlib import Path
 
 import orjson
 import pandas as pd
+import psutil
 import pytest
 
 from sensorflow.settings import RunSettings, load_settings
 
-pytest_plugins = ["tests.support.azurite", "tests.support.postgres", "tests.support.eventhubs_broker"]
+pytest_plugins = [
+    "tests.support.azurite",
+    "tests.support.postgres",
+    "tests.support.eventhubs_broker",
+    "tests.support.processes",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CSV = REPO / "tests" / "data" / "seed_sensor_windows.csv"  # source and license: tests/data/README.md
@@ -82,3 +88,58 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which must run everything: {report.longrepr}"
+
+
+_FIRST_SEEN: dict[int, str] = {}  # pid of a process the tests started -> the test after which it was first seen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """The suite ends with no process it started still running; any that is, is reported, killed, and fails the run.
+
+    Set up before every other fixture, so torn down after them all (the servers of session
+    fixtures are ended by their own teardown first). Catches pytest's descendants and, through
+    ``SESSION_MARK`` in the environment, processes orphaned to init by a killed parent.
+    """
+    from tests.support.processes import SESSION_MARK, leftover_processes, new_session_mark  # a plugin: pytest imports it first
+
+    mark = new_session_mark()
+    os.environ[SESSION_MARK] = mark
+    baseline = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield
+    left = leftover_processes(mark, baseline)
+    if not left:
+        return
+    lines = []
+    for process in left:
+        try:
+            command = " ".join(process.cmdline())[:300]
+        except psutil.Error:
+            command = "?"
+        lines.append(f"  pid {process.pid} (alive after {_FIRST_SEEN.get(process.pid, 'the last test')}): {command}")
+    _kill(left)
+    pytest.fail(f"{len(left)} process(es) started by the tests were still running at the end; killed them:\n"
+                + "\n".join(lines), pytrace=False)
+
+
+def _kill(left: list[psutil.Process]) -> None:
+    for process in left:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(left, timeout=5)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _note_new_processes(request):
+    """Remembers which test a process was first seen alive after, for the session-end report."""
+    yield
+    for process in psutil.Process().children(recursive=True):
+        _FIRST_SEEN.setdefault(process.pid, request.node.nodeid)

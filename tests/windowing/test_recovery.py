@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,8 @@ import pytest
 
 from sensorflow.windowing.state import SNAPSHOT_VERSION
 from tests.conftest import REPO, dead_letters_frame, windows_frame
+from tests.support.processes import wait_for
+from tests.support.progress import committed_epoch, sqlite_rows
 
 START_S = 1_767_225_600
 
@@ -45,36 +47,58 @@ def _command(source: Path, db: Path, recovery: Path | None) -> list[str]:
     cmd = [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", f"sqlite:///{db}",
            "--block-bytes", "8192", "--progress-seconds", "0"]
     if recovery is not None:
-        # Paced (400 s of event time in 8 s) so every attempt is killed part-way, however fast the machine.
+        # Paced (400 s of event time in about 8 s) and short epochs: each run commits many epochs
+        # and writes many batches, so there are many moments to kill it at.
         cmd += ["--recovery-dir", str(recovery), "--snapshot-interval-seconds", "0.2", "--replay-speed", "50"]
     return cmd
 
 
+KILLS = 4
+
+
+def _kill_moment(rng: random.Random, attempt: int, db: Path, recovery: Path) -> tuple[str, Callable[[], bool]]:
+    """When to SIGKILL this attempt, by what it has done (never by the clock, which a busy machine stretches).
+
+    Even attempts: once k more epochs are committed (between snapshots). Odd attempts: once
+    the store holds more rows (a write landed; the epoch covering it is usually not committed
+    yet, so the rerun writes those windows again and must upsert, not duplicate).
+    """
+    if attempt % 2 == 0:
+        target = committed_epoch(recovery.glob("part-*.sqlite3")) + rng.randint(1, 5)
+        return f"epoch {target} committed", lambda: committed_epoch(recovery.glob("part-*.sqlite3")) >= target
+    rows = sqlite_rows(db)
+    return f"more than {rows:,} rows in the store", lambda: sqlite_rows(db) > rows
+
+
 @pytest.mark.slow
-def test_sigkill_and_restart_give_the_uninterrupted_table(tmp_path: Path):
+@pytest.mark.timeout(900)  # a bound for a stuck run only: on a busy machine every step just takes longer
+def test_sigkill_and_restart_give_the_uninterrupted_table(tmp_path: Path, processes):
     source = _recording(tmp_path / "rec")
     clean_db = tmp_path / "clean.db"
-    subprocess.run(_command(source, clean_db, None), check=True, capture_output=True, timeout=300)
+    clean = processes.start(_command(source, clean_db, None), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = clean.communicate(timeout=600)
+    assert clean.returncode == 0, err.decode()[-2000:]
 
     crashed_db, recovery = tmp_path / "crashed.db", tmp_path / "recovery"
     rng = random.Random(5)
     kills = 0
-    for attempt in range(40):
-        proc = subprocess.Popen(_command(source, crashed_db, recovery), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            out, err = proc.communicate(timeout=rng.uniform(0.8, 3.0))
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            kills += 1
-            if kills == 3:
-                time.sleep(20)  # a long pause: event time, not wall time, decides what is late
-            continue
-        assert proc.returncode == 0, err.decode()[-2000:]
+    for attempt in range(KILLS + 1):
+        log = tmp_path / f"attempt-{attempt}.log"
+        with open(log, "wb") as stderr:  # a file, not a pipe nobody reads while the run goes on
+            proc = processes.start(_command(source, crashed_db, recovery), stdout=subprocess.DEVNULL, stderr=stderr)
+        if attempt < KILLS:
+            what, reached = _kill_moment(rng, attempt, crashed_db, recovery)
+            if wait_for(reached, f"attempt {attempt}: {what}", timeout=300, alive=[proc]):
+                proc.send_signal(signal.SIGKILL)  # the run alone: its writer must end with it
+                proc.wait(60)
+                kills += 1
+                if kills == 3:
+                    time.sleep(20)  # the experiment, not a wait: event time, not wall time, decides what is late
+                continue
+        proc.wait(600)  # the last attempt runs to the end of the input (or an attempt ended before its moment)
+        assert proc.returncode == 0, log.read_text()[-2000:]
         break
-    else:
-        pytest.fail("the replay never finished")
-    assert kills >= 3, "the replay finished before it could be killed enough times; make the input larger"
+    assert kills == KILLS, f"the replay finished after {kills} kill(s); make the input larger"
 
     clean, crashed = windows_frame(clean_db), windows_frame(crashed_db)
     assert len(crashed) == len(clean) > 0
