@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import sys
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,12 +18,14 @@ from sensorflow.ingest.replay import ReplaySource
 from sensorflow.store import open_store
 from sensorflow.windowing.cluster import ClusterMember, run_local_cluster
 from sensorflow.windowing.dataflow import FlowOptions, build_flow
-from sensorflow.windowing.execution import Execution, Output, RunReport, execute, recovery_config
+from sensorflow.windowing.execution import Execution, Output, RunReport, execute, init_recovery_dir
 from sensorflow.windowing.progress import Progress
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
 
-__all__ = ["JOBS", "ReplayInput", "ReplayJob", "prepare_flow", "run_replay"]
+__all__ = ["JOBS", "ReplayInput", "ReplayJob", "prepare_flow", "replay_source", "run_replay"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,8 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
     if member is None or member.process_id == 0:  # the others write only once process 0 has joined
         with open_store(job.output.store, job.output.retry) as store:
             store.create_schema()
-    if member is None:
-        recovery_config(execution.recovery_dir, execution.total_workers, init=True)
+    if member is None and execution.recovery_dir is not None:
+        _log_start(Path(execution.recovery_dir), execution.total_workers)
     elif execution.recovery_dir is not None:
         Path(execution.recovery_dir).mkdir(parents=True, exist_ok=True)  # may hold none of the partitions
     flow, partitions, stats, window_sink = _prepare(job)
@@ -87,8 +92,33 @@ def prepare_flow(job: ReplayJob) -> tuple[Dataflow, int, RunStats]:
     return flow, partitions, stats
 
 
+def replay_source(job: ReplayJob) -> ReplaySource:
+    """The job's source; a paced one judges readings with the flow's own decode settings (time
+    source, oldest and furthest-ahead event time), so what decoding refuses never sets the pace."""
+    return ReplaySource(Path(job.input.path), job.input.block_bytes, job.input.replay_speed, job.flow.decode)
+
+
+def _log_start(directory: Path, workers: int) -> None:
+    """Say whether this run resumes: only a committed epoch is state to resume from. A directory the
+    assembly layer has just made (partitions and identity, nothing committed) is a fresh start."""
+    init_recovery_dir(directory, workers)  # a caller without the assembly layer may pass a missing one
+    if _holds_committed_epoch(directory):
+        log.info("resuming from the recovery state in %s", directory)
+    else:
+        log.info("starting fresh: no committed state in recovery directory %s", directory)
+
+
+def _holds_committed_epoch(directory: Path) -> bool:
+    """True if a Bytewax partition in ``directory`` holds a committed epoch (its ``commits`` table; integers only)."""
+    for part in sorted(directory.glob("part-*.sqlite3")):
+        with closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as con:
+            if con.execute("SELECT 1 FROM commits LIMIT 1").fetchone():
+                return True
+    return False
+
+
 def _prepare(job: ReplayJob) -> tuple[Dataflow, int, RunStats, WindowSink]:
-    source = ReplaySource(Path(job.input.path), job.input.block_bytes, job.input.replay_speed)
+    source = replay_source(job)
     stats = RunStats()
     config = job.flow.config(tuple(source.list_parts()), job.execution.total_workers)
     window_sink = WindowSink(job.output.store, stats, job.output.writer, retry=job.output.retry)
