@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ import psutil
 import pytest
 
 __all__ = [
+    "PROCESS_TOKEN",
     "SESSION_MARK",
     "Drained",
     "ProcessRegistry",
@@ -71,21 +73,30 @@ def wait_for(
         time.sleep(poll)
 
 
+PROCESS_TOKEN = "TESTS_PROCESS_TOKEN"
+"""Set in the environment of each process a registry starts, and so inherited by its children: how
+the teardown recognises them once their parent is gone (PIDs are reused quickly: pid_max is 32768
+here, so a process group id alone is not proof)."""
+
+
 @dataclass
 class ProcessRegistry:
     """Starts processes, each in a new process group, and ends all of them (and their children) on :meth:`close`."""
 
     started: list[subprocess.Popen] = field(default_factory=list)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    grace: float = GRACE_SECONDS  # SIGTERM -> SIGKILL
 
-    def start(self, command: Sequence[str], **popen: object) -> subprocess.Popen:
-        """``subprocess.Popen(command, **popen)`` in a process group of its own, ended at teardown."""
-        process = subprocess.Popen(list(command), start_new_session=True, **popen)  # type: ignore[call-overload]
+    def start(self, command: Sequence[str], env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen:
+        """``subprocess.Popen(command, env=env, **popen)`` in a process group of its own, ended at teardown."""
+        env = {**(os.environ if env is None else env), PROCESS_TOKEN: self.token}
+        process = subprocess.Popen(list(command), env=env, start_new_session=True, **popen)  # type: ignore[call-overload]
         self.started.append(process)
         return process
 
     def close(self) -> list[str]:
-        """End every process started here and its process group; returns what had to be ended."""
-        ended = end_processes(self.started)
+        """End every process started here, their groups and children; returns what was still running."""
+        ended = end_processes(self.started, self.token, self.grace)
         for process in self.started:
             for stream in (process.stdin, process.stdout, process.stderr):
                 if stream is not None:
@@ -109,45 +120,49 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def _members(groups: set[int], extra: list[psutil.Process]) -> list[psutil.Process]:
-    """Live processes in ``groups`` (by process group id) and of ``extra``."""
-    found = {p.pid: p for p in extra if _alive(p)}
-    if groups:
-        for process in psutil.process_iter():
-            try:
-                if os.getpgid(process.pid) in groups and _alive(process):
-                    found.setdefault(process.pid, process)
-            except (ProcessLookupError, psutil.Error):
-                continue
-    found.pop(os.getpid(), None)
-    return list(found.values())
+def _carrying(name: str, value: str) -> list[psutil.Process]:
+    """Live processes whose environment holds ``name=value``."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.pid != os.getpid() and process.environ().get(name) == value and _alive(process):
+                found.append(process)
+    return found
 
 
-def end_processes(started: Sequence[subprocess.Popen], grace: float = GRACE_SECONDS) -> list[str]:
-    """SIGTERM, then after ``grace`` SIGKILL, every process in the groups of ``started`` and every descendant.
+def end_processes(started: Sequence[subprocess.Popen], token: str | None = None, grace: float = GRACE_SECONDS) -> list[str]:
+    """SIGTERM, then after ``grace`` SIGKILL: every process of ``started`` still running, its process
+    group, its descendants, and every process carrying ``token`` (their orphans). Returns a
+    description of each process that was still alive.
 
-    Only groups that ``started`` lead (made by ``start_new_session``) are signalled, never
-    pytest's own. Returns a description of each process that was still alive.
+    A group is signalled only while its leader is running or unreaped (its id cannot have been
+    reused then), and never pytest's own; other processes are signalled one by one.
     """
     own_group = os.getpgid(0)
-    groups = {p.pid for p in started if p.pid != own_group}
-    descendants: list[psutil.Process] = []
     for popen in started:
+        popen.poll()  # reap what has exited: from here on, returncode None means the leader's pid is ours
+    leaders = [p for p in started if p.returncode is None and p.pid != own_group]
+    members: dict[int, psutil.Process] = {}
+    for popen in leaders:
         with contextlib.suppress(psutil.Error):
-            descendants += psutil.Process(popen.pid).children(recursive=True)
-    for popen in started:
-        popen.poll()  # reap what has exited, so a zombie leader does not count as alive
-    alive = _members(groups, descendants)
+            leader = psutil.Process(popen.pid)
+            for process in [leader, *leader.children(recursive=True)]:
+                members[process.pid] = process
+    if token is not None:
+        members.update((p.pid, p) for p in _carrying(PROCESS_TOKEN, token))
+    members.pop(os.getpid(), None)
+    alive = [p for p in members.values() if _alive(p)]
     report = [_describe(p) for p in alive]
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         if not alive:
             break
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, sig)
+        for popen in leaders:
+            if popen.poll() is None:  # still ours: its group id is its pid
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(popen.pid, sig)
         for process in alive:
             with contextlib.suppress(psutil.Error):
-                process.send_signal(sig)
+                process.send_signal(sig)  # psutil checks the pid still names the same process
         deadline = time.monotonic() + wait
         while alive and time.monotonic() < deadline:
             for popen in started:
@@ -163,14 +178,8 @@ def end_processes(started: Sequence[subprocess.Popen], grace: float = GRACE_SECO
 def leftover_processes(mark: str, baseline: set[int]) -> list[psutil.Process]:
     """Live processes started during the session: pytest's descendants not in ``baseline``, and
     any process (orphaned to init, say) whose environment carries ``SESSION_MARK=mark``."""
-    me = psutil.Process()
-    found = {p.pid: p for p in me.children(recursive=True) if p.pid not in baseline and _alive(p)}
-    for process in psutil.process_iter():
-        if process.pid in found or process.pid == me.pid or process.pid in baseline:
-            continue
-        with contextlib.suppress(psutil.Error, OSError):
-            if process.environ().get(SESSION_MARK) == mark and _alive(process):
-                found[process.pid] = process
+    found = {p.pid: p for p in psutil.Process().children(recursive=True) if p.pid not in baseline and _alive(p)}
+    found.update((p.pid, p) for p in _carrying(SESSION_MARK, mark) if p.pid not in baseline)
     return list(found.values())
 
 
@@ -185,7 +194,9 @@ def processes() -> Iterator[ProcessRegistry]:
     try:
         yield registry
     finally:
-        registry.close()
+        ended = registry.close()
+        if ended:  # expected after a failure; after a pass, a test that did not wait for what it started
+            print(f"teardown ended {len(ended)} process(es):", *ended, sep="\n  ", file=sys.stderr)
 
 
 def wait_while_progressing(

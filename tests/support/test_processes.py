@@ -32,15 +32,15 @@ def test_a_tree_is_ended_even_a_child_that_ignores_sigterm():
     registry = ProcessRegistry()
     parent = registry.start([sys.executable, "-c", _TREE], stdout=subprocess.PIPE)
     child = _child_pid(parent)
-    report = end_processes(registry.started, grace=1.0)
+    report = end_processes(registry.started, registry.token, grace=1.0)
     assert len(report) == 2 and any(str(child) in line for line in report)
     assert parent.poll() is not None
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
     registry.close()
 
 
-def test_a_child_orphaned_by_a_sigkilled_parent_is_ended_with_its_group():
-    registry = ProcessRegistry()
+def test_a_child_orphaned_by_a_sigkilled_parent_is_ended_by_the_token_it_inherited():
+    registry = ProcessRegistry(grace=1.0)
     parent = registry.start([sys.executable, "-c", _TREE], stdout=subprocess.PIPE)
     child = _child_pid(parent)
     parent.send_signal(signal.SIGKILL)  # what the kill/restart tests do: the parent alone
