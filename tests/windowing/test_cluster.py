@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from sensorflow.windowing.cluster import ClusterEnvError, ClusterMember, member_
 from tests.conftest import seed_message, write_recording
 from tests.deploy.k8s import BASE, container, container_env, workload_docs
 from tests.support.azurite import free_port
+from tests.support.processes import Drained, ProcessRegistry, wait_for, wait_while_progressing
+from tests.support.progress import committed_epoch
 
 START_S = 1_767_225_600
 PODS = 2
@@ -139,8 +142,8 @@ class Pods:
             )
             assert done.returncode == 0, done.stderr
 
-    def start(self) -> list[subprocess.Popen]:
-        """Every pod's dataflow container; fresh ports, as a rescheduled pod would get."""
+    def start(self, registry: ProcessRegistry) -> list[subprocess.Popen]:
+        """Every pod's dataflow container; fresh ports, as a rescheduled pod would get; ``registry`` ends them at teardown."""
         hostfile = "".join(f"127.0.0.1:{free_port()}\n" for _ in range(PODS))
         processes = []
         for ordinal in range(PODS):
@@ -150,7 +153,7 @@ class Pods:
             if self.snapshot_seconds is not None:  # short epochs, so kills land between many snapshots
                 env["SENSORFLOW_SNAPSHOT_INTERVAL_SECONDS"] = str(self.snapshot_seconds)
             processes.append(
-                subprocess.Popen([sys.executable, "-m", "sensorflow", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                registry.start([sys.executable, "-m", "sensorflow", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             )
         return processes
 
@@ -205,27 +208,51 @@ def replay(tmp_path_factory, postgres_server) -> tuple[Path, tuple[pa.Table, dic
     source = _recording(root / "rec")
     store = f"postgresql+odbc:{postgres_server.new_database()}"
     env = {**_clean_environ(), "SENSORFLOW_PROGRESS_SECONDS": "0"}
-    subprocess.run(
-        [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", store],
-        env=env, check=True, capture_output=True, timeout=300,
-    )
+    registry = ProcessRegistry()
+    try:
+        run = registry.start([sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", store],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err.decode(errors="replace")[-2000:]
+    finally:
+        registry.close()
     return source, _tables(store)
 
 
-def _wait(processes: list[subprocess.Popen], timeout: float) -> list[tuple[int, str]]:
-    results = []
-    for process in processes:
-        _, err = process.communicate(timeout=timeout)
-        results.append((process.returncode, err.decode(errors="replace")[-2000:]))
-    return results
+def _wait(processes: list[subprocess.Popen], progress: Callable[[], object], stalled_after: float = 120) -> list[tuple[int, str]]:
+    """Each pod's exit code and stderr tail once all have exited; fails if ``progress`` stays the same for
+    ``stalled_after`` seconds while they run (no fixed limit on the whole run: a busy machine is slower)."""
+    drained = Drained(processes)
+    if not wait_while_progressing(processes, progress, stalled_after):
+        pytest.fail(f"the pods made no progress for {stalled_after:g} s (their teardown ends them)")
+    return [(process.returncode, drained.stderr(i)[-2000:]) for i, process in enumerate(processes)]
+
+
+def _recovery_partitions(root: Path) -> list[Path]:
+    return sorted(root.glob("pod-*/recovery/recovery/part-*.sqlite3"))
+
+
+def _committed_epoch(root: Path) -> int:
+    """The newest epoch the cluster committed to any recovery partition (integers only, no pickles)."""
+    return committed_epoch(_recovery_partitions(root))
+
+
+def _progress(root: Path) -> Callable[[], tuple[int, ...]]:
+    """The cluster's progress: its newest committed epoch, and the commits each recovery partition holds."""
+
+    def progress() -> tuple[int, ...]:
+        return (_committed_epoch(root), *(committed_epoch([p]) for p in _recovery_partitions(root)))
+
+    return progress
 
 
 @pytest.mark.slow
-def test_two_pods_write_the_table_one_process_writes(tmp_path: Path, replay, postgres_server):
+@pytest.mark.timeout(900)  # a bound for a stuck cluster only; the waits below are on progress
+def test_two_pods_write_the_table_one_process_writes(tmp_path: Path, replay, postgres_server, processes):
     source, expected = replay
     pods = Pods(tmp_path, source, f"postgresql+odbc:{postgres_server.new_database()}")
     pods.init()
-    for code, err in _wait(pods.start(), timeout=300):
+    for code, err in _wait(pods.start(processes), _progress(tmp_path)):
         assert code == 0, err
     _assert_same(_tables(pods.store), expected)
     # Each pod held its share of the recovery partitions, and the cluster committed to every one.
@@ -237,20 +264,9 @@ def test_two_pods_write_the_table_one_process_writes(tmp_path: Path, replay, pos
                 assert con.execute("SELECT COUNT(*) FROM commits").fetchone()[0] >= 1, path
 
 
-def _committed_epoch(root: Path) -> int:
-    """The newest epoch the cluster committed to any recovery partition (integers only, no pickles)."""
-    newest = 0
-    for path in root.glob("pod-*/recovery/recovery/part-*.sqlite3"):
-        try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as con:
-                newest = max(newest, con.execute("SELECT COALESCE(MAX(commit_epoch), 0) FROM commits").fetchone()[0])
-        except sqlite3.OperationalError:  # busy or mid-checkpoint: look again next time
-            continue
-    return newest
-
-
 @pytest.mark.slow
-def test_a_killed_pod_and_a_restarted_cluster_write_the_same_table(tmp_path: Path, replay, postgres_server):
+@pytest.mark.timeout(900)
+def test_a_killed_pod_and_a_restarted_cluster_write_the_same_table(tmp_path: Path, replay, postgres_server, processes):
     source, expected = replay
     pods = Pods(tmp_path, source, f"postgresql+odbc:{postgres_server.new_database()}", snapshot_seconds=0.3)
     pods.init()
@@ -258,30 +274,30 @@ def test_a_killed_pod_and_a_restarted_cluster_write_the_same_table(tmp_path: Pat
     kills = 0
     for _ in range(30):
         before = _committed_epoch(tmp_path)
-        processes = pods.start()
+        running = pods.start(processes)
         # Kill only once this execution has committed an epoch: the cluster has formed (a pod
         # killed while the others still dial it is simply waited for, and proves nothing here).
-        deadline = time.monotonic() + 120
-        while _committed_epoch(tmp_path) <= before and all(p.poll() is None for p in processes):
-            assert time.monotonic() < deadline, "the cluster never committed an epoch"
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.3, 4.0))  # a whole run takes about 13 s here
-        if all(p.poll() is None for p in processes):
-            target = kills % PODS  # pod 0 and pod 1 in turn
-            processes[target].send_signal(signal.SIGKILL)
+        formed = wait_for(lambda: _committed_epoch(tmp_path) > before, "the cluster to commit an epoch",
+                          timeout=300, alive=running)
+        # Then k more epochs (0.3 s each on a quiet machine; a whole run takes about 40 of them):
+        # the moment is chosen by the cluster's progress, not by a clock a busy machine stretches.
+        target = _committed_epoch(tmp_path) + rng.randint(1, 12)
+        if formed and wait_for(lambda: _committed_epoch(tmp_path) >= target, f"epoch {target}", timeout=300, alive=running):
+            victim = kills % PODS  # pod 0 and pod 1 in turn
+            running[victim].send_signal(signal.SIGKILL)
             # The survivor loses its peer and exits non-zero (Kubernetes restarts its container),
             # unless the kill landed after the dataflow had completed on every worker (a survivor
             # only exits 0 once its peer's progress said so): then the next start resumes at the
             # end. Either way it must not hang, and the final table below shows nothing was lost.
-            results = _wait(processes, timeout=60)
-            if results[target][0] == -signal.SIGKILL:
+            results = _wait(running, _progress(tmp_path))
+            if results[victim][0] == -signal.SIGKILL:
                 kills += 1
                 continue
             # The pod exited between the check and the kill (Popen does not signal a process
             # that has exited): this execution ran to its end, and every pod must say so.
             assert [code for code, _ in results] == [0] * PODS, results
             break
-        results = _wait(processes, timeout=120)
+        results = _wait(running, _progress(tmp_path))
         assert [code for code, _ in results] == [0] * PODS, results
         break
     else:
