@@ -23,6 +23,7 @@ from typing import Any, Self
 
 from sensorflow.batch_jobs.model_store import open_model_store
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec, run_task_at
+from sensorflow.lifecycle import die_with_parent
 
 __all__ = ["Executor", "LocalPoolExecutor", "report", "store_specs"]
 
@@ -85,7 +86,9 @@ def _prepare_worker(environ: Mapping[str, str], threads: int) -> None:
 
     Each worker runs one task at a time on about one core; numpy's BLAS otherwise starts a
     thread per core in every worker, and the workers' threads then spin against each other.
+    A worker dies with the process that started it: a SIGKILLed sidecar leaves no worker behind.
     """
+    die_with_parent()
     os.environ.update(environ)
     from threadpoolctl import threadpool_limits
 
@@ -123,19 +126,37 @@ class LocalPoolExecutor(Executor):
         futures: dict[Future, int] = {pool.submit(run_task_at, url): i for i, url in enumerate(urls)}
         results: list[TaskResult | None] = [None] * len(specs)
         broken = False
-        for future in as_completed(futures):
-            i = futures[future]
-            try:
-                result = future.result()
-            except BrokenProcessPool as e:
-                broken = True
-                result = TaskResult.all_failed(specs[i], f"worker process died: {e}", time.perf_counter() - started)
-            except Exception as e:  # noqa: BLE001 - e.g. the spec could not be read back
-                result = TaskResult.all_failed(specs[i], f"{type(e).__name__}: {e}", time.perf_counter() - started)
-            results[i] = report([result], on_done)[0]
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                result, died = self._result(future, specs[i], started)
+                broken = broken or died
+                results[i] = report([result], on_done)[0]
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop now, not when the running tasks end
+            self._kill()
+            raise
         if broken:  # a dead pool takes no more work: the next run starts a fresh one
             self.close()
         return [r for r in results if r is not None]
+
+    @staticmethod
+    def _result(future: Future, spec: TaskSpec, started: float) -> tuple[TaskResult, bool]:
+        """The task's result, and whether its worker died (the pool is broken)."""
+        try:
+            return future.result(), False
+        except BrokenProcessPool as e:
+            return TaskResult.all_failed(spec, f"worker process died: {e}", time.perf_counter() - started), True
+        except Exception as e:  # noqa: BLE001 - e.g. the spec could not be read back
+            return TaskResult.all_failed(spec, f"{type(e).__name__}: {e}", time.perf_counter() - started), False
+
+    def _kill(self) -> None:
+        """End the workers at once (their tasks are lost; the run is recorded as interrupted)."""
+        if self._pool is None:
+            return
+        for process in list(getattr(self._pool, "_processes", {}).values()):  # no public handle on the workers
+            process.kill()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
 
     def close(self) -> None:
         if self._pool is not None:

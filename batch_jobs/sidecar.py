@@ -204,8 +204,11 @@ class Sidecar:
         try:
             results = self._execute(kind, specs, sensors)
         except BaseException as e:
-            error = {**detail, **(self.executor.run_detail() if specs else {}), "error": f"{type(e).__name__}: {e}"}
-            self.store.upsert_run(replace(run, status=RunStatus.FAILED, finished_at=self.store.database_time(), detail=json.dumps(error)))
+            stopped = isinstance(e, KeyboardInterrupt)  # SIGINT, or SIGTERM raised as one (sensorflow.lifecycle)
+            why = f"interrupted: {e or 'SIGINT'}" if stopped else f"{type(e).__name__}: {e}"
+            error = {**detail, **(self.executor.run_detail() if specs else {}), "error": why}
+            status = RunStatus.INTERRUPTED if stopped else RunStatus.FAILED
+            self.store.upsert_run(replace(run, status=status, finished_at=self.store.database_time(), detail=json.dumps(error)))
             raise
         failed = failed_sensors(specs, results)
         failed_tasks = sum(1 for r in results if r.outcomes and r.count("failed") == len(r.outcomes))

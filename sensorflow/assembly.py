@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from sensorflow.ingest.decode import DecodeConfig
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions, parse_starting_position
 from sensorflow.ingest.replay.source import discover_partitions
+from sensorflow.records.recordings import incomplete_marker
 from sensorflow.records.timeparse import NS_PER_S
 from sensorflow.settings import ExecutorSettings, RunSettings, SettingsError
 from sensorflow.store import RetryPolicy
@@ -181,14 +182,22 @@ def _member(settings: RunSettings) -> tuple[RunSettings, ClusterMember | None]:
         raise SettingsError(str(e)) from e
 
 
-def run_replay(settings: RunSettings, progress: TextIO = sys.stderr, *, fresh: bool = False) -> RunReport:
+def run_replay(settings: RunSettings, progress: TextIO = sys.stderr, *, fresh: bool = False,
+               allow_incomplete: bool = False) -> RunReport:
     """Replay ``settings.source`` into ``settings.store`` (see ``sensorflow.windowing.runner``).
 
     A recovery directory must belong to this recording, store and window settings (else
-    SettingsError); ``fresh`` clears it first.
+    SettingsError); ``fresh`` clears it first. A recording marked INCOMPLETE (its writer was
+    stopped) is refused (SettingsError) unless ``allow_incomplete``.
     """
     from sensorflow.windowing.runner import run_replay as run
 
+    marker = incomplete_marker(settings.source)
+    if marker is not None and not allow_incomplete:
+        raise SettingsError(
+            f"the recording {settings.source} is incomplete: its writer was stopped before the end ({marker} exists); "
+            "write it again, or replay what is there with --allow-incomplete"
+        )
     settings, member = _member(settings)
     _own_recovery(settings, member, fresh)
     return run(replay_job(settings), member, progress)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -22,6 +21,7 @@ from sensorflow.batch_jobs.model_store import ModelStoreError
 from sensorflow.batch_jobs.schedule import Cron, Every, Policy
 from sensorflow.batch_jobs.sidecar import Phase, Sidecar, SidecarConfig, SidecarReport, serve
 from sensorflow.batch_jobs.tasks import TaskError, run_task_at
+from sensorflow.lifecycle import exit_status, raise_on_sigterm, stopped_by
 from sensorflow.records.runs import RunKind
 from sensorflow.records.timeparse import format_ms
 from sensorflow.settings import ExecutorSettings, SidecarSettings
@@ -80,6 +80,7 @@ def sidecar_command(settings: SidecarSettings, once: bool) -> int:
     os.environ.update(environ)  # this process writes specs to the model store too
     config = sidecar_from_settings(settings, reference, model_store)
     schedule = Cron(settings.cron) if settings.cron else Every(settings.interval_seconds)
+    raise_on_sigterm()  # SIGTERM stops a run in progress too, as Ctrl-C does: Kubernetes waits only 30 s
     try:
         with open_store(store_url) as store, open_executor(settings, environ) as executor:
             store.create_schema()
@@ -87,14 +88,12 @@ def sidecar_command(settings: SidecarSettings, once: bool) -> int:
             if once:
                 print_report(sidecar.run_once())
                 return 0
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
             print(f"sensorflow sidecar: running {schedule} until stopped (Ctrl-C or SIGTERM)", file=sys.stderr)
-            try:
-                serve(sidecar, schedule, stop, print_report)
-            except KeyboardInterrupt:
-                stop.set()
+            serve(sidecar, schedule, threading.Event(), print_report)
             return 0
+    except KeyboardInterrupt as e:  # the run in progress is recorded as interrupted; the next run redoes its work
+        print(f"sensorflow sidecar: stopped by {stopped_by(e)}", file=sys.stderr)
+        return exit_status(e)
     except (StoreError, ModelStoreError, TaskError, BatchSetupError) as e:
         print(f"sensorflow sidecar: {e}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from sensorflow import __version__
+from sensorflow.lifecycle import exit_status, stopped_by
 from sensorflow.settings import (
     DemoSettings,
     EvaluateSettings,
@@ -98,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true",
                      help="start over: delete the recovery state in --recovery-dir first (a run refuses state made "
                      "from another input, store or window settings)")
+    run.add_argument("--allow-incomplete", action="store_true",
+                     help="replay a recording marked INCOMPLETE (its writer was stopped before the end; refused otherwise)")
     _add_settings_flags(run, RunSettings)
     run.set_defaults(func=_run)
     _add_batch_commands(commands)
@@ -257,7 +260,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             from sensorflow.assembly import run_replay
 
-            report = run_replay(settings, fresh=args.fresh)
+            report = run_replay(settings, fresh=args.fresh, allow_incomplete=args.allow_incomplete)
     except (StoreError, RecordingError) as e:
         logging.getLogger("sensorflow").debug("run failed", exc_info=e)
         print(f"sensorflow run: {type(e).__name__ + ': ' if isinstance(e, StoreError) else ''}{e}", file=sys.stderr)
@@ -319,6 +322,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"sensorflow {args.command}: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"sensorflow {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"sensorflow {args.command}: stopped by {stopped_by(e)}", file=sys.stderr)
+        return exit_status(e)

@@ -20,7 +20,7 @@ from sensorflow.ingest.replay.avro import CAPTURE_SCHEMA
 from sensorflow.simulator.anomalies import write_labels
 from sensorflow.simulator.config import SimulatorConfig
 from sensorflow.simulator.messages import message_bodies
-from sensorflow.simulator.recording import LABELS_FILE, RecordingSummary, prepare_output_dir
+from sensorflow.simulator.recording import LABELS_FILE, RecordingSummary, finish_output_dir, prepare_output_dir
 from sensorflow.simulator.stream import Simulation
 from sensorflow.simulator.timefmt import format_capture_time
 
@@ -130,6 +130,7 @@ def write_capture_recording(
         files.close()
     labels = simulation.labels
     write_labels(out_dir / LABELS_FILE, labels)
+    finish_output_dir(out_dir)
     written = sum(p.stat().st_size for p in out_dir.glob("*/*/*/*/*/*/*.avro"))
     return RecordingSummary(
         out_dir, messages, readings, malformed, len(labels), config.messages.partitions, written,

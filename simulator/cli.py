@@ -12,6 +12,8 @@ import json
 import sys
 import time
 
+from sensorflow.lifecycle import exit_status, raise_on_sigterm, stopped_by
+from sensorflow.records.recordings import INCOMPLETE
 from sensorflow.simulator.config import (
     ANOMALY_KINDS,
     SIGNAL_KINDS,
@@ -223,11 +225,18 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # UsageError and the config's own checks
         _fail(str(error))
         return 2
+    raise_on_sigterm()  # SIGTERM stops it as Ctrl-C does
     try:
         if args.to == "eventhubs":
             figures = _send(args, config)
         else:
             figures = _record(args, config)
+    except KeyboardInterrupt as stop:
+        where = (f"the recording in {args.out} is incomplete (marked by its {INCOMPLETE} file; `sensorflow run` "
+                 "refuses it unless given --allow-incomplete); write it again with --force") if args.to != "eventhubs" \
+            else "messages sent so far stay in the Event Hub"
+        print(f"sensorflow simulate: stopped by {stopped_by(stop)}: {where}", file=sys.stderr)
+        return exit_status(stop)
     except (ValueError, FileExistsError, NotADirectoryError, MissingDependency) as error:
         _fail(str(error))
         return 2

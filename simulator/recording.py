@@ -9,12 +9,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sensorflow.records.recordings import INCOMPLETE
 from sensorflow.simulator.anomalies import write_labels
 from sensorflow.simulator.config import SimulatorConfig
 from sensorflow.simulator.envelope import EnvelopeWriter
 from sensorflow.simulator.stream import Simulation
 
-__all__ = ["RecordingSummary", "prepare_output_dir", "write_jsonl_recording"]
+__all__ = ["RecordingSummary", "finish_output_dir", "prepare_output_dir", "write_jsonl_recording"]
 
 LABELS_FILE = "labels.json"
 
@@ -51,14 +52,30 @@ class RecordingSummary:
 
 
 def prepare_output_dir(out_dir: Path, patterns: tuple[str, ...], overwrite: bool) -> None:
-    """Create `out_dir`; refuse (or, with `overwrite`, delete) earlier output matching `patterns`."""
+    """Create `out_dir`; refuse (or, with `overwrite`, delete) earlier output matching `patterns`.
+
+    Then mark the directory INCOMPLETE until `finish_output_dir`: a writer
+    stopped halfway (Ctrl-C, SIGTERM, a full disk) leaves the mark, and
+    `sensorflow run` refuses to replay it unless told to.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    existing = [p for pattern in patterns for p in out_dir.glob(pattern)]
+    existing = [p for pattern in (*patterns, INCOMPLETE) for p in out_dir.glob(pattern)]
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a recording ({existing[0].name}); choose another directory")
     for path in existing:
         if path.is_file():
             path.unlink()
+    (out_dir / INCOMPLETE).write_text(
+        "sensorflow simulate was stopped before it finished this recording: its partitions end early and\n"
+        "labels.json is missing. Write it again with `sensorflow simulate ... --force`, or replay what is\n"
+        "here with `sensorflow run --source DIR --allow-incomplete`.\n",
+        encoding="utf-8",
+    )
+
+
+def finish_output_dir(out_dir: Path) -> None:
+    """The recording is whole: remove its INCOMPLETE mark (written by `prepare_output_dir`)."""
+    (out_dir / INCOMPLETE).unlink(missing_ok=True)
 
 
 class _FileSink:
@@ -129,6 +146,7 @@ def write_jsonl_recording(out_dir: Path | str, config: SimulatorConfig, overwrit
         written = sink.close()
     labels = simulation.labels
     write_labels(out_dir / LABELS_FILE, labels)
+    finish_output_dir(out_dir)
     return RecordingSummary(
         out_dir, messages, readings, malformed, len(labels), partitions, written, time.perf_counter() - started
     )

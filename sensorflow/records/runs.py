@@ -19,12 +19,15 @@ class RunStatus(StrEnum):
     """Where a run stands; a member is its value, the text ``Runs.Status`` keeps.
 
     ``partial``: some sensors failed (listed in the run's detail for the next run to retry).
+    ``interrupted``: stopped by SIGINT or SIGTERM before it finished; like ``failed``, it moves
+    nothing on, so the next run plans the same work again.
     """
 
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     PARTIAL = "partial"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from sensorflow.records.runs import RunKind, RunRecord, RunStatus
 
 def test_values_are_the_stored_text():
     assert [k.value for k in RunKind] == ["train", "score"]
-    assert [s.value for s in RunStatus] == ["running", "succeeded", "partial", "failed"]
+    assert [s.value for s in RunStatus] == ["running", "succeeded", "partial", "failed", "interrupted"]
 
 
 def test_a_record_read_as_text_holds_the_members():

@@ -1,0 +1,173 @@
+"""Ctrl-C and SIGTERM end `simulate` and `sidecar` with one line and the shell's status, leave nothing half-said.
+
+- An interrupted `simulate` leaves its recording marked INCOMPLETE (no labels.json); `run` refuses to
+  replay it (exit 2) unless given --allow-incomplete.
+- SIGTERM stops a sidecar run in progress within 10 s (Kubernetes waits 30 s): exit 143, the run
+  recorded as interrupted, its task workers gone; a SIGKILLed sidecar leaves no worker behind either.
+
+Every moment to signal is chosen by progress (bytes written, a run recorded, workers started), never by
+seconds; every process started is killed in ``finally`` even when an assertion fails.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sensorflow.records.recordings import INCOMPLETE
+from sensorflow.records.runs import RunStatus
+from sensorflow.store import open_store
+from tests.conftest import REPO
+from tests.support.builders import T0, W, add_windows
+
+SENSORFLOW = [sys.executable, "-m", "sensorflow"]
+
+
+def _wait_for(condition: Callable[[], object], deadline_s: float, what: str, proc: subprocess.Popen | None = None):
+    """Poll ``condition`` until it is truthy; fail naming ``what`` (and the process's stderr if it ended)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: the process ended first (exit {proc.returncode}): {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"{what}: not within {deadline_s:g} s")
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for p in [*children]:
+        p.kill()
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+def _start(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([*SENSORFLOW, *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize(("signum", "status", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_an_interrupted_simulate_leaves_a_recording_that_run_refuses(tmp_path, signum, status, name):
+    rec = tmp_path / "rec"
+    proc = _start(["simulate", "--out", str(rec), "--profile", "fleet", "--devices", "2000", "--tags", "10",
+                   "--duration", "1h", "--start", "2026-01-01T00:00:00Z", "--seed", "3"])
+    try:
+        _wait_for(lambda: any(p.stat().st_size > 0 for p in rec.glob("partition-*.jsonl")), 120,
+                  "simulate writes its first block", proc)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        _kill_tree(proc)
+    assert proc.returncode == status, err
+    assert f"stopped by {name}" in err and "incomplete" in err and err.count("\n") == 1, err
+    assert (rec / INCOMPLETE).is_file() and not (rec / "labels.json").exists()
+
+    store = f"sqlite:///{tmp_path / 'w.db'}"
+    refused = subprocess.run([*SENSORFLOW, "run", "--source", str(rec), "--store", store, "--progress-seconds", "0"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    assert "incomplete" in refused.stderr and "--allow-incomplete" in refused.stderr
+    assert not (tmp_path / "w.db").exists()
+    if signum == signal.SIGINT:  # once is enough: what is there replays when asked
+        allowed = subprocess.run([*SENSORFLOW, "run", "--source", str(rec), "--store", store, "--progress-seconds", "0",
+                                  "--allow-incomplete"], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert allowed.returncode == 0, allowed.stderr
+        with open_store(store) as s:
+            assert s.summary().windows > 0
+
+
+def test_a_finished_simulate_leaves_no_mark_and_force_clears_an_old_one(tmp_path):
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (rec / INCOMPLETE).write_text("left by an interrupted run\n")
+    argv = [*SENSORFLOW, "simulate", "--out", str(rec), "--duration", "1m", "--start", "2026-01-01T00:00:00Z"]
+    kept = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 2 and INCOMPLETE in kept.stderr, kept.stderr  # an old recording is not overwritten silently
+    done = subprocess.run([*argv, "--force"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not (rec / INCOMPLETE).exists() and (rec / "labels.json").is_file()
+
+
+def _store_with_history(path: Path, sensors: int, windows: int) -> str:
+    url = f"sqlite:///{path}"
+    with open_store(url) as store:
+        store.create_schema()
+        add_windows(store, [(str(d), "1") for d in range(sensors)], T0 + W, windows)
+    return url
+
+
+def _workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _gone(processes: list[psutil.Process]) -> bool:
+    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+
+
+def _sidecar(url: str, models: Path) -> subprocess.Popen:
+    # seed-ocsvm: the slowest detector, so a run lasts long enough to be stopped in the middle
+    return _start(["sidecar", "--once", "--store", url, "--model-store", str(models), "--detector", "seed-ocsvm",
+                   "--task-processes", "2", "--chunk-size", "20", "--train-seconds", "100000"])
+
+
+def test_sigterm_stops_a_sidecar_run_in_progress(tmp_path):
+    url = _store_with_history(tmp_path / "s.db", sensors=3000, windows=720)
+    proc = _sidecar(url, tmp_path / "models")
+    workers: list[psutil.Process] = []
+    try:
+        with open_store(url) as store:
+            _wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), 120, "a run starts", proc)
+        workers = _wait_for(lambda: [p for p in _workers(proc) if "python" in p.name().lower()], 120,
+                            "task workers start", proc)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        stopped_in = time.monotonic() - signalled
+    finally:
+        _kill_tree(proc)
+        for p in workers:
+            if p.is_running():
+                p.kill()
+    assert proc.returncode == 143, err
+    assert stopped_in < 10 and "stopped by SIGTERM" in err.splitlines()[-1], err
+    with open_store(url) as store:
+        runs = store.read_runs()
+    train = [r for r in runs if r.kind == "train"]
+    assert [r.status for r in train] == [RunStatus.INTERRUPTED] and "interrupted" in train[0].detail, runs
+    assert not any(r.status == RunStatus.RUNNING for r in runs), runs  # nothing left looking alive
+    _wait_for(lambda: _gone(workers), 10, "the task workers end with the sidecar")
+
+
+def test_a_killed_sidecar_leaves_no_task_worker(tmp_path):
+    url = _store_with_history(tmp_path / "s.db", sensors=3000, windows=720)
+    proc = _sidecar(url, tmp_path / "models")
+    workers: list[psutil.Process] = []
+    try:
+        workers = _wait_for(lambda: [p for p in _workers(proc) if "python" in p.name().lower()], 120,
+                            "task workers start", proc)
+        with open_store(url) as store:
+            _wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), 120, "a run starts", proc)
+        proc.kill()
+        proc.wait(timeout=10)
+        _wait_for(lambda: _gone(workers), 10, "the task workers die with their parent")
+    finally:
+        _kill_tree(proc)
+        for p in workers:
+            if p.is_running():
+                p.kill()
