@@ -27,6 +27,8 @@ import pytest
 from sensorflow.settings import RunSettings, load_settings
 from sensorflow.windowing.stats import RunStats
 from tests.conftest import dead_letters_frame, windows_frame
+from tests.support.processes import ProcessRegistry, wait_for
+from tests.support.progress import committed_epoch, resume_positions
 from tests.support.window_reference import accepted_and_late, windows
 
 S = 1_000_000_000
@@ -78,12 +80,12 @@ def _env(broker, azurite) -> dict[str, str]:
     }
 
 
-def _simulate(broker, azurite, *options: str, wait: bool = True) -> subprocess.Popen:
+def _simulate(broker, azurite, *options: str, wait: bool = True, registry: ProcessRegistry) -> subprocess.Popen:
     command = [sys.executable, "-m", "sensorflow", "simulate", "--to", "eventhubs", "--profile", "fleet",
                "--start", START, "--seed", "5", *options]
-    process = subprocess.Popen(command, env=_env(broker, azurite), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = registry.start(command, env=_env(broker, azurite), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if wait:
-        out, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=300)
         assert process.returncode == 0, err.decode()[-2000:]
         assert orjson.loads(out.splitlines()[-1])["messages_failed"] == 0
     return process
@@ -95,21 +97,22 @@ def _run_command(db: Path, container: str, *options: str) -> list[str]:
             "--snapshot-interval-seconds", "0.5", "--log-format", "json", *options]
 
 
-def test_simulator_through_the_broker_into_sqlite_equals_the_reference(eventhubs_broker, azurite, tmp_path):
+def test_simulator_through_the_broker_into_sqlite_equals_the_reference(eventhubs_broker, azurite, tmp_path, processes):
     _simulate(eventhubs_broker, azurite, "--devices", "12", "--tags", "3", "--duration", "4m", "--pace", "fast",
-              "--out-of-order", "0.03", "--max-delay", "12s", "--readings-per-message", "1")
+              "--out-of-order", "0.03", "--max-delay", "12s", "--readings-per-message", "1", registry=processes)
     assert sum(len(eventhubs_broker.events(p)) for p in eventhubs_broker.partition_ids) == 12 * 3 * 240
     _close_every_window(eventhubs_broker)
     db = tmp_path / "live.db"
-    done = subprocess.run(_run_command(db, "e2e-plain", "--stop-after-idle-seconds", "3"),
-                          env=_env(eventhubs_broker, azurite), capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    run = processes.start(_run_command(db, "e2e-plain", "--stop-after-idle-seconds", "3"),
+                          env=_env(eventhubs_broker, azurite), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr.decode()[-3000:]
     _assert_equal_windows(db, _reference(eventhubs_broker))
     readings = _readings(eventhubs_broker)
     _, late = accepted_and_late(readings, 5 * S)
     dead = dead_letters_frame(db)
     assert len(late) > 0 and len(dead[dead["Reason"] == "late"]) == len(late)
-    assert "consumed 4 partition(s)" in done.stdout.decode()
+    assert "consumed 4 partition(s)" in stdout.decode()
 
 
 def _json_lines(stderr: bytes) -> list[dict]:
@@ -123,40 +126,63 @@ def _json_lines(stderr: bytes) -> list[dict]:
     return out
 
 
+def _kill_moment(rng: random.Random, attempt: int, broker, sender: subprocess.Popen, recovery: Path, azurite, container: str):
+    """When to SIGKILL this attempt: by what it has done, never by the clock (which a busy machine stretches).
+
+    k more epochs committed and, while the simulator still sends, n more events delivered to
+    it; before the recovery volume is lost (attempt 1), a resume blob past the start of a
+    partition, so the start after the loss has Blob checkpoints to begin from.
+    """
+    parts = lambda: committed_epoch(recovery.glob("part-*.sqlite3"))  # noqa: E731
+    epoch, delivered = parts() + rng.randint(2, 8), broker.delivered + rng.randint(150, 600)
+
+    def reached() -> bool:
+        if parts() < epoch or (sender.poll() is None and broker.delivered < delivered):
+            return False
+        return attempt != 1 or any(p > 0 for p in resume_positions(azurite.connection_string, container).values())
+
+    return f"epoch {epoch} and {delivered:,} events delivered", reached
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a bound for a stuck run only: the kills wait on progress
 def test_sigkill_mid_stream_and_restarts_with_and_without_recovery_state_give_the_reference_table(
-    eventhubs_broker, azurite, tmp_path
+    eventhubs_broker, azurite, tmp_path, processes
 ):
     # A live stream: the simulator sends in real time while the dataflow is killed and restarted.
     sender = _simulate(eventhubs_broker, azurite, "--devices", "10", "--tags", "3", "--duration", "40s",
                        "--rate", "4", "--pace", "realtime", "--out-of-order", "0.02", "--max-delay", "9s",
-                       "--readings-per-message", "1", wait=False)
+                       "--readings-per-message", "1", wait=False, registry=processes)
     db, recovery = tmp_path / "live.db", tmp_path / "recovery"
     command = _run_command(db, "e2e-kill", "--recovery-dir", str(recovery))
     env = _env(eventhubs_broker, azurite)
     rng = random.Random(7)
     starts = []
     for attempt in range(4):
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = processes.start(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         lines: list[bytes] = []
         reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
         reader.start()
-        deadline = time.monotonic() + 90
-        while not any(b"starts at" in line for line in list(lines)) and time.monotonic() < deadline:
-            time.sleep(0.1)  # started reading (a slow start-up on a busy machine must not be mistaken for a crash)
-        time.sleep(rng.uniform(4.0, 6.0))
+        # Started reading: a slow start-up on a busy machine must not be mistaken for a crash.
+        wait_for(lambda: any(b"starts at" in line for line in list(lines)), f"attempt {attempt} to start reading",
+                 timeout=300, alive=[process])
+        what, reached = _kill_moment(rng, attempt, eventhubs_broker, sender, recovery, azurite, "e2e-kill")
+        wait_for(reached, f"attempt {attempt}: {what}", timeout=300, alive=[process], poll=0.1)
+        assert process.poll() is None, b"".join(lines).decode(errors="replace")[-3000:]  # a live run does not end by itself
         process.send_signal(signal.SIGKILL)
-        process.wait()
-        reader.join(10)
+        process.wait(60)
+        reader.join(60)
         starts.append(_json_lines(b"".join(lines)))
         if attempt == 1:
             shutil.rmtree(recovery)  # the recovery volume is lost: the next start uses the Blob checkpoints
-        time.sleep(2)  # a pause: event time, not wall time, decides what is late
-    out, err = sender.communicate(timeout=120)
+        time.sleep(2)  # the experiment, not a wait: event time, not wall time, decides what is late
+    out, err = sender.communicate(timeout=300)
     assert sender.returncode == 0, err.decode()[-2000:]
     _close_every_window(eventhubs_broker)
-    done = subprocess.run(command + ["--stop-after-idle-seconds", "3"], env=env, capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    final = processes.start(command + ["--stop-after-idle-seconds", "3"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    _, err = final.communicate(timeout=600)
+    assert final.returncode == 0, err.decode()[-3000:]
 
     _assert_equal_windows(db, _reference(eventhubs_broker))
     messages = [[r["message"] for r in lines] for lines in starts]
@@ -195,31 +221,33 @@ def test_an_idle_partition_does_not_stall_windows_beyond_the_idle_timeout(eventh
     db = tmp_path / "idle.db"
     settings = load_settings(RunSettings, {
         "source": "eventhubs", "eventhub_connection_string": eventhubs_broker.connection_string,
-        "store": f"sqlite:///{db}", "idle_timeout_seconds": 1.5, "max_runtime_seconds": 15,
+        "store": f"sqlite:///{db}", "idle_timeout_seconds": 1.5, "max_runtime_seconds": 600,
         "progress_seconds": 0, "snapshot_interval_seconds": 0.5, "writer": "inline",
     })
     base = pd.Timestamp(START).value
     body = [orjson.dumps({"TS": pd.Timestamp(base + i * S, tz="UTC").isoformat(), "Device": 1, "Tag": 1, "Value": 1.0})
             for i in range(60)]
     eventhubs_broker.publish("0", body)  # partitions 1, 2, 3 stay silent
-    stats = RunStats()
-    runner = threading.Thread(target=run_live, args=(settings,), kwargs={"stats": stats}, daemon=True)
+    stats, stop = RunStats(), threading.Event()
+    runner = threading.Thread(target=run_live, args=(settings,), kwargs={"stats": stats, "stop_event": stop}, daemon=True)
     runner.start()
-    deadline = time.monotonic() + 14
-    while stats.readings == 0 and time.monotonic() < deadline:  # start-up (processes, connections) not counted
-        time.sleep(0.05)
-    decoded = time.monotonic()
-    while time.monotonic() < deadline and (not db.exists() or windows_frame(db).empty):
-        time.sleep(0.1)
-    stalled_for = time.monotonic() - decoded
-    assert not windows_frame(db).empty, "windows stalled behind silent partitions"
-    # A partition never heard from starts its idle clock when the first partition is heard from,
-    # so windows wait at most twice the idle timeout, plus the 1 s write gathering (and slack for a busy CI box).
-    assert stalled_for < 1.5 * 2 + 1 + 2
-    # A silent partition wakes up with readings of windows already written: they are late.
-    eventhubs_broker.publish("2", [orjson.dumps({"TS": pd.Timestamp(base + 3 * S, tz="UTC").isoformat(),
-                                                 "Device": 1, "Tag": 1, "Value": 99.0})])
-    runner.join(30)
+    try:
+        # Start-up (processes, connections) is not counted: the idle clock starts with the first reading.
+        wait_for(lambda: stats.readings > 0, "the first reading decoded", timeout=300)
+        decoded = time.monotonic()
+        wait_for(lambda: db.exists() and not windows_frame(db).empty, "the first window written", timeout=300, poll=0.1)
+        stalled_for = time.monotonic() - decoded
+        # What this test measures is wall time by design (the idle timeout is wall time). A partition
+        # never heard from starts its idle clock when the first partition is heard from, so windows
+        # wait at most twice the idle timeout, plus the 1 s write gathering (and slack for a busy CI box).
+        assert stalled_for < 1.5 * 2 + 1 + 2
+        # A silent partition wakes up with readings of windows already written: they are late.
+        eventhubs_broker.publish("2", [orjson.dumps({"TS": pd.Timestamp(base + 3 * S, tz="UTC").isoformat(),
+                                                     "Device": 1, "Tag": 1, "Value": 99.0})])
+        wait_for(lambda: not dead_letters_frame(db).empty, "the late reading's dead letter", timeout=300, poll=0.1)
+    finally:
+        stop.set()  # the run stops gracefully (its receiver process with it), pass or fail
+        runner.join(120)
     assert not runner.is_alive()
     dead = dead_letters_frame(db)
     assert dead["Reason"].tolist() == ["late: window already closed"] and dead["Partition"].tolist() == ["2"]

@@ -223,6 +223,7 @@ class EventHubsBroker:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.errors: list[BaseException] = []  # unexpected errors in the broker thread
+        self.delivered = 0  # events sent to consumers so far, every partition and consumer (redeliveries too)
         self.port = 0
 
     # ------------------------------------------------------------------ public API
@@ -630,6 +631,7 @@ class EventHubsBroker:
                     pn_link_advance(impl)
                     pn_delivery_settle(delivery)
                 consumer.index = stop
+                self.delivered += stop - start
 
     @staticmethod
     def _send(link: Link, tag: bytes, payload: bytes) -> None:

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["committed_epoch", "sqlite_rows"]
+__all__ = ["committed_epoch", "resume_positions", "sqlite_rows"]
 
 
 def committed_epoch(partitions: Iterable[Path]) -> int:
@@ -34,3 +34,22 @@ def sqlite_rows(db: Path, table: str = "SensorValues") -> int:
             return con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]  # a constant name, not a value
     except sqlite3.Error:
         return 0
+
+
+def resume_positions(connection_string: str, container: str) -> dict[str, int]:
+    """Each partition's position in its live resume blob on Blob storage (what a start from Blob
+    checkpoints begins after); {} before the first checkpoint made the container."""
+    import orjson
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import ContainerClient
+
+    positions = {}
+    with ContainerClient.from_connection_string(connection_string, container) as client:
+        try:
+            for blob in client.list_blobs(name_starts_with="sensorflow/"):
+                if "/resume/" in blob.name:
+                    doc = orjson.loads(client.download_blob(blob.name).readall())
+                    positions[str(doc["partition"])] = int(doc["position"])
+        except ResourceNotFoundError:
+            return {}
+    return positions
