@@ -390,9 +390,10 @@ def _predictions_table(detector: str, scored: list[tuple[SensorWindows, str, Any
     if not scored:
         return PREDICTION_SCHEMA.empty_table()
     lengths = [len(scores.ts) for _, _, scores in scored]
+    sensor_of_row = pa.array(np.repeat(np.arange(len(scored)), lengths))
 
-    def repeated(values: list[str]) -> pa.Array:
-        return pa.array(np.repeat(np.array(values, dtype=object), lengths), pa.string())
+    def repeated(values: list[str]) -> pa.Array:  # one string per sensor, taken for its rows by Arrow
+        return pa.array(values, pa.string()).take(sensor_of_row)
 
     value = np.concatenate([s.value for _, _, s in scored])
     columns = {
@@ -402,7 +403,7 @@ def _predictions_table(detector: str, scored: list[tuple[SensorWindows, str, Any
         "value": pa.array(value, pa.float64(), mask=~np.isfinite(value)),
         "score": np.concatenate([s.score for _, _, s in scored]),
         "is_anomaly": np.concatenate([s.is_anomaly for _, _, s in scored]).astype(bool),
-        "detector": pa.array(np.repeat(np.array([detector], dtype=object), sum(lengths)), pa.string()),
+        "detector": repeated([detector] * len(scored)),
         "model_version": repeated([version for _, version, _ in scored]),
     }
     return pa.table(columns, schema=PREDICTION_SCHEMA)
