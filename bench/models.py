@@ -12,11 +12,22 @@ SQLite, written with ``Store.upsert_windows``):
 - in-memory: fit + score of every sensor from arrays already in memory,
   one process: the compute-only limit.
 
-Rates are models trained+scored per second per core. Targets: chunked >= 50x
-the per-process rate and >= 50% of the in-memory rate. The last line printed
-is one JSON object of the figures.
+- the store floor: what SQLite alone costs per sensor for the task's I/O, the
+  store's own read (every column of every row counted inside SQLite) and its
+  prediction upsert from rows already staged, with no Python per row;
+- store I/O side by side: per sensor, CPU of the store's ``read_windows`` and
+  ``upsert_predictions`` against the row-at-a-time versions they replaced
+  (kept below as ``_row_at_a_time_*``), same data, same run.
 
-    python bench/models.py [--devices 1000] [--tags 10] [--detectors robust-window,seed-ocsvm]
+Rates are models trained+scored per second per core. Targets: chunked >= 50x
+the per-process rate, and chunked / store-bound ceiling >= 0.6, where the
+ceiling is 1 / (store floor + in-memory fit+score per sensor): what one core
+could do with no Python around the store's work. Chunked, in-memory and the
+floor are measured ``--rounds`` times and the medians reported (the machine
+may be shared: rates per CPU-second in brackets, and the load average
+printed). The last line printed is one JSON object of the figures.
+
+    python bench/models.py [--devices 1000] [--tags 10] [--detectors robust-window,seed-ocsvm] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,13 +160,18 @@ def one_sensor(device: str, tag: str, url: str, models: Path, detector_name: str
         store.upsert_predictions(_predictions_table(detector_name, [(windows, "per-process", scores)]))
 
 
-def in_memory(url: str, sensors: list[tuple[str, str]], detector_name: str) -> dict:
-    """Fit + score of every sensor whose windows are already arrays in memory; one process."""
+def load_windows(url: str, sensors: list[tuple[str, str]]) -> list:
+    """Every sensor's windows as arrays, for the in-memory loop."""
     windows = []
-    with open_store(url) as store:  # read in slices: 10k sensors of rows at once would be GBs of Python tuples
+    with open_store(url) as store:  # in slices: a chunk's rows at a time
         for lo in range(0, len(sensors), 1000):
             table = store.read_windows(sensors[lo:lo + 1000], START, START + WINDOWS * W)
             windows += iter_sensor_windows(table, START, START + WINDOWS * W, W)
+    return windows
+
+
+def in_memory(windows: list, detector_name: str) -> dict:
+    """Fit + score of every sensor whose windows are already arrays in memory; one process."""
     detector = get_detector(detector_name)
     began, cpu = time.perf_counter(), time.process_time()
     for w in windows:
@@ -166,8 +183,9 @@ def in_memory(url: str, sensors: list[tuple[str, str]], detector_name: str) -> d
 
 def sqlite_floor(db: Path, sensors: list[tuple[str, str]]) -> dict:
     """What SQLite alone costs per sensor for a task's I/O, with no Python per row: the chunked
-    read (the store's own query, rows counted inside SQLite) and the prediction upsert (the
-    store's ON CONFLICT rule, from rows already staged in a temporary table). On a copy."""
+    read (the store's own query, every column of every row counted inside SQLite, so that no
+    plan can skip reading them) and the prediction upsert (the store's ON CONFLICT rule, from
+    rows already staged in a temporary table). On a copy."""
     import sqlite3
 
     from sensorflow.store.sqlite import _READ_WINDOWS, _sensor_json, _ts_text
@@ -176,10 +194,13 @@ def sqlite_floor(db: Path, sensors: list[tuple[str, str]]) -> dict:
     shutil.copy(db, copy)
     con = sqlite3.connect(copy, isolation_level=None)
     try:
-        args = (_sensor_json(sensors), _ts_text(START), _ts_text(START + WINDOWS * W))
+        args = (_sensor_json(sorted(sensors)), _ts_text(START), _ts_text(START + WINDOWS * W))
         began = time.process_time()
         # Constant SQL around the store's own query; every value is a bound parameter.
-        (rows,) = con.execute("SELECT COUNT(*) FROM (" + _READ_WINDOWS + ")", args).fetchone()
+        counted = con.execute(
+            "SELECT COUNT(Sensor), COUNT(TS), COUNT(Value), COUNT(Count), COUNT(Min), COUNT(Max) FROM (" + _READ_WINDOWS + ")",
+            args,
+        ).fetchone()
         read_s = time.process_time() - began
         con.execute("CREATE TEMP TABLE staged AS SELECT * FROM Predictions WHERE 0")
         con.execute(
@@ -199,7 +220,60 @@ def sqlite_floor(db: Path, sensors: list[tuple[str, str]]) -> dict:
         con.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{copy}{suffix}").unlink(missing_ok=True)
-    return {"rows": rows, "read_ms_per_sensor": 1e3 * read_s / len(sensors), "write_ms_per_sensor": 1e3 * write_s / len(sensors)}
+    return {"rows": counted[0], "read_ms_per_sensor": 1e3 * read_s / len(sensors), "write_ms_per_sensor": 1e3 * write_s / len(sensors)}
+
+
+# The store's read and prediction upsert as they were before they went columnar (a Python tuple
+# per row fetched or bound, the whole result sorted by SQLite), kept to measure side by side.
+_ROW_AT_A_TIME_READ = (
+    "WITH s(Sensor, Device, Tag) AS (SELECT key, value ->> 0, value ->> 1 FROM json_each(?)) "
+    "SELECT s.Sensor, v.TS, v.Value, v.Count, v.Min, v.Max FROM SensorValues v "
+    "JOIN s ON v.Device = s.Device AND v.Tag = s.Tag WHERE v.TS > ? AND v.TS <= ? "
+    "ORDER BY v.Device, v.Tag, v.TS"
+)
+
+
+def _row_at_a_time_read(store, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
+    from sensorflow.records.windows import WINDOW_READ_SCHEMA
+    from sensorflow.store.sqlite import _sensor_json, _ts_ns, _ts_text
+
+    rows = store._db.execute(_ROW_AT_A_TIME_READ, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
+    sensor, ts, value, count, low, high = zip(*rows)
+    index = pa.array(sensor, pa.int64())
+    return pa.table(
+        [_ts_ns(ts), pa.array([d for d, _ in sensors], pa.string()).take(index),
+         pa.array([t for _, t in sensors], pa.string()).take(index), pa.array(value, pa.float64()),
+         pa.array(count, pa.int64()), pa.array(low, pa.float64()), pa.array(high, pa.float64())],
+        schema=WINDOW_READ_SCHEMA,
+    )
+
+
+def store_io(url: str, sensors: list[tuple[str, str]], detector_name: str) -> dict:
+    """CPU ms per sensor of the store's read and prediction upsert, columnar (now) and row at a time (before)."""
+    detector = get_detector(detector_name)
+    span = (START, START + WINDOWS * W)
+    figures: dict[str, float] = {}
+    with open_store(url) as store:
+        table = store.read_windows(sensors, *span)
+        windows = list(iter_sensor_windows(table, *span, W))
+        scored = [(w, "io", m.score(w)) for w in windows for m in [detector.fit(w)]]
+        predictions = _predictions_table(f"io:{detector_name}", scored)
+        store.upsert_predictions(predictions)  # the rows exist: both ways then replace them
+        steps = {
+            "read": lambda: store.read_windows(sensors, *span),
+            "read_row_at_a_time": lambda: _row_at_a_time_read(store, sensors, *span),
+            "upsert": lambda: store.upsert_predictions(predictions),
+            "upsert_row_at_a_time": lambda: store._upsert_predictions_by_row(predictions),
+        }
+        for name, step in steps.items():
+            began = time.process_time()
+            step()
+            figures[f"{name}_ms_per_sensor"] = 1e3 * (time.process_time() - began) / len(sensors)
+    return figures
+
+
+def _median(values: list[dict], key: str) -> float:
+    return statistics.median(v[key] for v in values)
 
 
 def main() -> int:
@@ -210,6 +284,7 @@ def main() -> int:
     parser.add_argument("--ocsvm-sensors", type=int, default=2000, help="sensors for seed-ocsvm (slow: a subset)")
     parser.add_argument("--sample", type=int, default=20, help="sensors run the original way")
     parser.add_argument("--chunk", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3, help="chunked, in-memory and floor measured this many times (medians)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--one-sensor", nargs=2, metavar=("DEVICE", "TAG"), help=argparse.SUPPRESS)
@@ -235,43 +310,75 @@ def main() -> int:
     sample = sensors[::step][:args.sample]
     for detector in args.detectors.split(","):
         subset = sensors if detector == DEFAULT_DETECTOR else sensors[:args.ocsvm_sensors]
-        shutil.rmtree(workdir / "models", ignore_errors=True)
-        ours = chunked(url, workdir / "models", subset, detector, args.chunk, args.workers)
-        original = per_process(url, workdir / "per-process-models", sample, detector)
-        memory = in_memory(url, subset, detector)
-        floor = sqlite_floor(workdir / "bench.db", subset[:1000])
-        floor_ms = floor["read_ms_per_sensor"] + floor["write_ms_per_sensor"]
-        compute_ms = 1e3 / memory["per_cpu_s"]
-        vs_original = ours["per_s_per_core"] / original["per_s_per_core"]
-        vs_memory = ours["per_s_per_core"] / memory["per_s_per_core"]
-        cpu_vs_original = ours["per_cpu_s"] / original["per_cpu_s"]
-        cpu_vs_memory = ours["per_cpu_s"] / memory["per_cpu_s"]
-        print(f"{detector}: {len(subset):,} sensors (rates: models trained+scored per second per core, wall clock; "
-              "[per CPU-second: unaffected by other load on the machine])")
-        print(f"  chunked tasks:  {ours['per_s_per_core']:8.1f} [{ours['per_cpu_s']:7.1f}] "
-              f"({ours['seconds']} s on {args.workers} workers; {ours['predictions']:,} predictions)")
-        print(f"    task stages (s, all workers): {ours['stages']}")
-        print(f"  per process:    {original['per_s_per_core']:8.2f} [{original['per_cpu_s']:7.2f}] "
-              f"({original['sensors']} sensors in {original['seconds']} s, one interpreter each)")
-        print(f"  in memory:      {memory['per_s_per_core']:8.1f} [{memory['per_cpu_s']:7.1f}] "
-              f"({memory['sensors']:,} sensors in {memory['seconds']} s)")
-        print(f"  SQLite alone, no Python per row: read {floor['read_ms_per_sensor']:.2f} ms + prediction upsert "
-              f"{floor['write_ms_per_sensor']:.2f} ms per sensor vs fit+score {compute_ms:.2f} ms: at most "
-              f"{compute_ms / (compute_ms + floor_ms):.2f} of the in-memory rate with this store")
-        print(f"  chunked / per-process: {vs_original:.0f}x [{cpu_vs_original:.0f}x] (target >= 50x); "
-              f"chunked / in-memory: {vs_memory:.2f} [{cpu_vs_memory:.2f}] (target >= 0.50)", flush=True)
+        load = [os.getloadavg()[0]]
+        windows = load_windows(url, subset)
+        rounds = []
+        for _ in range(args.rounds):
+            shutil.rmtree(workdir / "models", ignore_errors=True)
+            ours = chunked(url, workdir / "models", subset, detector, args.chunk, args.workers)
+            memory = in_memory(windows, detector)
+            floor = sqlite_floor(workdir / "bench.db", subset[:1000])
+            floor_ms = floor["read_ms_per_sensor"] + floor["write_ms_per_sensor"]
+            compute_ms = 1e3 / memory["per_cpu_s"]
+            rounds.append({
+                "chunked": ours["per_s_per_core"], "chunked_cpu": ours["per_cpu_s"], "seconds": ours["seconds"],
+                "memory": memory["per_s_per_core"], "memory_cpu": memory["per_cpu_s"],
+                "floor_read": floor["read_ms_per_sensor"], "floor_write": floor["write_ms_per_sensor"],
+                "floor": floor_ms, "compute": compute_ms,
+                # The target: chunked rate / (1 / (store floor + in-memory fit+score per sensor)).
+                "vs_ceiling": ours["per_s_per_core"] * (floor_ms + compute_ms) / 1e3,
+                "cpu_vs_ceiling": ours["per_cpu_s"] * (floor_ms + compute_ms) / 1e3,
+                "stages": ours["stages"], "predictions": ours["predictions"],
+            })
+            load.append(os.getloadavg()[0])
+        del windows
+        original = per_process(url, workdir / "per-process-models", sample, detector) if sample else None
+        io = store_io(url, subset[:args.chunk], detector)
+        med = {key: _median(rounds, key) for key in rounds[0] if key not in ("stages", "predictions")}
+        chunked_rounds = ", ".join(f"{r['chunked']:.1f} [{r['chunked_cpu']:.1f}]" for r in rounds)
+        ratio_rounds = ", ".join(f"{r['vs_ceiling']:.2f} [{r['cpu_vs_ceiling']:.2f}]" for r in rounds)
+        print(f"{detector}: {len(subset):,} sensors, {args.rounds} round(s), medians (rates: models trained+scored per "
+              "second per core, wall clock; [per CPU-second: less affected by other load on the machine]); "
+              f"load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores")
+        print(f"  chunked tasks:  {med['chunked']:8.1f} [{med['chunked_cpu']:7.1f}] "
+              f"({med['seconds']} s on {args.workers} workers; {rounds[0]['predictions']:,} predictions; "
+              f"rounds {chunked_rounds})")
+        print(f"    task stages of the last round (s, all workers): {rounds[-1]['stages']}")
+        if original:
+            print(f"  per process:    {original['per_s_per_core']:8.2f} [{original['per_cpu_s']:7.2f}] "
+                  f"({original['sensors']} sensors in {original['seconds']} s, one interpreter each)")
+        print(f"  in memory:      {med['memory']:8.1f} [{med['memory_cpu']:7.1f}] (fit+score {med['compute']:.2f} ms CPU per sensor)")
+        print(f"  store floor, SQLite alone, no Python per row: read {med['floor_read']:.2f} ms + prediction upsert "
+              f"{med['floor_write']:.2f} ms per sensor: ceiling 1 / ({med['floor']:.2f} + {med['compute']:.2f} ms) = "
+              f"{1e3 / (med['floor'] + med['compute']):.0f} models/s per core")
+        print(f"  store I/O CPU per sensor, columnar now vs row at a time before (same data, this run): "
+              f"read {io['read_ms_per_sensor']:.2f} vs {io['read_row_at_a_time_ms_per_sensor']:.2f} ms, "
+              f"prediction upsert {io['upsert_ms_per_sensor']:.2f} vs {io['upsert_row_at_a_time_ms_per_sensor']:.2f} ms")
+        vs_original = med["chunked"] / original["per_s_per_core"] if original else None
+        print(f"  chunked / store-bound ceiling: {med['vs_ceiling']:.2f} [{med['cpu_vs_ceiling']:.2f}] (target >= 0.6; rounds "
+              f"{ratio_rounds})"
+              + (f"; chunked / per-process: {vs_original:.0f}x (target >= 50x)" if original else ""), flush=True)
         figures[detector] = {
-            "sensors": len(subset), "chunked_per_s_per_core": round(ours["per_s_per_core"], 1),
-            "per_process_per_s_per_core": round(original["per_s_per_core"], 3),
-            "in_memory_per_s_per_core": round(memory["per_s_per_core"], 1),
-            "chunked_vs_per_process": round(vs_original, 1), "chunked_vs_in_memory": round(vs_memory, 3),
-            "chunked_per_cpu_s": round(ours["per_cpu_s"], 1), "per_process_per_cpu_s": round(original["per_cpu_s"], 3),
-            "in_memory_per_cpu_s": round(memory["per_cpu_s"], 1),
-            "cpu_chunked_vs_per_process": round(cpu_vs_original, 1), "cpu_chunked_vs_in_memory": round(cpu_vs_memory, 3),
-            "chunked_seconds": ours["seconds"], "stages": ours["stages"],
-            "sqlite_floor_ms_per_sensor": round(floor_ms, 3), "in_memory_ms_per_sensor": round(compute_ms, 3),
-            "ceiling_vs_in_memory_with_sqlite": round(compute_ms / (compute_ms + floor_ms), 3),
+            "sensors": len(subset), "rounds": args.rounds, "load_average": [round(x, 1) for x in load],
+            "chunked_per_s_per_core": round(med["chunked"], 1), "chunked_per_cpu_s": round(med["chunked_cpu"], 1),
+            "chunked_seconds": med["seconds"], "chunked_rounds": [round(r["chunked"], 1) for r in rounds],
+            "chunked_cpu_rounds": [round(r["chunked_cpu"], 1) for r in rounds],
+            "in_memory_per_s_per_core": round(med["memory"], 1), "in_memory_per_cpu_s": round(med["memory_cpu"], 1),
+            "sqlite_floor_read_ms_per_sensor": round(med["floor_read"], 3),
+            "sqlite_floor_write_ms_per_sensor": round(med["floor_write"], 3),
+            "sqlite_floor_ms_per_sensor": round(med["floor"], 3), "in_memory_ms_per_sensor": round(med["compute"], 3),
+            "store_bound_ceiling_per_s": round(1e3 / (med["floor"] + med["compute"]), 1),
+            "chunked_vs_store_bound_ceiling": round(med["vs_ceiling"], 3),
+            "cpu_chunked_vs_store_bound_ceiling": round(med["cpu_vs_ceiling"], 3),
+            "chunked_vs_in_memory": round(med["chunked"] / med["memory"], 3),
+            "store_io_ms_per_sensor": {k.removesuffix("_ms_per_sensor"): round(v, 3) for k, v in io.items()},
+            "stages_last_round": rounds[-1]["stages"],
         }
+        if original:
+            figures[detector].update({
+                "per_process_per_s_per_core": round(original["per_s_per_core"], 3),
+                "per_process_per_cpu_s": round(original["per_cpu_s"], 3), "chunked_vs_per_process": round(vs_original, 1),
+            })
     print(json.dumps(figures))
     return 0
 
