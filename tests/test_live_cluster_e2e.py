@@ -27,6 +27,8 @@ import pytest
 
 from sensorflow.store import open_store
 from tests.support.azurite import free_port
+from tests.support.processes import Drained, ProcessRegistry, wait_for, wait_while_progressing
+from tests.support.progress import committed_epoch, resume_positions
 from tests.support.window_reference import accepted_and_late, windows
 
 S = 1_000_000_000
@@ -87,19 +89,12 @@ def _assert_reference(store_url: str, broker) -> None:
     assert len(late) > 0 and dead == {"late": len(late)}
 
 
-def _windows_written(store_url: str) -> bool:
-    try:
-        with open_store(store_url) as store:
-            return store.summary().windows > 0
-    except Exception:  # the schema is not made yet (pod 0 makes it once it starts)
-        return False
-
-
 class _Cluster:
-    """``PODS`` `sensorflow run --source eventhubs` processes forming one Bytewax cluster."""
+    """``PODS`` `sensorflow run --source eventhubs` processes forming one Bytewax cluster; ``registry`` ends them at teardown."""
 
-    def __init__(self, root: Path, broker, azurite, store: str, container: str):
+    def __init__(self, root: Path, broker, azurite, store: str, container: str, registry: ProcessRegistry):
         self.root, self.broker, self.azurite, self.store, self.container = root, broker, azurite, store, container
+        self.registry = registry
 
     def recovery(self, pod: int) -> Path:
         return self.root / f"pod-{pod}" / "recovery"
@@ -116,9 +111,9 @@ class _Cluster:
             self.recovery(pod).mkdir(parents=True, exist_ok=True)
             shutil.move(scratch / f"part-{pod}.sqlite3", self.recovery(pod) / f"part-{pod}.sqlite3")
 
-    def run(self, timeout: float = 120) -> list[str]:
+    def run(self) -> list[str]:
         """Run the cluster until the hub is quiet (graceful stop); the pods' logs."""
-        return self.wait(self.start(), timeout)
+        return self.wait(self.start())
 
     def start(self) -> list[subprocess.Popen]:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(PODS))
@@ -134,18 +129,30 @@ class _Cluster:
                        "--store", self.store, "--checkpoint-container", self.container,
                        "--recovery-dir", str(self.recovery(pod)), "--progress-seconds", "0",
                        "--snapshot-interval-seconds", "0.5", "--stop-after-idle-seconds", "3", "--log-format", "json"]
-            processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            processes.append(self.registry.start(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         return processes
 
-    @staticmethod
-    def wait(processes: list[subprocess.Popen], timeout: float = 120) -> list[str]:
-        logs = []
-        for process in processes:
-            _, err = process.communicate(timeout=timeout)
-            logs.append(err.decode(errors="replace"))
+    def progress(self) -> tuple[int, ...]:
+        """Events the broker delivered, and the epochs each pod committed: what moves while the pods work."""
+        epochs = (committed_epoch(self.recovery(pod).glob("part-*.sqlite3")) for pod in range(PODS))
+        return (self.broker.delivered, *epochs)
+
+    def wait(self, processes: list[subprocess.Popen], stalled_after: float = 120) -> list[str]:
+        """The pods' logs once they have stopped; fails if they made no progress for ``stalled_after`` seconds
+        (no limit on the whole run: on a busy machine it is only slower)."""
+        drained = Drained(processes)
+        if not wait_while_progressing(processes, self.progress, stalled_after):
+            pytest.fail(f"the pods made no progress for {stalled_after:g} s (their teardown ends them)")
+        logs = [drained.stderr(i) for i in range(len(processes))]
         for process, err in zip(processes, logs):
             assert process.returncode == 0, err[-3000:]
         return logs
+
+
+def _resume_positions_past_start(cluster: _Cluster) -> bool:
+    """True once every partition's resume blob holds a position past the partition's start."""
+    positions = resume_positions(cluster.azurite.connection_string, cluster.container)
+    return set(positions) == set(cluster.broker.partition_ids) and min(positions.values()) > 0
 
 
 def _blob_view(azurite, container: str) -> tuple[dict[str, int], list[str]]:
@@ -164,9 +171,10 @@ def _blob_view(azurite, container: str) -> tuple[dict[str, int], list[str]]:
 
 
 @pytest.fixture
-def cluster(tmp_path, eventhubs_broker, azurite, postgres_server, request) -> _Cluster:
+def cluster(tmp_path, eventhubs_broker, azurite, postgres_server, request, processes) -> _Cluster:
     container = "cluster-" + request.node.name.replace("_", "-")[:40].lower().strip("-")
-    return _Cluster(tmp_path, eventhubs_broker, azurite, f"postgresql+odbc:{postgres_server.new_database()}", container)
+    store = f"postgresql+odbc:{postgres_server.new_database()}"
+    return _Cluster(tmp_path, eventhubs_broker, azurite, store, container, processes)
 
 
 def test_a_two_process_live_cluster_writes_the_reference_table(cluster):
@@ -179,31 +187,45 @@ def test_a_two_process_live_cluster_writes_the_reference_table(cluster):
     _assert_reference(cluster.store, broker)
 
 
+@pytest.mark.timeout(900)  # a bound for a stuck cluster only: every wait below is on progress
 def test_a_cluster_stopped_mid_stream_that_lost_its_recovery_volumes_resumes_from_per_partition_blobs(cluster):
     broker = cluster.broker
     bodies = _bodies(broker.partition_ids, 2000)
-    first = 1400
     for p, b in bodies.items():
         broker.publish(p, b[:400])
+    sent = {"upto": 400}
+    stop_sending = threading.Event()
 
-    def send(upto: int, chunk: int, pause: float) -> None:  # a live stream: events keep arriving while the pods run
-        for at in range(400, upto, chunk):
+    def send(cap: int, chunk: int, pause: float) -> None:
+        """A live stream: events keep arriving while the pods run. It slows down (to a chunk a second) while
+        the pods lag behind it, so a busy machine that slows the pods does not see the stream end before they
+        are stopped; it never pauses (3 s without events would stop the pods by themselves)."""
+        while sent["upto"] < cap and not stop_sending.is_set():
+            behind = time.monotonic() + 1.0
+            while broker.delivered < sent["upto"] * len(bodies) - 4 * chunk * len(bodies) and time.monotonic() < behind:
+                time.sleep(0.02)
+            at = sent["upto"]
             for p, b in bodies.items():
                 broker.publish(p, b[at : at + chunk])
+            sent["upto"] = at + chunk
             time.sleep(pause)
 
     cluster.init_recovery()
     processes = cluster.start()
-    sender = threading.Thread(target=send, args=(first, 10, 0.08))
+    sender = threading.Thread(target=send, args=(1900, 10, 0.08))
     sender.start()
-    deadline = time.monotonic() + 60
-    while not _windows_written(cluster.store):  # start-up (interpreters, connections) is not counted
-        assert time.monotonic() < deadline and sender.is_alive(), "no window written while the stream ran"
-        time.sleep(0.1)
-    time.sleep(1.0)  # well into the stream: checkpoints have been written, events keep arriving
-    for process in processes:
-        process.send_signal(signal.SIGTERM)  # mid-stream: the sources stop while events flow
-    sender.join()
+    try:
+        # Mid-stream by progress: every partition's resume blob is past its start (checkpoints were
+        # written) while events keep arriving. Start-up (interpreters, connections) is not counted.
+        wait_for(lambda: _resume_positions_past_start(cluster) or not sender.is_alive(),
+                 "a resume blob past the start of every partition", timeout=300, alive=processes, poll=0.2)
+        assert sender.is_alive(), f"the stream ended (at {sent['upto']} of 2,000 per partition) before every partition was checkpointed"
+        for process in processes:
+            process.send_signal(signal.SIGTERM)  # mid-stream: the sources stop while events flow
+    finally:
+        stop_sending.set()
+        sender.join()
+    first = sent["upto"]
     cluster.wait(processes)
 
     seen, names = _blob_view(cluster.azurite, cluster.container)
