@@ -31,7 +31,6 @@ _NULL_N = ord("n")  # in null (and NaN, Infinity), never in the seed's keys, num
 _ZERO, _NINE = ord("0"), ord("9")
 _TS_HEAD = np.frombuffer(b'{"TS": "', np.uint8)
 _PIECES = 8  # a refused set of lines is read again as this many pieces
-_PAD = 64  # bytes past the block's end that ``columns`` may read
 LEAF = 8  # a refused set this small goes to the caller's line-by-line path
 
 T = TypeVar("T")
@@ -72,7 +71,6 @@ class Lines:
         self.starts[1:n] = newlines + 1
         self.starts[n] = len(block) + 1
         self.lengths = np.diff(self.starts) - 1
-        self._padded: np.ndarray | None = None
 
     def line(self, i: int) -> bytes:
         return self.block[self.starts[i] : self.starts[i + 1] - 1]
@@ -139,11 +137,11 @@ class Lines:
 
     def columns(self, offsets: np.ndarray, lines: np.ndarray | None = None) -> np.ndarray:
         """Bytes at ``offsets`` of each line (of ``lines``, default all), one row per line;
-        past a line's end they are the next line's bytes (or 0): mask by ``lengths``."""
-        if self._padded is None:
-            self._padded = np.concatenate([self.chars, np.zeros(_PAD, np.uint8)])
+        past a line's end they are the next line's bytes (or the block's last): mask by ``lengths``."""
         starts = self.starts[:-1] if lines is None else self.starts[lines]
-        return self._padded[starts[:, None] + np.minimum(offsets, _PAD - 1)]
+        if not len(self.chars):
+            return np.zeros((len(starts), len(offsets)), np.uint8)
+        return self.chars[np.minimum(starts[:, None] + offsets, len(self.chars) - 1)]
 
     def _odd_times(self) -> np.ndarray:
         """Lines that start ``{"TS": `` with neither a number nor a plausible ISO date and time."""
