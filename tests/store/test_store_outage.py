@@ -73,7 +73,7 @@ def _assert_one_clean_line(stderr: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("malformed", [False, True], ids=["windows-in-the-writer-process", "dead-letters-in-the-flow"])
 def test_a_store_down_longer_than_the_budget_ends_with_exit_1_and_a_rerun_writes_the_reference(
-    tmp_path: Path, postgres_odbc, postgres_server, malformed
+    tmp_path: Path, postgres_odbc, postgres_server, malformed, processes
 ):
     # Without malformed messages only the writer process writes, so the outage meets it there.
     source = _recording(tmp_path / "rec", malformed)
@@ -84,7 +84,7 @@ def test_a_store_down_longer_than_the_budget_ends_with_exit_1_and_a_rerun_writes
     database = _database(postgres_odbc)
     recovery = tmp_path / "recovery"
     admin = pyodbc.connect(postgres_server.odbc("postgres"), autocommit=True)
-    run = subprocess.Popen(_run(source, url, recovery, "--replay-speed", "30"), cwd=REPO,
+    run = processes.start(_run(source, url, recovery, "--replay-speed", "30"), cwd=REPO,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: run.poll() is not None or _rows(postgres_odbc) > 0, 120, "the first committed windows")
@@ -135,7 +135,7 @@ def test_a_database_that_does_not_exist_is_not_retried(tmp_path: Path, postgres_
 
 
 @pytest.mark.slow
-def test_an_outage_of_25_s_is_outlasted_by_the_default_budget(tmp_path: Path, postgres_odbc, postgres_server):
+def test_an_outage_of_25_s_is_outlasted_by_the_default_budget(tmp_path: Path, postgres_odbc, postgres_server, processes):
     """Defect 9: the old budget (8 attempts, ~16 s) gave up during a failover-length outage; 120 s does not."""
     source = _recording(tmp_path / "rec")
     reference = tmp_path / "reference.db"
@@ -145,7 +145,7 @@ def test_an_outage_of_25_s_is_outlasted_by_the_default_budget(tmp_path: Path, po
     admin = pyodbc.connect(postgres_server.odbc("postgres"), autocommit=True)
     command = [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", url,
                "--progress-seconds", "0", "--replay-speed", "20"]  # the default store_retry_seconds
-    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = processes.start(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: run.poll() is not None or _rows(postgres_odbc) > 0, 120, "the first committed windows")
         assert run.poll() is None, "the run ended before the outage"
@@ -171,7 +171,7 @@ def test_an_outage_of_25_s_is_outlasted_by_the_default_budget(tmp_path: Path, po
 
 @pytest.mark.slow
 def test_a_live_run_whose_store_goes_down_ends_with_exit_1_and_one_line(tmp_path: Path, postgres_odbc, postgres_server,
-                                                                        eventhubs_broker):
+                                                                        eventhubs_broker, processes):
     import os
 
     import orjson
@@ -187,7 +187,7 @@ def test_a_live_run_whose_store_goes_down_ends_with_exit_1_and_one_line(tmp_path
     database = _database(postgres_odbc)
     admin = pyodbc.connect(postgres_server.odbc("postgres"), autocommit=True)
     env = {**os.environ, "SENSORFLOW_EVENTHUB_CONNECTION_STRING": eventhubs_broker.connection_string}
-    run = subprocess.Popen(
+    run = processes.start(
         [sys.executable, "-m", "sensorflow", "run", "--source", "eventhubs", "--store", url, "--progress-seconds", "0",
          "--store-retry-seconds", str(BUDGET_SECONDS), "--recovery-dir", str(tmp_path / "recovery")],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -123,7 +123,7 @@ def _recording(directory):
     return write_recording(directory, partitions)
 
 
-def test_a_killed_writer_process_ends_the_run_with_exit_1_and_a_rerun_writes_the_reference(tmp_path):
+def test_a_killed_writer_process_ends_the_run_with_exit_1_and_a_rerun_writes_the_reference(tmp_path, processes):
     """Issue 16, defect 2: SIGKILL to the writer made the run abort (exit 134) with Rust panics."""
     import signal
     import subprocess
@@ -139,7 +139,7 @@ def test_a_killed_writer_process_ends_the_run_with_exit_1_and_a_rerun_writes_the
     db, recovery = tmp_path / "run.db", tmp_path / "recovery"
     command = [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", f"sqlite:///{db}",
                "--recovery-dir", str(recovery), "--snapshot-interval-seconds", "0.5", "--progress-seconds", "0"]
-    run = subprocess.Popen([*command, "--replay-speed", "20"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = processes.start([*command, "--replay-speed", "20"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         writer = None

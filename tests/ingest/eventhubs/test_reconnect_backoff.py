@@ -116,7 +116,7 @@ def _reconnects(metrics: str) -> float:
 
 
 @pytest.mark.slow
-def test_a_live_run_whose_namespace_goes_away_is_not_ready_counts_reconnects_and_backs_off(tmp_path):
+def test_a_live_run_whose_namespace_goes_away_is_not_ready_counts_reconnects_and_backs_off(tmp_path, processes):
     """The issue's case end to end: `sensorflow run --source eventhubs`, then the AMQP endpoint disappears."""
     import re
     import subprocess
@@ -135,7 +135,7 @@ def test_a_live_run_whose_namespace_goes_away_is_not_ready_counts_reconnects_and
     broker = EventHubsBroker().start()
     env = {**__import__("os").environ, "PYTHONPATH": str(hook_dir), "SENSORFLOW_TEST_CONNECT_LOG": str(log),
            "SENSORFLOW_EVENTHUB_CONNECTION_STRING": broker.connection_string}
-    run = subprocess.Popen(
+    run = processes.start(
         [sys.executable, "-m", "sensorflow", "run", "--source", "eventhubs", "--store", f"sqlite:///{tmp_path / 'live.db'}",
          "--metrics-port", "0", "--progress-seconds", "0", "--writer", "inline"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
