@@ -125,9 +125,8 @@ class Lines:
         typical = int(np.partition(lengths, len(lengths) // 2)[len(lengths) // 2])
         odd = (self.first_bytes() != _OPEN) | (self.last_bytes() != _CLOSE) | (last_value < _ZERO) | (last_value > _NINE)
         odd |= lengths > 2 * typical + 16
-        literal = (self.chars == _NULL_N) | (self.chars == _BRACKET)
-        if literal.any():
-            odd |= self.lines_holding(literal)
+        if b"n" in self.block or b"[" in self.block:  # memchr: most blocks hold neither
+            odd |= self.lines_holding((self.chars == _NULL_N) | (self.chars == _BRACKET))
         try:
             self.block.decode("utf-8")
         except UnicodeDecodeError:
@@ -135,35 +134,40 @@ class Lines:
         odd |= self._odd_times()
         return odd
 
-    def columns(self, offsets: np.ndarray, lines: np.ndarray | None = None) -> np.ndarray:
-        """Bytes at ``offsets`` of each line (of ``lines``, default all), one row per line;
-        past a line's end they are the next line's bytes (or the block's last): mask by ``lengths``."""
-        starts = self.starts[:-1] if lines is None else self.starts[lines]
-        if not len(self.chars):
-            return np.zeros((len(starts), len(offsets)), np.uint8)
-        return self.chars[np.minimum(starts[:, None] + offsets, len(self.chars) - 1)]
+    def heads(self, width: int) -> np.ndarray:
+        """The first ``width`` bytes of every line, one row each (one gather of whole rows from a
+        sliding view, no index matrix); past a line's end: the next line's bytes, or zeros."""
+        chars = self.chars if len(self.chars) >= width else np.concatenate([self.chars, np.zeros(width, np.uint8)])
+        windows = np.lib.stride_tricks.sliding_window_view(chars, width)
+        rows = windows[np.minimum(self.starts[:-1], len(windows) - 1)]
+        short = self.starts[:-1] > len(windows) - 1  # the block's last lines: their true bytes, zero-padded
+        if short.any():
+            for i in np.flatnonzero(short).tolist():
+                line = np.frombuffer(self.line(i)[:width], np.uint8)
+                rows[i] = 0
+                rows[i, : len(line)] = line
+        return rows
 
     def _odd_times(self) -> np.ndarray:
         """Lines that start ``{"TS": `` with neither a number nor a plausible ISO date and time."""
-        head = self.columns(np.arange(len(_TS_HEAD)))
-        value = head[:, -1]
-        keyed = (head[:, :-1] == _TS_HEAD[:-1]).all(axis=1) & (self.lengths >= len(_TS_HEAD))
+        at = len(_TS_HEAD)
+        rows = self.heads(at + 13)
+        keyed = (rows[:, : at - 1] == _TS_HEAD[: at - 1]).all(axis=1) & (self.lengths >= at)
+        value = rows[:, at - 1]
         odd = keyed & (value != _QUOTE) & ((value < _ZERO) | (value > _NINE))
         texts = np.flatnonzero(keyed & (value == _QUOTE))
         if not len(texts):
             return odd
-        # YYYY-MM-DD then '"', or 'T'/' ' and an hour: digits where expected, months and days in range.
-        text = self.columns(len(_TS_HEAD) + np.arange(13), texts).astype(np.int32)
-        digits = text[:, [0, 1, 2, 3, 5, 6, 8, 9]] - _ZERO
-        month, day = text[:, 5] * 10 + text[:, 6] - 11 * _ZERO, text[:, 8] * 10 + text[:, 9] - 11 * _ZERO
-        hour = text[:, 11] * 10 + text[:, 12] - 11 * _ZERO
-        hour_ok = (text[:, 11] >= _ZERO) & (text[:, 11] <= _NINE) & (text[:, 12] >= _ZERO) & (text[:, 12] <= _NINE)
-        after_date = text[:, 10]
+        text = rows[texts, at:].astype(np.int16) - _ZERO  # YYYY-MM-DD[T ]HH as digit values
+        digit = (text >= 0) & (text <= 9)
+        month, day, hour = text[:, 5] * 10 + text[:, 6], text[:, 8] * 10 + text[:, 9], text[:, 11] * 10 + text[:, 12]
+        after_date = text[:, 10] + _ZERO
         plausible = (
-            ((digits >= 0) & (digits <= 9)).all(axis=1) & (text[:, 4] == ord("-")) & (text[:, 7] == ord("-"))
+            digit[:, [0, 1, 2, 3, 5, 6, 8, 9]].all(axis=1) & (text[:, 4] == ord("-") - _ZERO) & (text[:, 7] == ord("-") - _ZERO)
             & (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
-            & ((after_date == _QUOTE) | (((after_date == ord("T")) | (after_date == ord(" "))) & hour_ok & (hour <= 23)))
-            & (self.lengths[texts] >= len(_TS_HEAD) + 11)
+            & ((after_date == _QUOTE)
+               | (((after_date == ord("T")) | (after_date == ord(" "))) & digit[:, 11] & digit[:, 12] & (hour <= 23)))
+            & (self.lengths[texts] >= at + 11)
         )
         odd[texts[~plausible]] = True
         return odd
