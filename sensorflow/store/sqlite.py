@@ -193,8 +193,8 @@ class SqliteStore(Store):
         return len(rows)
 
     def read_windows(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
-        # Sorted as SQLite compares (UTF-8 bytes order is code point order): the rows' order.
-        wanted = sorted(set(sensors))
+        # Each sensor once, sorted as SQLite compares (UTF-8 byte order is code point order): the rows' order.
+        wanted = sorted({(device, tag) for device, tag in sensors})
         rows = self._db.execute(_READ_WINDOWS, (_sensor_json(wanted), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
         if not rows:
             return WINDOW_READ_SCHEMA.empty_table()
