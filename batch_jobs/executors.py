@@ -81,14 +81,14 @@ def store_specs(specs: Sequence[TaskSpec]) -> list[str]:
     return [located[spec.task_id] for spec in specs]
 
 
-def _prepare_worker(environ: Mapping[str, str], threads: int) -> None:
+def _prepare_worker(parent: int, environ: Mapping[str, str], threads: int) -> None:
     """A pool worker's set-up: its environment, and its share of the cores for BLAS/OpenMP.
 
     Each worker runs one task at a time on about one core; numpy's BLAS otherwise starts a
     thread per core in every worker, and the workers' threads then spin against each other.
     A worker dies with the process that started it: a SIGKILLed sidecar leaves no worker behind.
     """
-    die_with_parent()
+    die_with_parent(parent)
     os.environ.update(environ)
     from threadpoolctl import threadpool_limits
 
@@ -169,6 +169,6 @@ class LocalPoolExecutor(Executor):
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_prepare_worker,
-                initargs=(self._environ, max(1, (os.cpu_count() or 1) // self.workers)),
+                initargs=(os.getpid(), self._environ, max(1, (os.cpu_count() or 1) // self.workers)),
             )
         return self._pool

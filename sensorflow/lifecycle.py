@@ -7,21 +7,18 @@ stops a command with Ctrl-C (SIGINT, which Python raises as
 stops a command the same way for both, and ``exit_status`` gives the shell's
 statuses: 130 for SIGINT, 143 for SIGTERM (128 + the signal number).
 
-``die_with_parent`` asks Linux to kill a child process when its parent dies
-(``PR_SET_PDEATHSIG``), so a SIGKILLed command leaves no worker behind.
+``die_with_parent`` ends a child process when its parent dies, so a
+SIGKILLed command leaves no worker behind.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 import threading
+import time
 
 __all__ = ["Terminated", "die_with_parent", "exit_status", "raise_on_sigterm", "stopped_by"]
-
-_PR_SET_PDEATHSIG = 1
 
 
 class Terminated(KeyboardInterrupt):
@@ -48,19 +45,24 @@ def stopped_by(interrupt: KeyboardInterrupt) -> str:
     return "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Have the kernel send ``sig`` to this process when its parent dies (Linux; elsewhere nothing).
+def die_with_parent(parent: int | None = None, every_s: float = 0.25) -> None:
+    """End this process (exit status 1) within ``every_s`` of its parent's death, however the parent died.
 
-    If the parent is already gone when this runs (the race between fork and
-    this call), the process exits at once.
+    A daemon thread compares ``os.getppid()`` with ``parent`` (the pid of the
+    process that started this one, as it knew itself; default: the current
+    parent): an orphan is handed to another parent, so a change means the
+    parent is gone, even if it died before this was called (a child's start-up
+    is slow on a busy machine). Not ``PR_SET_PDEATHSIG``: its signal follows
+    the THREAD that started the child, so a pool started from a worker thread
+    would lose its processes when that thread ends.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):  # no libc prctl: the parent's own clean-up has to do
-        return
-    if os.getppid() != parent:
+    expected = os.getppid() if parent is None else parent
+
+    def watch() -> None:
+        while os.getppid() == expected:
+            time.sleep(every_s)
         os._exit(1)
+
+    if os.getppid() != expected:
+        os._exit(1)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()

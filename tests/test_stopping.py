@@ -171,3 +171,10 @@ def test_a_killed_sidecar_leaves_no_task_worker(tmp_path):
         for p in workers:
             if p.is_running():
                 p.kill()
+
+
+def test_a_child_whose_parent_died_before_it_looked_exits_at_once():
+    """die_with_parent with a parent pid that is no longer its parent (it died while the child started up)."""
+    code = "from sensorflow.lifecycle import die_with_parent; die_with_parent(parent=1 << 22); import time; time.sleep(60)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
