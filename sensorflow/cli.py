@@ -13,7 +13,7 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from sensorflow import __version__
-from sensorflow.lifecycle import exit_status, stopped_by
+from sensorflow.lifecycle import exit_status, raise_on_sigterm, stopped_by
 from sensorflow.settings import (
     DemoSettings,
     EvaluateSettings,
@@ -237,6 +237,7 @@ def _run(args: argparse.Namespace) -> int:
     from sensorflow.windowing.state import RecoveryStateError
     from sensorflow.windowing.writer import WriterError
 
+    raise_on_sigterm()  # from here SIGTERM stops a run as Ctrl-C does (the dataflow's own handling: windowing.interrupts)
     settings = load_settings(RunSettings, _flags(args, RunSettings), args.config)
     if settings.log_format == "json":  # the flag, SENSORFLOW_LOG_FORMAT or the config file
         from sensorflow.windowing.service import configure_logging
@@ -261,6 +262,8 @@ def _run(args: argparse.Namespace) -> int:
             from sensorflow.assembly import run_replay
 
             report = run_replay(settings, fresh=args.fresh, allow_incomplete=args.allow_incomplete)
+    except KeyboardInterrupt as e:
+        return _stopped(e)
     except (StoreError, RecordingError) as e:
         logging.getLogger("sensorflow").debug("run failed", exc_info=e)
         print(f"sensorflow run: {type(e).__name__ + ': ' if isinstance(e, StoreError) else ''}{e}", file=sys.stderr)
@@ -271,6 +274,8 @@ def _run(args: argparse.Namespace) -> int:
             chain.append(chain[-1].__cause__)
         root = chain[-1]
         logging.getLogger("sensorflow").debug("dataflow failed", exc_info=e)
+        if isinstance(root, KeyboardInterrupt):  # stopped by a signal inside a step: Bytewax's error wraps it
+            return _stopped(root)
         if isinstance(root, RecoveryStateError):  # a rerun would fail the same way: its own line says what to do
             print(f"sensorflow run: {root}", file=sys.stderr)
             return 1
@@ -288,6 +293,16 @@ def _run(args: argparse.Namespace) -> int:
         reports.close()
     _print_report(settings, report)
     return 0
+
+
+def _stopped(interrupt: KeyboardInterrupt) -> int:
+    """One line for a run stopped by SIGINT/SIGTERM; 130 or 143."""
+    logging.getLogger("sensorflow").debug("run stopped", exc_info=interrupt)
+    print(
+        f"sensorflow run: stopped by {stopped_by(interrupt)} (what was committed stays; with --recovery-dir a rerun resumes)",
+        file=sys.stderr,
+    )
+    return exit_status(interrupt)
 
 
 def _print_report(settings: RunSettings, report: Any) -> None:

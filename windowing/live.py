@@ -5,7 +5,13 @@ Start position of each partition, in order of precedence: Bytewax's recovery sta
 resume blobs beside the Event Hubs checkpoints, see ``sensorflow.windowing.resume.checkpoints``); else
 ``starting_position``. The run ends on SIGTERM/SIGINT, ``max_runtime_seconds`` or
 ``stop_after_idle_seconds``: the source stops, the flow finishes what it read, takes its last
-snapshot, and the final checkpoint is written before this returns.
+snapshot, and the final checkpoint is written before this returns. A stop by SIGTERM/SIGINT is
+bounded (``sensorflow.windowing.interrupts``): if the graceful stop has not finished within
+:data:`GRACE_SECONDS` (an unreachable store or Blob account, a cluster peer gone), the flow is
+interrupted as a replay is, every exit step waits a bounded time, and the run raises
+``KeyboardInterrupt`` (``lifecycle.Terminated`` for SIGTERM) within 10 s of the signal. The
+recovery state stays at its last committed epoch, the checkpoints at their last write: a restart
+resumes from either.
 
 With Bytewax's cluster variables set (a pod of the StatefulSet), this process is one member of
 a cluster: it reads the Event Hubs partitions Bytewax gives its workers, and writes the resume
@@ -20,6 +26,7 @@ import logging
 import sqlite3
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +40,7 @@ from sensorflow.store import RetryPolicy, open_store
 from sensorflow.windowing.cluster import ClusterMember
 from sensorflow.windowing.dataflow import FlowOptions, build_flow
 from sensorflow.windowing.execution import Execution, Output, RunReport, execute, init_recovery_dir
+from sensorflow.windowing.interrupts import Interrupts
 from sensorflow.windowing.progress import Progress
 from sensorflow.windowing.resume.board import ResumeBoard
 from sensorflow.windowing.resume.checkpoints import BlobCheckpoints, Checkpointer, CheckpointLocation, StreamIdentity
@@ -40,9 +48,16 @@ from sensorflow.windowing.service import MetricsServer, RunCollector, StopSignal
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
 
-__all__ = ["LiveJob", "LiveSourceError", "has_bytewax_state", "run_live"]
+__all__ = ["GRACE_SECONDS", "LiveJob", "LiveSourceError", "has_bytewax_state", "run_live"]
 
 log = logging.getLogger(__name__)
+
+# A run stopped by a signal exits within 10 s (Kubernetes kills it 30 s after SIGTERM): the graceful
+# stop gets GRACE_SECONDS, then every exit step a bound of its own.
+GRACE_SECONDS = 3.0
+_CHECKPOINT_STOP_SECONDS = 1.0  # the checkpointer thread, when a write hangs on an unreachable account
+_FINAL_CHECKPOINT_SECONDS = 2.0
+_RECEIVERS_STOP_SECONDS = 1.5  # the receiver process closes its links; then it is killed
 
 
 class LiveSourceError(RuntimeError):
@@ -118,9 +133,13 @@ def run_live(
     execution = job.execution
     cluster = member is not None and execution.processes > 1
     connection, options = job.connection, job.receive
+    stop = StopSignal(job.max_runtime_seconds, job.stop_after_idle_seconds, stop_event, signals=False)
+    interrupts = Interrupts(graceful=stop.stop, grace_seconds=GRACE_SECONDS)
     with ExitStack() as stack:
+        stack.enter_context(interrupts)  # first in, last out: a signal during any exit step is handled too
         # The receiver process starts first: its start-up overlaps ours.
-        host = stack.enter_context(ReceiverHost(connection, options))
+        host = ReceiverHost(connection, options)
+        stack.callback(lambda: host.close(_RECEIVERS_STOP_SECONDS if interrupts.stopping else 15.0))
         if member is None or member.process_id == 0:  # the others write only once process 0 has joined
             with open_store(job.output.store, job.output.retry) as store:
                 store.create_schema()
@@ -130,7 +149,7 @@ def run_live(
         checkpoints = _checkpoints(job)
         board = None
         if checkpoints is not None:
-            stack.callback(checkpoints.close)
+            stack.callback(_bounded_when, interrupts, checkpoints.close, _CHECKPOINT_STOP_SECONDS, "closing the checkpoint store")
             start = checkpoints.load() if cluster or not resumed else None
             board = ResumeBoard(config.shards, start)
         starts = {p: point.position for p, point in board.start.partitions.items()} if board and board.start else {}
@@ -139,52 +158,88 @@ def run_live(
         if starts and (cluster or not resumed):
             log.info("starting from Blob checkpoints: %s", {p: starts[p] for p in sorted(starts)})
         stats = stats if stats is not None else RunStats()
-        stop = StopSignal(job.max_runtime_seconds, job.stop_after_idle_seconds, stop_event)
         source = EventHubsSource(connection, options, partitions, starts, board is not None, stop.event, host, cluster)
         stop.attach_activity(lambda: sum(s.received_events for s in list(source.status.values())), source.connected)
-        window_sink = WindowSink(job.output.store, stats, job.output.writer, board.windows if board else None, job.output.retry)
-        dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure)
+        window_sink = WindowSink(
+            job.output.store, stats, job.output.writer, board.windows if board else None, job.output.retry,
+            stopping=lambda: interrupts.stopping, interrupted=interrupts.kept,
+        )
+        dead_letter_sink = DeadLetterSink(
+            partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure, interrupts.kept
+        )
         flow = build_flow(source, config, window_sink, dead_letter_sink, stats, board)
         checkpointer = None
         if checkpoints is not None:
             interval = min(1.0, execution.snapshot_interval_seconds)
             checkpointer = Checkpointer(checkpoints, board, interval, shards_shared=cluster)
-            stack.enter_context(_running(checkpointer))
+            stack.enter_context(_running(checkpointer, interrupts))
         if job.metrics_port is not None:
             health = _Health(source, job.output.store, checkpointer)
             collector = RunCollector(stats, source.status, partial(_board_figures, board, checkpointer))
             server = stack.enter_context(MetricsServer(collector, health.ready, job.metrics_port))
             print(f"sensorflow: metrics on http://127.0.0.1:{server.port}/metrics", file=progress, flush=True)
         with stop, Progress(stats, execution.progress_seconds, progress):
-            if member is not None:
-                execute(flow, execution, member.process_id, list(member.addresses))
-            else:
-                execute(flow, execution)
-        window_sink.raise_failure()  # the flow may end without raising a failure of its last writes
-        if checkpointer is not None:  # the flow ended: everything read is processed and committed
-            checkpointer.stop()
+            try:
+                if member is not None:
+                    execute(flow, execution, member.process_id, list(member.addresses))
+                else:
+                    execute(flow, execution)
+            except Exception:  # Bytewax re-raises an interrupt as the cause of its own error
+                interrupts.raise_if_stopped()
+                raise
+        if not interrupts.stopping:
+            window_sink.raise_failure()  # the flow may end without raising a failure of its last writes
+        if checkpointer is not None and window_sink.failure is None:  # the flow ended: everything read is processed and committed
+            _bounded_when(interrupts, checkpointer.stop, _CHECKPOINT_STOP_SECONDS, "stopping the checkpointer")
             if not cluster:  # in a cluster, the other processes may still be finishing: the sources sent their last durable positions
                 for partition, position in source.final_positions.items():
                     if position is not None:
                         board.source_durable(partition, position)
-            checkpointer.flush()
+            _bounded_when(interrupts, checkpointer.flush, _FINAL_CHECKPOINT_SECONDS, "the final checkpoint")
         log.info("stopped (%s)", stop.reason or "input ended")
+        interrupts.raise_if_stopped()  # stopped by a signal: exit 130 / 143, after the final checkpoint
     with open_store(job.output.store, job.output.retry) as store:
         summary = store.summary()
     return RunReport(len(partitions), stats, summary)
 
 
 class _running:
-    """Starts a checkpointer on enter; stops it on exit (even when the flow failed)."""
+    """Starts a checkpointer on enter; stops it on exit (even when the flow failed; bounded once stopping)."""
 
-    def __init__(self, checkpointer: Checkpointer):
+    def __init__(self, checkpointer: Checkpointer, interrupts: Interrupts):
         self._checkpointer = checkpointer
+        self._interrupts = interrupts
 
     def __enter__(self) -> Checkpointer:
         return self._checkpointer.start()
 
     def __exit__(self, *exc: object) -> None:
-        self._checkpointer.stop()
+        _bounded_when(self._interrupts, self._checkpointer.stop, _CHECKPOINT_STOP_SECONDS, "stopping the checkpointer")
+
+
+def _bounded_when(interrupts: Interrupts, step: Callable[[], object], seconds: float, what: str) -> None:
+    """``step()``; once a signal is stopping the run, on a daemon thread for at most ``seconds`` (a Blob
+    account that does not answer must not hold the stop up: the checkpoints stay at their last write,
+    which a restart resumes from), and a failure is logged instead of raised."""
+    if not interrupts.stopping:
+        step()
+        return
+    done = threading.Event()
+    failure: list[Exception] = []
+
+    def run() -> None:
+        try:
+            step()
+        except Exception as error:  # reported below; the run is stopping either way
+            failure.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="stop-step", daemon=True).start()
+    if not done.wait(seconds):
+        log.warning("%s did not finish within %g s of the stop; left to end with the process", what, seconds)
+    elif failure:
+        log.warning("%s failed while stopping: %s: %s", what, type(failure[0]).__name__, failure[0])
 
 
 def _board_figures(board: ResumeBoard | None, checkpointer: Checkpointer | None) -> dict[str, float]:

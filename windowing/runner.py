@@ -19,6 +19,7 @@ from sensorflow.store import open_store
 from sensorflow.windowing.cluster import ClusterMember, run_local_cluster
 from sensorflow.windowing.dataflow import FlowOptions, build_flow
 from sensorflow.windowing.execution import Execution, Output, RunReport, execute, init_recovery_dir
+from sensorflow.windowing.interrupts import Interrupts
 from sensorflow.windowing.progress import Progress
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
@@ -58,6 +59,11 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
     Bytewax cluster and starts the others itself (see ``sensorflow.windowing.cluster``). With a
     ``member`` (Bytewax's cluster variables, a pod of the StatefulSet) it is one member of that
     cluster; the recovery partitions were made by the pod's init step.
+
+    SIGINT or SIGTERM stops the flow where it is (``sensorflow.windowing.interrupts``): the writer
+    commits what it was handed if the store answers within a bound, the recovery state stays at its
+    last committed epoch, and this raises ``KeyboardInterrupt`` (``lifecycle.Terminated`` for SIGTERM);
+    a rerun with the same recovery directory resumes.
     """
     execution = job.execution
     if member is None or member.process_id == 0:  # the others write only once process 0 has joined
@@ -67,20 +73,26 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
         _log_start(Path(execution.recovery_dir), execution.total_workers)
     elif execution.recovery_dir is not None:
         Path(execution.recovery_dir).mkdir(parents=True, exist_ok=True)  # may hold none of the partitions
-    flow, partitions, stats, window_sink = _prepare(job)
-    with Progress(stats, execution.progress_seconds, progress):
-        if member is not None:
-            execute(flow, execution, member.process_id, list(member.addresses))
-        elif execution.processes == 1:
-            window_sink.start_writer()  # the only process: it builds the window sink's partition
-            try:
-                execute(flow, execution)
-            finally:
-                window_sink.close_unused()
-            window_sink.raise_failure()
-        else:
-            for child in run_local_cluster(flow, execution, JOBS.dump_python(job, mode="json")):
-                stats.merge(child)
+    interrupts = Interrupts()
+    flow, partitions, stats, window_sink = _prepare(job, interrupts)
+    with interrupts, Progress(stats, execution.progress_seconds, progress):
+        try:
+            if member is not None:
+                execute(flow, execution, member.process_id, list(member.addresses))
+            elif execution.processes == 1:
+                window_sink.start_writer()  # the only process: it builds the window sink's partition
+                try:
+                    execute(flow, execution)
+                finally:
+                    window_sink.close_unused()
+            else:
+                for child in run_local_cluster(flow, execution, JOBS.dump_python(job, mode="json")):
+                    stats.merge(child)
+        except Exception:  # Bytewax re-raises the interrupt as the cause of its own error
+            interrupts.raise_if_stopped()
+            raise
+        interrupts.raise_if_stopped()  # a close() may have kept it instead of raising
+        window_sink.raise_failure()
     with open_store(job.output.store, job.output.retry) as store:
         summary = store.summary()
     return RunReport(partitions, stats, summary)
@@ -88,7 +100,7 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
 
 def prepare_flow(job: ReplayJob) -> tuple[Dataflow, int, RunStats]:
     """The dataflow for ``job``; every process of a cluster builds the same one."""
-    flow, partitions, stats, _ = _prepare(job)
+    flow, partitions, stats, _ = _prepare(job, None)
     return flow, partitions, stats
 
 
@@ -117,11 +129,17 @@ def _holds_committed_epoch(directory: Path) -> bool:
     return False
 
 
-def _prepare(job: ReplayJob) -> tuple[Dataflow, int, RunStats, WindowSink]:
+def _prepare(job: ReplayJob, interrupts: Interrupts | None) -> tuple[Dataflow, int, RunStats, WindowSink]:
     source = replay_source(job)
     stats = RunStats()
     config = job.flow.config(tuple(source.list_parts()), job.execution.total_workers)
-    window_sink = WindowSink(job.output.store, stats, job.output.writer, retry=job.output.retry)
-    dead_letter_sink = DeadLetterSink(partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure)
+    interrupts = interrupts or Interrupts()  # a cluster child's own: never entered, it only answers "not stopping"
+    window_sink = WindowSink(
+        job.output.store, stats, job.output.writer, retry=job.output.retry,
+        stopping=lambda: interrupts.stopping, interrupted=interrupts.kept,
+    )
+    dead_letter_sink = DeadLetterSink(
+        partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure, interrupts.kept
+    )
     flow = build_flow(source, config, window_sink, dead_letter_sink, stats)
     return flow, len(config.partitions), stats, window_sink

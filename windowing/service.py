@@ -8,6 +8,7 @@
   given as ``extra`` become fields, so every receiver error names where it happened.
 * :class:`StopSignal` turns SIGTERM (Kubernetes stopping the pod), a max runtime or a quiet hub
   into one event the source checks: the dataflow finishes its batch, snapshots and checkpoints.
+  A live run leaves the signals to ``sensorflow.windowing.interrupts``, which bounds that stop.
 """
 
 from __future__ import annotations
@@ -171,11 +172,16 @@ class StopSignal:
     """One event for every reason to stop gracefully: SIGTERM/SIGINT, a max runtime, a quiet hub.
 
     The activity counter (:meth:`attach_activity`) grows while events arrive; the hub counts
-    as quiet once it has not changed for ``idle_seconds``.
+    as quiet once it has not changed for ``idle_seconds``. ``signals`` False leaves SIGTERM and
+    SIGINT to the caller (a live run: ``sensorflow.windowing.interrupts``, which calls :meth:`stop`).
     """
 
-    def __init__(self, max_runtime: float | None = None, idle_seconds: float | None = None, event: threading.Event | None = None):
+    def __init__(
+        self, max_runtime: float | None = None, idle_seconds: float | None = None, event: threading.Event | None = None,
+        signals: bool = True,
+    ):
         self.event = event if event is not None else threading.Event()
+        self._signals = signals
         self.reason: str | None = None
         self._max_runtime = max_runtime
         self._idle_seconds = idle_seconds
@@ -198,7 +204,7 @@ class StopSignal:
     def __enter__(self) -> StopSignal:
         if self._idle_seconds is not None and self._activity is None:
             raise ValueError("idle_seconds needs an activity counter")
-        if threading.current_thread() is threading.main_thread():
+        if self._signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._on_signal)
         if self._max_runtime is not None or self._idle_seconds is not None:

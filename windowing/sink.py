@@ -14,6 +14,12 @@ A failure (the store gave up, the writer died) is raised once, from ``write_batc
 calls it while it unwinds from an error, and a second exception there aborts the process
 (a Rust panic in a destructor: SIGABRT). A failure first met in ``close()`` is only kept,
 and the runner raises it once the flow has returned.
+
+A run stopped by SIGINT or SIGTERM (``stopping`` answers True) unwinds through ``close()`` too:
+the writer then gets :data:`STOP_COMMIT_SECONDS` to commit what it was handed (closed windows:
+committing them is what a rerun would write again) and is ended after that, so an unreachable
+store cannot hold the stop up. An interrupt raised inside ``close()`` itself is kept for the
+runner (``interrupted``), never raised there.
 """
 
 from __future__ import annotations
@@ -34,9 +40,18 @@ from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WindowSink", "DeadLetterSink", "WINDOW_SINK_PARTITION"]
+__all__ = ["WindowSink", "DeadLetterSink", "STOP_COMMIT_SECONDS", "WINDOW_SINK_PARTITION"]
 
 WINDOW_SINK_PARTITION = "windows"
+STOP_COMMIT_SECONDS = 2.0  # of the 10 s a stopped run has (Kubernetes waits 30 s before SIGKILL)
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(interrupt: KeyboardInterrupt) -> None:
+    return None
 
 
 def _tables(batches: list[WindowBatch] | list[DeadLetterBatch]) -> pa.Table | None:
@@ -45,10 +60,14 @@ def _tables(batches: list[WindowBatch] | list[DeadLetterBatch]) -> pa.Table | No
 
 
 class _DeadLetterPartition(StatelessSinkPartition[DeadLetterBatch]):
-    def __init__(self, store: WindowWriter, stats: RunStats, failed: Callable[[Exception], None]):
+    def __init__(
+        self, store: WindowWriter, stats: RunStats, failed: Callable[[Exception], None],
+        interrupted: Callable[[KeyboardInterrupt], None] = _ignore,
+    ):
         self._store = store
         self._stats = stats
         self._failed = failed
+        self._interrupted = interrupted
 
     def write_batch(self, items: list[DeadLetterBatch]) -> None:
         table = _tables(items)
@@ -63,7 +82,10 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetterBatch]):
             self._stats.observe_write(time.monotonic() - started)
 
     def close(self) -> None:
-        self._store.close()
+        try:
+            self._store.close()
+        except KeyboardInterrupt as interrupt:  # raised here it would abort the process: the runner raises it
+            self._interrupted(interrupt)
 
 
 class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
@@ -75,12 +97,15 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
     def __init__(
         self, writer: ProcessWriter | InlineWriter, stats: RunStats, commits: CommittedWindows | None,
         failed: Callable[[Exception], None] = lambda error: None, flow_failed: Callable[[], bool] = lambda: False,
+        stopping: Callable[[], bool] = _never, interrupted: Callable[[KeyboardInterrupt], None] = _ignore,
     ):
         self._writer = writer
         self._stats = stats
         self._commits = commits
         self._failed = failed
         self._flow_failed = flow_failed
+        self._stopping = stopping
+        self._interrupted = interrupted
         self._failure: Exception | None = None
         self._handed_at: list[float] = []
 
@@ -105,9 +130,19 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
         return None
 
     def close(self) -> None:
+        try:
+            self._close()
+        except KeyboardInterrupt as interrupt:  # the run is being stopped: bounded, and never raised here
+            self._interrupted(interrupt)
+            self._writer.finish(STOP_COMMIT_SECONDS)
+
+    def _close(self) -> None:
         if self._failure is not None or self._flow_failed():  # unwinding from an error: end the writer, raise nothing
             # (no commit: the recovery state replays it, and a store that failed would only make the exit wait)
             self._writer.abandon()
+            return
+        if self._stopping():  # SIGINT/SIGTERM: commit what was handed over if the store answers in time
+            self._writer.finish(STOP_COMMIT_SECONDS)
             return
         try:
             self._drain()
@@ -143,7 +178,8 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
 
     def __init__(
         self, store_url: str, stats: RunStats, writer: str = "process", commits: CommittedWindows | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | None = None, stopping: Callable[[], bool] = _never,
+        interrupted: Callable[[KeyboardInterrupt], None] = _ignore,
     ):
         if writer not in ("process", "inline"):
             raise ValueError(f"writer must be 'process' or 'inline', not {writer!r}")
@@ -152,6 +188,8 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
         self._writer = writer
         self._commits = commits
         self._retry = retry
+        self._stopping = stopping
+        self._interrupted = interrupted
         self._started: ProcessWriter | None = None
         self.failure: Exception | None = None
         """The first error of the window writes (store or writer process), if any."""
@@ -167,7 +205,9 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
 
     def close_unused(self) -> None:
         started, self._started = self._started, None
-        if started is not None:
+        if started is not None and self._stopping():
+            started.finish(STOP_COMMIT_SECONDS)
+        elif started is not None:
             try:
                 started.close()
             except WriterError as e:  # it never had anything to write; the run's own outcome stands
@@ -184,7 +224,10 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
                 ProcessWriter(self._store_url, retry=self._retry) if self._writer == "process"
                 else InlineWriter(self._store_url, self._retry)
             )
-        return _WriterPartition(writer, self._stats, self._commits, self.note_failure, lambda: self.failure is not None)
+        return _WriterPartition(
+            writer, self._stats, self._commits, self.note_failure, lambda: self.failure is not None, self._stopping,
+            self._interrupted,
+        )
 
     def raise_failure(self) -> None:
         """Raise the window writes' error if there was one (a flow can end without raising it: see the module doc)."""
@@ -201,15 +244,17 @@ class DeadLetterSink(DynamicSink[DeadLetterBatch]):
     """Upserts dead letters (late readings included) into ``DeadLetters``.
 
     ``failed`` learns of a store error before it is raised (the window sink's ``note_failure``, so its
-    writer is not drained against a store that just gave up).
+    writer is not drained against a store that just gave up); ``interrupted`` an interrupt met in ``close()``.
     """
 
     def __init__(
-        self, open_store: Callable[[], WindowWriter], stats: RunStats, failed: Callable[[Exception], None] = lambda error: None
+        self, open_store: Callable[[], WindowWriter], stats: RunStats, failed: Callable[[Exception], None] = lambda error: None,
+        interrupted: Callable[[KeyboardInterrupt], None] = _ignore,
     ):
         self._open_store = open_store
         self._stats = stats
         self._failed = failed
+        self._interrupted = interrupted
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self._open_store(), self._stats, self._failed)
+        return _DeadLetterPartition(self._open_store(), self._stats, self._failed, self._interrupted)

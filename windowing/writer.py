@@ -15,7 +15,13 @@ A failure in the writer (the store gave up, the writer died) reaches the dataflo
 exception, a :class:`~sensorflow.store.StoreError` when the store failed (its message names
 the SQLSTATE), a :class:`WriterError` otherwise; what was not acknowledged is not committed,
 and a rerun from the recovery state writes it again. :meth:`ProcessWriter.abandon` ends the
-process without raising, for a flow that is already failing.
+process without raising, for a flow that is already failing; :meth:`ProcessWriter.finish` ends it
+within a bound, committing what it was handed if the store answers in time (a run stopped by a
+signal).
+
+The writer process ignores SIGINT and SIGTERM: a terminal's Ctrl-C reaches the whole process group,
+and the dataflow's process decides how the run stops (it closes the writer's stdin). It dies with
+the dataflow's process (``PR_SET_PDEATHSIG``), so a SIGKILLed run leaves no writer behind.
 """
 
 from __future__ import annotations
@@ -189,6 +195,7 @@ class ProcessWriter:
         self._flushed = False  # a flush was asked since the last acknowledgement
         self.rows = 0
         self.peak_rss_kb: int | None = None  # the writer process's, known once closed
+        self._broken = False  # an interrupt (Ctrl-C, SIGTERM) cut a frame short: the pipes are out of step
         # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's
         # spawn: it would re-import the caller's __main__).
         self._process = subprocess.Popen(
@@ -228,6 +235,17 @@ class ProcessWriter:
         self._process.stdin.close()
         self._process.wait()
 
+    def finish(self, timeout: float) -> None:
+        """End the process within ``timeout`` seconds, without raising: what was handed over is committed if
+        the store answers in time (a commit it cannot finish dies with the process, and a rerun from the
+        recovery state writes those windows again). For a run stopped by a signal."""
+        if not self._broken:
+            try:
+                self._write(b"")  # commit what the open transaction holds, then close
+            except BaseException:  # noqa: BLE001 - the writer is gone or the pipe broke: it ends below all the same
+                pass
+        self.abandon(timeout)
+
     def abandon(self, timeout: float = 10.0) -> None:
         """End the process without committing what it holds and without raising (the flow is failing)."""
         try:
@@ -252,6 +270,9 @@ class ProcessWriter:
             _send(self._process.stdin, frame)
         except BrokenPipeError as e:
             self._died(e)
+        except BaseException:  # an interrupt mid-frame: the writer would read the rest of it as a new frame
+            self._broken = True
+            raise
 
     def _died(self, cause: BaseException) -> NoReturn:
         """The process is gone without a word: say how it ended (an error it reported comes first)."""
@@ -291,6 +312,9 @@ class ProcessWriter:
             reply = orjson.loads(_receive(self._process.stdout))
         except EOFError as e:
             self._died(e)
+        except BaseException:  # an interrupt mid-reply: what is left of it would be read as the next one
+            self._broken = True
+            raise
         if "error" in reply:
             self._raise_reported(reply)
         return reply
@@ -316,11 +340,21 @@ class InlineWriter:
     def close(self) -> None:
         self._store.close()
 
+    def finish(self, timeout: float) -> None:
+        self._store.close()  # every batch was committed before submit returned
+
     def abandon(self) -> None:
         self._store.close()
 
 
 if __name__ == "__main__":
+    from sensorflow.lifecycle import die_with_parent
+
+    die_with_parent()  # a SIGKILLed dataflow leaves no writer behind
+    # Its life is the dataflow's: a terminal's Ctrl-C or a signal to the process group is the
+    # dataflow's to handle (it closes our stdin, and we roll back or commit and exit).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     code = _writer_main(sys.stdin.buffer, sys.stdout.buffer)
     sys.stdout.flush()
     # After an error the frame pump may still be blocked reading the pipe: exit without the
