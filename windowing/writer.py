@@ -21,7 +21,9 @@ signal).
 
 The writer process ignores SIGINT and SIGTERM: a terminal's Ctrl-C reaches the whole process group,
 and the dataflow's process decides how the run stops (it closes the writer's stdin). It dies with
-the dataflow's process (``PR_SET_PDEATHSIG``), so a SIGKILLed run leaves no writer behind.
+the dataflow's process (``lifecycle.die_with_parent``, given the dataflow's pid on its command
+line, so a parent that died while the writer was starting counts too): a SIGKILLed run leaves no
+writer behind.
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ class ProcessWriter:
         # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's
         # spawn: it would re-import the caller's __main__).
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "sensorflow.windowing.writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "sensorflow.windowing.writer", str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         opening: dict = {"store": store_url}
         if retry is not None:
@@ -350,7 +352,7 @@ class InlineWriter:
 if __name__ == "__main__":
     from sensorflow.lifecycle import die_with_parent
 
-    die_with_parent()  # a SIGKILLed dataflow leaves no writer behind
+    die_with_parent(int(sys.argv[1]) if len(sys.argv) > 1 else None)  # a SIGKILLed dataflow leaves no writer behind
     # Its life is the dataflow's: a terminal's Ctrl-C or a signal to the process group is the
     # dataflow's to handle (it closes our stdin, and we roll back or commit and exit).
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -5,8 +5,9 @@ Its stdin carries JSON requests (``init`` with the connection and options first,
 ``partitions``, ``start``, ``ack``, ``stop``); its stdout carries frames back (see
 ``sensorflow.ingest.eventhubs.wire``): received batches, status changes, the hub's last sequence numbers,
 log records, the partition list. The end of stdin (the dataflow stopped or died) stops it; it
-ignores SIGINT and SIGTERM (the dataflow decides how a run stops) and is killed by the kernel when
-the dataflow's process dies (``PR_SET_PDEATHSIG``), so no receiver outlives a SIGKILLed run.
+ignores SIGINT and SIGTERM (the dataflow decides how a run stops) and ends when the dataflow's
+process dies (``lifecycle.die_with_parent``, given the dataflow's pid on its command line), so no
+receiver outlives a SIGKILLed run.
 
 Back-pressure: at most ``queue_batches`` batches of a partition are in flight (sent, not yet
 taken by the dataflow, which acknowledges what it takes); a partition at its limit blocks in
@@ -233,7 +234,7 @@ def main(requests: BinaryIO, replies_stream: BinaryIO) -> int:
 if __name__ == "__main__":
     from sensorflow.lifecycle import die_with_parent
 
-    die_with_parent()  # a SIGKILLed dataflow leaves no receiver behind
+    die_with_parent(int(sys.argv[1]) if len(sys.argv) > 1 else None)  # a SIGKILLed dataflow leaves no receiver behind
     # Its life is the dataflow's: it ends when stdin does, not on a terminal's Ctrl-C or a
     # signal to the process group (the dataflow stops and closes stdin then, within a bound).
     signal.signal(signal.SIGINT, signal.SIG_IGN)

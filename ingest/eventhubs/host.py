@@ -12,6 +12,7 @@ The connection's secret reaches the child over its stdin, never on a command lin
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -58,7 +59,8 @@ class ReceiverHost:
         # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's spawn:
         # it would re-import the caller's __main__).
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "sensorflow.ingest.eventhubs.child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "sensorflow.ingest.eventhubs.child", str(os.getpid())],  # our pid: it ends when we do
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
         self._write_lock = threading.Lock()
         self._start_lock = threading.Lock()
