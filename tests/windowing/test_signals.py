@@ -114,3 +114,101 @@ def test_a_signal_stops_a_replay_mid_run_and_a_rerun_gives_the_uninterrupted_tab
     assert resumed[keys].equals(clean[keys])
     np.testing.assert_allclose(resumed["Value"], clean["Value"], rtol=1e-9)
     assert dead_letters_frame(db).equals(dead_letters_frame(reference))
+
+
+def _pg_rows(odbc: str) -> int:
+    import pyodbc
+
+    try:
+        with pyodbc.connect(odbc, timeout=3) as connection:
+            return connection.execute('SELECT count(*) FROM "SensorValues"').fetchone()[0]
+    except pyodbc.Error:  # not created yet
+        return 0
+
+
+class _Outage:
+    """The PostgreSQL database unreachable as an outage looks to a client: new connections refused, every open
+    one cut (on a thread, until ended), as tests/store/test_store_outage.py does."""
+
+    def __init__(self, server, odbc: str):
+        import threading
+
+        import pyodbc
+
+        self._database = next(part.split("=", 1)[1] for part in odbc.split(";") if part.startswith("Database="))
+        self._admin = pyodbc.connect(server.odbc("postgres"), autocommit=True)
+        self._ended = threading.Event()
+        self._thread = threading.Thread(target=self._cut, daemon=True)
+
+    def __enter__(self) -> _Outage:
+        self._admin.execute(f'ALTER DATABASE "{self._database}" ALLOW_CONNECTIONS false')  # an identifier: not a parameter
+        self._thread.start()
+        return self
+
+    def _cut(self) -> None:
+        while not self._ended.wait(0.05):
+            self._admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ? AND pid <> pg_backend_pid()",
+                                self._database).fetchall()
+
+    def __exit__(self, *exc: object) -> None:
+        self._ended.set()
+        self._thread.join()
+        self._admin.execute(f'ALTER DATABASE "{self._database}" ALLOW_CONNECTIONS true')
+        self._admin.close()
+
+
+def _pg_command(source: Path, odbc: str, recovery: Path) -> list[str]:
+    # The default retry budget (120 s): a stop must not wait for it.
+    command = _command(source, Path("unused.db"), recovery)
+    command[command.index("--store") + 1] = f"postgresql+odbc:{odbc}"
+    return command
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_replay_whose_store_is_down_stops_within_10_s_and_leaves_no_writer(
+    tmp_path: Path, recording, processes, postgres_server, postgres_odbc, signum: int
+):
+    """SIGTERM: exit 143 and one line although the writer is inside the store's 120 s retry budget, and a rerun
+    once the store is back gives the uninterrupted table. SIGKILL: the writer, stuck in that budget, still ends."""
+    from tests.store.pg import assert_same_windows, pg_windows
+
+    source, reference = recording
+    recovery, log = tmp_path / "recovery", tmp_path / "run.log"
+    with open(log, "wb") as stderr_file:  # a file: the test reads it while the run goes on
+        run = processes.start(_pg_command(source, postgres_odbc, recovery), cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=stderr_file)
+    reached = wait_for(lambda: committed_epoch(recovery.glob("part-*.sqlite3")) >= 2 and _pg_rows(postgres_odbc) > 0,
+                       "two committed epochs and rows in the store", timeout=300, alive=[run])
+    assert reached, f"the replay ended before it could be stopped: {log.read_text()[-2000:]}"
+    children = _children(run)
+    assert children, "no writer process to watch"
+    with _Outage(postgres_server, postgres_odbc):
+        # By progress: the run has met the outage once the store's retries say so.
+        wait_for(lambda: "transient error" in log.read_text(errors="replace"), "the run meeting the outage",
+                 timeout=120, alive=[run])
+        assert run.poll() is None, log.read_text()[-2000:]
+        signalled = time.monotonic()
+        run.send_signal(signum)
+        run.wait(60)
+        stopped_in = time.monotonic() - signalled
+        if signum == signal.SIGKILL:
+            assert wait_for(lambda: _gone(children), "the writer ends with its SIGKILLed parent", timeout=60)
+            gone_in = time.monotonic() - signalled
+            print(f"SIGKILL with the store down: the writer was gone {gone_in:.2f} s after its parent was killed")
+            assert gone_in < STOP_SECONDS
+            return
+        stderr = log.read_text(errors="replace")
+        print(f"SIGTERM with the store down: exit {run.returncode} after {stopped_in:.2f} s")
+        assert run.returncode == 143, stderr
+        assert stopped_in < STOP_SECONDS, stderr
+        # The store's retry warnings came before the signal; after it, one line.
+        _clean_stop_line(stderr.split("transient error")[-1].split("\n", 1)[-1], "SIGTERM")
+        assert wait_for(lambda: _gone(children), "the writer process ends with the run", timeout=STOP_SECONDS)
+
+    rerun = processes.start(_pg_command(source, postgres_odbc, recovery), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err.decode()[-2000:]
+    assert_same_windows(pg_windows(postgres_odbc), windows_frame(reference))
