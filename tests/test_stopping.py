@@ -6,7 +6,8 @@
   recorded as interrupted, its task workers gone; a SIGKILLed sidecar leaves no worker behind either.
 
 Every moment to signal is chosen by progress (bytes written, a run recorded, workers started), never by
-seconds; every process started is killed in ``finally`` even when an assertion fails.
+seconds; every process started goes through the ``processes`` registry, which ends it (and its group)
+at teardown even when an assertion fails.
 """
 
 from __future__ import annotations
@@ -43,34 +44,19 @@ def _wait_for(condition: Callable[[], object], deadline_s: float, what: str, pro
     pytest.fail(f"{what}: not within {deadline_s:g} s")
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    for p in [*children]:
-        p.kill()
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=30)
-
-
-def _start(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([*SENSORFLOW, *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start(processes, argv: list[str]) -> subprocess.Popen:
+    return processes.start([*SENSORFLOW, *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize(("signum", "status", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_an_interrupted_simulate_leaves_a_recording_that_run_refuses(tmp_path, signum, status, name):
+def test_an_interrupted_simulate_leaves_a_recording_that_run_refuses(tmp_path, processes, signum, status, name):
     rec = tmp_path / "rec"
-    proc = _start(["simulate", "--out", str(rec), "--profile", "fleet", "--devices", "2000", "--tags", "10",
+    proc = _start(processes, ["simulate", "--out", str(rec), "--profile", "fleet", "--devices", "2000", "--tags", "10",
                    "--duration", "1h", "--start", "2026-01-01T00:00:00Z", "--seed", "3"])
-    try:
-        _wait_for(lambda: any(p.stat().st_size > 0 for p in rec.glob("partition-*.jsonl")), 120,
-                  "simulate writes its first block", proc)
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=10)
-    finally:
-        _kill_tree(proc)
+    _wait_for(lambda: any(p.stat().st_size > 0 for p in rec.glob("partition-*.jsonl")), 120,
+              "simulate writes its first block", proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=10)
     assert proc.returncode == status, err
     assert f"stopped by {name}" in err and "incomplete" in err and err.count("\n") == 1, err
     assert (rec / INCOMPLETE).is_file() and not (rec / "labels.json").exists()
@@ -120,30 +106,23 @@ def _gone(processes: list[psutil.Process]) -> bool:
     return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
 
 
-def _sidecar(url: str, models: Path) -> subprocess.Popen:
+def _sidecar(processes, url: str, models: Path) -> subprocess.Popen:
     # seed-ocsvm: the slowest detector, so a run lasts long enough to be stopped in the middle
-    return _start(["sidecar", "--once", "--store", url, "--model-store", str(models), "--detector", "seed-ocsvm",
+    return _start(processes, ["sidecar", "--once", "--store", url, "--model-store", str(models), "--detector", "seed-ocsvm",
                    "--task-processes", "2", "--chunk-size", "20", "--train-seconds", "100000"])
 
 
-def test_sigterm_stops_a_sidecar_run_in_progress(tmp_path):
+def test_sigterm_stops_a_sidecar_run_in_progress(tmp_path, processes):
     url = _store_with_history(tmp_path / "s.db", sensors=3000, windows=720)
-    proc = _sidecar(url, tmp_path / "models")
-    workers: list[psutil.Process] = []
-    try:
-        with open_store(url) as store:
-            _wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), 120, "a run starts", proc)
-        workers = _wait_for(lambda: [p for p in _workers(proc) if "python" in p.name().lower()], 120,
-                            "task workers start", proc)
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-        stopped_in = time.monotonic() - signalled
-    finally:
-        _kill_tree(proc)
-        for p in workers:
-            if p.is_running():
-                p.kill()
+    proc = _sidecar(processes, url, tmp_path / "models")
+    with open_store(url) as store:
+        _wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), 120, "a run starts", proc)
+    workers = _wait_for(lambda: [p for p in _workers(proc) if "python" in p.name().lower()], 120,
+                        "task workers start", proc)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    stopped_in = time.monotonic() - signalled
     assert proc.returncode == 143, err
     assert stopped_in < 10 and "stopped by SIGTERM" in err.splitlines()[-1], err
     with open_store(url) as store:
@@ -154,23 +133,16 @@ def test_sigterm_stops_a_sidecar_run_in_progress(tmp_path):
     _wait_for(lambda: _gone(workers), 10, "the task workers end with the sidecar")
 
 
-def test_a_killed_sidecar_leaves_no_task_worker(tmp_path):
+def test_a_killed_sidecar_leaves_no_task_worker(tmp_path, processes):
     url = _store_with_history(tmp_path / "s.db", sensors=3000, windows=720)
-    proc = _sidecar(url, tmp_path / "models")
-    workers: list[psutil.Process] = []
-    try:
-        workers = _wait_for(lambda: [p for p in _workers(proc) if "python" in p.name().lower()], 120,
-                            "task workers start", proc)
-        with open_store(url) as store:
-            _wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), 120, "a run starts", proc)
-        proc.kill()
-        proc.wait(timeout=10)
-        _wait_for(lambda: _gone(workers), 10, "the task workers die with their parent")
-    finally:
-        _kill_tree(proc)
-        for p in workers:
-            if p.is_running():
-                p.kill()
+    proc = _sidecar(processes, url, tmp_path / "models")
+    workers = _wait_for(lambda: [p for p in _workers(proc) if "python" in p.name().lower()], 120,
+                        "task workers start", proc)
+    with open_store(url) as store:
+        _wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), 120, "a run starts", proc)
+    proc.kill()
+    proc.wait(timeout=10)
+    _wait_for(lambda: _gone(workers), 10, "the task workers die with their parent")
 
 
 def test_a_child_whose_parent_died_before_it_looked_exits_at_once():

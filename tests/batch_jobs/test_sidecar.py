@@ -246,17 +246,17 @@ def test_a_sidecar_without_the_lease_does_nothing(world):
     assert not report.leased and store.read_runs() == []
 
 
-def test_two_sidecars_started_together_do_not_both_run(tmp_path):
+def test_two_sidecars_started_together_do_not_both_run(tmp_path, processes):
     db = tmp_path / "sf.db"
     with open_store(f"sqlite:///{db}") as store:
         store.create_schema()
         add_windows(store, [(str(d), str(t)) for d in range(20) for t in range(5)], T0, 240)
     command = [sys.executable, "-m", "sensorflow", "sidecar", "--once", "--store", f"sqlite:///{db}",
                "--model-store", str(tmp_path / "models"), "--task-processes", "1"]
-    processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-    outputs = [p.communicate(timeout=120) for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs
+    sidecars = [processes.start(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in sidecars]
+    assert [p.returncode for p in sidecars] == [0, 0], outputs
     said = sorted("another sidecar holds the lease" in out for out, _ in outputs)
     assert said == [False, True], outputs
     with open_store(f"sqlite:///{db}") as store:

@@ -180,7 +180,15 @@ def leftover_processes(mark: str, baseline: set[int]) -> list[psutil.Process]:
     any process (orphaned to init, say) whose environment carries ``SESSION_MARK=mark``."""
     found = {p.pid: p for p in psutil.Process().children(recursive=True) if p.pid not in baseline and _alive(p)}
     found.update((p.pid, p) for p in _carrying(SESSION_MARK, mark) if p.pid not in baseline)
-    return list(found.values())
+    return [p for p in found.values() if not _pytests_resource_tracker(p)]
+
+
+def _pytests_resource_tracker(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker of pytest itself (a test used a process pool in-process):
+    it lives as long as pytest does and ends when pytest's end of its pipe closes."""
+    with contextlib.suppress(psutil.Error):
+        return process.ppid() == os.getpid() and "multiprocessing.resource_tracker" in " ".join(process.cmdline())
+    return False
 
 
 def new_session_mark() -> str:
