@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 from sensorflow.batch_jobs.quality import evaluate, read_labels
 from sensorflow.cli import main
@@ -15,13 +14,10 @@ START = 1_767_225_600 * S
 
 def test_demo_trains_on_the_first_part_scores_the_rest_and_reports(tmp_path, capsys):
     out = tmp_path / "demo"
-    began = time.monotonic()
     code = main(["demo", "--out", str(out), "--devices", "6", "--tags", "2", "--minutes", "12",
                  "--anomaly-rate", "20", "--task-processes", "1", "--plot-sensors", "2"])
-    seconds = time.monotonic() - began
     printed = capsys.readouterr().out
-    assert code == 0, printed
-    assert seconds < 90
+    assert code == 0, printed  # how long it takes is bench territory, not a test's (a busy machine is slow)
 
     with open_store(f"sqlite:///{out / 'sensorflow.db'}") as store:
         sensors = store.sensors_written_since(0)
@@ -58,3 +54,22 @@ def test_demo_trains_on_the_first_part_scores_the_rest_and_reports(tmp_path, cap
         runs = store.read_runs()
         # only the second demo's runs (its sensors have too few windows to train, so each sidecar run tries again)
         assert len(store.sensors_written_since(0)) == 2 and runs and all(r.sensors <= 2 for r in runs)
+
+
+def test_the_plot_shows_the_worst_false_alarm_sensor_first_then_one_per_kind():
+    import pyarrow as pa
+
+    from sensorflow.batch_jobs.quality import LabelSpan
+    from sensorflow.demo import _plotted
+
+    w = 5 * S
+    labels = [LabelSpan("1", "1", "spike", START + 10 * w, START + 11 * w),
+              LabelSpan("2", "1", "stuck", START + 20 * w, START + 30 * w)]
+    rows = [(START + 11 * w, "1", "1"), *[(START + (21 + i) * w, "2", "1") for i in range(9)],
+            *[(START + (40 + i) * w, "3", "1") for i in range(3)]]  # sensor 3: 3 flags, no label
+    predictions = pa.table({"ts": [r[0] for r in rows], "device": [r[1] for r in rows], "tag": [r[2] for r in rows],
+                            "is_anomaly": [True] * len(rows)})
+    quality = evaluate(predictions, labels, w)
+    plotted = _plotted(predictions, labels, quality, 3)
+    assert list(plotted) == [("3", "1"), ("1", "1"), ("2", "1")]
+    assert plotted[("3", "1")] == "[most false flags: 3 windows]"
