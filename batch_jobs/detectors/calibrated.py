@@ -22,7 +22,9 @@ Evidence per window slot (rows of ``FEATURES``):
   two windows with readings (slots after the newest window are not judged:
   their readings may not have arrived yet), flagged once, on the slot where
   the run reaches its limit (its score: the run's length / the limit);
-- low_count: under half the usual count, where that was rare in training.
+- low_count: under half the usual count, where that was rare in training
+  (evidence: half the usual count / the window's count, so a sensitivity
+  of 2 asks for a quarter).
 
 Limits never divide by a zero spread: a limit learned as 0 (constant or
 quantized training) falls back to the sensor's value resolution, the
@@ -300,7 +302,7 @@ class CalibratedModel(Model):
             "shift": _shifts(series, c.shift_windows, c.shift_lag, s.level)[skip:] / s.shift_limit,
             "spread": spread / s.spread_limit,
             "stuck": stuck_runs(v, spread, count) / s.stuck_limit,
-            "low_count": s.low_count_rare * (count <= c.low_count * s.count_median),
+            "low_count": s.low_count_rare * (c.low_count * s.count_median) / count,  # 1.0 at half the usual count
         }
         for name, values in of_present.items():
             evidence[_ROW[name], present] = values

@@ -223,3 +223,16 @@ def test_sliding_median_is_exact(k):
     for values in (rng.normal(size=500), rng.integers(0, 3, 500).astype(float), np.ones(k), np.arange(k - 1.0)):
         expected = np.median(np.lib.stride_tricks.sliding_window_view(values, k), axis=1) if len(values) >= k else []
         assert np.array_equal(sliding_median(values, k), expected)
+
+
+def test_the_sensitivity_setting_scales_the_low_count_rule_too():
+    """Half the usual count flags at scale 1; at scale 2 it takes a quarter (the rule is not all-or-nothing)."""
+    train = readings_windows(TRAIN, 0, seed=0)
+    scored = readings_windows(SCORED, TRAIN, seed=1)
+    counts = scored.count.copy()
+    counts[AT], counts[AT + 40] = 2, 1  # the usual count is 5
+    thin = windows(scored.value, counts=counts, ts=scored.ts, range_from=scored.range_from, range_to=scored.range_to)
+    for scale, expected in ((1.0, {AT, AT + 40}), (2.0, {AT + 40})):
+        scores = get_detector("calibrated", threshold_scale=scale).fit(train).score(thin)
+        flagged = {int(i) for i in np.flatnonzero(scores.is_anomaly)}
+        assert flagged == expected, (scale, flagged)
