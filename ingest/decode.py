@@ -6,8 +6,9 @@ message that looks odd is read apart, and one that Arrow refuses is found by
 re-reading pieces of the batch (``jsonblock.isolate``), so a bad message costs
 only itself. Only those go message by message, so every malformed message or
 element becomes a dead letter with its reason, as the message-by-message path
-decides. Nothing raises; ``readings + dead letters == elements seen`` always
-holds.
+decides. A message over ``max_message_bytes`` is a ``too_large`` dead letter
+before any parsing (a 200 MB array once took 12 GB to parse). Nothing raises;
+``readings + dead letters == elements seen`` always holds.
 """
 
 from __future__ import annotations
@@ -27,12 +28,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from sensorflow.ingest.jsonblock import LEAF, Lines, isolate, read_object_lines
+from sensorflow.ingest.jsonblock import LEAF, Lines, isolate, long_lines, read_object_lines
 from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch, ReasonCode
 from sensorflow.records.readings import READING_SCHEMA, MessageBatch, ReadingBatch
 from sensorflow.records.timeparse import MISSING, NS_PER_S, epoch_array_to_ns, epoch_to_ns, parse_time_array
 
-__all__ = ["DecodeConfig", "Decoded", "decode_batch"]
+__all__ = ["MAX_MESSAGE_BYTES", "PAYLOAD_HEAD_BYTES", "DecodeConfig", "Decoded", "decode_batch", "too_large_reason"]
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""Event Hubs' largest publication (Standard, Premium and Dedicated tiers; Basic: 256 KB): "Azure
+Event Hubs quotas and limits", https://learn.microsoft.com/azure/event-hubs/event-hubs-quotas.
+No event a hub delivered can be larger."""
+PAYLOAD_HEAD_BYTES = 1024
+"""What a ``too_large`` dead letter keeps of its message: the first bytes, enough to tell what it was."""
 
 _FIELDS = ("TS", "Device", "Tag", "Value")
 _FAST_SCHEMA = pa.schema([("Value", pa.float64())])
@@ -62,13 +70,15 @@ class DecodeConfig:
     ``time_source``: ``"ts"`` uses each reading's ``TS`` field; ``"enqueued"``
     uses the message's enqueued time (what the seed's ASA query windowed by).
     Readings before ``min_event_ns`` are ``out_of_range``; more than
-    ``max_clock_skew_ns`` ahead of the wall clock, ``future``.
+    ``max_clock_skew_ns`` ahead of the wall clock, ``future``. A message body
+    longer than ``max_message_bytes`` is ``too_large``, unparsed.
     """
 
     time_source: Literal["ts", "enqueued"] = "ts"
     min_event_ns: int = _YEAR_2000_NS
     max_clock_skew_ns: int = 86_400 * NS_PER_S
     max_id_length: int = 128
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
     def __post_init__(self) -> None:
         if self.time_source not in ("ts", "enqueued"):
@@ -77,6 +87,8 @@ class DecodeConfig:
             raise ValueError("max_clock_skew_ns must be >= 0")
         if self.max_id_length < 1:
             raise ValueError("max_id_length must be >= 1")
+        if self.max_message_bytes < 1:
+            raise ValueError("max_message_bytes must be >= 1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,6 +123,7 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
     dead: list[DeadLetter] = [
         DeadLetter(batch.partition, r.position, 0, r.reason, r.payload) for r in batch.rejects
     ]
+    batch = _within_limit(batch, config.max_message_bytes, dead)
     candidates = _parse(batch)
     readings = _validate(batch, candidates, config, now_ns, dead)
     dead_batch = DeadLetterBatch.from_records(dead)
@@ -118,6 +131,54 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
         ReadingBatch(batch.partition, readings, batch.eof, batch.progress),
         dead_batch,
         readings.num_rows + len(dead_batch),
+    )
+
+
+def too_large_reason(size: int, limit: int) -> str:
+    """The ``too_large`` reason of a message of ``size`` bytes (the same text from every reader)."""
+    return ReasonCode.TOO_LARGE.detail(f"{size} bytes > max_message_bytes {limit}")
+
+
+def _within_limit(batch: MessageBatch, limit: int, dead: list[DeadLetter]) -> MessageBatch:
+    """``batch`` without its messages over ``limit`` bytes, each a ``too_large`` dead letter.
+
+    Costs a few ``memchr`` calls per batch (``long_lines``), or one ``len`` per body; the batch
+    is rebuilt only when it holds such a message.
+    """
+    n = len(batch)
+    if n == 0:
+        return batch
+    joined = batch.joined
+    if joined is not None:
+        if len(joined) <= limit:
+            return batch
+        spans = list(long_lines(joined, limit))
+        if not spans:
+            return batch
+        if joined.count(b"\n") == n - 1:
+            over = [joined.count(b"\n", 0, start) for start, _ in spans]
+        else:  # a reader broke the joined form's promise: judge the bodies one by one
+            joined = None
+    if joined is None:
+        if max(map(len, batch.bodies)) <= limit:
+            return batch
+        over = [i for i, body in enumerate(batch.bodies) if len(body) > limit]
+    bodies = batch.bodies
+    for i in over:
+        body = bodies[i]
+        dead.append(DeadLetter(batch.partition, int(batch.positions[i]), 0, too_large_reason(len(body), limit),
+                               body[:PAYLOAD_HEAD_BYTES]))
+    keep = np.ones(n, dtype=bool)
+    keep[over] = False
+    kept = [body for body, k in zip(bodies, keep.tolist()) if k]
+    return MessageBatch(
+        batch.partition,
+        None if joined is not None else kept,
+        batch.positions[keep],
+        batch.enqueued_ns[keep],
+        eof=batch.eof,
+        joined=b"\n".join(kept) if joined is not None else None,
+        progress=batch.progress,
     )
 
 

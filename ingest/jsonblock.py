@@ -15,7 +15,7 @@ will not take, re-reading only the pieces around them.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import numpy as np
@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-__all__ = ["Lines", "isolate", "join_binary", "read_object_lines"]
+__all__ = ["Lines", "isolate", "join_binary", "long_lines", "read_object_lines"]
 
 _READ = pa_json.ReadOptions(block_size=1 << 16, use_threads=True)  # small blocks: all cores on one batch
-_NEWLINE, _OPEN, _CLOSE, _QUOTE, _BRACKET = ord("\n"), ord("{"), ord("}"), ord('"'), ord("[")
+_NEWLINE, _OPEN, _CLOSE, _QUOTE, _BRACKET, _CR = ord("\n"), ord("{"), ord("}"), ord('"'), ord("["), ord("\r")
 _NULL_N = ord("n")  # in null (and NaN, Infinity), never in the seed's keys, numbers, ISO times or integer ids
 _ZERO, _NINE = ord("0"), ord("9")
 _TS_HEAD = np.frombuffer(b'{"TS": "', np.uint8)
@@ -197,6 +197,28 @@ def isolate(
         else:
             pending.extend(reversed(np.array_split(lines, min(_PIECES, len(lines)))))
     return parts, (np.concatenate(refused) if refused else np.zeros(0, np.int64))
+
+
+def long_lines(block: bytes, limit: int, strip_cr: bool = False) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each line of ``block`` longer than ``limit`` bytes, in order.
+
+    ``end`` is where the line's newline is (``len(block)`` for a last line without one);
+    ``strip_cr``: a ``\\r`` before the newline is not counted. A line that long holds a multiple
+    of ``limit + 1``, so one search for a newline each way from every such multiple finds them
+    all: a few ``memchr`` calls per block, whatever its number of lines.
+    """
+    step = limit + 1
+    at, n = 0, len(block)
+    while at < n:
+        start = block.rfind(b"\n", 0, at) + 1
+        end = block.find(b"\n", at)
+        end = n if end < 0 else end
+        size = end - start
+        if strip_cr and size and block[end - 1] == _CR:
+            size -= 1
+        if size > limit:
+            yield start, end
+        at = (end // step + 1) * step  # the next line that long holds a later multiple
 
 
 def join_binary(values: pa.Array) -> bytes:

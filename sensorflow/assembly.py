@@ -70,6 +70,7 @@ def decode_config(settings: RunSettings) -> DecodeConfig:
         time_source=settings.time_source,
         min_event_ns=int(settings.min_event_time.timestamp()) * NS_PER_S,
         max_clock_skew_ns=round(settings.max_clock_skew_seconds * NS_PER_S),
+        max_message_bytes=settings.max_message_bytes,
     )
 
 

@@ -70,6 +70,11 @@ class RunSettings(_Settings):
     )
     shards: int | None = Field(None, ge=1, le=1024, description="window shards (default: one per worker)")
     block_bytes: int = Field(3 << 20, ge=128, le=1 << 28, description="bytes read per replay batch (small values only for tests)")
+    max_message_bytes: int = Field(
+        1 << 20, ge=1, le=16 << 20,
+        description="larger messages are dead letters (too_large), never parsed; default: Event Hubs' 1 MB limit "
+        "(learn.microsoft.com/azure/event-hubs/event-hubs-quotas)",
+    )
     progress_seconds: float = Field(5.0, ge=0, description="progress line interval on stderr (0: off)")
     # -- live: Azure Event Hubs (source = eventhubs) --------------------------------------------
     eventhub_connection_string: SecretStr | None = Field(

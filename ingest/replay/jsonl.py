@@ -3,12 +3,19 @@
 A line is an envelope (an object with ``"body"``, see docs/recordings.md) or
 a raw message body. Only envelopes are unwrapped here; bodies are decoded
 downstream.
+
+Memory stays bounded whatever a line holds: a line longer than the reader
+will hold (:func:`held_line_bytes`) is streamed past block by block, and it
+and a raw line over ``max_message_bytes`` become a ``too_large`` reject with
+their first bytes. An envelope line up to the held size goes on: its body is
+what ``max_message_bytes`` limits, and decoding judges that.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +23,52 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from sensorflow.ingest.jsonblock import Lines, isolate, join_binary, read_object_lines
+from sensorflow.ingest.decode import MAX_MESSAGE_BYTES, PAYLOAD_HEAD_BYTES, too_large_reason
+from sensorflow.ingest.jsonblock import Lines, isolate, join_binary, long_lines, read_object_lines
 from sensorflow.records.dead_letters import ReasonCode
 from sensorflow.records.readings import MessageBatch, Reject
 from sensorflow.records.timeparse import MISSING, parse_time, parse_time_array
 
-__all__ = ["JsonlPosition", "JsonlReader"]
+__all__ = ["JsonlPosition", "JsonlReader", "held_line_bytes"]
 
 JsonlPosition = tuple[int, int]
 """(byte offset, lines consumed) after the last message handed out."""
 
 _BODY_KEY = b'"body"'
+# An envelope's sequence number in the first bytes of its line: both keys at the top level (no
+# brace nor bracket before them), the number before the body, as the simulator writes them.
+_HEAD_SEQUENCE = re.compile(rb'\A\s*\{[^{}\[\]]*?"sequence_number"\s*:\s*(-?\d+)\s*,[^{}\[\]]*?"body"\s*:')
+_ENVELOPE_SLACK = 64 << 10
+_CR = ord("\r")
+
+
+def held_line_bytes(max_message_bytes: int) -> int:
+    """The longest line a reader holds in memory: room for an envelope around a body of
+    ``max_message_bytes`` (JSON escapes make a string up to 6x its bytes; base64, 4/3x)."""
+    return 6 * max_message_bytes + _ENVELOPE_SLACK
 
 
 class JsonlReader:
     """Reads messages from one ``.jsonl`` file; ``position`` resumes after the last one read."""
 
-    def __init__(self, path: Path, partition: str, position: JsonlPosition = (0, 0), block_bytes: int = 1 << 20):
+    def __init__(
+        self,
+        path: Path,
+        partition: str,
+        position: JsonlPosition = (0, 0),
+        block_bytes: int = 1 << 20,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ):
         if block_bytes < 128:
             raise ValueError("block_bytes must be >= 128")
+        if max_message_bytes < 1:
+            raise ValueError("max_message_bytes must be >= 1")
         self.path = Path(path)
         self.partition = partition
         self._offset, self._line = position
         self._block_bytes = block_bytes
+        self._max_message = max_message_bytes
+        self._max_held = held_line_bytes(max_message_bytes)
         self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
         self._file.seek(self._offset)
         self._buffer = b""
@@ -52,30 +82,85 @@ class JsonlReader:
         self._file.close()
 
     def read(self, max_messages: int | None = None) -> MessageBatch:
-        """The next messages (up to ``max_messages``); ``eof`` set once the file is exhausted."""
+        """The next messages (up to ``max_messages``); ``eof`` set once the file is exhausted.
+
+        A read ends at a line too large to pass (see the module's docstring): the batch carries
+        it as its one reject, after the lines before it.
+        """
         self._fill()
+        if not self._at_eof and self._buffer and b"\n" not in self._buffer:
+            return self._skip_line()  # longer than the reader holds
         complete = self._buffer[: self._buffer.rfind(b"\n") + 1]
         if self._at_eof and len(complete) < len(self._buffer):
             complete = self._buffer + b"\n"  # a last line without its newline
+        oversized = self._first_oversized(complete)
+        lines_before = complete if oversized is None else complete[: oversized[0]]
         if max_messages:
-            lines = complete.split(b"\n", max_messages)
+            lines = lines_before.split(b"\n", max_messages)
             if len(lines) > max_messages and lines[max_messages]:
-                taken, chunk = lines[:max_messages], complete[: len(complete) - len(lines[max_messages])]
+                taken, chunk = lines[:max_messages], lines_before[: len(lines_before) - len(lines[max_messages])]
             else:
-                taken, chunk = lines[:-1], complete
+                taken, chunk = lines[:-1], lines_before
         else:
-            taken, chunk = None, complete  # split only if the lines are needed one by one
-        consumed = min(len(chunk), len(self._buffer))  # the added newline is not in the file
-        self._buffer = self._buffer[consumed:]
+            taken, chunk = None, lines_before  # split only if the lines are needed one by one
         first = self._line
         count = len(taken) if taken is not None else int(np.count_nonzero(np.frombuffer(chunk, np.uint8) == ord("\n")))
+        rejects: tuple[Reject, ...] = ()
+        end = len(chunk)
+        if oversized is not None and (not max_messages or count < max_messages):
+            start, stop = oversized
+            line = complete[start : stop - (complete[stop - 1] == _CR)]
+            rejects = (_too_large(line[:PAYLOAD_HEAD_BYTES], len(line), first + count + 1, self._max_message),)
+            end = stop + 1
+        consumed = min(end, len(self._buffer))  # the added newline is not in the file
+        self._buffer = self._buffer[consumed:]
         self._offset += consumed
-        self._line += count
+        self._line += count + len(rejects)
         eof = self._at_eof and not self._buffer
-        return _unwrap(self.partition, taken, count, first, eof, chunk)
+        batch = _unwrap(self.partition, taken, count, first, eof, chunk)
+        return _with_rejects(batch, rejects) if rejects else batch
+
+    def _first_oversized(self, complete: bytes) -> tuple[int, int] | None:
+        """(start, end) of the first line of ``complete`` that is rejected here: longer than the
+        reader holds, or a raw line (no ``"body"``) over ``max_message_bytes``."""
+        for start, end in long_lines(complete, self._max_message, strip_cr=True):
+            size = end - start - (complete[end - 1] == _CR)  # long_lines yields no empty line
+            if size > self._max_held or complete.find(_BODY_KEY, start, end) < 0:
+                return start, end
+        return None
+
+    def _skip_line(self) -> MessageBatch:
+        """Stream past the line the buffer starts (too long to hold): keep its first bytes, count
+        the rest block by block up to its newline, and hand it out as a ``too_large`` reject."""
+        head, size, last = self._buffer[:PAYLOAD_HEAD_BYTES], len(self._buffer), self._buffer[-1:]
+        self._buffer = b""
+        newline = False
+        while True:
+            block = self._file.read(self._block_bytes)
+            if not block:
+                self._at_eof = True
+                break
+            at = block.find(b"\n")
+            if at >= 0:
+                size += at
+                last = block[at - 1 : at] if at else last
+                self._buffer = block[at + 1 :]
+                self._at_eof = len(block) < self._block_bytes
+                newline = True
+                break
+            size += len(block)
+            last = block[-1:]
+        self._offset += size + newline
+        self._line += 1
+        reject = _too_large(head, size - (last == b"\r"), self._line, self._max_message)
+        eof = self._at_eof and not self._buffer
+        empty = np.zeros(0, dtype=np.int64)
+        return MessageBatch(self.partition, [], empty, empty.copy(), (reject,), eof)
 
     def _fill(self) -> None:
         while not self._at_eof and (b"\n" not in self._buffer or len(self._buffer) < self._block_bytes // 2):
+            if b"\n" not in self._buffer and len(self._buffer) > self._max_held + 1:
+                break  # the line is longer than the reader holds: read() streams past it
             chunk = self._file.read(self._block_bytes)
             if not chunk:
                 self._at_eof = True
@@ -83,6 +168,27 @@ class JsonlReader:
             self._buffer += chunk
             if len(chunk) < self._block_bytes:
                 self._at_eof = True
+
+
+def _too_large(head: bytes, size: int, line_number: int, limit: int) -> Reject:
+    """A line rejected for its size: positioned by the sequence number an envelope's ``head``
+    names before its body, else by its line number (as ``_unwrap`` positions a line)."""
+    match = _HEAD_SEQUENCE.match(head)
+    position = int(match.group(1)) if match else line_number
+    return Reject(position, too_large_reason(size, limit), head)
+
+
+def _with_rejects(batch: MessageBatch, rejects: tuple[Reject, ...]) -> MessageBatch:
+    """``batch`` with ``rejects`` added to its own."""
+    return MessageBatch(
+        batch.partition,
+        batch.bodies if batch.joined is None else None,
+        batch.positions,
+        batch.enqueued_ns,
+        batch.rejects + rejects,
+        batch.eof,
+        joined=batch.joined,
+    )
 
 
 def _unwrap(

@@ -86,7 +86,7 @@ class ReplaySource(FixedPartitionedSource[MessageBatch, tuple]):
         if files[0].suffix == ".avro":
             reader = AvroReader(files, for_part, resume_state or (0, 0))
         else:
-            reader = JsonlReader(files[0], for_part, resume_state or (0, 0), self.block_bytes)
+            reader = JsonlReader(files[0], for_part, resume_state or (0, 0), self.block_bytes, self.decode.max_message_bytes)
         if resume_state:
             log.info("partition %s resumes at %s", for_part, resume_state)
         return _ReplayPartition(reader, _Pacer(self.speed, self.decode) if self.speed else None)

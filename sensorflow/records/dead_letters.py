@@ -35,6 +35,7 @@ class ReasonCode(StrEnum):
     NO_ENQUEUED_TIME = "no_enqueued_time"
     BAD_ENVELOPE = "bad_envelope"
     MISSING_BODY = "missing_body"
+    TOO_LARGE = "too_large"
     LATE = "late"
 
     def detail(self, text: str) -> str:
