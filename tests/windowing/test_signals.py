@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,22 +160,36 @@ class _Outage:
 
 def _pg_command(source: Path, odbc: str, recovery: Path) -> list[str]:
     # The default retry budget (120 s): a stop must not wait for it.
-    command = _command(source, Path("unused.db"), recovery)
-    command[command.index("--store") + 1] = f"postgresql+odbc:{odbc}"
-    return command
+    return [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", f"postgresql+odbc:{odbc}",
+            "--recovery-dir", str(recovery), "--snapshot-interval-seconds", "0.5", "--progress-seconds", "0",
+            "--replay-speed", "30"]
+
+
+@pytest.fixture(scope="module")
+def writer_only_recording(tmp_path_factory) -> tuple[Path, Path]:
+    """A recording with no dead letters (so only the writer process writes, and the outage meets it there) and
+    the SQLite table of its uninterrupted replay."""
+    from tests.conftest import run_flow
+    from tests.store.test_store_outage import _recording as outage_recording
+
+    directory = tmp_path_factory.mktemp("signals-pg")
+    source = outage_recording(directory / "rec", malformed=False)
+    reference = directory / "reference.db"
+    run_flow(source, reference)
+    return source, reference
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_replay_whose_store_is_down_stops_within_10_s_and_leaves_no_writer(
-    tmp_path: Path, recording, processes, postgres_server, postgres_odbc, signum: int
+    tmp_path: Path, writer_only_recording, processes, postgres_server, postgres_odbc, signum: int
 ):
     """SIGTERM: exit 143 and one line although the writer is inside the store's 120 s retry budget, and a rerun
     once the store is back gives the uninterrupted table. SIGKILL: the writer, stuck in that budget, still ends."""
     from tests.store.pg import assert_same_windows, pg_windows
 
-    source, reference = recording
+    source, reference = writer_only_recording
     recovery, log = tmp_path / "recovery", tmp_path / "run.log"
     with open(log, "wb") as stderr_file:  # a file: the test reads it while the run goes on
         run = processes.start(_pg_command(source, postgres_odbc, recovery), cwd=REPO, stdout=subprocess.DEVNULL,
