@@ -64,6 +64,10 @@ live, from Azure Event Hubs (--source eventhubs; secrets from the environment, n
   A live run starts each partition from the Bytewax recovery state if --recovery-dir holds
   one, else from the consumer group's Blob checkpoints, else at --starting-position. SIGTERM
   stops it gracefully (last batch processed, snapshot, checkpoint). See docs/eventhubs.md.
+
+stopping: SIGTERM or Ctrl-C stops any run within 10 s, even with the store or the hub
+unreachable (a live run's graceful stop gets 3 s of it): one line, exit 143 / 130; what was
+committed stays, and a rerun with the same --recovery-dir resumes.
 """
 
 
