@@ -152,3 +152,45 @@ def test_a_sigkilled_live_run_leaves_no_receiver_or_writer(tmp_path: Path, event
     gone_in = time.monotonic() - killed
     print(f"SIGKILL: receiver and writer gone {gone_in:.2f} s after the run")
     assert gone_in < STOP_SECONDS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_live_run_whose_store_is_down_stops_within_10_s(tmp_path: Path, eventhubs_broker, processes, postgres_server,
+                                                          postgres_odbc):
+    """The graceful stop cannot commit (the store is inside its 120 s retry budget): it is interrupted after its
+    grace period, and the run still exits 143 with one line within 10 s, leaving no child."""
+    from tests.windowing.test_signals import _Outage, _pg_rows
+
+    _publish(eventhubs_broker, range(120))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORFLOW_")}
+    env["SENSORFLOW_EVENTHUB_CONNECTION_STRING"] = eventhubs_broker.connection_string
+    recovery, log = tmp_path / "recovery", tmp_path / "run.log"
+    command = [sys.executable, "-m", "sensorflow", "run", "--source", "eventhubs", "--store", f"postgresql+odbc:{postgres_odbc}",
+               "--recovery-dir", str(recovery), "--progress-seconds", "0", "--snapshot-interval-seconds", "0.5"]
+    with open(log, "wb") as stderr_file:  # a file: the test reads it while the run goes on
+        run = processes.start(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
+    reached = wait_for(lambda: committed_epoch(recovery.glob("part-*.sqlite3")) >= 2 and _pg_rows(postgres_odbc) > 0,
+                       "two committed epochs and windows in the store", timeout=300, alive=[run])
+    assert reached, f"the live run ended first: {log.read_text()[-3000:]}"
+    children = _children(run)
+    with _Outage(postgres_server, postgres_odbc):
+        _publish(eventhubs_broker, range(120, 240))  # new windows to write while the store is down
+        wait_for(lambda: "transient error" in log.read_text(errors="replace"), "the run meeting the outage",
+                 timeout=120, alive=[run])
+        assert run.poll() is None, log.read_text()[-3000:]
+        signalled = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        try:
+            run.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the live run was still running 60 s after SIGTERM")
+        stopped_in = time.monotonic() - signalled
+    stderr = log.read_text(errors="replace")
+    print(f"SIGTERM with the store down: exit {run.returncode} after {stopped_in:.2f} s")
+    assert run.returncode == 143, stderr[-3000:]
+    assert stopped_in < STOP_SECONDS, stderr[-3000:]
+    for noise in ("panicked", "Box<dyn Any>", "Traceback", "Fatal Python error"):
+        assert noise not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("sensorflow run: stopped by SIGTERM"), stderr[-3000:]
+    assert wait_for(lambda: _gone(children), "the receiver and writer processes end with the run", timeout=STOP_SECONDS)
