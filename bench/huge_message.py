@@ -20,6 +20,7 @@ it had reached.
 The last line printed is one JSON object of the figures.
 
     python bench/huge_message.py [--sizes-mb 200,20] [--lines 2000] [--repo PATH] [--kill-above-mb 6000]
+                                 [--max-message-bytes N]
 """
 
 from __future__ import annotations
@@ -88,12 +89,15 @@ def _import_tree(repo: Path, into: Path) -> Path:
     return into
 
 
-def measure(source: Path, db: Path, repo: Path | None, work: Path, kill_above_mb: float | None) -> dict:
+def measure(source: Path, db: Path, repo: Path | None, work: Path, kill_above_mb: float | None,
+            max_message_bytes: int | None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORFLOW_")}
     if repo is not None:
         env["PYTHONPATH"] = str(_import_tree(repo, work / "import-tree"))
     command = [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", f"sqlite:///{db}",
                "--progress-seconds", "0"]
+    if max_message_bytes is not None:
+        command += ["--max-message-bytes", str(max_message_bytes)]
     started = time.monotonic()
     process = subprocess.Popen(command, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                start_new_session=True)
@@ -146,6 +150,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=2000, help="normal lines per partition")
     parser.add_argument("--repo", type=Path, default=None, help="run this checkout's code (default: this one)")
     parser.add_argument("--kill-above-mb", type=float, default=None, help="end a run whose polled RSS passes this")
+    parser.add_argument("--max-message-bytes", type=int, default=None, help="the run's limit (default: its default)")
     args = parser.parse_args()
     results = []
     for size in (float(s) for s in args.sizes_mb.split(",")):
@@ -156,7 +161,8 @@ def main() -> None:
             child = subprocess.run(
                 [sys.executable, __file__, "--one", json.dumps({"source": str(work / "rec"), "db": str(work / "out.db"),
                                                                  "repo": str(args.repo) if args.repo else None,
-                                                                 "kill": args.kill_above_mb})],
+                                                                 "kill": args.kill_above_mb,
+                                                                 "max_message_bytes": args.max_message_bytes})],
                 capture_output=True, check=True,
             )
             result = {"size_mb": size, "huge_line": huge, **json.loads(child.stdout)}
@@ -165,14 +171,15 @@ def main() -> None:
               f"{' (killed)' if result['killed_above_mb'] else ''}, peak RSS {result['peak_rss_mb']:,.0f} MB "
               f"(tree, polled), largest process {result['max_rss_mb']:,.0f} MB, {result['wall_s']:.1f} s, "
               f"{result['window_rows']:,} window rows, too_large: {result['too_large']}")
-    print(json.dumps({"bench": "huge_message", "repo": str(args.repo or REPO), "results": results}))
+    print(json.dumps({"bench": "huge_message", "repo": str(args.repo or REPO), "max_message_bytes": args.max_message_bytes,
+                      "results": results}))
 
 
 def _one(spec: str) -> None:
     given = json.loads(spec)
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(Path(given["source"]), Path(given["db"]), Path(given["repo"]) if given["repo"] else None,
-                         Path(tmp), given["kill"])
+                         Path(tmp), given["kill"], given["max_message_bytes"])
     print(json.dumps(result))
 
 

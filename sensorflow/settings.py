@@ -71,9 +71,10 @@ class RunSettings(_Settings):
     shards: int | None = Field(None, ge=1, le=1024, description="window shards (default: one per worker)")
     block_bytes: int = Field(3 << 20, ge=128, le=1 << 28, description="bytes read per replay batch (small values only for tests)")
     max_message_bytes: int = Field(
-        1 << 20, ge=1, le=16 << 20,
+        1 << 20, ge=1, le=4 << 20,
         description="larger messages are dead letters (too_large), never parsed; default: Event Hubs' 1 MB limit "
-        "(learn.microsoft.com/azure/event-hubs/event-hubs-quotas)",
+        "(learn.microsoft.com/azure/event-hubs/event-hubs-quotas); at most 4 MiB (a 4 MB array message takes a run "
+        "from 0.3 to 0.54 GB of RSS: docs/recordings.md)",
     )
     progress_seconds: float = Field(5.0, ge=0, description="progress line interval on stderr (0: off)")
     # -- live: Azure Event Hubs (source = eventhubs) --------------------------------------------
