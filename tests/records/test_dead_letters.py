@@ -10,7 +10,7 @@ def test_codes_are_the_stored_strings():
     assert [code.value for code in ReasonCode] == [
         "bad_json", "bad_utf8", "empty_message", "empty_array", "not_an_object", "missing_field", "bad_type",
         "bad_id", "bad_timestamp", "not_finite", "out_of_range", "future", "no_enqueued_time", "bad_envelope",
-        "missing_body", "late",
+        "missing_body", "too_large", "late",
     ]
     assert ReasonCode("late") is ReasonCode.LATE and ReasonCode.LATE == "late" and f"{ReasonCode.LATE}" == "late"
     assert ReasonCode.MISSING_FIELD.detail("TS") == "missing_field: TS"
