@@ -82,8 +82,9 @@ def recording(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(
     ("signum", "group", "status"),
-    [(signal.SIGINT, True, 130), (signal.SIGINT, False, 130), (signal.SIGTERM, False, 143)],
-    ids=["ctrl-c-to-the-group", "sigint", "sigterm"],
+    # SIGINT to the run alone is left out (the suite's time): Ctrl-C reaches the writer as well, the harder case.
+    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
+    ids=["ctrl-c-to-the-group", "sigterm"],
 )
 def test_a_signal_stops_a_replay_mid_run_and_a_rerun_gives_the_uninterrupted_table(
     tmp_path: Path, recording, processes, signum: int, group: bool, status: int
