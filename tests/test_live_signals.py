@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.support.azurite import Azurite, _azurite_binary, free_port
-from tests.support.processes import ProcessRegistry, wait_for
+from tests.support.processes import ProcessRegistry, all_gone, descendants, wait_for
 from tests.support.progress import committed_epoch, sqlite_rows
 
 STOP_SECONDS = 10.0  # the bound (Kubernetes waits 30 s before SIGKILL)
@@ -76,20 +76,6 @@ def _working(run: subprocess.Popen, db: Path, recovery: Path) -> None:
     assert reached, f"the live run ended first: {run.stderr.read().decode(errors='replace')[-3000:]}"
 
 
-def _children(run: subprocess.Popen) -> list[psutil.Process]:
-    return psutil.Process(run.pid).children(recursive=True)
-
-
-def _gone(processes: list[psutil.Process]) -> bool:
-    def alive(p: psutil.Process) -> bool:
-        try:
-            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
-    return not any(alive(p) for p in processes)
-
-
 def _roles(children: list[psutil.Process]) -> set[str]:
     names = set()
     for child in children:
@@ -109,7 +95,7 @@ def test_a_live_run_whose_hub_and_checkpoint_account_are_gone_stops_within_10_s(
     _publish(eventhubs_broker, range(120))
     run, db, recovery = _start_live(processes, eventhubs_broker, azurite, tmp_path)
     _working(run, db, recovery)
-    children = _children(run)
+    children = descendants(run)
     assert _roles(children) == {"sensorflow.ingest.eventhubs.child", "sensorflow.windowing.writer"}, children
 
     eventhubs_broker.stop()  # the namespace is gone: receivers back off and reconnect
@@ -132,7 +118,7 @@ def test_a_live_run_whose_hub_and_checkpoint_account_are_gone_stops_within_10_s(
     for noise in ("panicked", "Box<dyn Any>", "Traceback", "Fatal Python error"):
         assert noise not in stderr, stderr[-3000:]
     assert stderr.strip().splitlines()[-1].startswith(f"sensorflow run: stopped by {signal.Signals(signum).name}"), stderr[-3000:]
-    assert wait_for(lambda: _gone(children), "the receiver and writer processes end with the run", timeout=STOP_SECONDS)
+    assert wait_for(lambda: all_gone(children), "the receiver and writer processes end with the run", timeout=STOP_SECONDS)
 
 
 @pytest.mark.slow
@@ -142,13 +128,13 @@ def test_a_sigkilled_live_run_leaves_no_receiver_or_writer(tmp_path: Path, event
     _publish(eventhubs_broker, range(120))
     run, db, recovery = _start_live(processes, eventhubs_broker, azurite, tmp_path)
     _working(run, db, recovery)
-    children = _children(run)
+    children = descendants(run)
     assert _roles(children) == {"sensorflow.ingest.eventhubs.child", "sensorflow.windowing.writer"}, children
 
     run.send_signal(signal.SIGKILL)  # the run alone: nothing may be left of it
     run.wait(60)
     killed = time.monotonic()
-    assert wait_for(lambda: _gone(children), "the receiver and writer processes end with their parent", timeout=60)
+    assert wait_for(lambda: all_gone(children), "the receiver and writer processes end with their parent", timeout=60)
     gone_in = time.monotonic() - killed
     print(f"SIGKILL: receiver and writer gone {gone_in:.2f} s after the run")
     assert gone_in < STOP_SECONDS
@@ -173,7 +159,7 @@ def test_a_live_run_whose_store_is_down_stops_within_10_s(tmp_path: Path, eventh
     reached = wait_for(lambda: committed_epoch(recovery.glob("part-*.sqlite3")) >= 2 and _pg_rows(postgres_odbc) > 0,
                        "two committed epochs and windows in the store", timeout=300, alive=[run])
     assert reached, f"the live run ended first: {log.read_text()[-3000:]}"
-    children = _children(run)
+    children = descendants(run)
     with _Outage(postgres_server, postgres_odbc):
         _publish(eventhubs_broker, range(120, 240))  # new windows to write while the store is down
         wait_for(lambda: "transient error" in log.read_text(errors="replace"), "the run meeting the outage",
@@ -193,4 +179,4 @@ def test_a_live_run_whose_store_is_down_stops_within_10_s(tmp_path: Path, eventh
     for noise in ("panicked", "Box<dyn Any>", "Traceback", "Fatal Python error"):
         assert noise not in stderr, stderr[-3000:]
     assert stderr.strip().splitlines()[-1].startswith("sensorflow run: stopped by SIGTERM"), stderr[-3000:]
-    assert wait_for(lambda: _gone(children), "the receiver and writer processes end with the run", timeout=STOP_SECONDS)
+    assert wait_for(lambda: all_gone(children), "the receiver and writer processes end with the run", timeout=STOP_SECONDS)

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -27,21 +26,9 @@ from sensorflow.records.runs import RunStatus
 from sensorflow.store import open_store
 from tests.conftest import REPO
 from tests.support.builders import T0, W, add_windows
+from tests.support.processes import all_gone, descendants, wait_for
 
 SENSORFLOW = [sys.executable, "-m", "sensorflow"]
-
-
-def _wait_for(condition: Callable[[], object], deadline_s: float, what: str, proc: subprocess.Popen | None = None):
-    """Poll ``condition`` until it is truthy; fail naming ``what`` (and the process's stderr if it ended)."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"{what}: the process ended first (exit {proc.returncode}): {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"{what}: not within {deadline_s:g} s")
 
 
 def _start(processes, argv: list[str]) -> subprocess.Popen:
@@ -53,8 +40,8 @@ def test_an_interrupted_simulate_leaves_a_recording_that_run_refuses(tmp_path, p
     rec = tmp_path / "rec"
     proc = _start(processes, ["simulate", "--out", str(rec), "--profile", "fleet", "--devices", "2000", "--tags", "10",
                    "--duration", "1h", "--start", "2026-01-01T00:00:00Z", "--seed", "3"])
-    _wait_for(lambda: any(p.stat().st_size > 0 for p in rec.glob("partition-*.jsonl")), 120,
-              "simulate writes its first block", proc)
+    assert wait_for(lambda: any(p.stat().st_size > 0 for p in rec.glob("partition-*.jsonl")),
+                    "simulate writes its first block", timeout=120, alive=[proc]), proc.stderr.read()[-2000:]
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == status, err
@@ -96,14 +83,7 @@ def _store_with_history(path: Path, sensors: int, windows: int) -> str:
 
 
 def _workers(proc: subprocess.Popen) -> list[psutil.Process]:
-    try:
-        return psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _gone(processes: list[psutil.Process]) -> bool:
-    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+    return [p for p in descendants(proc) if "python" in p.name().lower()]
 
 
 def _sidecar(processes, url: str, models: Path) -> subprocess.Popen:
@@ -116,9 +96,10 @@ def test_sigterm_stops_a_sidecar_run_in_progress(tmp_path, processes):
     url = _store_with_history(tmp_path / "s.db", sensors=3000, windows=720)
     proc = _sidecar(processes, url, tmp_path / "models")
     with open_store(url) as store:
-        _wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), 120, "a run starts", proc)
-    workers = _wait_for(lambda: [p for p in _workers(proc) if "python" in p.name().lower()], 120,
-                        "task workers start", proc)
+        assert wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), "a run starts",
+                        timeout=120, alive=[proc]), proc.stderr.read()[-2000:]
+    workers = wait_for(lambda: _workers(proc), "task workers start", timeout=120, alive=[proc])
+    assert workers, proc.stderr.read()[-2000:]
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
@@ -130,19 +111,20 @@ def test_sigterm_stops_a_sidecar_run_in_progress(tmp_path, processes):
     train = [r for r in runs if r.kind == "train"]
     assert [r.status for r in train] == [RunStatus.INTERRUPTED] and "interrupted" in train[0].detail, runs
     assert not any(r.status == RunStatus.RUNNING for r in runs), runs  # nothing left looking alive
-    _wait_for(lambda: _gone(workers), 10, "the task workers end with the sidecar")
+    wait_for(lambda: all_gone(workers), "the task workers end with the sidecar", timeout=10)
 
 
 def test_a_killed_sidecar_leaves_no_task_worker(tmp_path, processes):
     url = _store_with_history(tmp_path / "s.db", sensors=3000, windows=720)
     proc = _sidecar(processes, url, tmp_path / "models")
-    workers = _wait_for(lambda: [p for p in _workers(proc) if "python" in p.name().lower()], 120,
-                        "task workers start", proc)
+    workers = wait_for(lambda: _workers(proc), "task workers start", timeout=120, alive=[proc])
+    assert workers, proc.stderr.read()[-2000:]
     with open_store(url) as store:
-        _wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), 120, "a run starts", proc)
+        assert wait_for(lambda: any(r.status == RunStatus.RUNNING for r in store.read_runs()), "a run starts",
+                        timeout=120, alive=[proc]), proc.stderr.read()[-2000:]
     proc.kill()
     proc.wait(timeout=10)
-    _wait_for(lambda: _gone(workers), 10, "the task workers die with their parent")
+    wait_for(lambda: all_gone(workers), "the task workers die with their parent", timeout=10)
 
 
 def test_a_child_whose_parent_died_before_it_looked_exits_at_once():

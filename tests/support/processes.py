@@ -30,6 +30,8 @@ import pytest
 
 __all__ = [
     "PROCESS_TOKEN",
+    "all_gone",
+    "descendants",
     "SESSION_MARK",
     "Drained",
     "ProcessRegistry",
@@ -118,6 +120,19 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
+
+
+def descendants(popen: subprocess.Popen) -> list[psutil.Process]:
+    """The processes ``popen`` started, and theirs (none once it has gone)."""
+    try:
+        return psutil.Process(popen.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def all_gone(processes: Sequence[psutil.Process]) -> bool:
+    """No process of ``processes`` is still running (zombies count as gone)."""
+    return not any(_alive(p) for p in processes)
 
 
 def _carrying(name: str, value: str) -> list[psutil.Process]:

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from tests.conftest import REPO, dead_letters_frame, windows_frame
-from tests.support.processes import wait_for
+from tests.support.processes import all_gone, descendants, wait_for
 from tests.support.progress import committed_epoch, sqlite_rows
 from tests.windowing.test_recovery import _command, _recording
 
@@ -33,23 +32,6 @@ def _clean_stop_line(stderr: str, name: str) -> None:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith(f"sensorflow run: stopped by {name}"), stderr
-
-
-def _children(process: subprocess.Popen) -> list[psutil.Process]:
-    try:
-        return psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _gone(processes: list[psutil.Process]) -> bool:
-    def alive(p: psutil.Process) -> bool:
-        try:
-            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
-    return not any(alive(p) for p in processes)
 
 
 def _stop(process: subprocess.Popen, signum: int, group: bool) -> tuple[str, float]:
@@ -96,7 +78,7 @@ def test_a_signal_stops_a_replay_mid_run_and_a_rerun_gives_the_uninterrupted_tab
     reached = wait_for(lambda: committed_epoch(recovery.glob("part-*.sqlite3")) >= 2 and sqlite_rows(db) > 0,
                        "two committed epochs and rows in the store", timeout=300, alive=[run])
     assert reached, f"the replay ended before it could be stopped: {run.stderr.read().decode()[-2000:]}"
-    children = _children(run)
+    children = descendants(run)
     assert children, "no writer process to watch"
 
     stderr, stopped_in = _stop(run, signum, group)
@@ -104,7 +86,7 @@ def test_a_signal_stops_a_replay_mid_run_and_a_rerun_gives_the_uninterrupted_tab
     assert run.returncode == status, stderr
     assert stopped_in < STOP_SECONDS, stderr
     _clean_stop_line(stderr, signal.Signals(signum).name)
-    assert wait_for(lambda: _gone(children), "the writer process ends with the run", timeout=STOP_SECONDS)
+    assert wait_for(lambda: all_gone(children), "the writer process ends with the run", timeout=STOP_SECONDS)
     rows_at_stop = sqlite_rows(db)
 
     rerun = processes.start(_command(source, db, recovery), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -198,7 +180,7 @@ def test_a_replay_whose_store_is_down_stops_within_10_s_and_leaves_no_writer(
     reached = wait_for(lambda: committed_epoch(recovery.glob("part-*.sqlite3")) >= 2 and _pg_rows(postgres_odbc) > 0,
                        "two committed epochs and rows in the store", timeout=300, alive=[run])
     assert reached, f"the replay ended before it could be stopped: {log.read_text()[-2000:]}"
-    children = _children(run)
+    children = descendants(run)
     assert children, "no writer process to watch"
     with _Outage(postgres_server, postgres_odbc):
         # By progress: the run has met the outage once the store's retries say so.
@@ -210,7 +192,7 @@ def test_a_replay_whose_store_is_down_stops_within_10_s_and_leaves_no_writer(
         run.wait(60)
         stopped_in = time.monotonic() - signalled
         if signum == signal.SIGKILL:
-            assert wait_for(lambda: _gone(children), "the writer ends with its SIGKILLed parent", timeout=60)
+            assert wait_for(lambda: all_gone(children), "the writer ends with its SIGKILLed parent", timeout=60)
             gone_in = time.monotonic() - signalled
             print(f"SIGKILL with the store down: the writer was gone {gone_in:.2f} s after its parent was killed")
             assert gone_in < STOP_SECONDS
@@ -221,7 +203,7 @@ def test_a_replay_whose_store_is_down_stops_within_10_s_and_leaves_no_writer(
         assert stopped_in < STOP_SECONDS, stderr
         # The store's retry warnings came before the signal; after it, one line.
         _clean_stop_line(stderr.split("transient error")[-1].split("\n", 1)[-1], "SIGTERM")
-        assert wait_for(lambda: _gone(children), "the writer process ends with the run", timeout=STOP_SECONDS)
+        assert wait_for(lambda: all_gone(children), "the writer process ends with the run", timeout=STOP_SECONDS)
 
     rerun = processes.start(_pg_command(source, postgres_odbc, recovery), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
