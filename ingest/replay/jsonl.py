@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -215,14 +216,29 @@ def _unwrap(
         lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
     if not has_envelopes:
         return MessageBatch(partition, lines, positions, enqueued, eof=eof)
+    bodies, keep, rejects = _unwrap_each(enumerate(lines), positions, enqueued)
+    index = np.array(keep, dtype=np.int64)
+    return MessageBatch(partition, bodies, positions[index], enqueued[index], tuple(rejects), eof)
+
+
+def _unwrap_each(
+    numbered: Iterable[tuple[int, bytes]], positions: np.ndarray, enqueued: np.ndarray,
+    may_be_envelope: np.ndarray | None = None,
+) -> tuple[list[bytes], list[int], list[Reject]]:
+    """Unwrap lines one by one: the bodies and the indices of the lines kept, and the broken envelopes.
+
+    A raw line (or one ``may_be_envelope`` rules out) is its own body. An envelope's sequence
+    number, when it has one, replaces the line number in ``positions``; its enqueued time goes
+    into ``enqueued`` (both updated in place, at the line's index).
+    """
     bodies: list[bytes] = []
-    keep: list[int] = []
+    kept: list[int] = []
     rejects: list[Reject] = []
-    for i, line in enumerate(lines):
-        envelope = _envelope(line)
+    for i, line in numbered:
+        envelope = _envelope(line) if may_be_envelope is None or may_be_envelope[i] else None
         if envelope is None:
             bodies.append(line)
-            keep.append(i)
+            kept.append(i)
             continue
         body, sequence, enqueued_time = envelope
         position = sequence if sequence is not None else int(positions[i])
@@ -230,11 +246,10 @@ def _unwrap(
             rejects.append(Reject(position, ReasonCode.BAD_ENVELOPE, line))
             continue
         bodies.append(body)
-        keep.append(i)
+        kept.append(i)
         positions[i] = position
         enqueued[i] = enqueued_time
-    index = np.array(keep, dtype=np.int64)
-    return MessageBatch(partition, bodies, positions[index], enqueued[index], tuple(rejects), eof)
+    return bodies, kept, rejects
 
 
 _ENVELOPE_SCHEMA = pa.schema(
@@ -296,24 +311,8 @@ def _envelopes_fast(
     fast = np.zeros(count, dtype=bool)
     fast[fast_index] = True
     others = np.flatnonzero(~fast)
-    other_bodies: list[bytes] = []
-    other_kept: list[int] = []
-    rejects: list[Reject] = []
-    for i, line in zip(others.tolist(), lines.take(others)):
-        envelope = _envelope(line) if has_key[i] else None
-        if envelope is None:
-            other_bodies.append(line)
-            other_kept.append(i)
-            continue
-        envelope_body, sequence_number, enqueued_ns = envelope
-        position = sequence_number if sequence_number is not None else int(positions[i])
-        if envelope_body is None:
-            rejects.append(Reject(position, ReasonCode.BAD_ENVELOPE, line))
-            continue
-        other_bodies.append(envelope_body)
-        other_kept.append(i)
-        positions[i] = position
-        enqueued[i] = enqueued_ns
+    other_bodies, other_kept, rejects = _unwrap_each(zip(others.tolist(), lines.take(others)), positions, enqueued,
+                                                     has_key)
     slot = np.empty(count, dtype=np.int64)
     slot[fast_index] = np.arange(len(fast_index))
     slot[other_kept] = len(fast_index) + np.arange(len(other_kept))
