@@ -59,11 +59,18 @@ from sensorflow.batch_jobs.detectors.base import (
     scalars_from_arrays,
     scalars_to_arrays,
 )
-from sensorflow.batch_jobs.detectors.features import gap_runs, repeats, sliding_median, stuck_runs, upper_quantile
+from sensorflow.batch_jobs.detectors.features import (
+    gap_runs,
+    repeats,
+    sliding_median,
+    stuck_runs,
+    true_runs,
+    upper_quantile,
+)
 
 __all__ = ["FEATURES", "Calibrated", "CalibratedModel", "Calibration", "Limits"]
 
-FEATURES = ("trend", "shift", "spread", "stuck", "gap", "low_count")
+FEATURES = ("trend", "shift", "drift", "spread", "stuck", "gap", "low_count")
 """Rows of ``CalibratedModel.evidence``."""
 _ROW = {name: row for row, name in enumerate(FEATURES)}
 _NEVER = 1e300  # a limit no evidence reaches
@@ -74,25 +81,38 @@ class Calibration:
     """Global constants of ``calibrated`` (the same for every sensor), kept with every model.
 
     Window counts: ``trend_windows`` fitted for the one-step forecast,
-    ``shift_windows`` per median, ``shift_lag`` between the two medians.
-    Margins (multiples of the training maximum): ``trend``, ``shift``,
-    ``spread``, ``stuck`` (repeats in a run), ``gap`` (missing slots in a
-    run). ``tail_cap``: a training maximum counts at most up to the
-    99th percentile plus this many times its distance from the median (a
-    gross training outlier is not normal). ``bridge``: the longest gap
-    between two flagged windows that the episode guard flags too. ``threshold_scale``: the user's
-    sensitivity, multiplying every limit.
+    ``shift_windows`` per median and ``shift_lag`` between the two medians
+    (steps and ramps too quick for the forecast), ``drift_windows`` and
+    ``drift_lag`` the same for slow drifts. Margins (multiples of the
+    training maximum): ``trend``, ``shift``, ``drift``, ``spread``, ``stuck``
+    (repeats in a run), ``gap`` (missing slots in a run). ``tail_cap``: a
+    training maximum counts at most up to the 99th percentile plus this many
+    times its distance from the median (a gross training outlier is not
+    normal). ``episode_cap`` and ``episode_windows``: a run of at least
+    ``episode_windows`` training scores above the 90th percentile of the
+    positive scores plus ``episode_cap`` times its distance from their median
+    is an anomaly inside the training range and sets no limit. ``lone_run``: a
+    training stuck run this many times longer than any other is an anomaly
+    too. ``bridge``: the longest gap between two flagged windows that the
+    episode guard flags too. ``threshold_scale``: the user's sensitivity,
+    multiplying every limit.
     """
 
     trend_windows: int = 20
     shift_windows: int = 5
     shift_lag: int = 20
+    drift_windows: int = 12
+    drift_lag: int = 120
     trend: float = 1.5
     shift: float = 2.5
+    drift: float = 2.5
     spread: float = 2.0
     stuck: float = 2.5
     gap: float = 3.0
     tail_cap: float = 6.0
+    episode_cap: float = 3.0
+    episode_windows: int = 3
+    lone_run: float = 4.0
     bridge: int = 3
     low_count: float = 0.5
     stuck_min: float = 3.0
@@ -100,17 +120,20 @@ class Calibration:
     threshold_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        counts = (self.trend_windows, self.shift_windows, self.shift_lag)
+        counts = (self.trend_windows, self.shift_windows, self.shift_lag, self.drift_windows, self.drift_lag)
         if not all(isinstance(n, int) and n >= 2 for n in counts) or not (isinstance(self.bridge, int) and self.bridge >= 0):
             raise ValueError(f"calibrated needs int window counts >= 2 and an int bridge >= 0, got {counts}, {self.bridge!r}")
-        bad = [f.name for f in fields(self)[3:] if f.name != "bridge" and not getattr(self, f.name) > 0]
+        if not (isinstance(self.episode_windows, int) and self.episode_windows >= 1):
+            raise ValueError(f"calibrated needs an int episode_windows >= 1, got {self.episode_windows!r}")
+        ints = {"trend_windows", "shift_windows", "shift_lag", "drift_windows", "drift_lag", "episode_windows", "bridge"}
+        bad = [f.name for f in fields(self) if f.name not in ints and not getattr(self, f.name) > 0]
         if bad:
             raise ValueError(f"calibrated parameters must be > 0: {', '.join(bad)}")
 
     @property
     def history(self) -> int:
         """Windows of history the features need before a window."""
-        return max(self.trend_windows, self.shift_windows - 1 + self.shift_lag)
+        return max(self.trend_windows, self.shift_windows - 1 + self.shift_lag, self.drift_windows - 1 + self.drift_lag)
 
 
 @dataclass(frozen=True)
@@ -120,6 +143,7 @@ class Limits:
     level: float  # the training median: moving towards it is coming back, never evidence
     trend_limit: float
     shift_limit: float
+    drift_limit: float
     spread_limit: float
     stuck_limit: float
     gap_limit: float
@@ -129,23 +153,27 @@ class Limits:
     train_stuck_share: float  # of the training readings, the share repeating one value in its longest stuck run
 
 
-def _trend_errors(v: np.ndarray, m: int, level: float) -> np.ndarray:
+def _trend_errors(v: np.ndarray, m: int, level: float, ref: np.ndarray | None = None) -> np.ndarray:
     """``|v[i] - forecast|`` of a line fitted to the previous ``m`` windows (NaN for the first ``m``); O(n).
 
     The line is fitted to the running median of three of those windows, so
     one anomalous window does not bend the forecasts of the windows after it.
-    A value nearer to ``level`` (the training median) than its forecast is
-    coming back to normal and has error 0: the end of an anomaly is not a
-    second one.
+    The line is fitted to ``ref`` when given (the series with flagged windows
+    replaced, see ``_cleaned``), so what came just before is judged by what
+    normal looked like. A value nearer to ``level`` (the training median)
+    than its forecast is coming back to normal and has error 0: the end of an
+    anomaly is not a second one.
     """
     n = v.shape[0]
     out = np.full(n, np.nan)
     if n <= m:
         return out
-    centred = v - v[:m].mean()  # smaller sums, same errors
-    smooth = centred.copy()
+    offset = v[:m].mean()  # smaller sums, same errors
+    centred = v - offset
+    base = centred if ref is None else ref - offset
+    smooth = base.copy()
     if n >= 3:
-        smooth[2:] = sliding_median(centred, 3)
+        smooth[2:] = sliding_median(base, 3)
     t = np.arange(n, dtype=np.float64)
     s0 = np.zeros(n + 1)
     s1 = np.zeros(n + 1)
@@ -157,28 +185,52 @@ def _trend_errors(v: np.ndarray, m: int, level: float) -> np.ndarray:
     x_mean = (m - 1) / 2.0
     slope = (sum_xy - x_mean * sum_y) / (m * (m * m - 1) / 12.0)
     forecast = sum_y / m + slope * (m - x_mean)
-    home = level - v[:m].mean()
+    home = level - offset
     out[m:] = np.where(np.abs(centred[m:] - home) < np.abs(forecast - home), 0.0, np.abs(centred[m:] - forecast))
     return out
 
 
-def _shifts(v: np.ndarray, k: int, lag: int, level: float) -> np.ndarray:
-    """``|median(v[i-k+1..i]) - median(v[i-lag-k+1..i-lag])|`` (NaN where there is no such history).
+def _shifts(
+    v: np.ndarray, k: int, lag: int, level: float, ref: np.ndarray | None = None, twice: bool = False
+) -> np.ndarray:
+    """How far the median of the last ``k`` windows moved from the median of ``k`` windows ``lag`` earlier.
 
+    ``|median(v[i-k+1..i]) - median(ref[i-lag-k+1..i-lag])|`` (``ref`` = ``v``
+    unless given; NaN where there is no such history), but never more than
+    the window's own distance from that earlier median (the median of ``k``
+    still holds an anomaly's windows for a while after the value came back),
+    and with ``twice`` never more than the move against the median ``2 x lag``
+    earlier either (a drift that ended and came back is no new drift).
     Coming back is not an anomaly: 0 where the recent median, or the window
-    itself, is nearer to ``level`` than the earlier median (the median of
-    ``k`` still holds the anomaly's windows for a few windows after the value
-    came back).
+    itself, is nearer to ``level`` than the earlier median.
     """
     n = v.shape[0]
     out = np.full(n, np.nan)
     if n < k + lag:
         return out
     medians = sliding_median(v, k)  # medians[j] ends at j + k - 1
-    now, then = medians[lag:], medians[:-lag]
+    earlier = medians if ref is None else sliding_median(ref, k)
+    now, then, value = medians[lag:], earlier[:-lag], v[k - 1 + lag:]
+    moved = np.minimum(np.abs(now - then), np.abs(value - then))
+    if twice and earlier.shape[0] > 2 * lag:
+        moved[lag:] = np.minimum(moved[lag:], np.abs(now[lag:] - earlier[:-2 * lag]))
     away = np.abs(then - level)
-    back = (np.abs(now - level) < away) | (np.abs(v[k - 1 + lag:] - level) < away)
-    out[k - 1 + lag:] = np.where(back, 0.0, np.abs(now - then))
+    back = (np.abs(now - level) < away) | (np.abs(value - level) < away)
+    out[k - 1 + lag:] = np.where(back, 0.0, moved)
+    return out
+
+
+def _cleaned(series: np.ndarray, flagged: np.ndarray, k: int) -> np.ndarray:
+    """``series`` with each run of flagged windows replaced by the median of the ``k`` values before it.
+
+    The reference for a second look (``CalibratedModel.evidence``): windows
+    after an anomaly are compared with what came before it, not with the
+    anomaly, so its end does not echo as more alarms.
+    """
+    out = series.copy()
+    for start, end in zip(*true_runs(flagged)):
+        if start > 0:
+            out[start:end + 1] = np.median(out[max(0, start - k):start])
     return out
 
 
@@ -190,23 +242,64 @@ def _resolution(v: np.ndarray) -> float:
     return float(np.diff(distinct).min())
 
 
-def _limit(scores: np.ndarray, margin: float, cap: float, floor: float) -> float:
-    """``margin`` x the training maximum (capped at the tail cap), never below ``margin`` x ``floor``."""
+def _limit(scores: np.ndarray, margin: float, c: Calibration, floor: float, episodes: bool = False) -> float:
+    """``margin`` x the training maximum (capped at the tail cap), never below ``margin`` x ``floor``.
+
+    With ``episodes`` (``scores`` in window order) the maximum also leaves
+    out runs of at least ``c.episode_windows`` consecutive scores above the
+    episode cap (the 90th percentile of the positive scores plus
+    ``c.episode_cap`` times its distance from their median): a level shift,
+    drift or noise burst inside the training range is an anomaly to find
+    later, not a normal swing, while isolated high scores (heavy tails) stay.
+    """
     finite = scores[np.isfinite(scores)]
     if finite.shape[0] == 0:
         return margin * floor if floor > 0 else _NEVER
     top = float(finite.max())
     if finite.shape[0] >= 20:
         q50, q99 = upper_quantile(finite, 0.5), upper_quantile(finite, 0.99)
-        top = min(top, q99 + cap * (q99 - q50))
+        top = min(top, q99 + c.tail_cap * (q99 - q50))
+        if episodes:
+            top = min(top, _without_episodes(finite, c))
     return margin * max(top, floor)
 
 
+def _without_episodes(scores: np.ndarray, c: Calibration) -> float:
+    """The largest of ``scores`` outside training episodes: ``c.episode_windows`` or more scores above the
+    episode cap, each within ``c.bridge`` windows of the next (a noise burst dips under the cap now and then)."""
+    positive = scores[scores > 0]
+    typical = positive if positive.shape[0] >= 20 else scores  # many scores are 0 ("coming back")
+    q50, q90 = upper_quantile(typical, 0.5), upper_quantile(typical, 0.9)
+    over = scores > q90 + c.episode_cap * (q90 - q50)
+    starts, ends = true_runs(_episodes(over.astype(np.float64), c.bridge) >= 1.0)
+    seen = np.concatenate(([0], np.cumsum(over)))
+    long = seen[ends + 1] - seen[starts] >= c.episode_windows
+    if not long.any():
+        return float(scores.max())
+    inside = np.zeros(scores.shape[0] + 1, dtype=np.int64)
+    np.add.at(inside, starts[long], 1)
+    np.add.at(inside, ends[long] + 1, -1)
+    outside = np.cumsum(inside[:-1]) == 0
+    return float(scores[outside].max()) if outside.any() else float(scores.max())
+
+
 def _stuck_limit(repeated: np.ndarray, runs: np.ndarray, c: Calibration) -> float:
-    """Repeats in a run that make it stuck: past the training's longest runs, never for a sensor that repeats itself in most windows."""
+    """Repeats in a run that make it stuck: past the training's longest normal runs, never for a sensor that
+    repeats itself in most windows.
+
+    A run more than ``c.lone_run`` times longer than every other training run
+    is a stuck anomaly inside the training range, not normal: the limit
+    comes from the next longest run (or the floor), so the same fault is
+    found when it comes back.
+    """
     if np.count_nonzero(repeated) * 2 >= repeated.shape[0]:
         return _NEVER  # coarse quantization: repeating is what this sensor does
-    return _limit(runs[runs > 0], c.stuck, c.tail_cap, c.stuck_min)
+    lengths = np.unique(runs[runs > 0])  # each window holds its run's repeats: one entry per length
+    top = 0.0
+    if lengths.shape[0]:
+        second = float(lengths[-2]) if lengths.shape[0] >= 2 else 0.0
+        top = min(float(lengths[-1]), c.lone_run * second)
+    return c.stuck * max(top, c.stuck_min)
 
 
 def _gap_evidence(count: np.ndarray, limit: float) -> np.ndarray:
@@ -222,8 +315,7 @@ def _gap_evidence(count: np.ndarray, limit: float) -> np.ndarray:
     missing = count == 0
     if not missing.any():
         return out
-    starts = np.flatnonzero(missing)
-    starts = starts[np.diff(starts, prepend=-2) > 1]  # the first slot of each run
+    starts = true_runs(missing)[0]
     runs = gap_runs(count)[starts]
     out[starts + np.minimum(np.ceil(limit), runs).astype(np.int64) - 1] = runs / limit
     return out
@@ -298,8 +390,7 @@ class CalibratedModel(Model):
         series = np.concatenate((history, v))
         skip = history.shape[0]
         of_present = {
-            "trend": _trend_errors(series, c.trend_windows, s.level)[skip:] / s.trend_limit,
-            "shift": _shifts(series, c.shift_windows, c.shift_lag, s.level)[skip:] / s.shift_limit,
+            **self._moves(series, skip),
             "spread": spread / s.spread_limit,
             "stuck": stuck_runs(v, spread, count) / s.stuck_limit,
             "low_count": s.low_count_rare * (c.low_count * s.count_median) / count,  # 1.0 at half the usual count
@@ -307,7 +398,24 @@ class CalibratedModel(Model):
         for name, values in of_present.items():
             evidence[_ROW[name], present] = values
         evidence[np.isnan(evidence)] = 0.0  # no history for the feature yet: no evidence
+        flagged = evidence[:, present].max(axis=0) / c.threshold_scale >= 1.0
+        if flagged.any():
+            # A second look with the flagged windows replaced in the reference: a window after an
+            # anomaly that is normal against what came before it is no alarm (the end of an anomaly
+            # does not echo). Only lowers evidence; windows compared with a real anomaly keep theirs.
+            ref = _cleaned(series, np.concatenate((np.zeros(skip, dtype=bool), flagged)), c.shift_windows)
+            for name, values in self._moves(series, skip, ref).items():
+                evidence[_ROW[name], present] = np.minimum(evidence[_ROW[name], present], np.nan_to_num(values))
         return full, evidence
+
+    def _moves(self, series: np.ndarray, skip: int, ref: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Trend, shift and drift evidence of ``series[skip:]`` (``ref``: the reference series, see ``_cleaned``)."""
+        s, c = self.limits, self.calibration
+        return {
+            "trend": _trend_errors(series, c.trend_windows, s.level, ref)[skip:] / s.trend_limit,
+            "shift": _shifts(series, c.shift_windows, c.shift_lag, s.level, ref)[skip:] / s.shift_limit,
+            "drift": _shifts(series, c.drift_windows, c.drift_lag, s.level, ref, twice=True)[skip:] / s.drift_limit,
+        }
 
     def score(self, windows: SensorWindows) -> Scores:
         full, evidence = self.evidence(windows)
@@ -326,6 +434,9 @@ class CalibratedModel(Model):
         tail = [name for name in ("tail_ts", "tail_value") if name not in arrays]
         if tail:
             raise ValueError(f"{cls.detector} model is missing array(s): {', '.join(tail)}")
+        if "drift_limit" not in arrays and "level" in arrays:
+            # Fitted before the drift feature existed: scores as it did then, until the next training.
+            arrays = {**arrays, "drift_limit": np.array([_NEVER])}
         limits = scalars_from_arrays(Limits, arrays, cls.detector, "limits")
         return cls(limits, params_from(Calibration, params, cls.detector), arrays["tail_ts"], arrays["tail_value"])
 
@@ -355,11 +466,14 @@ class Calibrated(Detector):
         count_median = float(np.median(count))
         limits = Limits(
             level=level,
-            trend_limit=_limit(_trend_errors(v, c.trend_windows, level), c.trend, c.tail_cap, step),
-            shift_limit=_limit(_shifts(v, c.shift_windows, c.shift_lag, level), c.shift, c.tail_cap, step),
-            spread_limit=_limit(spread[count >= 2], c.spread, c.tail_cap, step),
+            trend_limit=_limit(_trend_errors(v, c.trend_windows, level), c.trend, c, step, episodes=True),
+            shift_limit=_limit(_shifts(v, c.shift_windows, c.shift_lag, level), c.shift, c, step, episodes=True),
+            drift_limit=_limit(
+                _shifts(v, c.drift_windows, c.drift_lag, level, twice=True), c.drift, c, step, episodes=True
+            ),
+            spread_limit=_limit(spread[count >= 2], c.spread, c, step, episodes=True),
             stuck_limit=_stuck_limit(repeated, runs, c),
-            gap_limit=_limit(gap_before.astype(np.float64), c.gap, c.tail_cap, c.gap_min),
+            gap_limit=_limit(gap_before.astype(np.float64), c.gap, c, c.gap_min),
             count_median=count_median,
             low_count_rare=float(np.mean(count <= c.low_count * count_median) < 0.01),
             train_missing_share=1.0 - v.shape[0] / slots if slots else 0.0,

@@ -68,3 +68,12 @@ def gap_runs(count: np.ndarray) -> np.ndarray:
     np.not_equal(missing[1:], missing[:-1], out=change[1:])
     run = np.cumsum(change) - 1
     return np.where(missing, np.bincount(run)[run], 0).astype(np.float64)
+
+
+def true_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last index (inclusive) of each run of True in ``mask``, in order."""
+    at = np.flatnonzero(mask)
+    if at.shape[0] == 0:
+        return at, at
+    breaks = np.flatnonzero(np.diff(at) > 1)
+    return at[np.concatenate(([0], breaks + 1))], at[np.concatenate((breaks, [at.shape[0] - 1]))]

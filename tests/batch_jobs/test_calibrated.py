@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, load_model, save_model
-from sensorflow.batch_jobs.detectors.calibrated import FEATURES, Calibrated, Calibration, _episodes
-from sensorflow.batch_jobs.detectors.features import sliding_median
+from sensorflow.batch_jobs.detectors.calibrated import FEATURES, Calibrated, Calibration, _cleaned, _episodes
+from sensorflow.batch_jobs.detectors.base import SensorWindows
+from sensorflow.batch_jobs.detectors.features import sliding_median, true_runs
 from tests.batch_jobs.test_detectors import AT, SCORED, TRAIN, T0, W, readings_windows, windows
 
 
@@ -25,8 +26,8 @@ def test_calibrated_is_the_default():
     ("anomaly", "length", "features"),
     [
         ("spike", 1, {"trend"}),
-        ("level_shift", 30, {"trend", "shift"}),
-        ("drift", 120, {"trend", "shift"}),
+        ("level_shift", 30, {"trend", "shift", "drift"}),
+        ("drift", 120, {"trend", "shift", "drift"}),
         ("noise", 6, {"spread", "trend", "shift"}),
         ("stuck", 12, {"stuck"}),
         ("dropout", 6, {"gap"}),
@@ -236,3 +237,96 @@ def test_the_sensitivity_setting_scales_the_low_count_rule_too():
         scores = get_detector("calibrated", threshold_scale=scale).fit(train).score(thin)
         flagged = {int(i) for i in np.flatnonzero(scores.is_anomaly)}
         assert flagged == expected, (scale, flagged)
+
+
+def from_readings(readings: np.ndarray, first_slot: int) -> SensorWindows:
+    """5 readings per 5 s window (rows), consecutive slots from ``first_slot``."""
+    readings = readings.round(2)
+    n = readings.shape[0]
+    ts = T0 + W * (first_slot + 1 + np.arange(n, dtype=np.int64))
+    return SensorWindows(
+        "7", "3", ts, readings.mean(axis=1), np.full(n, 5), readings.min(axis=1), readings.max(axis=1),
+        int(T0 + W * first_slot), int(T0 + W * (first_slot + n)), W,
+    )
+
+
+def noisy(n: int, seed: int) -> np.ndarray:
+    return 50 + np.random.default_rng(seed).normal(0, 1, (n, 5))
+
+
+def test_the_second_look_compares_with_what_came_before_a_flagged_run():
+    """Flagged runs are replaced by the median of the windows before them in the second look's reference."""
+    series = np.array([1.0, 2.0, 3.0, 40.0, 41.0, 4.0, 5.0, 50.0])
+    flagged = np.array([False, False, False, True, True, False, False, True])
+    assert _cleaned(series, flagged, 3).tolist() == [1.0, 2.0, 3.0, 2.0, 2.0, 4.0, 5.0, 4.0]
+    assert _cleaned(series, np.ones(8, dtype=bool), 3).tolist() == series.tolist(), "nothing before: unchanged"
+
+
+def test_the_second_look_only_lowers_evidence():
+    model = fitted()
+    scored = readings_windows(SCORED, TRAIN, "noise", 30, seed=1)
+    _, evidence = model.evidence(scored)
+    moves = model._moves(np.concatenate((model.tail_value[-model.calibration.history:], scored.value)), 0)
+    first = np.vstack([np.nan_to_num(moves[name])[-SCORED:] for name in ("trend", "shift", "drift")])
+    rows = [FEATURES.index(name) for name in ("trend", "shift", "drift")]
+    assert (evidence[rows] <= first + 1e-12).all()
+    assert (evidence[rows] < first - 1e-9).any(), "windows after the burst are judged against what came before it"
+
+
+@pytest.mark.parametrize("anomaly", ["level_shift", "noise"])
+def test_an_anomaly_inside_the_training_range_is_found_again(anomaly):
+    """A level shift or noise burst in training is a run of high training scores: it sets no limit."""
+    def add(readings, at, rng):
+        if anomaly == "level_shift":
+            readings[at:at + 40] += 6
+        else:
+            readings[at:at + 40] += rng.normal(0, 5, (40, 5))
+
+    rng = np.random.default_rng(7)
+    training = noisy(TRAIN, 0)
+    add(training, 300, rng)
+    model = get_detector("calibrated").fit(from_readings(training, 0))
+    scored = noisy(SCORED, 1)
+    add(scored, AT, rng)
+    flagged = model.score(from_readings(scored, TRAIN)).is_anomaly
+    assert flagged[AT:AT + 40].any(), f"{anomaly} in training hid the same {anomaly} later"
+    assert not flagged[:AT].any()
+
+
+def test_a_stuck_run_inside_the_training_range_is_found_again():
+    training = noisy(TRAIN, 0)
+    training[300:360] = 50.37  # stuck for 5 minutes in training
+    model = get_detector("calibrated").fit(from_readings(training, 0))
+    scored = noisy(SCORED, 1)
+    scored[AT:AT + 12] = 49.81
+    flagged = model.score(from_readings(scored, TRAIN)).is_anomaly
+    assert flagged[AT:AT + 12].any()
+    assert not flagged[:AT].any() and not flagged[AT + 12 + model.calibration.bridge:].any()
+
+
+def test_a_slow_drift_is_found_by_the_drift_feature():
+    """A ramp of 8 reading SDs over 20 minutes moves too little per shift lag; the long-lag medians see it."""
+    model = get_detector("calibrated").fit(from_readings(noisy(TRAIN, 0), 0))
+    readings = noisy(AT + 240, 1)
+    readings[AT:] += np.linspace(0, 8, 240)[:, None]
+    full, evidence = model.evidence(from_readings(readings, TRAIN))
+    firing = evidence.max(axis=0) >= 1.0
+    assert firing[AT:].any()
+    assert (evidence[FEATURES.index("drift"), AT:] >= 1.0).any()
+    assert not (evidence[FEATURES.index("shift"), AT:] >= 1.0).any(), "the shorter shift feature alone would see it"
+    assert not firing[:AT].any()
+
+
+def test_a_model_fitted_before_the_drift_feature_still_loads_and_scores():
+    model = fitted()
+    arrays = {name: array for name, array in model.to_arrays().items() if name != "drift_limit"}
+    params = {name: value for name, value in model.params().items() if not name.startswith(("drift", "episode", "lone"))}
+    old = type(model).from_arrays(arrays, params)
+    scores = old.score(readings_windows(SCORED, TRAIN, "level_shift", 30, seed=1))
+    assert scores.is_anomaly[AT:AT + 31].any() and np.isfinite(scores.score).all()
+
+
+def test_true_runs():
+    starts, ends = true_runs(np.array([True, True, False, True, False, False, True]))
+    assert starts.tolist() == [0, 3, 6] and ends.tolist() == [1, 3, 6]
+    assert [a.tolist() for a in true_runs(np.zeros(3, dtype=bool))] == [[], []]
