@@ -270,6 +270,8 @@ def _without_episodes(scores: np.ndarray, c: Calibration) -> float:
     positive = scores[scores > 0]
     typical = positive if positive.shape[0] >= 20 else scores  # many scores are 0 ("coming back")
     q50, q90 = upper_quantile(typical, 0.5), upper_quantile(typical, 0.9)
+    if q90 <= q50:
+        return float(scores.max())  # quantized scores: no scale to tell an episode from a normal step
     over = scores > q90 + c.episode_cap * (q90 - q50)
     starts, ends = true_runs(_episodes(over.astype(np.float64), c.bridge) >= 1.0)
     seen = np.concatenate(([0], np.cumsum(over)))

@@ -330,3 +330,19 @@ def test_true_runs():
     starts, ends = true_runs(np.array([True, True, False, True, False, False, True]))
     assert starts.tolist() == [0, 3, 6] and ends.tolist() == [1, 3, 6]
     assert [a.tolist() for a in true_runs(np.zeros(3, dtype=bool))] == [[], []]
+
+
+def test_quantized_training_scores_set_no_episode_cap():
+    """A pump switching on for ~12 s every ~65 s: its scores take a few values (90th percentile = median),
+    so its ordinary switching is no training episode, and the same behaviour later is quiet."""
+    def pump(n, seed):
+        rng = np.random.default_rng(seed)
+        seconds = np.arange(5 * n)
+        starts = np.cumsum(rng.integers(60, 70, 5 * n // 60 + 2))
+        phase = seconds - starts[np.searchsorted(starts, seconds, side="right") - 1].clip(min=0)
+        on = (phase >= 0) & (phase < 12)
+        return np.where(on, 46.0, 30.0).reshape(n, 5)
+
+    model = get_detector("calibrated").fit(from_readings(pump(TRAIN, 0), 0))
+    flagged = model.score(from_readings(pump(SCORED, 1), TRAIN)).is_anomaly
+    assert flagged.sum() <= 3, np.flatnonzero(flagged)
