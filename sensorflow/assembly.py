@@ -41,6 +41,7 @@ from sensorflow.windowing.stats import RunStats
 if TYPE_CHECKING:  # imported where used: a replay never loads the batch jobs
     from sensorflow.batch_jobs.executors import Executor
     from sensorflow.windowing.live import LiveJob
+    from sensorflow.windowing.writer import WriterProcess
 
 __all__ = [
     "decode_config",
@@ -184,12 +185,13 @@ def _member(settings: RunSettings) -> tuple[RunSettings, ClusterMember | None]:
 
 
 def run_replay(settings: RunSettings, progress: TextIO = sys.stderr, *, fresh: bool = False,
-               allow_incomplete: bool = False) -> RunReport:
+               allow_incomplete: bool = False, writer_process: WriterProcess | None = None) -> RunReport:
     """Replay ``settings.source`` into ``settings.store`` (see ``sensorflow.windowing.runner``).
 
     A recovery directory must belong to this recording, store and window settings (else
     SettingsError); ``fresh`` clears it first. A recording marked INCOMPLETE (its writer was
-    stopped) is refused (SettingsError) unless ``allow_incomplete``.
+    stopped) is refused (SettingsError) unless ``allow_incomplete``. ``writer_process``: a store
+    writer's interpreter started early, for the run's writer to take over (the caller closes it).
     """
     from sensorflow.windowing.runner import run_replay as run
 
@@ -201,7 +203,7 @@ def run_replay(settings: RunSettings, progress: TextIO = sys.stderr, *, fresh: b
         )
     settings, member = _member(settings)
     _own_recovery(settings, member, fresh)
-    return run(replay_job(settings), member, progress)
+    return run(replay_job(settings), member, progress, writer_process)
 
 
 def run_live(

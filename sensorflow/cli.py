@@ -1,27 +1,30 @@
-"""The ``sensorflow`` command: one entry point, a subcommand per job."""
+"""The ``sensorflow`` command: one entry point, a subcommand per job.
+
+Each subcommand's options are made when that subcommand is chosen (``_Command``), and each
+command imports what it runs when it runs: ``sensorflow --help`` imports neither the settings
+models nor the simulator, and ``sensorflow run`` nothing of the batch jobs, the simulator,
+matplotlib, scikit-learn or Azure (``tests/test_startup.py``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from pydantic_settings import BaseSettings
+from typing import TYPE_CHECKING, Any
 
 from sensorflow import __version__
 from sensorflow.lifecycle import exit_status, raise_on_sigterm, stopped_by
-from sensorflow.settings import (
-    DemoSettings,
-    EvaluateSettings,
-    RunSettings,
-    SettingsError,
-    SidecarSettings,
-    load_settings,
-)
+
+if TYPE_CHECKING:  # the settings models (pydantic) are imported by the commands that use them
+    from pydantic_settings import BaseSettings
+
+    from sensorflow.settings import RunSettings
 
 __all__ = ["main"]
 
@@ -84,16 +87,77 @@ def _add_settings_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]
         )
 
 
+class _Command(argparse.ArgumentParser):
+    """A subcommand as ``sensorflow --help`` lists it; its own parser is made at its first use.
+
+    ``define`` adds the subcommand's parser (``add_parser(name, ...)``) to a subparsers action.
+    It runs when the subcommand is parsed (its options, its ``--help``), so listing the
+    commands imports nothing that their options are made from (settings models, the simulator).
+    """
+
+    def __init__(self, *, define: Callable[[argparse._SubParsersAction], None], **kwargs: Any):
+        super().__init__(add_help=False, **kwargs)
+        self._define = define
+        self._parser: argparse.ArgumentParser | None = None
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        return self._defined().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        return self._defined().format_usage()
+
+    def format_help(self) -> str:
+        return self._defined().format_help()
+
+    def _defined(self) -> argparse.ArgumentParser:
+        if self._parser is None:
+            prefix, name = self.prog.rsplit(" ", 1)
+            commands = argparse.ArgumentParser().add_subparsers(prog=prefix)
+            self._define(commands)
+            self._parser = commands.choices[name]
+        return self._parser
+
+
+# `simulate`'s line in `sensorflow --help`, here so that listing the commands does not import the
+# simulator; its own `add_subcommand` says the same (tests/test_startup.py checks).
+_SIMULATE_HELP = "simulate sensor readings into a recording or Event Hubs"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sensorflow", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"sensorflow {__version__}")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = commands.add_parser(
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Command)
+    commands.add_parser(
         "run",
         help="replay recorded events, or consume a live Event Hub, through the windowing dataflow into SQL",
+        define=_define_run,
+    )
+    commands.add_parser("sidecar", help="score new windows and retrain per-sensor models, on a schedule",
+                        define=_define_sidecar)
+    commands.add_parser("task", help="run one batch task from its spec", define=_define_task)
+    commands.add_parser(
+        "evaluate",
+        help="measure a detector and sensitivity on the store's history: train on one range, score another, vs labels",
+        define=_define_evaluate,
+    )
+    commands.add_parser(
+        "demo",
+        help="the whole story on a simulated fleet: windows, models, anomalies found vs labelled, a plot",
+        define=_define_demo,
+    )
+    if importlib.util.find_spec("sensorflow.simulator") is not None:  # the simulator is optional in slim installs
+        commands.add_parser("simulate", help=_SIMULATE_HELP, define=_define_simulate)
+    return parser
+
+
+def _define_run(commands: argparse._SubParsersAction) -> None:
+    from sensorflow.settings import RunSettings
+
+    run = commands.add_parser(
+        "run",
         description="Replay recorded events (exits when the input ends), or consume a live Azure Event Hub "
         "(--source eventhubs; runs until SIGTERM), through the 5-second windowing dataflow into the store.",
         epilog=_RUN_EXAMPLES,
@@ -107,14 +171,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="replay a recording marked INCOMPLETE (its writer was stopped before the end; refused otherwise)")
     _add_settings_flags(run, RunSettings)
     run.set_defaults(func=_run)
-    _add_batch_commands(commands)
-    try:
-        from sensorflow.simulator.cli import add_subcommand
-    except ImportError:  # the simulator is optional in slim installs
-        pass
-    else:
-        add_subcommand(commands)
-    return parser
+
+
+def _define_simulate(commands: argparse._SubParsersAction) -> None:
+    from sensorflow.simulator.cli import add_subcommand
+
+    add_subcommand(commands)
 
 
 _SIDECAR_EXAMPLES = """\
@@ -153,10 +215,11 @@ rows and models are never replaced.
 """
 
 
-def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
+def _define_sidecar(commands: argparse._SubParsersAction) -> None:
+    from sensorflow.settings import SidecarSettings
+
     sidecar = commands.add_parser(
         "sidecar",
-        help="score new windows and retrain per-sensor models, on a schedule",
         description="Each run scores the sensors with windows written since the last run and retrains "
         "when due, on a local process pool or Azure Batch (--executor); one sidecar at a time holds the store's lease.",
         epilog=_SIDECAR_EXAMPLES,
@@ -166,7 +229,10 @@ def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
     sidecar.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
     _add_settings_flags(sidecar, SidecarSettings)
     sidecar.set_defaults(func=_sidecar)
-    task = commands.add_parser("task", help="run one batch task from its spec", description="Run one batch task.")
+
+
+def _define_task(commands: argparse._SubParsersAction) -> None:
+    task = commands.add_parser("task", description="Run one batch task.")
     actions = task.add_subparsers(dest="action", metavar="ACTION", required=True)
     task_run = actions.add_parser(
         "run",
@@ -176,9 +242,13 @@ def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
     )
     task_run.add_argument("spec_url", metavar="SPEC_URL")
     task_run.set_defaults(func=_task_run)
+
+
+def _define_evaluate(commands: argparse._SubParsersAction) -> None:
+    from sensorflow.settings import EvaluateSettings
+
     evaluate = commands.add_parser(
         "evaluate",
-        help="measure a detector and sensitivity on the store's history: train on one range, score another, vs labels",
         description="Train on a window-time range and score the next (--train-from/--train-to/--score-to), or replay "
         "the sidecar's schedule over the history (--as-scheduled), through the sidecar's task specs and executor "
         "(local pool or Azure Batch). With --labels: recall, precision, F1, false flags per sensor-day, the worst "
@@ -192,9 +262,13 @@ def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
     _add_settings_flags(evaluate, EvaluateSettings)
     evaluate.set_defaults(func=_evaluate)
+
+
+def _define_demo(commands: argparse._SubParsersAction) -> None:
+    from sensorflow.settings import DemoSettings
+
     demo = commands.add_parser(
         "demo",
-        help="the whole story on a simulated fleet: windows, models, anomalies found vs labelled, a plot",
         description="Simulate a fleet with labelled anomalies, replay it through the dataflow into SQLite, "
         "train on the first part and score the rest with the sidecar, then report and plot.",
     )
@@ -205,12 +279,14 @@ def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
 
 def _sidecar(args: argparse.Namespace) -> int:
     from sensorflow.batch_commands import sidecar_command
+    from sensorflow.settings import SidecarSettings, load_settings
 
     return sidecar_command(load_settings(SidecarSettings, _flags(args, SidecarSettings), args.config), args.once)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from sensorflow.evaluate import evaluate_command
+    from sensorflow.settings import EvaluateSettings, load_settings
 
     return evaluate_command(load_settings(EvaluateSettings, _flags(args, EvaluateSettings), args.config), args.as_scheduled)
 
@@ -223,6 +299,7 @@ def _task_run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from sensorflow.demo import demo_command
+    from sensorflow.settings import DemoSettings, load_settings
 
     return demo_command(load_settings(DemoSettings, _flags(args, DemoSettings), args.config))
 
@@ -232,6 +309,18 @@ def _flags(args: argparse.Namespace, cls: type[BaseSettings]) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sensorflow.settings import RunSettings, load_settings
+    from sensorflow.windowing.writer import WriterProcess
+
+    raise_on_sigterm()  # from here SIGTERM stops a run as Ctrl-C does (the dataflow's own handling: windowing.interrupts)
+    settings = load_settings(RunSettings, _flags(args, RunSettings), args.config)
+    reports = contextlib.ExitStack()
+    writer_process = None
+    if not settings.live and settings.writer == "process" and settings.processes == 1:
+        # The replay's store writer gets its own interpreter: start it before this process
+        # imports the dataflow (numpy, pyarrow, Bytewax), so the two start-ups overlap.
+        writer_process = reports.enter_context(WriterProcess())
+
     from bytewax.errors import BytewaxRuntimeError
 
     from sensorflow.ingest.eventhubs.config import MissingDependency
@@ -241,13 +330,10 @@ def _run(args: argparse.Namespace) -> int:
     from sensorflow.windowing.state import RecoveryStateError
     from sensorflow.windowing.writer import WriterError
 
-    raise_on_sigterm()  # from here SIGTERM stops a run as Ctrl-C does (the dataflow's own handling: windowing.interrupts)
-    settings = load_settings(RunSettings, _flags(args, RunSettings), args.config)
     if settings.log_format == "json":  # the flag, SENSORFLOW_LOG_FORMAT or the config file
         from sensorflow.windowing.service import configure_logging
 
         configure_logging(args.log_level, "json")
-    reports = contextlib.ExitStack()
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # Rust's panic reports only at DEBUG
         from sensorflow.windowing.rust_panics import rust_panics_hidden
 
@@ -265,7 +351,8 @@ def _run(args: argparse.Namespace) -> int:
         else:
             from sensorflow.assembly import run_replay
 
-            report = run_replay(settings, fresh=args.fresh, allow_incomplete=args.allow_incomplete)
+            report = run_replay(settings, fresh=args.fresh, allow_incomplete=args.allow_incomplete,
+                                writer_process=writer_process)
     except KeyboardInterrupt as e:
         return _stopped(e)
     except (StoreError, RecordingError) as e:
@@ -326,6 +413,7 @@ def _print_report(settings: RunSettings, report: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; ``argv`` None: ``sys.argv``, and this process is the command's own (not a caller's)."""
     # Arrow's default pool keeps freed memory for reuse; the system allocator gives it
     # back (peak RSS with 100k sensors 340 -> 290 MB, no slower). Read by Arrow once, at
     # first use, so it must be set before anything imports pyarrow; an explicit value wins.
@@ -336,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if argv is None and args.command == "run":  # a run never uses pandas; a caller's process may (see refuse_pandas)
+        from sensorflow.imports import refuse_pandas
+
+        refuse_pandas()
+    from sensorflow.settings import SettingsError
+
     try:
         return args.func(args)
     except SettingsError as e:

@@ -23,6 +23,7 @@ from sensorflow.windowing.interrupts import Interrupts
 from sensorflow.windowing.progress import Progress
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
+from sensorflow.windowing.writer import WriterProcess
 
 __all__ = ["JOBS", "ReplayInput", "ReplayJob", "prepare_flow", "replay_source", "run_replay"]
 
@@ -52,8 +53,13 @@ JOBS: TypeAdapter[ReplayJob] = TypeAdapter(ReplayJob)
 """A job as JSON and back: how a local cluster's processes get the same job."""
 
 
-def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: TextIO = sys.stderr) -> RunReport:
+def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: TextIO = sys.stderr,
+               writer_process: WriterProcess | None = None) -> RunReport:
     """Replay ``job.input`` into ``job.output.store``; returns when the input ends.
+
+    ``writer_process``: a store writer's interpreter the caller started early, which a
+    single-process run's writer takes over; closed at once if this run has no use for it. The
+    caller closes it as well (a no-op once taken or closed).
 
     With ``execution.processes > 1`` and no ``member``, this process is process 0 of a local
     Bytewax cluster and starts the others itself (see ``sensorflow.windowing.cluster``). With a
@@ -66,6 +72,8 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
     a rerun with the same recovery directory resumes.
     """
     execution = job.execution
+    if writer_process is not None and (member is not None or execution.processes > 1 or job.output.writer != "process"):
+        writer_process.close()  # only a single process's own writer process takes it over
     if member is None or member.process_id == 0:  # the others write only once process 0 has joined
         with open_store(job.output.store, job.output.retry) as store:
             store.create_schema()
@@ -80,7 +88,7 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
             if member is not None:
                 execute(flow, execution, member.process_id, list(member.addresses))
             elif execution.processes == 1:
-                window_sink.start_writer()  # the only process: it builds the window sink's partition
+                window_sink.start_writer(writer_process)  # the only process: it builds the window sink's partition
                 try:
                     execute(flow, execution)
                 finally:

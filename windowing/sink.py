@@ -36,7 +36,7 @@ from sensorflow.records.windows import WindowBatch
 from sensorflow.store import RetryPolicy, WindowWriter
 from sensorflow.windowing.resume.board import CommittedWindows
 from sensorflow.windowing.stats import RunStats
-from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError
+from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError, WriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +194,16 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
         self.failure: Exception | None = None
         """The first error of the window writes (store or writer process), if any."""
 
-    def start_writer(self) -> None:
+    def start_writer(self, process: WriterProcess | None = None) -> None:
         """Start the writer process now, for a process that knows it will build the one partition.
 
         Its start-up (an interpreter, pyarrow, the store) then overlaps the dataflow's own
-        instead of delaying the first batch. ``close_unused`` stops it if no partition took it.
+        instead of delaying the first batch; ``process``: its interpreter, started earlier still
+        (taken over with ``writer="process"``, else left to its owner to close). ``close_unused``
+        stops the writer if no partition took it.
         """
         if self._writer == "process" and self._started is None:
-            self._started = ProcessWriter(self._store_url, retry=self._retry)
+            self._started = ProcessWriter(self._store_url, retry=self._retry, process=process)
 
     def close_unused(self) -> None:
         started, self._started = self._started, None

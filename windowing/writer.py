@@ -24,11 +24,15 @@ and the dataflow's process decides how the run stops (it closes the writer's std
 the dataflow's process (``lifecycle.die_with_parent``, given the dataflow's pid on its command
 line, so a parent that died while the writer was starting counts too): a SIGKILLed run leaves no
 writer behind.
+
+Its interpreter can start before its store is known (:class:`WriterProcess`, which a
+``ProcessWriter`` then takes over): the child imports what it needs and waits for its first
+frame, so its start-up overlaps the caller's own. This module imports pyarrow only where it
+uses it, so a caller can start that interpreter before importing pyarrow itself.
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import logging
 import os
 import queue
@@ -41,12 +45,13 @@ import time
 from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import orjson
-import pyarrow as pa
 
-if TYPE_CHECKING:  # at run time the store is imported lazily, where it is used
+if TYPE_CHECKING:  # at run time pyarrow and the store are imported lazily, where they are used
+    import pyarrow as pa
+
     from sensorflow.store import RetryPolicy, WindowWriter
 
-__all__ = ["InlineWriter", "ProcessWriter", "WriterError", "own_peak_rss_kb"]
+__all__ = ["InlineWriter", "ProcessWriter", "WriterError", "WriterProcess", "own_peak_rss_kb"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,8 @@ def _error_reply(error: Exception) -> bytes:
 
 
 def _to_ipc(table: pa.Table) -> bytes:
+    import pyarrow as pa
+
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as stream:
         stream.write_table(table)
@@ -100,29 +107,27 @@ COMMIT_ROWS = 196_608
 COMMIT_AFTER = 1.0  # seconds a transaction may stay open (how stale a live store may get)
 
 
-class _WithoutPandas(importlib.abc.MetaPathFinder):
-    """Makes ``import pandas`` fail in the writer process, which never uses it.
-
-    Where pandas is installed, pyarrow imports it at its first array (~0.25 s of CPU and
-    ~40 MB); pyarrow does without it when the import fails.
-    """
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError("the store writer does not use pandas", name=name)
-        return None
-
-
 def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
-    """The child: first frame is the store URL and retry budget (never on the command line), then tables."""
+    """The child: first frame is the store URL and retry budget (never on the command line), then tables.
+
+    Everything before that frame is start-up that may overlap the caller's (see ``WriterProcess``).
+    """
+    import pyarrow as pa
+
     from sensorflow.backoff import Backoff
+    from sensorflow.imports import refuse_pandas
     from sensorflow.store import RetryPolicy, open_store
 
-    if "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _WithoutPandas())
-
+    refuse_pandas()  # the writer never uses it; pyarrow would import it at its first array
+    # Windows first close a while after the dataflow starts: meanwhile, do what Arrow would
+    # otherwise do lazily in the first write (look for pandas).
+    pa.array([0.0])
     try:
-        opening = orjson.loads(_receive(requests))
+        first = _receive(requests)
+    except EOFError:  # a WriterProcess closed before any ProcessWriter took it
+        return 0
+    try:
+        opening = orjson.loads(first)
         retry = opening.get("retry")
         policy = None if retry is None else RetryPolicy(retry["budget_seconds"], Backoff(retry["first"], retry["cap"]))
         store: WindowWriter = open_store(opening["store"], policy)
@@ -133,9 +138,6 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     # Drain the pipe at once so the dataflow never blocks writing a frame while we write SQL.
     pump = threading.Thread(target=_pump, args=(requests, frames), name="frames", daemon=True)
     pump.start()
-    # Windows first close a while after the dataflow starts: meanwhile, do what Arrow would
-    # otherwise do lazily in the first write (look for pandas).
-    pa.array([0.0])
     with store:
         transaction = store.window_transaction()
         tables: list[int] = []  # rows of each table in the open transaction, to acknowledge
@@ -185,10 +187,52 @@ def own_peak_rss_kb() -> int | None:
     return None
 
 
-class ProcessWriter:
-    """Upserts window tables into ``store_url`` from a child process."""
+class WriterProcess:
+    """A writer's interpreter, started before its store is known; a ``ProcessWriter`` takes it over.
 
-    def __init__(self, store_url: str, max_pending_rows: int = 2 * COMMIT_ROWS, retry: RetryPolicy | None = None):
+    The child imports what it needs, then waits for its store. Start it as early as a run knows
+    it will write through a writer process: its start-up then overlaps the caller's instead of
+    delaying the first windows. ``close()`` ends it if no ``ProcessWriter`` took it (else a no-op).
+    """
+
+    def __init__(self) -> None:
+        # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's
+        # spawn: it would re-import the caller's __main__).
+        self._process: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-m", "sensorflow.windowing.writer", str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+
+    def take(self) -> subprocess.Popen:
+        """The child, for the ``ProcessWriter`` that takes it over (once)."""
+        if self._process is None:
+            raise ValueError("this writer process was taken over or closed already")
+        process, self._process = self._process, None
+        return process
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        process.stdin.close()  # no first frame: it exits once it has started
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+    def __enter__(self) -> WriterProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ProcessWriter:
+    """Upserts window tables into ``store_url`` from a child process (``process``: one started earlier)."""
+
+    def __init__(self, store_url: str, max_pending_rows: int = 2 * COMMIT_ROWS, retry: RetryPolicy | None = None,
+                 process: WriterProcess | None = None):
         if max_pending_rows < 1:
             raise ValueError("max_pending_rows must be >= 1")
         self._max_pending_rows = max_pending_rows
@@ -198,11 +242,7 @@ class ProcessWriter:
         self.rows = 0
         self.peak_rss_kb: int | None = None  # the writer process's, known once closed
         self._broken = False  # an interrupt (Ctrl-C, SIGTERM) cut a frame short: the pipes are out of step
-        # A fresh interpreter (not fork: the dataflow runs threads; not multiprocessing's
-        # spawn: it would re-import the caller's __main__).
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "sensorflow.windowing.writer", str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        self._process = (process or WriterProcess()).take()
         opening: dict = {"store": store_url}
         if retry is not None:
             opening["retry"] = {"budget_seconds": retry.budget_seconds, "first": retry.backoff.first, "cap": retry.backoff.cap}

@@ -6,14 +6,17 @@ import logging
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from sensorflow.ingest.decode import DecodeConfig, decode_batch
-from sensorflow.ingest.replay.avro import AvroReader
 from sensorflow.ingest.replay.jsonl import JsonlReader
 from sensorflow.records.readings import MessageBatch
+
+if TYPE_CHECKING:  # imported where a Capture recording is read
+    from sensorflow.ingest.replay.avro import AvroReader
 
 __all__ = ["ReplaySource", "discover_partitions", "RecordingError"]
 
@@ -84,6 +87,8 @@ class ReplaySource(FixedPartitionedSource[MessageBatch, tuple]):
     def build_part(self, step_id: str, for_part: str, resume_state: tuple | None) -> "_ReplayPartition":
         files = self.partitions[for_part]
         if files[0].suffix == ".avro":
+            from sensorflow.ingest.replay.avro import AvroReader  # fastavro: only for Capture recordings
+
             reader = AvroReader(files, for_part, resume_state or (0, 0))
         else:
             reader = JsonlReader(files[0], for_part, resume_state or (0, 0), self.block_bytes, self.decode.max_message_bytes)
