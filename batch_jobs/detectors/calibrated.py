@@ -16,6 +16,8 @@ Evidence per window slot (rows of ``FEATURES``):
 - shift: how far the median of the last ``shift_windows`` windows moved
   against the same median ``shift_lag`` windows earlier: level shifts and
   ramps that are too slow for the one-step forecast;
+- drift: the same over ``drift_windows`` and ``drift_lag`` (10 minutes at
+  5 s windows): drifts too slow for the shift;
 - spread: ``max - min`` of the window (noise bursts);
 - stuck: readings repeating exactly, summed over a run of flat windows;
 - gap: a run of missing slots longer than the sensor's usual gaps, between
@@ -25,6 +27,16 @@ Evidence per window slot (rows of ``FEATURES``):
 - low_count: under half the usual count, where that was rare in training
   (evidence: half the usual count / the window's count, so a sensitivity
   of 2 asks for a quarter).
+
+Anomalies inside the training range set no limit: a run of high training
+scores (a shift, drift or burst: an episode, see ``Calibration``) is left
+out of the maximum, and so is a stuck run far longer than any other.
+
+A second look (only for a sensor with flagged windows): trend, shift and
+drift are computed again against a reference series in which each run of
+flagged windows is replaced by what came before it, and a window keeps the
+lower evidence, so the windows after an anomaly are compared with normal,
+not with the anomaly (its end does not echo as more alarms).
 
 Limits never divide by a zero spread: a limit learned as 0 (constant or
 quantized training) falls back to the sensor's value resolution, the
@@ -61,11 +73,12 @@ from sensorflow.batch_jobs.detectors.base import (
 )
 from sensorflow.batch_jobs.detectors.features import (
     gap_runs,
+    median_of_medians,
     repeats,
     sliding_median,
     stuck_runs,
     true_runs,
-    upper_quantile,
+    upper_quantiles,
 )
 
 __all__ = ["FEATURES", "Calibrated", "CalibratedModel", "Calibration", "Limits"]
@@ -208,8 +221,9 @@ def _shifts(
     out = np.full(n, np.nan)
     if n < k + lag:
         return out
-    medians = sliding_median(v, k)  # medians[j] ends at j + k - 1
-    earlier = medians if ref is None else sliding_median(ref, k)
+    level_of = median_of_medians if twice else sliding_median  # drift: long windows, where a median costs a sort
+    medians = level_of(v, k)  # medians[j] ends at j + k - 1
+    earlier = medians if ref is None else level_of(ref, k)
     now, then, value = medians[lag:], earlier[:-lag], v[k - 1 + lag:]
     moved = np.minimum(np.abs(now - then), np.abs(value - then))
     if twice and earlier.shape[0] > 2 * lag:
@@ -257,7 +271,7 @@ def _limit(scores: np.ndarray, margin: float, c: Calibration, floor: float, epis
         return margin * floor if floor > 0 else _NEVER
     top = float(finite.max())
     if finite.shape[0] >= 20:
-        q50, q99 = upper_quantile(finite, 0.5), upper_quantile(finite, 0.99)
+        q50, q99 = upper_quantiles(finite, 0.5, 0.99)
         top = min(top, q99 + c.tail_cap * (q99 - q50))
         if episodes:
             top = min(top, _without_episodes(finite, c))
@@ -269,10 +283,12 @@ def _without_episodes(scores: np.ndarray, c: Calibration) -> float:
     episode cap, each within ``c.bridge`` windows of the next (a noise burst dips under the cap now and then)."""
     positive = scores[scores > 0]
     typical = positive if positive.shape[0] >= 20 else scores  # many scores are 0 ("coming back")
-    q50, q90 = upper_quantile(typical, 0.5), upper_quantile(typical, 0.9)
+    q50, q90 = upper_quantiles(typical, 0.5, 0.9)
     if q90 <= q50:
         return float(scores.max())  # quantized scores: no scale to tell an episode from a normal step
     over = scores > q90 + c.episode_cap * (q90 - q50)
+    if np.count_nonzero(over) < c.episode_windows:
+        return float(scores.max())
     starts, ends = true_runs(_episodes(over.astype(np.float64), c.bridge) >= 1.0)
     seen = np.concatenate(([0], np.cumsum(over)))
     long = seen[ends + 1] - seen[starts] >= c.episode_windows

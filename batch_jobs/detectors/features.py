@@ -8,13 +8,20 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["gap_runs", "repeats", "sliding_median", "stuck_runs", "upper_quantile"]
+__all__ = ["gap_runs", "repeats", "median_of_medians", "sliding_median", "stuck_runs", "true_runs", "upper_quantile", "upper_quantiles"]
 
 
 def upper_quantile(x: np.ndarray, q: float) -> float:
     """The ``q`` quantile (lower order statistic) of a non-empty 1-D array."""
     at = int(q * (x.shape[0] - 1))
     return float(np.partition(x, at)[at])
+
+
+def upper_quantiles(x: np.ndarray, *qs: float) -> tuple[float, ...]:
+    """``upper_quantile`` of each of ``qs``, with one partition."""
+    at = [int(q * (x.shape[0] - 1)) for q in qs]
+    part = np.partition(x, at)
+    return tuple(float(part[i]) for i in at)
 
 
 def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -38,6 +45,25 @@ def sliding_median(v: np.ndarray, k: int) -> np.ndarray:
         low, high = np.maximum(np.minimum(a, b), np.minimum(c, d)), np.minimum(np.maximum(a, b), np.maximum(c, d))
         return _median3(low, high, v[4:])
     return np.median(sliding_window_view(v, k), axis=1)
+
+
+def median_of_medians(v: np.ndarray, k: int) -> np.ndarray:
+    """A stand-in for the sliding median of ``k`` >= 9: the median of three medians of 5 spread over each ``k`` values.
+
+    ``len(v) - k + 1`` values, as ``sliding_median``; min/max networks only, so
+    its cost does not grow with ``k`` (``np.median`` over a sliding view sorts
+    every row). Like the median it ignores up to two outlying values anywhere
+    in the ``k``, and more when they fall in one group of 5.
+    """
+    n = v.shape[0]
+    if k < 9:
+        raise ValueError(f"median_of_medians needs k >= 9, got {k}")
+    if n < k:
+        return np.zeros(0)
+    fives = sliding_median(v, 5)  # fives[j] covers v[j..j+4]
+    m = n - k + 1
+    middle = (k - 5) // 2
+    return _median3(fives[:m], fives[middle:middle + m], fives[k - 5:k - 5 + m])
 
 
 def repeats(values: np.ndarray, spread: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

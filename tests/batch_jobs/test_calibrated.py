@@ -10,7 +10,7 @@ import pytest
 from sensorflow.batch_jobs.detectors import DEFAULT_DETECTOR, get_detector, load_model, save_model
 from sensorflow.batch_jobs.detectors.calibrated import FEATURES, Calibrated, Calibration, _cleaned, _episodes
 from sensorflow.batch_jobs.detectors.base import SensorWindows
-from sensorflow.batch_jobs.detectors.features import sliding_median, true_runs
+from sensorflow.batch_jobs.detectors.features import median_of_medians, sliding_median, true_runs, upper_quantiles
 from tests.batch_jobs.test_detectors import AT, SCORED, TRAIN, T0, W, readings_windows, windows
 
 
@@ -346,3 +346,18 @@ def test_quantized_training_scores_set_no_episode_cap():
     model = get_detector("calibrated").fit(from_readings(pump(TRAIN, 0), 0))
     flagged = model.score(from_readings(pump(SCORED, 1), TRAIN)).is_anomaly
     assert flagged.sum() <= 3, np.flatnonzero(flagged)
+
+
+def test_median_of_medians_stands_in_for_a_long_sliding_median():
+    rng = np.random.default_rng(3)
+    v = rng.normal(0, 1, 400)
+    levels = median_of_medians(v, 12)
+    assert levels.shape == (400 - 12 + 1,)
+    assert np.abs(levels - sliding_median(v, 12)).max() < 1.0  # close to the median of the same 12 values
+    spiked = v.copy()
+    spiked[[100, 107]] += 1e6  # two outliers in one window of 12 move neither
+    assert np.abs(median_of_medians(spiked, 12) - levels).max() < 2.0
+    assert median_of_medians(np.full(30, 4.0), 12).tolist() == [4.0] * 19
+    assert upper_quantiles(np.arange(101.0), 0.5, 0.9) == (50.0, 90.0)
+    with pytest.raises(ValueError):
+        median_of_medians(v, 5)
