@@ -1,5 +1,5 @@
 """The SQL store shared by the dataflow (writes windows) and the batch jobs (reads them, writes
-predictions, runs and leases): one interface split by role (``base``), the tables described once
+predictions, incidents, runs and leases): one interface split by role (``base``), the tables described once
 (``schema``), one factory for its backends (here).
 
 docs/store.md has the tables.
@@ -7,6 +7,7 @@ docs/store.md has the tables.
 
 from sensorflow.records.runs import RunRecord
 from sensorflow.store.base import (
+    IncidentStore,
     PlanningStore,
     PredictionWriter,
     RunLedger,
@@ -22,6 +23,7 @@ from sensorflow.store.base import (
 from sensorflow.store.odbc_retry import RetryPolicy
 
 __all__ = [
+    "IncidentStore",
     "PlanningStore",
     "PredictionWriter",
     "RetryPolicy",

@@ -9,8 +9,10 @@ to the same tables. Times cross this interface as int64 ns since the epoch
 
 Roles, each a small ABC a caller can ask for instead of the whole ``Store``:
 ``WindowWriter`` (the dataflow), ``WindowReader``, ``PredictionWriter``,
-``RunLedger`` (the sidecar's runs and leases), and the two pairs callers
-need, ``ScoringStore`` (a scoring task) and ``PlanningStore`` (the sidecar).
+``RunLedger`` (the sidecar's runs and leases), ``IncidentStore`` (the
+``Incidents`` table, keyed by (Device, Tag, Detector, Start)), and the two
+groups callers need, ``ScoringStore`` (a scoring task: windows in,
+predictions and incidents out) and ``PlanningStore`` (the sidecar).
 ``Store`` is all of them.
 """
 
@@ -24,9 +26,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorflow.records.dead_letters import ReasonCode
+from sensorflow.records.predictions import INCIDENT_SCHEMA
 from sensorflow.records.runs import RunRecord
 
 __all__ = [
+    "IncidentStore",
     "PlanningStore",
     "PredictionWriter",
     "RunLedger",
@@ -38,6 +42,7 @@ __all__ = [
     "WindowReader",
     "WindowTransaction",
     "WindowWriter",
+    "incidents_to_write",
     "last_of_runs",
     "last_per_key",
 ]
@@ -89,6 +94,22 @@ def last_of_runs(table: pa.Table, keys: list[str]) -> pa.Table:
         return table
     superseded = pa.concat_arrays([same, pa.array([False])])  # row i is replaced by row i + 1
     return table.filter(pc.invert(superseded))
+
+
+def incidents_to_write(detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table) -> pa.Table:
+    """``incidents`` checked for ``replace_incidents`` (ValueError if a row is not ``detector``'s or its sensor has no
+    cutoff), the last row of each key kept, in key order."""
+    incidents = incidents.select(INCIDENT_SCHEMA.names).cast(INCIDENT_SCHEMA)
+    if incidents.num_rows == 0:
+        return incidents
+    others = pc.unique(incidents["detector"].filter(pc.not_equal(incidents["detector"], detector))).to_pylist()
+    if others or incidents["detector"].null_count:
+        raise ValueError(f"replace_incidents for detector {detector!r} got rows of {others or [None]}")
+    sensors = set(zip(incidents["device"].to_pylist(), incidents["tag"].to_pylist()))
+    missing = sorted(sensors - since_ns.keys(), key=str)
+    if missing:
+        raise ValueError(f"replace_incidents got rows of sensors without a cutoff in since_ns: {missing[:5]}")
+    return last_per_key(incidents, ["device", "tag", "detector", "start"])
 
 
 class WindowTransaction:
@@ -190,6 +211,34 @@ class PredictionWriter(StoreConnection):
         """Predictions of ``sensors`` with ``ts_from < TS <= ts_to``."""
 
 
+class IncidentStore(StoreConnection):
+    """The incidents scoring adds up to: runs of flagged windows per sensor and detector."""
+
+    @abstractmethod
+    def replace_incidents(self, detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table) -> int:
+        """Redo ``detector``'s incidents of the sensors in ``since_ns`` from their cutoffs on; one transaction.
+
+        Deletes each sensor's incidents of ``detector`` with ``End >= since_ns[sensor]``, then
+        upserts the rows of ``incidents`` (``records.predictions.INCIDENT_SCHEMA``, all of
+        ``detector`` and of sensors in ``since_ns``; a later row replaces an earlier one with
+        the same key). Returns the rows written. Idempotent: the same call twice leaves the
+        same table. Rows of another detector or sensor are a ValueError, before any write.
+        """
+
+    @abstractmethod
+    def read_incidents(
+        self,
+        since_ns: int | None = None,
+        open_only: bool = False,
+        detector: str | None = None,
+        sensors: list[tuple[str, str]] | None = None,
+    ) -> pa.Table:
+        """Incidents (``INCIDENT_SCHEMA``) with ``End > since_ns`` (all if None), newest Start first, then PeakScore descending.
+
+        ``open_only``: only those that may go on; ``detector``, ``sensors``: only theirs (None: all).
+        """
+
+
 class RunLedger(StoreConnection):
     """The sidecar's runs and leases, on the database clock."""
 
@@ -218,8 +267,8 @@ class RunLedger(StoreConnection):
         """Give the lease up if ``owner`` holds it (no-op otherwise)."""
 
 
-class ScoringStore(WindowReader, PredictionWriter):
-    """What a scoring task uses: it reads windows and writes their predictions."""
+class ScoringStore(WindowReader, PredictionWriter, IncidentStore):
+    """What a scoring task uses: it reads windows and writes their predictions and incidents."""
 
 
 class PlanningStore(WindowReader, RunLedger):

@@ -27,16 +27,25 @@ from typing import Any, TypeVar
 import orjson
 import pyarrow as pa
 
-from sensorflow.records.predictions import PREDICTION_SCHEMA
+from sensorflow.records.predictions import INCIDENT_SCHEMA, PREDICTION_SCHEMA
 from sensorflow.records.runs import RunRecord
 from sensorflow.records.windows import WINDOW_READ_SCHEMA
-from sensorflow.store.base import Store, StoreError, StoreSummary, last_per_key
+from sensorflow.store.base import Store, StoreError, StoreSummary, incidents_to_write, last_per_key
 from sensorflow.store.dialects import POSTGRES, Statement
 from sensorflow.store.odbc_connect import connect, default_credential, import_pyodbc, parse_store_url, postgres_login_state
 from sensorflow.store.odbc_retry import RetryPolicy, diagnostics, is_permanent, is_permanent_state, is_transient, retry
 from sensorflow.store.odbc_rows import from_ns, json_rows, ms_text, rows_to_table, to_ns
 from sensorflow.store.odbc_sql import statements
-from sensorflow.store.schema import DEAD_LETTERS, LEASES, PREDICTIONS, RUNS, SENSOR_VALUES, SENSOR_WRITES
+from sensorflow.store.schema import (
+    DEAD_LETTERS,
+    INCIDENT_CUTOFFS,
+    INCIDENTS,
+    LEASES,
+    PREDICTIONS,
+    RUNS,
+    SENSOR_VALUES,
+    SENSOR_WRITES,
+)
 
 __all__ = ["OdbcStore"]
 
@@ -51,6 +60,10 @@ _WINDOW_COLUMNS = {"TS": "window_end", "Device": "device", "Tag": "tag", "Value"
 _DEAD_LETTER_COLUMNS = {
     "Partition": "partition", "Position": "position", "Element": "element", "Reason": "reason", "Payload": "payload",
     "TS": "ts", "Device": "device", "Tag": "tag", "Value": "value",
+}
+_INCIDENT_COLUMNS = {
+    "Device": "device", "Tag": "tag", "Detector": "detector", "Start": "start", "End": "end", "PeakScore": "peak_score",
+    "FlaggedWindows": "flagged_windows", "Open": "open", "UpdatedAt": "updated_at",
 }
 _PREDICTION_COLUMNS = {
     "TS": "ts", "Device": "device", "Tag": "tag", "Value": "value", "Score": "score", "IsAnomaly": "is_anomaly",
@@ -112,6 +125,27 @@ class OdbcStore(Store):
         self._upsert("upsert predictions", [(self._sql.upsert_predictions, PREDICTIONS, rows, _PREDICTION_COLUMNS)])
         return predictions.num_rows
 
+    def replace_incidents(self, detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table) -> int:
+        rows = incidents_to_write(detector, since_ns, incidents)
+        sensors = list(since_ns.items())
+        cutoffs = pa.table({
+            "Device": pa.array([d for (d, _), _ in sensors], pa.string()),
+            "Tag": pa.array([t for (_, t), _ in sensors], pa.string()),
+            "Since": pa.array([ns for _, ns in sensors], pa.int64()),
+        })
+
+        def work(cursor: Any) -> None:
+            for chunk in cutoffs.to_batches(max_chunksize=ROWS_PER_PARAMETER):
+                columns = {name: chunk.column(name) for name in chunk.schema.names}
+                self._execute(cursor, self._sql.delete_incidents_since, detector=detector,
+                              cutoffs=json_rows(INCIDENT_CUTOFFS, columns, self._dialect))
+            for chunk in rows.to_batches(max_chunksize=ROWS_PER_PARAMETER):
+                columns = {sql_name: chunk.column(arrow_name) for sql_name, arrow_name in _INCIDENT_COLUMNS.items()}
+                self._execute(cursor, self._sql.upsert_incidents, rows=json_rows(INCIDENTS, columns, self._dialect))
+
+        self._transaction("replace incidents", work)
+        return rows.num_rows
+
     def upsert_run(self, run: RunRecord) -> None:
         columns = {
             "RunId": [run.run_id], "Kind": [run.kind], "Status": [run.status], "StartedAt": [run.started_at],
@@ -163,6 +197,35 @@ class OdbcStore(Store):
             }
 
         return self._transaction("read window bounds", work)
+
+    def read_incidents(
+        self,
+        since_ns: int | None = None,
+        open_only: bool = False,
+        detector: str | None = None,
+        sensors: list[tuple[str, str]] | None = None,
+    ) -> pa.Table:
+        wanted = orjson.dumps([{"Device": d, "Tag": t} for d, t in dict.fromkeys(sensors or [])]).decode()
+
+        def work(cursor: Any) -> list[tuple]:
+            self._execute(
+                cursor, self._sql.read_incidents, since=None if since_ns is None else from_ns(since_ns),
+                open_only=int(open_only), detector=detector, any_sensor=int(sensors is None), sensors=wanted,
+            )
+            return [row for rows in _fetch(cursor) for row in rows]
+
+        rows = self._transaction("read incidents", work)
+        if not rows:
+            return INCIDENT_SCHEMA.empty_table()
+        device, tag, det, start, end, peak, flagged, open_, updated = (list(c) for c in zip(*rows))
+        return pa.table(
+            [
+                pa.array(device, pa.string()), pa.array(tag, pa.string()), pa.array(det, pa.string()),
+                _ns_array(start), _ns_array(end), pa.array(peak, pa.float64()), pa.array(flagged, pa.int64()),
+                pa.array([bool(x) for x in open_], pa.bool_()), _ns_array(updated),
+            ],
+            schema=INCIDENT_SCHEMA,
+        )
 
     def database_time(self) -> int:
         return to_ns(self._transaction("read the database clock", self._clock))
@@ -313,6 +376,10 @@ class OdbcStore(Store):
 def _fetch(cursor: Any) -> Iterator[list[tuple]]:
     while rows := cursor.fetchmany(FETCH_ROWS):
         yield rows
+
+
+def _ns_array(values: list[datetime]) -> pa.Array:
+    return pa.array(values, pa.timestamp("us")).cast(pa.timestamp("ns")).cast(pa.int64())
 
 
 def _opt_ns(value: datetime | None) -> int | None:

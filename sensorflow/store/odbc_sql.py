@@ -14,6 +14,8 @@ from functools import cache
 from sensorflow.store.dialects import Dialect, Statement
 from sensorflow.store.schema import (
     DEAD_LETTERS,
+    INCIDENT_CUTOFFS,
+    INCIDENTS,
     LEASES,
     PREDICTIONS,
     RUNS,
@@ -38,6 +40,9 @@ class Statements:
     upsert_dead_letters: Statement
     upsert_predictions: Statement
     upsert_run: Statement
+    delete_incidents_since: Statement
+    upsert_incidents: Statement
+    read_incidents: Statement
     take_lease: Statement
     lease_holder: Statement
     release_lease: Statement
@@ -71,6 +76,32 @@ def _read_for_sensors(d: Dialect, spec: TableSpec, columns: tuple[str, ...], ord
     )
 
 
+def _delete_incidents_since(d: Dialect) -> str:
+    """Delete ``:detector``'s incidents of each sensor in JSON ``:cutoffs`` whose End is at or after its Since."""
+    table = d.q(INCIDENTS.name)
+    on = " AND ".join(d.ids_equal(f"c.{d.q(n)}", f"{table}.{d.q(n)}") for n in ("Device", "Tag"))
+    return (
+        f"DELETE FROM {table} WHERE {d.q('Detector')} = :detector AND EXISTS (SELECT 1 FROM "
+        f"{d.json_table(INCIDENT_CUTOFFS.columns, 'cutoffs', 'c')} WHERE {on} AND {table}.{d.q('End')} >= c.{d.q('Since')})"
+    )
+
+
+def _read_incidents(d: Dialect) -> str:
+    """Incidents with End after ``:since``, optionally only open ones, one detector's, the JSON ``:sensors``' (NULL: any)."""
+    selected = ", ".join(
+        f"CAST(i.{d.q(c.name)} AS {d.type_name('int')})" if c.kind == "bool" else f"i.{d.q(c.name)}" for c in INCIDENTS.columns
+    )
+    on = " AND ".join(d.ids_equal(f"i.{d.q(n)}", f"s.{d.q(n)}") for n in ("Device", "Tag"))
+    return (
+        f"SELECT {selected} FROM {d.q(INCIDENTS.name)} AS i "
+        f"WHERE (CAST(:since AS {d.type_name('ts')}) IS NULL OR i.{d.q('End')} > :since) "
+        f"AND (:open_only = 0 OR i.{d.q('Open')} = CAST(1 AS {d.type_name('bool')})) "
+        f"AND (CAST(:detector AS {d.type_name('id')}) IS NULL OR i.{d.q('Detector')} = :detector) "
+        f"AND (:any_sensor = 1 OR EXISTS (SELECT 1 FROM {d.json_table(SENSOR, 'sensors', 's')} WHERE {on})) "
+        f"ORDER BY i.{d.q('Start')} DESC, i.{d.q('PeakScore')} DESC, {d.names(('Device', 'Tag', 'Detector'), 'i')}"
+    )
+
+
 def _window_bounds(d: Dialect) -> str:
     """Each sensor of JSON ``:sensors`` with its first and newest ``TS`` (NULL without windows): two key seeks."""
     on = " AND ".join(d.ids_equal(f"v.{d.q(n)}", f"s.{d.q(n)}") for n in ("Device", "Tag"))
@@ -93,6 +124,9 @@ def statements(d: Dialect) -> Statements:
         "upsert_dead_letters": d.upsert(DEAD_LETTERS),
         "upsert_predictions": d.upsert(PREDICTIONS),
         "upsert_run": d.upsert(RUNS),
+        "delete_incidents_since": _delete_incidents_since(d),
+        "upsert_incidents": d.upsert(INCIDENTS),
+        "read_incidents": _read_incidents(d),
         "take_lease": d.upsert(LEASES, only_if=_lease_free_or_ours),
         "lease_holder": f"SELECT {d.q('Owner')} FROM {d.q('Leases')} WHERE {d.q('Name')} = :name",
         "release_lease": (

@@ -23,6 +23,8 @@ from typing import Literal
 __all__ = [
     "DEAD_LETTERS",
     "ID_LENGTH",
+    "INCIDENTS",
+    "INCIDENT_CUTOFFS",
     "LEASES",
     "PREDICTIONS",
     "RUNS",
@@ -159,7 +161,20 @@ LEASES = TableSpec(
     "Leases", (_c("Name", "id"), _c("Owner", "id"), _c("ExpiresAt", "ts")), key=("Name",),
     sqlite=SqliteLayout(key_allows_null=True),
 )
+INCIDENTS = TableSpec(
+    "Incidents",
+    # Start and End are window ends (as SensorValues.TS); UpdatedAt is the writer's clock, not the
+    # database's, so rewriting the same incidents gives the same rows.
+    (_c("Device", "id"), _c("Tag", "id"), _c("Detector", "id"), _c("Start", "ts"), _c("End", "ts"),
+     _c("PeakScore", "float"), _c("FlaggedWindows", "bigint"), _c("Open", "bool"), _c("UpdatedAt", "ts")),
+    key=("Device", "Tag", "Detector", "Start"),
+    # "Incidents since T" reads by End; a rescore's delete seeks by the key's (Device, Tag, Detector).
+    indexes=(Index(("End",)),),
+    sqlite=SqliteLayout(without_rowid=True),
+)
 
-TABLES = (SENSOR_VALUES, SENSOR_WRITES, DEAD_LETTERS, PREDICTIONS, RUNS, LEASES)
+TABLES = (SENSOR_VALUES, SENSOR_WRITES, DEAD_LETTERS, PREDICTIONS, RUNS, LEASES, INCIDENTS)
 SENSOR = (_c("Device", "id"), _c("Tag", "id"))
 """A sensor's key columns, as a rowset of sensors to read carries them."""
+INCIDENT_CUTOFFS = TableSpec("IncidentCutoffs", (*SENSOR, _c("Since", "ts")), key=("Device", "Tag"))
+"""Not a table: the rowset ``replace_incidents`` sends, each sensor with the End from which its incidents are redone."""

@@ -12,7 +12,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorflow.records.predictions import PREDICTION_SCHEMA
+from sensorflow.records.predictions import INCIDENT_SCHEMA, PREDICTION_SCHEMA
 from sensorflow.records.runs import RunRecord
 from sensorflow.records.timeparse import format_ms, parse_time_array
 from sensorflow.records.windows import WINDOW_READ_SCHEMA
@@ -21,6 +21,7 @@ from sensorflow.store.base import (
     StoreError,
     StoreSummary,
     WindowTransaction,
+    incidents_to_write,
     last_of_runs,
     last_per_key,
 )
@@ -80,6 +81,27 @@ _TAKE_LEASE = """
 INSERT INTO Leases (Name, Owner, ExpiresAt) VALUES (?, ?, ?)
 ON CONFLICT (Name) DO UPDATE SET Owner = excluded.Owner, ExpiresAt = excluded.ExpiresAt
 WHERE Leases.Owner = excluded.Owner OR Leases.ExpiresAt < ?"""
+
+_DELETE_INCIDENTS_SINCE = """
+WITH c(Device, Tag, Since) AS (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
+DELETE FROM Incidents WHERE Detector = ? AND EXISTS (
+    SELECT 1 FROM c WHERE c.Device = Incidents.Device AND c.Tag = Incidents.Tag AND Incidents."End" >= c.Since)"""
+
+_UPSERT_INCIDENTS = """
+INSERT INTO Incidents (Device, Tag, Detector, Start, "End", PeakScore, FlaggedWindows, "Open", UpdatedAt)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (Device, Tag, Detector, Start) DO UPDATE SET
+    "End" = excluded."End", PeakScore = excluded.PeakScore, FlaggedWindows = excluded.FlaggedWindows,
+    "Open" = excluded."Open", UpdatedAt = excluded.UpdatedAt"""
+
+# A NULL parameter means "any"; the sensors' list is read only when one is given.
+_READ_INCIDENTS = """
+SELECT i.Device, i.Tag, i.Detector, i.Start, i."End", i.PeakScore, i.FlaggedWindows, i."Open", i.UpdatedAt
+FROM Incidents i
+WHERE (?1 IS NULL OR i."End" > ?1) AND (?2 = 0 OR i."Open" = 1) AND (?3 IS NULL OR i.Detector = ?3)
+    AND (?4 IS NULL OR EXISTS (
+        SELECT 1 FROM json_each(?4) s WHERE s.value ->> 0 = i.Device AND s.value ->> 1 = i.Tag))
+ORDER BY i.Start DESC, i.PeakScore DESC, i.Device, i.Tag, i.Detector"""
 
 _SENSORS = "WITH s(Device, Tag) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
 
@@ -259,6 +281,42 @@ class SqliteStore(Store):
     def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
         rows = self._db.execute(_READ_PREDICTIONS, (_sensor_json(sensors), _ts_text(ts_from), _ts_text(ts_to))).fetchall()
         return _as_table(rows, PREDICTION_SCHEMA)
+
+    def replace_incidents(self, detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table) -> int:
+        rows = incidents_to_write(detector, since_ns, incidents)
+        cutoffs = orjson.dumps([[d, t, _ts_text(ns)] for (d, t), ns in since_ns.items()]).decode()
+        starts, ends, updated = (
+            format_ms(rows[name].to_numpy()) if rows.num_rows else [] for name in ("start", "end", "updated_at")
+        )
+        columns = [rows[name].to_pylist() for name in ("device", "tag", "detector")]
+        numbers = [rows[name].to_pylist() for name in ("peak_score", "flagged_windows")]
+        with self._transaction():
+            self._db.execute(_DELETE_INCIDENTS_SINCE, (cutoffs, detector))
+            self._db.executemany(
+                _UPSERT_INCIDENTS, zip(*columns, starts, ends, *numbers, map(int, rows["open"].to_pylist()), updated)
+            )
+        return rows.num_rows
+
+    def read_incidents(
+        self,
+        since_ns: int | None = None,
+        open_only: bool = False,
+        detector: str | None = None,
+        sensors: list[tuple[str, str]] | None = None,
+    ) -> pa.Table:
+        wanted = None if sensors is None else _sensor_json(sensors)
+        rows = self._db.execute(_READ_INCIDENTS, (_opt_ts_text(since_ns), int(open_only), detector, wanted)).fetchall()
+        if not rows:
+            return INCIDENT_SCHEMA.empty_table()
+        device, tag, det, start, end, peak, flagged, open_, updated = (list(c) for c in zip(*rows))
+        return pa.table(
+            [
+                pa.array(device, pa.string()), pa.array(tag, pa.string()), pa.array(det, pa.string()),
+                _ts_ns(start), _ts_ns(end), pa.array(peak, pa.float64()), pa.array(flagged, pa.int64()),
+                pa.array([bool(x) for x in open_], pa.bool_()), _ts_ns(updated),
+            ],
+            schema=INCIDENT_SCHEMA,
+        )
 
     def database_time(self) -> int:
         return _ts_ns_one(self._db.execute(_NOW).fetchone()[0])

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
-from sensorflow.records.predictions import PREDICTION_SCHEMA
+from sensorflow.records.predictions import INCIDENT_SCHEMA, PREDICTION_SCHEMA
 from sensorflow.records.runs import RunRecord
 from sensorflow.store import StoreError, open_store
 from tests.support.builders import window_table
@@ -209,3 +209,97 @@ def test_window_bounds_are_each_sensors_first_and_newest_window(store):
     many = [(str(d), "t") for d in range(3000)]
     store.upsert_windows(windows([(5, d, t, 1.0, 1) for d, t in many]))
     assert len(store.window_bounds(many)) == 3000
+
+
+def incidents(rows, detector="robust-window", updated_at=T0 + 3600 * S):
+    """rows: (device, tag, start_s, end_s, peak, flagged, open)"""
+    return pa.table(
+        {
+            "device": [r[0] for r in rows],
+            "tag": [r[1] for r in rows],
+            "detector": [detector] * len(rows),
+            "start": pa.array([T0 + r[2] * S for r in rows], pa.int64()),
+            "end": pa.array([T0 + r[3] * S for r in rows], pa.int64()),
+            "peak_score": pa.array([float(r[4]) for r in rows], pa.float64()),
+            "flagged_windows": pa.array([r[5] for r in rows], pa.int64()),
+            "open": pa.array([r[6] for r in rows], pa.bool_()),
+            "updated_at": pa.array([updated_at] * len(rows), pa.int64()),
+        },
+        schema=INCIDENT_SCHEMA,
+    )
+
+
+def _brief(table: pa.Table) -> list[tuple]:
+    return [
+        (r["device"], r["tag"], r["detector"], (r["start"] - T0) // S, (r["end"] - T0) // S, r["peak_score"],
+         r["flagged_windows"], r["open"])
+        for r in table.to_pylist()
+    ]
+
+
+def test_incidents_round_trip_newest_and_strongest_first(store):
+    written = incidents([("1", "a", 10, 30, 2.5, 3, False), ("2", "a", 40, 40, 9.0, 1, True),
+                         ("1", "b", 40, 55, 4.0, 4, True)])
+    assert store.replace_incidents("robust-window", {("1", "a"): 0, ("2", "a"): 0, ("1", "b"): 0}, written) == 3
+    got = store.read_incidents()
+    assert got.schema == INCIDENT_SCHEMA
+    assert _brief(got) == [
+        ("2", "a", "robust-window", 40, 40, 9.0, 1, True),
+        ("1", "b", "robust-window", 40, 55, 4.0, 4, True),
+        ("1", "a", "robust-window", 10, 30, 2.5, 3, False),
+    ]
+    assert got["updated_at"].to_pylist() == [T0 + 3600 * S] * 3
+
+
+def test_replace_incidents_redoes_each_sensor_from_its_cutoff_and_is_idempotent(store):
+    first = incidents([("1", "a", 10, 30, 2.5, 3, False), ("1", "a", 60, 70, 3.0, 2, True),
+                       ("2", "a", 60, 65, 5.0, 2, True)])
+    cutoffs = {("1", "a"): 0, ("2", "a"): 0}
+    store.replace_incidents("robust-window", cutoffs, first)
+    store.replace_incidents("other", {("1", "a"): 0}, incidents([("1", "a", 60, 70, 1.5, 1, True)], detector="other"))
+    # A rescore from 65 s on: (1, a)'s open incident grew; (2, a)'s one ending at 65 is gone (not found again).
+    redo = incidents([("1", "a", 60, 90, 6.0, 5, True)], updated_at=T0 + 7200 * S)
+    for _ in range(2):  # the same call twice: the same table
+        assert store.replace_incidents("robust-window", {("1", "a"): T0 + 65 * S, ("2", "a"): T0 + 65 * S}, redo) == 1
+        assert _brief(store.read_incidents(detector="robust-window")) == [
+            ("1", "a", "robust-window", 60, 90, 6.0, 5, True),
+            ("1", "a", "robust-window", 10, 30, 2.5, 3, False),  # ended before the cutoff: kept
+        ]
+    assert _brief(store.read_incidents(detector="other")) == [("1", "a", "other", 60, 70, 1.5, 1, True)]
+
+
+def test_replace_incidents_is_one_transaction_and_checks_its_rows_first(store):
+    store.replace_incidents("robust-window", {("1", "a"): 0}, incidents([("1", "a", 10, 30, 2.5, 3, False)]))
+    with pytest.raises(ValueError, match="without a cutoff"):
+        store.replace_incidents("robust-window", {("1", "a"): 0}, incidents([("9", "a", 10, 30, 2.5, 3, False)]))
+    with pytest.raises(ValueError, match="'other'"):
+        store.replace_incidents("robust-window", {("1", "a"): 0}, incidents([("1", "a", 10, 30, 1.0, 1, False)], "other"))
+    assert store.read_incidents().num_rows == 1
+    # Nothing to write: the cutoffs still delete (a rescore that found no incident).
+    assert store.replace_incidents("robust-window", {("1", "a"): T0}, INCIDENT_SCHEMA.empty_table()) == 0
+    assert store.read_incidents().num_rows == 0
+
+
+def test_read_incidents_filters(store):
+    store.replace_incidents("robust-window", {("1", "a"): 0, ("2", "a"): 0, ("x", "X"): 0}, incidents(
+        [("1", "a", 10, 30, 2.5, 3, False), ("2", "a", 40, 50, 9.0, 2, True), ("x", "X", 20, 45, 1.0, 6, True)]
+    ))
+    store.replace_incidents("other", {("1", "a"): 0}, incidents([("1", "a", 5, 60, 1.5, 9, True)], detector="other"))
+
+    def keys(table):
+        return [(r["device"], r["detector"], (r["start"] - T0) // S) for r in table.to_pylist()]
+
+    assert keys(store.read_incidents(since_ns=T0 + 45 * S)) == [("2", "robust-window", 40), ("1", "other", 5)]  # End > since
+    assert keys(store.read_incidents(open_only=True, detector="robust-window")) == [("2", "robust-window", 40), ("x", "robust-window", 20)]
+    assert keys(store.read_incidents(sensors=[("1", "a"), ("x", "x")])) == [("1", "robust-window", 10), ("1", "other", 5)]
+    assert store.read_incidents(sensors=[]).num_rows == 0
+    assert store.read_incidents(detector="nope").num_rows == 0
+
+
+def test_many_sensors_replace_their_incidents_in_one_call(store):
+    # More sensors than SQL Server's 2,100 parameters: cutoffs travel as one JSON parameter.
+    sensors = [(str(d), "t") for d in range(3000)]
+    rows = incidents([(d, t, 10, 20, 2.0, 2, True) for d, t in sensors])
+    assert store.replace_incidents("robust-window", dict.fromkeys(sensors, 0), rows) == 3000
+    assert store.replace_incidents("robust-window", dict.fromkeys(sensors, T0 + 15 * S), rows[:10]) == 10
+    assert store.read_incidents().num_rows == 10

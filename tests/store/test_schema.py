@@ -86,10 +86,13 @@ def rendered(tmp_path) -> sqlite3.Connection:
 def test_a_new_store_reads_back_the_same_as_one_made_by_the_hand_written_ddl(rendered, tmp_path):
     old = _database(tmp_path / "old.db", HAND_WRITTEN_DDL)
     try:
-        assert _read_back(rendered) == _read_back(old)
+        before = _read_back(old)
+        # Tables added since (Incidents, StoreSettings) come after the old ones: compare those.
+        assert {name: t for name, t in _read_back(rendered).items() if name in before} == before
         # Objects made in the same order sit on the same pages: the statements compile the same.
         pages = "SELECT type, name, tbl_name, rootpage FROM sqlite_master ORDER BY rootpage"
-        assert rendered.execute(pages).fetchall() == old.execute(pages).fetchall()
+        old_pages = old.execute(pages).fetchall()
+        assert rendered.execute(pages).fetchall()[: len(old_pages)] == old_pages
     finally:
         old.close()
 

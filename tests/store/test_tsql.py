@@ -17,10 +17,10 @@ from sqlglot import exp
 
 from sensorflow.store.dialects import POSTGRES, TSQL
 from sensorflow.store.odbc_sql import statements
-from sensorflow.store.schema import TABLES
+from sensorflow.store.schema import INCIDENT_CUTOFFS, TABLES
 
 STATEMENTS = statements(TSQL).all()
-COLUMNS = {c.name for t in TABLES for c in t.columns} | {"Code"}
+COLUMNS = {c.name for t in (*TABLES, INCIDENT_CUTOFFS) for c in t.columns} | {"Code"}
 TABLE_NAMES = {t.name for t in TABLES}
 KNOWN_TO_SQL_SERVER_ONLY = {"SYSUTCDATETIME"}  # a T-SQL built-in sqlglot parses as an unknown function
 
@@ -112,7 +112,7 @@ def test_sensor_values_is_the_seed_table_plus_ours():
 
 def test_merges_read_json_into_the_target_columns_types():
     merges = [parse(s.sql) for s in STATEMENTS if s.sql.startswith("MERGE")]
-    assert len(merges) == 6
+    assert len(merges) == 7
     created = _created_tables()
     for merge in merges:
         target = merge.this.name
@@ -143,3 +143,20 @@ def test_postgresql_statements_parse_too():
     for statement in statements(POSTGRES).all():
         tree = sqlglot.parse_one(statement.sql, read="postgres", error_level=sqlglot.ErrorLevel.RAISE)
         assert not list(tree.find_all(exp.Command)), statement.sql
+
+
+def test_incident_statements_read_json_as_the_table_types_and_compare_ids_bytewise():
+    sql = statements(TSQL)
+    ddl = {c.name: _type(c) for c in _created_tables()["Incidents"].this.expressions if isinstance(c, exp.ColumnDef)}
+    delete = parse(sql.delete_incidents_since.sql)
+    assert isinstance(delete, exp.Delete) and delete.this.name == "Incidents"
+    (cutoffs,) = list(delete.find_all(exp.OpenJSON))
+    assert {f.name: f.args["kind"].sql(dialect="tsql") for f in cutoffs.expressions} == {
+        "Device": ddl["Device"], "Tag": ddl["Tag"], "Since": ddl["End"]
+    }
+    assert sql.delete_incidents_since.params == ("detector", "cutoffs")
+    read = parse(sql.read_incidents.sql)
+    assert [o.sql(dialect="tsql") for o in read.args["order"].expressions][:2] == ["i.[Start] DESC", "i.[PeakScore] DESC"]
+    for tree in (delete, read):
+        collations = {c.expression.name for c in tree.find_all(exp.Collate)}
+        assert collations == {"Latin1_General_100_BIN2"}
