@@ -118,7 +118,7 @@ class Calibration:
     drift_lag: int = 120
     trend: float = 1.5
     shift: float = 2.5
-    drift: float = 2.5
+    drift: float = 6.0
     spread: float = 2.0
     stuck: float = 2.5
     gap: float = 3.0

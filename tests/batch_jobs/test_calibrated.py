@@ -305,10 +305,10 @@ def test_a_stuck_run_inside_the_training_range_is_found_again():
 
 
 def test_a_slow_drift_is_found_by_the_drift_feature():
-    """A ramp of 8 reading SDs over 20 minutes moves too little per shift lag; the long-lag medians see it."""
+    """A ramp of 12 reading SDs over 20 minutes moves too little per shift lag; the long-lag medians see it."""
     model = get_detector("calibrated").fit(from_readings(noisy(TRAIN, 0), 0))
     readings = noisy(AT + 240, 1)
-    readings[AT:] += np.linspace(0, 8, 240)[:, None]
+    readings[AT:] += np.linspace(0, 12, 240)[:, None]
     full, evidence = model.evidence(from_readings(readings, TRAIN))
     firing = evidence.max(axis=0) >= 1.0
     assert firing[AT:].any()
