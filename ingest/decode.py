@@ -8,7 +8,10 @@ only itself. Only those go message by message, so every malformed message or
 element becomes a dead letter with its reason, as the message-by-message path
 decides. A message over ``max_message_bytes`` is a ``too_large`` dead letter
 before any parsing (a 200 MB array once took 12 GB to parse). Nothing raises;
-``readings + dead letters == elements seen`` always holds.
+``readings + dead letters == elements seen`` always holds for what this returns (the lateness
+step later refuses some of these readings: a late reading is a reading here and a dead letter
+there, so a run's summary counts ``elements = readings + malformed``). A dead letter keeps the
+element's Value only when it was a finite number (a ``bad_type: Value`` letter has none).
 """
 
 from __future__ import annotations
@@ -563,7 +566,8 @@ def _fields(item: object) -> tuple:
     value = item.get("Value")
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            reason, value = reason or ReasonCode.BAD_TYPE.detail("Value"), 0.0
+            # No number to keep: the dead letter's Value is NULL (the payload holds what came).
+            reason, value = reason or ReasonCode.BAD_TYPE.detail("Value"), None
         else:
             try:
                 value = float(value)
