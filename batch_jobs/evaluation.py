@@ -145,6 +145,7 @@ class EvaluationConfig:
     window_ns: int = 5 * NS_PER_S
     threshold_scale: float = 1.0
     chunk_size: int = 500
+    incident_gap_windows: int = 3  # the tasks' incidents (under prediction_detector), as the sidecar's
 
     @property
     def prediction_detector(self) -> str:
@@ -240,6 +241,7 @@ def _specs(run_id: str, kind: RunKind, plan: Sequence[Slice], sensors_of: Sequen
                 f"{kind}-s{index:03d}-{number:05d}", run_id, kind, chunk, ts_from, ts_to, config.detector,
                 config.store_ref, slice_model_store(config.model_store, index), window_ns=config.window_ns,
                 threshold_scale=config.threshold_scale, prediction_detector=config.prediction_detector,
+                incident_gap_windows=config.incident_gap_windows,
             )))
     return specs
 

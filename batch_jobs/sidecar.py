@@ -72,6 +72,7 @@ class SidecarConfig:
     lease_seconds: float = 600.0
     seed_csv: bool = False
     threshold_scale: float = 1.0
+    incident_gap_windows: int = 3  # flags this many unflagged slots apart are one incident (batch_jobs.incidents)
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,7 +194,7 @@ class Sidecar:
         specs = chunk_tasks(
             run_id, kind, work, self.config.policy, self.executor.parallelism, detector=self.config.detector, store=self.config.store_ref,
             model_store=self.config.model_store, window_ns=self.config.window_ns, seed_csv=self.config.seed_csv,
-            threshold_scale=self.config.threshold_scale,
+            threshold_scale=self.config.threshold_scale, incident_gap_windows=self.config.incident_gap_windows,
         )
         sensors = sum(len(s.sensors) for s in specs)
         starts = [w.ts_from for w in work if w.ts_from is not None]

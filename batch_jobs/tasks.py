@@ -36,6 +36,7 @@ from sensorflow.batch_jobs.detectors import (
     get_detector,
     iter_sensor_windows,
 )
+from sensorflow.batch_jobs.incidents import DEFAULT_GAP_WINDOWS, ScoredRange, update_incidents
 from sensorflow.batch_jobs.model_store import (
     ModelCatalog,
     ModelMetadata,
@@ -88,6 +89,7 @@ class TaskSpec:
     then_score: bool = False  # train only: also score the training windows with the new models (one read for both)
     threshold_scale: float = 1.0  # the detector's sensitivity: a multiplier of each sensor's threshold (train only)
     prediction_detector: str = ""  # the Predictions.Detector of this task's rows ("": the detector's name; evaluate uses its own)
+    incident_gap_windows: int = DEFAULT_GAP_WINDOWS  # flags this many unflagged slots apart are one incident (batch_jobs.incidents)
 
     def __post_init__(self) -> None:
         try:
@@ -108,6 +110,9 @@ class TaskSpec:
             raise TaskError("window_ns must be > 0")
         if not (isinstance(self.threshold_scale, (int, float)) and self.threshold_scale > 0):
             raise TaskError(f"threshold_scale must be a number > 0, got {self.threshold_scale!r}")
+        if isinstance(self.incident_gap_windows, bool) or not (isinstance(self.incident_gap_windows, int)
+                                                               and 0 <= self.incident_gap_windows <= 100_000):
+            raise TaskError(f"incident_gap_windows must be a whole number >= 0, got {self.incident_gap_windows!r}")
         if self.then_score and self.kind != RunKind.TRAIN:
             raise TaskError("then_score is for train tasks")
         if not self.store.startswith(("sqlite:///", ENV_PREFIX)):
@@ -344,14 +349,15 @@ class _Run:
         return self._predict(ready)
 
     def _predict(self, ready: list[tuple[SensorWindows, str, Model]]) -> int:
-        """Score each sensor with its model and write all predictions in one upsert; the number of rows."""
+        """Score each sensor with its model, write all predictions in one upsert, then their incidents; the number of rows."""
         scored: list[tuple[SensorWindows, str, Scores]] = []
         for w, version, model in ready:
             try:
                 scored.append((w, version, self._timed("score", model.score, w)))
             except Exception as e:  # noqa: BLE001 - one sensor's failure must not lose the others
                 self._outcome(w, "failed", _reason(e))
-        table = _predictions_table(self.spec.prediction_detector or self.spec.detector, scored)
+        detector = self.spec.prediction_detector or self.spec.detector
+        table = _predictions_table(detector, scored)
         try:
             self._timed("predictions", self.store.upsert_predictions, table)
             if self.spec.seed_csv:
@@ -360,6 +366,14 @@ class _Run:
             for w, _, _ in scored:
                 self._outcome(w, "failed", f"prediction write failed: {_reason(e)}")
             return 0
+        ranges = [ScoredRange(w.device, w.tag, w.range_from, w.range_to, s.ts, s.score, s.is_anomaly) for w, _, s in scored]
+        try:
+            self._timed("incidents", update_incidents, self.store, detector, ranges, self.spec.window_ns,
+                        self.spec.incident_gap_windows)
+        except Exception as e:  # noqa: BLE001 - predictions stand; failed sensors are rescored (and their incidents mended) next run
+            for w, _, _ in scored:
+                self._outcome(w, "failed", f"incident write failed: {_reason(e)}")
+            return table.num_rows
         for w, version, scores in scored:
             flagged = scores.is_anomaly.astype(bool)
             missing = ~np.isfinite(scores.value)

@@ -71,7 +71,7 @@ def sidecar_from_settings(settings: SidecarSettings, store_ref: str, model_store
     return SidecarConfig(
         store_ref, model_store, settings.detector or DEFAULT_DETECTOR, policy,
         window_ns=settings.window_ns, lease_seconds=settings.lease_seconds, seed_csv=settings.seed_csv,
-        threshold_scale=settings.threshold_scale,
+        threshold_scale=settings.threshold_scale, incident_gap_windows=settings.incident_gap_windows,
     )
 
 

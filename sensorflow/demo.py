@@ -99,6 +99,7 @@ def run_demo(settings: DemoSettings, progress: bool | None = None) -> DemoResult
             Policy(safety_margin_ns=60 * NS, score_lookback_ns=0, train_span_ns=split_ns,
                    retrain_every_ns=3600 * NS, chunk_size=settings.chunk_size),
             window_ns=window_ns, threshold_scale=settings.threshold_scale,
+            incident_gap_windows=settings.incident_gap_windows,
         )
         reports = []
         with LocalPoolExecutor(settings.task_processes) as executor:

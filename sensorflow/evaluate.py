@@ -80,6 +80,7 @@ def evaluate_command(settings: EvaluateSettings, as_scheduled: bool = False) -> 
             config = EvaluationConfig(
                 reference, model_store, settings.detector or _default_detector(), window_ns=settings.window_ns,
                 threshold_scale=settings.threshold_scale, chunk_size=settings.chunk_size,
+                incident_gap_windows=settings.incident_gap_windows,
             )
             print(f"sensorflow evaluate: {len(sensors):,} sensors, {len(plan)} slice(s), "
                   f"scoring {_iso(plan[0].train_to)} .. {_iso(plan[-1].score_to)}", file=sys.stderr, flush=True)

@@ -190,6 +190,9 @@ class _BatchSettings(_Settings):
     task_processes: int | None = Field(None, ge=1, le=256, description="local task processes (default: CPU count)")
     chunk_size: int = Field(500, ge=1, le=100_000, description="sensors per task")
     window_seconds: float = Field(5.0, gt=0, le=86_400, description="window length of the stored windows")
+    incident_gap_windows: int = Field(
+        3, ge=0, le=100_000, description="flagged windows at most this many unflagged window slots apart are one incident"
+    )
     blob_connection_string: SecretStr | None = Field(
         None, description="Azure Blob connection string for azblob:// (secret; prefer the env variable)"
     )
