@@ -387,8 +387,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _stopped(interrupt: KeyboardInterrupt) -> int:
-    """One line for a run stopped by SIGINT/SIGTERM; 130 or 143."""
+    """One line for a run stopped by SIGINT/SIGTERM, after a live run's summary; 130 or 143."""
+    from sensorflow.windowing.summary import report_of, summary_lines
+
     logging.getLogger("sensorflow").debug("run stopped", exc_info=interrupt)
+    report = report_of(interrupt)
+    if report is not None:  # a live run: what it did, and the windows still open
+        print("\n".join(summary_lines(report)), flush=True)
     print(
         f"sensorflow run: stopped by {stopped_by(interrupt)} (what was committed stays; with --recovery-dir a rerun resumes)",
         file=sys.stderr,
@@ -397,19 +402,9 @@ def _stopped(interrupt: KeyboardInterrupt) -> int:
 
 
 def _print_report(settings: RunSettings, report: Any) -> None:
-    stats, store = report.stats, report.store
-    rate = stats.readings / stats.elapsed if stats.elapsed > 0 else 0.0
-    dead = ", ".join(f"{reason} {n:,}" for reason, n in sorted(store.dead_letters.items())) or "none"
-    verb = "consumed" if settings.live else "replayed"
-    print(f"sensorflow run: {verb} {report.partitions} partition(s) of {settings.source} in {stats.elapsed:.1f} s")
-    print(
-        f"  read:   {stats.messages:,} messages, {stats.elements:,} elements -> {stats.readings:,} readings "
-        f"({rate:,.0f} readings/s)"
-    )
-    print(f"  wrote:  {stats.windows_written:,} window rows, {stats.dead_letters_written:,} dead letters (this run)")
-    span = f", windows {store.first_window} .. {store.last_window}" if store.windows else ""
-    print(f"  store:  {store.windows:,} window rows, {store.sensors:,} sensors{span}")
-    print(f"  dead letters in store: {dead} (late readings: {store.late:,})")
+    from sensorflow.windowing.summary import summary_lines
+
+    print("\n".join(summary_lines(report)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,7 +96,7 @@ def build_flow(
     by_partition = op.key_on("by_partition", readings, _partition)
     stamped = op.key_rm("stamped", op.stateful_batch("lateness", by_partition, partial(_lateness, config, board)))
     late_or_routed = op.branch("late_or_routed", stamped, _is_dead_letter)
-    windowed = op.key_rm("windowed", op.stateful_batch("window", late_or_routed.falses, partial(_window, config, board)))
+    windowed = op.key_rm("windowed", op.stateful_batch("window", late_or_routed.falses, partial(_window, config, board, stats)))
     closed_or_late = op.branch("closed_or_late", windowed, _is_window_batch)
     dead_letters = op.merge("dead_letters", malformed, late_or_routed.trues, closed_or_late.falses)
     by_writer = op.key_on("by_writer", closed_or_late.trues, _writer)
@@ -128,7 +128,7 @@ def _lateness(config: FlowConfig, board: ResumeBoard | None, resume: LatenessSna
     return LatenessLogic(config.lateness_ns, config.shards, resume, board)
 
 
-def _window(config: FlowConfig, board: ResumeBoard | None, resume: WindowSnapshot | None) -> WindowLogic:
+def _window(config: FlowConfig, board: ResumeBoard | None, stats: RunStats, resume: WindowSnapshot | None) -> WindowLogic:
     start = board.start if board is not None else None
     if resume is None and start is not None:  # restart from checkpoints: closed windows stay closed
         resume = WindowSnapshot(SNAPSHOT_VERSION, start.watermarks(), start.closed_through, ())
@@ -136,6 +136,7 @@ def _window(config: FlowConfig, board: ResumeBoard | None, resume: WindowSnapsho
         aggregator = WindowAggregator(config.window_ns, config.partitions, config.idle_timeout_ns)
     else:
         aggregator = WindowAggregator.restore(config.window_ns, config.partitions, resume, config.idle_timeout_ns)
+    stats.watch_open_windows(aggregator.open_windows)  # a stopped live run tells the windows still open
     return WindowLogic(aggregator)
 
 

@@ -14,6 +14,7 @@ from bytewax.run import cli_main
 
 from sensorflow.store import RetryPolicy, StoreSummary
 from sensorflow.windowing.stats import RunStats
+from sensorflow.windowing.tumbling import OpenWindows
 
 __all__ = ["Execution", "Output", "RunReport", "execute", "init_recovery_dir", "recovery_config"]
 
@@ -57,11 +58,22 @@ class Output:
 
 @dataclass(frozen=True)
 class RunReport:
-    """What one run did, and what the store holds afterwards."""
+    """What one run did, and what the store holds afterwards (``sensorflow.windowing.summary`` prints it).
+
+    ``source`` names the input; ``store`` None: the store was not read (it did not answer as the
+    run stopped). Live runs only: ``open_windows``, the windows still open at the stop (None: not
+    counted, the stop was interrupted), ``rebuilt_from``, where the next start gets them back, and
+    ``stop_reason``.
+    """
 
     partitions: int
     stats: RunStats
-    store: StoreSummary
+    store: StoreSummary | None
+    source: str = ""
+    live: bool = False
+    open_windows: OpenWindows | None = None
+    rebuilt_from: str | None = None
+    stop_reason: str | None = None
 
 
 def execute(flow: Dataflow, execution: Execution, process_id: int | None = None, addresses: list[str] | None = None) -> None:

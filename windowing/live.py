@@ -36,7 +36,8 @@ from typing import TextIO
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.host import ReceiverError, ReceiverHost
 from sensorflow.ingest.eventhubs.source import EventHubsSource
-from sensorflow.store import RetryPolicy, open_store
+from sensorflow.store import RetryPolicy, StoreSummary, open_store
+from sensorflow.store.metadata import prepare_window_store
 from sensorflow.windowing.cluster import ClusterMember
 from sensorflow.windowing.dataflow import FlowOptions, build_flow
 from sensorflow.windowing.execution import Execution, Output, RunReport, execute, init_recovery_dir
@@ -44,9 +45,10 @@ from sensorflow.windowing.interrupts import Interrupts
 from sensorflow.windowing.progress import Progress
 from sensorflow.windowing.resume.board import ResumeBoard
 from sensorflow.windowing.resume.checkpoints import BlobCheckpoints, Checkpointer, CheckpointLocation, StreamIdentity
-from sensorflow.windowing.service import MetricsServer, RunCollector, StopSignal
+from sensorflow.windowing.service import Figures, MetricsServer, RunCollector, StopSignal
 from sensorflow.windowing.sink import DeadLetterSink, WindowSink
 from sensorflow.windowing.stats import RunStats
+from sensorflow.windowing.summary import with_report
 
 __all__ = ["GRACE_SECONDS", "LiveJob", "LiveSourceError", "has_bytewax_state", "run_live"]
 
@@ -135,72 +137,114 @@ def run_live(
     connection, options = job.connection, job.receive
     stop = StopSignal(job.max_runtime_seconds, job.stop_after_idle_seconds, stop_event, signals=False)
     interrupts = Interrupts(graceful=stop.stop, grace_seconds=GRACE_SECONDS)
-    with ExitStack() as stack:
-        stack.enter_context(interrupts)  # first in, last out: a signal during any exit step is handled too
-        # The receiver process starts first: its start-up overlaps ours.
-        host = ReceiverHost(connection, options)
-        stack.callback(lambda: host.close(_RECEIVERS_STOP_SECONDS if interrupts.stopping else 15.0))
-        if member is None or member.process_id == 0:  # the others write only once process 0 has joined
-            with open_store(job.output.store, job.output.retry) as store:
-                store.create_schema()
-        partitions = _partition_ids(host, connection)
-        config = job.flow.config(tuple(partitions), execution.total_workers)
-        resumed = has_bytewax_state(execution.recovery_dir, execution.workers, init=member is None)
-        checkpoints = _checkpoints(job)
-        board = None
-        if checkpoints is not None:
-            stack.callback(_bounded_when, interrupts, checkpoints.close, _CHECKPOINT_STOP_SECONDS, "closing the checkpoint store")
-            start = checkpoints.load() if cluster or not resumed else None
-            board = ResumeBoard(config.shards, start)
-        starts = {p: point.position for p, point in board.start.partitions.items()} if board and board.start else {}
-        if resumed:
-            log.info("resuming from the Bytewax recovery state in %s", execution.recovery_dir)
-        if starts and (cluster or not resumed):
-            log.info("starting from Blob checkpoints: %s", {p: starts[p] for p in sorted(starts)})
-        stats = stats if stats is not None else RunStats()
-        source = EventHubsSource(connection, options, partitions, starts, board is not None, stop.event, host, cluster)
-        stop.attach_activity(lambda: sum(s.received_events for s in list(source.status.values())), source.connected)
-        window_sink = WindowSink(
-            job.output.store, stats, job.output.writer, board.windows if board else None, job.output.retry,
-            stopping=lambda: interrupts.stopping, interrupted=interrupts.kept,
-        )
-        dead_letter_sink = DeadLetterSink(
-            partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure, interrupts.kept
-        )
-        flow = build_flow(source, config, window_sink, dead_letter_sink, stats, board)
-        checkpointer = None
-        if checkpoints is not None:
-            interval = min(1.0, execution.snapshot_interval_seconds)
-            checkpointer = Checkpointer(checkpoints, board, interval, shards_shared=cluster)
-            stack.enter_context(_running(checkpointer, interrupts))
-        if job.metrics_port is not None:
-            health = _Health(source, job.output.store, checkpointer)
-            collector = RunCollector(stats, source.status, partial(_board_figures, board, checkpointer))
-            server = stack.enter_context(MetricsServer(collector, health.ready, job.metrics_port))
-            print(f"sensorflow: metrics on http://127.0.0.1:{server.port}/metrics", file=progress, flush=True)
-        with stop, Progress(stats, execution.progress_seconds, progress):
-            try:
-                if member is not None:
-                    execute(flow, execution, member.process_id, list(member.addresses))
-                else:
-                    execute(flow, execution)
-            except Exception:  # Bytewax re-raises an interrupt as the cause of its own error
-                interrupts.raise_if_stopped()
-                raise
-        if not interrupts.stopping:
-            window_sink.raise_failure()  # the flow may end without raising a failure of its last writes
-        if checkpointer is not None and window_sink.failure is None:  # the flow ended: everything read is processed and committed
-            _bounded_when(interrupts, checkpointer.stop, _CHECKPOINT_STOP_SECONDS, "stopping the checkpointer")
-            if not cluster:  # in a cluster, the other processes may still be finishing: the sources sent their last durable positions
-                for partition, position in source.final_positions.items():
-                    if position is not None:
-                        board.source_durable(partition, position)
-            _bounded_when(interrupts, checkpointer.flush, _FINAL_CHECKPOINT_SECONDS, "the final checkpoint")
-        log.info("stopped (%s)", stop.reason or "input ended")
-        interrupts.raise_if_stopped()  # stopped by a signal: exit 130 / 143, after the final checkpoint
-    with open_store(job.output.store, job.output.retry) as store:
-        summary = store.summary()
-    return RunReport(len(partitions), stats, summary)
+    stats = stats if stats is not None else RunStats()
+    partitions: list[str] = []
+    finished = False
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(interrupts)  # first in, last out: a signal during any exit step is handled too
+            # The receiver process starts first: its start-up overlaps ours.
+            host = ReceiverHost(connection, options)
+            stack.callback(lambda: host.close(_RECEIVERS_STOP_SECONDS if interrupts.stopping else 15.0))
+            if member is None or member.process_id == 0:  # the others write only once process 0 has joined
+                with open_store(job.output.store, job.output.retry) as store:
+                    prepare_window_store(store, job.flow.window_ns, job.flow.decode.time_source)  # refuses other settings
+            partitions[:] = _partition_ids(host, connection)
+            config = job.flow.config(tuple(partitions), execution.total_workers)
+            resumed = has_bytewax_state(execution.recovery_dir, execution.workers, init=member is None)
+            checkpoints = _checkpoints(job)
+            board = None
+            if checkpoints is not None:
+                stack.callback(_bounded_when, interrupts, checkpoints.close, _CHECKPOINT_STOP_SECONDS, "closing the checkpoint store")
+                start = checkpoints.load() if cluster or not resumed else None
+                board = ResumeBoard(config.shards, start)
+            starts = {p: point.position for p, point in board.start.partitions.items()} if board and board.start else {}
+            if resumed:
+                log.info("resuming from the Bytewax recovery state in %s", execution.recovery_dir)
+            if starts and (cluster or not resumed):
+                log.info("starting from Blob checkpoints: %s", {p: starts[p] for p in sorted(starts)})
+            source = EventHubsSource(connection, options, partitions, starts, board is not None, stop.event, host, cluster)
+            stop.attach_activity(lambda: sum(s.received_events for s in list(source.status.values())), source.connected)
+            window_sink = WindowSink(
+                job.output.store, stats, job.output.writer, board.windows if board else None, job.output.retry,
+                stopping=lambda: interrupts.stopping, interrupted=interrupts.kept,
+            )
+            dead_letter_sink = DeadLetterSink(
+                partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure, interrupts.kept
+            )
+            flow = build_flow(source, config, window_sink, dead_letter_sink, stats, board)
+            checkpointer = None
+            if checkpoints is not None:
+                interval = min(1.0, execution.snapshot_interval_seconds)
+                checkpointer = Checkpointer(checkpoints, board, interval, shards_shared=cluster)
+                stack.enter_context(_running(checkpointer, interrupts))
+            if job.metrics_port is not None:
+                health = _Health(source, job.output.store, checkpointer)
+                collector = RunCollector(stats, source.status, partial(_board_figures, board, checkpointer))
+                server = stack.enter_context(MetricsServer(collector, health.ready, job.metrics_port))
+                print(f"sensorflow: metrics on http://127.0.0.1:{server.port}/metrics", file=progress, flush=True)
+            with stop, Progress(stats, execution.progress_seconds, progress):
+                try:
+                    if member is not None:
+                        execute(flow, execution, member.process_id, list(member.addresses))
+                    else:
+                        execute(flow, execution)
+                except Exception:  # Bytewax re-raises an interrupt as the cause of its own error
+                    interrupts.raise_if_stopped()
+                    raise
+            finished = True  # the flow returned: its last snapshot holds the windows still open
+            if not interrupts.stopping:
+                window_sink.raise_failure()  # the flow may end without raising a failure of its last writes
+            if checkpointer is not None and window_sink.failure is None:  # the flow ended: everything read is processed and committed
+                _bounded_when(interrupts, checkpointer.stop, _CHECKPOINT_STOP_SECONDS, "stopping the checkpointer")
+                if not cluster:  # in a cluster, the other processes may still be finishing: the sources sent their last durable positions
+                    for partition, position in source.final_positions.items():
+                        if position is not None:
+                            board.source_durable(partition, position)
+                _bounded_when(interrupts, checkpointer.flush, _FINAL_CHECKPOINT_SECONDS, "the final checkpoint")
+            log.info("stopped (%s)", stop.reason or "input ended")
+            interrupts.raise_if_stopped()  # stopped by a signal: exit 130 / 143, after the final checkpoint
+    except KeyboardInterrupt as interrupt:  # stopped by a signal: the summary rides on the interrupt
+        store = _store_summary(job, quick=True) if finished else None  # unfinished: the store may be what hung
+        with_report(interrupt, _report(job, len(partitions), stats, store, stop.reason, finished))
+        raise
+    return _report(job, len(partitions), stats, _store_summary(job, quick=False), stop.reason, True)
+
+
+def _report(job: LiveJob, partitions: int, stats: RunStats, store: StoreSummary | None, reason: str | None,
+            finished: bool) -> RunReport:
+    """The run's report: counters, store, and the windows still open (counted once the flow has returned)."""
+    connection = job.connection
+    return RunReport(
+        partitions, stats, store, source=f"event hub {connection.hub!r} on {connection.namespace}", live=True,
+        open_windows=stats.open_windows() if finished else None, rebuilt_from=_rebuilt_from(job),
+        stop_reason=reason or "asked to stop",
+    )
+
+
+def _rebuilt_from(job: LiveJob) -> str:
+    """Where the next start gets the windows still open back from (see the module docstring)."""
+    sources = []
+    if job.execution.recovery_dir is not None:
+        sources.append(f"the recovery state in {job.execution.recovery_dir} (the same --recovery-dir)")
+    if job.checkpoints is not None:
+        sources.append(f"the hub, re-read from the Blob checkpoints in container {job.checkpoints.container!r}")
+    if not sources:
+        return "nowhere: without --recovery-dir or --checkpoint-container the next start begins at --starting-position"
+    return ", else ".join(sources)
+
+
+def _store_summary(job: LiveJob, quick: bool) -> StoreSummary | None:
+    """What the store holds; ``quick`` (a stop by a signal, which must stay bounded): one try, None if it fails."""
+    if not quick:
+        with open_store(job.output.store, job.output.retry) as store:
+            return store.summary()
+    try:
+        with open_store(job.output.store, _PROBE) as store:
+            return store.summary()
+    except Exception as e:  # the summary says the store was not read; the stop goes on
+        log.warning("the store's summary could not be read at the stop: %s: %s", type(e).__name__, e)
+        return None
 
 
 class _running:
@@ -242,14 +286,20 @@ def _bounded_when(interrupts: Interrupts, step: Callable[[], object], seconds: f
         log.warning("%s failed while stopping: %s: %s", what, type(failure[0]).__name__, failure[0])
 
 
-def _board_figures(board: ResumeBoard | None, checkpointer: Checkpointer | None) -> dict[str, float]:
+def _board_figures(board: ResumeBoard | None, checkpointer: Checkpointer | None) -> Figures:
     if board is None or checkpointer is None:
         return {}
     return {
-        "checkpoint_writes": checkpointer.writes,
-        "checkpoint_failures": checkpointer.failures,
-        "committed_window_end_seconds": max(board.windows.closed_through, 0) / 1e9,
-        "replayed_readings_skipped": board.stored_skipped,
+        "checkpoint_writes": ("Event Hubs checkpoints written to Blob Storage", checkpointer.writes),
+        "checkpoint_failures": ("Event Hubs checkpoint writes that failed (retried at the next one)", checkpointer.failures),
+        "committed_window_end_seconds": (
+            "End of the newest window committed to the store, Unix seconds (where a restart from checkpoints resumes)",
+            max(board.windows.closed_through, 0) / 1e9,
+        ),
+        "replayed_readings_skipped": (
+            "Readings read again after a restart from checkpoints and dropped because their windows were already stored",
+            board.stored_skipped,
+        ),
     }
 
 

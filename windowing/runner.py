@@ -103,7 +103,7 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
         window_sink.raise_failure()
     with open_store(job.output.store, job.output.retry) as store:
         summary = store.summary()
-    return RunReport(partitions, stats, summary)
+    return RunReport(partitions, stats, summary, source=str(job.input.path))
 
 
 def prepare_flow(job: ReplayJob) -> tuple[Dataflow, int, RunStats]:

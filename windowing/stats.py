@@ -5,17 +5,21 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorflow.records.dead_letters import ReasonCode
+from sensorflow.windowing.tumbling import OpenWindows
 
 __all__ = ["RunStats", "WRITE_BUCKETS"]
 
 WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the store write latency histogram."""
+
+_BY_REASON = "dead_letters:"  # as_dict's prefix of a count of dead letters by reason code
 
 
 @dataclass
@@ -32,6 +36,7 @@ class RunStats:
     write_buckets: list[int] = field(default_factory=lambda: [0] * (len(WRITE_BUCKETS) + 1))
     write_seconds: float = 0.0
     writer_peak_rss_kb: int | None = None  # the store writer process's, once it has closed
+    _open_windows: list[Callable[[], OpenWindows]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     _COUNTERS = ("messages", "readings", "elements", "windows_written", "dead_letters_written")
@@ -70,14 +75,32 @@ class RunStats:
         with self._lock:
             return self.dead_letters_by_reason.get(ReasonCode.LATE, 0)
 
+    def watch_open_windows(self, figures: Callable[[], OpenWindows]) -> None:
+        """``figures()`` tells a window shard's open windows; :meth:`open_windows` adds them up."""
+        with self._lock:
+            self._open_windows.append(figures)
+
+    def open_windows(self) -> OpenWindows:
+        """The windows this process holds folded but not emitted; call it once the flow has returned."""
+        with self._lock:
+            watched = list(self._open_windows)
+        return sum((figures() for figures in watched), OpenWindows())
+
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self._COUNTERS}
+        counts = {name: getattr(self, name) for name in self._COUNTERS}
+        with self._lock:  # dead letters by reason too: a local cluster's summary tells the late readings apart
+            counts.update({_BY_REASON + code: n for code, n in self.dead_letters_by_reason.items()})
+        return counts
 
     def merge(self, counts: dict[str, int]) -> None:
         """Add another process's counters (from :meth:`as_dict`)."""
         with self._lock:
             for name in self._COUNTERS:
                 setattr(self, name, getattr(self, name) + int(counts.get(name, 0)))
+            for name, n in counts.items():
+                if name.startswith(_BY_REASON):
+                    code = name.removeprefix(_BY_REASON)
+                    self.dead_letters_by_reason[code] = self.dead_letters_by_reason.get(code, 0) + int(n)
 
     @property
     def elapsed(self) -> float:

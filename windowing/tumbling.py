@@ -27,6 +27,7 @@ __all__ = [
     "window_ends",
     "PartitionClock",
     "aggregate",
+    "OpenWindows",
     "WindowAggregator",
     "WindowSnapshot",
 ]
@@ -121,6 +122,19 @@ class WindowSnapshot:
     pending: tuple[pa.Table, ...]
 
 
+@dataclass(frozen=True)
+class OpenWindows:
+    """Window rows folded but not emitted yet: how many, and the first and last window end (ns; None when none)."""
+
+    rows: int = 0
+    first_end: int | None = None
+    last_end: int | None = None
+
+    def __add__(self, other: "OpenWindows") -> "OpenWindows":
+        ends = [e for e in (self.first_end, self.last_end, other.first_end, other.last_end) if e is not None]
+        return OpenWindows(self.rows + other.rows, min(ends, default=None), max(ends, default=None))
+
+
 class WindowAggregator:
     """Open windows of one shard of sensors, closed on the minimum partition watermark.
 
@@ -171,6 +185,15 @@ class WindowAggregator:
         agg._pending_rows = agg._open_rows = sum(t.num_rows for t in agg._pending)
         agg._min_end = min((pc.min(t["window_end"]).as_py() for t in agg._pending if t.num_rows), default=END_OF_TIME)
         return agg
+
+    def open_windows(self) -> OpenWindows:
+        """The windows folded but not emitted (one row per sensor and window end); changes nothing."""
+        tables = [t for t in self._pending if t.num_rows]
+        if not tables:
+            return OpenWindows()
+        merged = _merge(tables)  # the pending partials may hold a window more than once
+        ends = merged["window_end"]
+        return OpenWindows(merged.num_rows, pc.min(ends).as_py(), pc.max(ends).as_py())
 
     # -- input ---------------------------------------------------------------
 
