@@ -28,9 +28,11 @@ _BODY = re.compile(
 )
 
 
-def is_panic_line(line: bytes, in_report: bool) -> bool:
-    """True if ``line`` belongs to a Rust panic report (``in_report``: the line before did)."""
-    return bool(_HEADER.match(line)) or (in_report and bool(_BODY.match(line)))
+def is_panic_line(line: bytes, in_report: bool, after_header: bool = False) -> bool:
+    """True if ``line`` belongs to a Rust panic report (``in_report``: the line before did; ``after_header``:
+    the line before was the report's first, so this one is the panic's message, whatever it says: ``Box<dyn
+    Any>`` for a Python error, ``called `Result::unwrap()` on an `Err` value: ...`` for a full disk)."""
+    return bool(_HEADER.match(line)) or after_header or (in_report and bool(_BODY.match(line)))
 
 
 @contextlib.contextmanager
@@ -55,11 +57,12 @@ def rust_panics_hidden() -> Iterator[None]:
 
 
 def _forward(read_end: int, out: int) -> None:
-    in_report = False
+    in_report = after_header = False
     with os.fdopen(read_end, "rb") as pipe:
         try:
             for line in iter(pipe.readline, b""):
-                in_report = is_panic_line(line, in_report)
+                in_report = is_panic_line(line, in_report, after_header)
+                after_header = bool(_HEADER.match(line))
                 if not in_report:
                     _write_all(out, line)
         except Exception:  # never stop draining: a full pipe would block every write to stderr

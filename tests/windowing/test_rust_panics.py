@@ -56,3 +56,17 @@ def test_a_failing_flow_prints_its_lines_but_not_the_panic(tmp_path):
                           env={**os.environ, "RUST_BACKTRACE": "1"})
     assert done.returncode == 0, done.stderr
     assert done.stderr.decode().splitlines() == ["before", "one line: the store gave up", "after"]
+
+
+def test_the_line_after_a_header_is_the_panic_message_whatever_it_says():
+    """Bytewax's recovery store on a full disk: the message is SQLite's error, not ``Box<dyn Any>``."""
+    report = [
+        b"thread 'timely:work-0' panicked at src/run.rs:167:13:\n",
+        b"called `Result::unwrap()` on an `Err` value: SqliteFailure(Error { code: DiskFull, extended_code: 13 })\n",
+        b"note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n",
+    ]
+    in_report = False
+    for i, line in enumerate(report):
+        in_report = is_panic_line(line, in_report, after_header=i == 1)
+        assert in_report, line
+    assert not is_panic_line(b"sensorflow run: the dataflow failed\n", in_report, after_header=False)

@@ -94,14 +94,25 @@ def own_recovery_dir(
     if make_partitions:
         _refuse_incomplete(directory, partitions)
     if not partitions and make_partitions:
-        init_db_dir(directory, max(1, workers))
-        log.info("initialised %d recovery partition(s) in %s", max(1, workers), directory)
+        _make_partitions(directory, max(1, workers))
     committed = any(p.committed for p in partitions)
     if committed:
         _check_identity(directory, identity)
     else:
         _write_identity(directory, identity)
     return committed
+
+
+def _make_partitions(directory: Path, count: int) -> None:
+    """Bytewax's empty partitions; ``OSError`` (one line) if it cannot write them, a full disk say."""
+    try:
+        init_db_dir(directory, count)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # Bytewax panics on a SQLite error (PanicException, which is no Exception)
+        log.debug("making the recovery partitions failed", exc_info=e)
+        raise OSError(f"cannot make the recovery partitions in {directory}: {e}") from None
+    log.info("initialised %d recovery partition(s) in %s", count, directory)
 
 
 def _clear(directory: Path) -> None:
