@@ -149,7 +149,10 @@ def recovery_identity(settings: RunSettings) -> RecoveryIdentity:
     else:
         path = Path(settings.source)
         source = recording_identity(discover_partitions(path), path if path.is_dir() else path.parent)
-    return RecoveryIdentity(source, store_identity(settings.store), settings.window_ns, settings.lateness_ns, settings.time_source)
+    return RecoveryIdentity(
+        source, store_identity(settings.store), settings.window_ns, settings.lateness_ns, settings.time_source,
+        settings.max_message_bytes,
+    )
 
 
 def _own_recovery(settings: RunSettings, member: ClusterMember | None, fresh: bool) -> None:

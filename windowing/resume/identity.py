@@ -14,7 +14,10 @@ keeps it beside the state and refuses a run whose identity differs.
 * A live input is the Event Hubs namespace, hub and consumer group.
 * The store is its URL without secrets (``sqlite:///`` + the absolute path; an ODBC connection
   string with its password masked).
-* Window length, lateness and the time source are part of the state's meaning.
+* Window length, lateness and the time source are part of the state's meaning, and so is
+  ``max_message_bytes``: which messages were dead-lettered as ``too_large`` and which were read, and
+  where a resumed replay's reader stands, depend on it. An identity written before it was recorded
+  holds None, which differs from any value: what the state was made with cannot be known.
 
 JSON on disk, never pickle; :data:`IDENTITY_VERSION` is the record's shape.
 """
@@ -102,6 +105,8 @@ class RecoveryIdentity:
     window_ns: int
     lateness_ns: int
     time_source: str
+    max_message_bytes: int | None = None
+    """The decode setting; None in an identity written before it was recorded (never equal to a run's)."""
     version: int = IDENTITY_VERSION
 
 
@@ -181,7 +186,13 @@ def differences(saved: RecoveryIdentity, current: RecoveryIdentity) -> list[str]
         found.append(f"lateness {saved.lateness_ns / 1e9:g} s -> {current.lateness_ns / 1e9:g} s")
     if saved.time_source != current.time_source:
         found.append(f"time source {saved.time_source} -> {current.time_source}")
+    if saved.max_message_bytes != current.max_message_bytes:
+        found.append(f"max_message_bytes {_bytes(saved.max_message_bytes)} -> {_bytes(current.max_message_bytes)}")
     return found
+
+
+def _bytes(limit: int | None) -> str:
+    return "not recorded" if limit is None else f"{limit:,}"
 
 
 def _input_difference(saved: RecordingIdentity | EventHubIdentity, current: RecordingIdentity | EventHubIdentity) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import pickle
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _recording(directory: Path, contents: dict[str, bytes]) -> dict[str, list[Pa
 def _identity(tmp_path: Path, contents: dict[str, bytes], name: str = "rec", **changes) -> RecoveryIdentity:
     root = tmp_path / name
     source = recording_identity(_recording(root, contents), root)
-    identity = RecoveryIdentity(source, store_identity(f"sqlite:///{tmp_path}/a.db"), 5_000_000_000, 5_000_000_000, "ts")
+    identity = RecoveryIdentity(source, store_identity(f"sqlite:///{tmp_path}/a.db"), 5_000_000_000, 5_000_000_000, "ts", 1 << 20)
     return dataclasses.replace(identity, **changes)
 
 
@@ -92,6 +93,14 @@ def test_store_window_lateness_time_source_and_hub_each_differ(tmp_path: Path):
     assert differences(hub, other_group) == [
         "input event hub 'readings' on ns, consumer group 'g1' -> event hub 'readings' on ns, consumer group 'g2'"
     ]
+
+
+def test_max_message_bytes_differs_and_an_identity_that_did_not_record_it_differs_from_any(tmp_path: Path):
+    base = _identity(tmp_path, {"0": b"a\n"})
+    assert differences(base, dataclasses.replace(base, max_message_bytes=4096)) == ["max_message_bytes 1,048,576 -> 4,096"]
+    older = json.loads(encode_identity(base))
+    del older["max_message_bytes"]  # as the release before wrote it
+    assert differences(decode_identity(json.dumps(older).encode()), base) == ["max_message_bytes not recorded -> 1,048,576"]
 
 
 def test_a_store_identity_has_no_secret_and_a_relative_sqlite_path_is_made_absolute(tmp_path: Path, monkeypatch):
