@@ -9,7 +9,8 @@ to the same tables. Times cross this interface as int64 ns since the epoch
 
 Roles, each a small ABC a caller can ask for instead of the whole ``Store``:
 ``WindowWriter`` (the dataflow), ``WindowReader``, ``PredictionWriter``,
-``RunLedger`` (the sidecar's runs and leases), ``IncidentStore`` (the
+``RunLedger`` (the sidecar's runs and leases), ``SettingsRecord`` (what
+the store was made with), ``IncidentStore`` (the
 ``Incidents`` table, keyed by (Device, Tag, Detector, Start)), and the two
 groups callers need, ``ScoringStore`` (a scoring task: windows in,
 predictions and incidents out) and ``PlanningStore`` (the sidecar).
@@ -35,6 +36,7 @@ __all__ = [
     "PredictionWriter",
     "RunLedger",
     "ScoringStore",
+    "SettingsRecord",
     "Store",
     "StoreConnection",
     "StoreError",
@@ -156,6 +158,22 @@ class StoreConnection(ABC):
         self.close()
 
 
+class SettingsRecord(StoreConnection):
+    """What the store was made with (``StoreSettings``: name -> value text); ``sensorflow.store.metadata`` reads it."""
+
+    @abstractmethod
+    def read_settings(self) -> dict[str, str]:
+        """The recorded settings (empty if none); the table must exist (``create_schema``)."""
+
+    @abstractmethod
+    def record_settings(self, values: dict[str, str], replace: bool = False) -> dict[str, str]:
+        """Record ``values`` in one transaction and return all recorded settings after it.
+
+        Without ``replace`` a setting already recorded keeps its value (of two callers
+        recording the same new setting, the first wins), so a caller compares what it gets back.
+        """
+
+
 class WindowWriter(StoreConnection):
     """What the dataflow writes: windows and dead letters."""
 
@@ -275,5 +293,5 @@ class PlanningStore(WindowReader, RunLedger):
     """What the sidecar plans runs with: which sensors got windows since, and its runs and leases."""
 
 
-class Store(WindowWriter, ScoringStore, PlanningStore):
+class Store(WindowWriter, ScoringStore, PlanningStore, SettingsRecord):
     """One SQL database in every role: what each backend implements and ``open_store`` returns."""

@@ -45,6 +45,7 @@ from sensorflow.store.schema import (
     RUNS,
     SENSOR_VALUES,
     SENSOR_WRITES,
+    STORE_SETTINGS,
 )
 
 __all__ = ["OdbcStore"]
@@ -146,6 +147,16 @@ class OdbcStore(Store):
         self._transaction("replace incidents", work)
         return rows.num_rows
 
+    def record_settings(self, values: dict[str, str], replace: bool = False) -> dict[str, str]:
+        rows = {"Name": pa.array(list(values), pa.string()), "Value": pa.array(list(values.values()), pa.string())}
+
+        def work(cursor: Any) -> dict[str, str]:
+            statement = self._sql.replace_settings if replace else self._sql.record_settings
+            self._execute(cursor, statement, rows=json_rows(STORE_SETTINGS, rows, self._dialect))
+            return dict(self._execute(cursor, self._sql.read_settings).fetchall())
+
+        return self._transaction("record store settings", work)
+
     def upsert_run(self, run: RunRecord) -> None:
         columns = {
             "RunId": [run.run_id], "Kind": [run.kind], "Status": [run.status], "StartedAt": [run.started_at],
@@ -225,6 +236,11 @@ class OdbcStore(Store):
                 pa.array([bool(x) for x in open_], pa.bool_()), _ns_array(updated),
             ],
             schema=INCIDENT_SCHEMA,
+        )
+
+    def read_settings(self) -> dict[str, str]:
+        return self._transaction(
+            "read store settings", lambda cursor: dict(self._execute(cursor, self._sql.read_settings).fetchall())
         )
 
     def database_time(self) -> int:

@@ -22,6 +22,7 @@ from sensorflow.store.schema import (
     SENSOR,
     SENSOR_VALUES,
     SENSOR_WRITES,
+    STORE_SETTINGS,
     TABLES,
     TableSpec,
 )
@@ -43,6 +44,9 @@ class Statements:
     delete_incidents_since: Statement
     upsert_incidents: Statement
     read_incidents: Statement
+    read_settings: Statement
+    record_settings: Statement
+    replace_settings: Statement
     take_lease: Statement
     lease_holder: Statement
     release_lease: Statement
@@ -102,6 +106,11 @@ def _read_incidents(d: Dialect) -> str:
     )
 
 
+def _never(d: Dialect, target: str, source: str) -> str:
+    """An upsert condition that keeps every existing row: insert new keys only."""
+    return "1 = 0"
+
+
 def _window_bounds(d: Dialect) -> str:
     """Each sensor of JSON ``:sensors`` with its first and newest ``TS`` (NULL without windows): two key seeks."""
     on = " AND ".join(d.ids_equal(f"v.{d.q(n)}", f"s.{d.q(n)}") for n in ("Device", "Tag"))
@@ -127,6 +136,9 @@ def statements(d: Dialect) -> Statements:
         "delete_incidents_since": _delete_incidents_since(d),
         "upsert_incidents": d.upsert(INCIDENTS),
         "read_incidents": _read_incidents(d),
+        "read_settings": f"SELECT {d.names(('Name', 'Value'))} FROM {d.q(STORE_SETTINGS.name)}",
+        "record_settings": d.upsert(STORE_SETTINGS, only_if=_never),
+        "replace_settings": d.upsert(STORE_SETTINGS),
         "take_lease": d.upsert(LEASES, only_if=_lease_free_or_ours),
         "lease_holder": f"SELECT {d.q('Owner')} FROM {d.q('Leases')} WHERE {d.q('Name')} = :name",
         "release_lease": (

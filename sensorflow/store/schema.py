@@ -11,8 +11,8 @@ that says so (``SqliteLayout``, ``Index.not_in``).
 written since T" reads a small table instead of an index on every window
 row's ``WrittenAt`` (on SQLite that index halved window upsert speed, 0afc748).
 
-There is no metadata table (window length, time source, schema version)
-yet: no backend has one.
+``StoreSettings`` records what the store was made with (window length, time
+source, schema version); ``sensorflow.store.metadata`` checks a run against it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "SENSOR",
     "SENSOR_VALUES",
     "SENSOR_WRITES",
+    "STORE_SETTINGS",
     "TABLES",
     "Column",
     "Index",
@@ -173,7 +174,14 @@ INCIDENTS = TableSpec(
     sqlite=SqliteLayout(without_rowid=True),
 )
 
-TABLES = (SENSOR_VALUES, SENSOR_WRITES, DEAD_LETTERS, PREDICTIONS, RUNS, LEASES, INCIDENTS)
+STORE_SETTINGS = TableSpec(
+    # What the store was made with (window length, time source, schema version: store/metadata.py),
+    # one row per setting, so a later version can add one without changing the table.
+    "StoreSettings", (_c("Name", "id"), _c("Value", "text")), key=("Name",),
+    sqlite=SqliteLayout(without_rowid=True),
+)
+
+TABLES = (SENSOR_VALUES, SENSOR_WRITES, DEAD_LETTERS, PREDICTIONS, RUNS, LEASES, INCIDENTS, STORE_SETTINGS)
 SENSOR = (_c("Device", "id"), _c("Tag", "id"))
 """A sensor's key columns, as a rowset of sensors to read carries them."""
 INCIDENT_CUTOFFS = TableSpec("IncidentCutoffs", (*SENSOR, _c("Since", "ts")), key=("Device", "Tag"))

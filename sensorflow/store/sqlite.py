@@ -103,6 +103,9 @@ WHERE (?1 IS NULL OR i."End" > ?1) AND (?2 = 0 OR i."Open" = 1) AND (?3 IS NULL 
         SELECT 1 FROM json_each(?4) s WHERE s.value ->> 0 = i.Device AND s.value ->> 1 = i.Tag))
 ORDER BY i.Start DESC, i.PeakScore DESC, i.Device, i.Tag, i.Detector"""
 
+_RECORD_SETTING = "INSERT INTO StoreSettings (Name, Value) VALUES (?, ?) ON CONFLICT (Name) DO NOTHING"
+_REPLACE_SETTING = "INSERT INTO StoreSettings (Name, Value) VALUES (?, ?) ON CONFLICT (Name) DO UPDATE SET Value = excluded.Value"
+
 _SENSORS = "WITH s(Device, Tag) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?)) "
 
 # The sensor comes back as its index in the bound list, not as two strings per row: fewer
@@ -317,6 +320,14 @@ class SqliteStore(Store):
             ],
             schema=INCIDENT_SCHEMA,
         )
+
+    def read_settings(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT Name, Value FROM StoreSettings").fetchall())
+
+    def record_settings(self, values: dict[str, str], replace: bool = False) -> dict[str, str]:
+        with self._transaction():
+            self._db.executemany(_REPLACE_SETTING if replace else _RECORD_SETTING, values.items())
+            return dict(self._db.execute("SELECT Name, Value FROM StoreSettings").fetchall())
 
     def database_time(self) -> int:
         return _ts_ns_one(self._db.execute(_NOW).fetchone()[0])

@@ -12,6 +12,7 @@ from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
 from sensorflow.records.predictions import INCIDENT_SCHEMA, PREDICTION_SCHEMA
 from sensorflow.records.runs import RunRecord
 from sensorflow.store import StoreError, open_store
+from sensorflow.store.metadata import SCHEMA_VERSION, StoreSettings, StoreSettingsMismatch, check_store_settings
 from tests.support.builders import window_table
 
 S = 1_000_000_000
@@ -303,3 +304,43 @@ def test_many_sensors_replace_their_incidents_in_one_call(store):
     assert store.replace_incidents("robust-window", dict.fromkeys(sensors, 0), rows) == 3000
     assert store.replace_incidents("robust-window", dict.fromkeys(sensors, T0 + 15 * S), rows[:10]) == 10
     assert store.read_incidents().num_rows == 10
+
+
+def test_settings_are_recorded_once_unless_replaced(store):
+    assert store.read_settings() == {}
+    assert store.record_settings({"window_seconds": "5", "time_source": "ts"}) == {"window_seconds": "5", "time_source": "ts"}
+    assert store.record_settings({"window_seconds": "10", "x": "1"}) == {"window_seconds": "5", "time_source": "ts", "x": "1"}
+    assert store.record_settings({"x": "2"}, replace=True)["x"] == "2"
+    assert store.read_settings() == {"window_seconds": "5", "time_source": "ts", "x": "2"}
+
+
+def test_a_new_store_records_the_first_runs_settings_and_refuses_others(store):
+    recorded = check_store_settings(store, StoreSettings(5 * S, "ts"), record=True)
+    assert recorded == {"window_seconds": "5", "time_source": "ts", "schema_version": str(SCHEMA_VERSION)}
+    check_store_settings(store, StoreSettings(5 * S, "ts"), record=True)  # the same settings again: fine
+    check_store_settings(store, StoreSettings(5 * S), record=False)  # the sidecar asks the window length only
+    with pytest.raises(StoreSettingsMismatch, match=r"^the store holds 5 s windows, not 10 s \(window_seconds\): use --window-seconds 5"):
+        check_store_settings(store, StoreSettings(10 * S, "ts"), record=True)
+    with pytest.raises(StoreSettingsMismatch, match="time source ts, not enqueued"):
+        check_store_settings(store, StoreSettings(5 * S, "enqueued"), record=True)
+    assert store.read_settings()["window_seconds"] == "5"
+
+
+def test_a_store_made_before_the_settings_table_is_judged_by_its_rows(store):
+    # Windows written with no settings recorded: what a store of the previous version holds.
+    store.upsert_windows(windows([(e, d, "1", 1.0, 1) for e in (5, 10, 20, 35) for d in ("1", "2")]))
+    with pytest.raises(StoreSettingsMismatch, match=r"ending on multiples of 5 s .*not 10 s"):
+        check_store_settings(store, StoreSettings(10 * S, "ts"), record=True)
+    with pytest.raises(StoreSettingsMismatch, match=r"multiples of 5 s .*not 2.5 s"):
+        check_store_settings(store, StoreSettings(S * 5 // 2), record=False)
+    assert store.read_settings() == {}  # refused: nothing recorded
+    check_store_settings(store, StoreSettings(5 * S), record=False)  # the sidecar records nothing
+    assert "window_seconds" not in store.read_settings()
+    assert check_store_settings(store, StoreSettings(5 * S, "enqueued"), record=True)["time_source"] == "enqueued"
+    assert store.read_settings()["window_seconds"] == "5"
+
+
+def test_a_store_of_a_newer_schema_is_refused(store):
+    store.record_settings({"schema_version": str(SCHEMA_VERSION + 1)})
+    with pytest.raises(StoreSettingsMismatch, match="newer than this sensorflow"):
+        check_store_settings(store, StoreSettings(5 * S, "ts"), record=True)

@@ -112,7 +112,7 @@ def test_sensor_values_is_the_seed_table_plus_ours():
 
 def test_merges_read_json_into_the_target_columns_types():
     merges = [parse(s.sql) for s in STATEMENTS if s.sql.startswith("MERGE")]
-    assert len(merges) == 7
+    assert len(merges) == 9
     created = _created_tables()
     for merge in merges:
         target = merge.this.name
