@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pyarrow.compute as pc
 
 from sensorflow.batch_jobs.quality import LabelSpan, Scope, inside_labels
 
-__all__ = ["THRESHOLD", "plot_worst"]
+__all__ = ["THRESHOLD", "plot_png", "plot_worst"]
 
 THRESHOLD = 1.0
 """Where a score flags: the project's detectors scale their scores so a window is anomalous at >= 1."""
@@ -67,6 +68,39 @@ def plot_worst(
     dashed line where training ends and scoring starts, when ``windows`` show
     both. Returns ``path``.
     """
+    figure = _draw(sensors, windows, predictions, labels, window_ns, scope, titles, scored_range, split_ns)
+    return _save(figure, path)
+
+
+def plot_png(
+    sensors: Sequence[tuple[str, str]],
+    windows: pa.Table,
+    predictions: pa.Table,
+    labels: Sequence[LabelSpan],
+    window_ns: int,
+    titles: dict[tuple[str, str], str] | None = None,
+    scored_range: tuple[int, int] | None = None,
+) -> bytes:
+    """``plot_worst``'s panels as PNG bytes, each missing window slot also marked (grey ticks on the panel's floor)."""
+    buffer = io.BytesIO()
+    _save(_draw(sensors, windows, predictions, labels, window_ns, "sensor", titles, scored_range, None, True), buffer)
+    return buffer.getvalue()
+
+
+def _save(figure, target):
+    import matplotlib.pyplot as plt
+
+    if isinstance(target, (str, Path)):
+        figure.savefig(target, dpi=100)
+        plt.close(figure)
+        return Path(target)
+    figure.savefig(target, dpi=100, format="png", metadata={"Software": None})  # no matplotlib URL in an embedded image
+    plt.close(figure)
+    return target
+
+
+def _draw(sensors, windows, predictions, labels, window_ns, scope, titles, scored_range, split_ns, missing_slots=False):
+    """The figure of ``plot_worst``; ``missing_slots`` also marks every slot without a window row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,6 +122,10 @@ def plot_worst(
         flag_ts = flagged["ts"].to_numpy()
         flag_value = flagged["value"].to_numpy(zero_copy_only=False).astype(float)
         floor = np.nanmin(columns["min"]) if np.isfinite(columns["min"]).any() else 0.0
+        if missing_slots:
+            gaps = np.isnan(columns["value"])
+            values.scatter(ts[gaps], np.full(int(gaps.sum()), floor), color="grey", marker="|", s=30, zorder=2,
+                           label="missing slot (no readings)")
         flag_value = np.where(np.isfinite(flag_value), flag_value, floor)  # a flagged missing slot: on the floor
         true = inside_labels(flag_ts, spans, window_ns)
         values.scatter(_times(flag_ts[true]), flag_value[true], color="tab:green", marker="o", s=22, zorder=3,
@@ -118,6 +156,4 @@ def plot_worst(
     split = "dashed: training | scoring; " if split_ns is not None else ""
     axes[-1, 0].set_xlabel(f"window end (UTC); {split}shaded: labelled anomaly", fontsize=8)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return figure

@@ -148,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the whole story on a simulated fleet: windows, models, anomalies found vs labelled, a plot",
         define=_define_demo,
     )
+    commands.add_parser("incidents", help="list incidents (runs of a sensor's flagged windows), newest and strongest first",
+                        define=_define_incidents)
+    commands.add_parser("report", help="write one self-contained HTML page: the store's summary, incidents, top sensors' plots",
+                        define=_define_report)
     if importlib.util.find_spec("sensorflow.simulator") is not None:  # the simulator is optional in slim installs
         commands.add_parser("simulate", help=_SIMULATE_HELP, define=_define_simulate)
     return parser
@@ -275,6 +279,66 @@ def _define_demo(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
     _add_settings_flags(demo, DemoSettings)
     demo.set_defaults(func=_demo)
+
+
+_INCIDENTS_EXAMPLES = """\
+examples:
+  sensorflow incidents --store sqlite:///sensorflow.db            # all, newest first
+  sensorflow incidents --since 1h --open                          # open ones that ended in the newest hour of windows
+  sensorflow incidents --detector calibrated --json | head        # one JSON object per line
+
+--since is window time: a duration before the store's newest window, or an ISO-8601 time.
+"""
+
+
+def _define_incidents(commands: argparse._SubParsersAction) -> None:
+    from sensorflow.settings import IncidentsSettings
+
+    incidents = commands.add_parser(
+        "incidents",
+        description="List the store's incidents: runs of one sensor's flagged windows (Score >= 1) in which flags are "
+        "at most --incident-gap-windows apart, written by the sidecar as it scores. Newest start first, then the "
+        "highest peak score; a table, or JSON lines with --json.",
+        epilog=_INCIDENTS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    incidents.add_argument("--open", action="store_true", help="only open incidents (their sensor may still be in alarm)")
+    incidents.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    incidents.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
+    _add_settings_flags(incidents, IncidentsSettings)
+    incidents.set_defaults(func=_incidents)
+
+
+def _define_report(commands: argparse._SubParsersAction) -> None:
+    from sensorflow.settings import ReportSettings
+
+    report = commands.add_parser(
+        "report",
+        description="Write one self-contained HTML page (no server, no network: inline CSS, plots embedded as PNG): "
+        "the store's summary, the incidents table, and for the top sensors their window means with the min..max band, "
+        "flagged windows, missing slots, the score against its threshold of 1, and labelled spans with --labels.",
+        epilog="example:\n  sensorflow report --store sqlite:///sensorflow.db --since 2h --labels rec/labels.json --out report.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
+    _add_settings_flags(report, ReportSettings)
+    report.set_defaults(func=_report)
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    from sensorflow.incidents_command import incidents_command
+    from sensorflow.settings import IncidentsSettings, load_settings
+
+    settings = load_settings(IncidentsSettings, _flags(args, IncidentsSettings), args.config)
+    return incidents_command(settings.store, settings.since, args.open, settings.detector, args.json)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sensorflow.report import report_command
+    from sensorflow.settings import ReportSettings, load_settings
+
+    s = load_settings(ReportSettings, _flags(args, ReportSettings), args.config)
+    return report_command(s.store, s.out, s.since, s.labels, s.detector, s.top, s.window_seconds)
 
 
 def _sidecar(args: argparse.Namespace) -> int:

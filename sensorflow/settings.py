@@ -13,6 +13,8 @@ __all__ = [
     "DemoSettings",
     "EvaluateSettings",
     "ExecutorSettings",
+    "IncidentsSettings",
+    "ReportSettings",
     "RunSettings",
     "SettingsError",
     "SidecarSettings",
@@ -358,6 +360,35 @@ class DemoSettings(_BatchSettings):
     )
     seed: int = Field(7, ge=0, description="random seed of the simulation")
     plot_sensors: int = Field(4, ge=1, le=12, description="sensors drawn in the plot")
+
+
+class IncidentsSettings(_Settings):
+    """Settings of ``sensorflow incidents``: which store, which incidents."""
+
+    store: str = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH, postgresql+odbc:..., mssql+odbc:...")
+    since: str | None = Field(
+        None, description="only incidents ending after this: a duration before the store's newest window (1h, 30m, 2d) "
+        "or an ISO-8601 time (default: all)"
+    )
+    detector: str | None = Field(
+        None, description="only this detector's incidents, as Predictions.Detector names it (calibrated, eval:calibrated)"
+    )
+
+    @field_validator("store")
+    @classmethod
+    def _store_scheme(cls, value: str) -> str:
+        if not value.startswith(_STORE_SCHEMES):
+            raise ValueError(f"store must start with sqlite:///, postgresql+odbc: or mssql+odbc:, not {value[:16]!r}...")
+        return value
+
+
+class ReportSettings(IncidentsSettings):
+    """Settings of ``sensorflow report``: the incidents' settings, labels, how many sensors to draw, the output file."""
+
+    out: Path = Field(Path("report.html"), description="the HTML file to write (one self-contained page)")
+    labels: Path | None = Field(None, description="labels.json of known anomalies (the simulator's format): shaded in the plots")
+    top: int = Field(6, ge=0, le=100, description="sensors to draw: most incidents first, then the highest peak score")
+    window_seconds: float = Field(5.0, gt=0, le=86_400, description="window length of the stored windows")
 
 
 _LIVE_ONLY = (

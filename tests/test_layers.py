@@ -25,8 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sensorflow.windowing", "sensorflow.batch_jobs", "sensorflow.simulator"),  # the pipelines; none knows another
     ("sensorflow.settings",),  # one frozen settings object per command
     ("sensorflow.assembly",),  # settings -> typed configs and jobs
-    ("sensorflow.batch_commands",),  # sidecar and task commands
-    ("sensorflow.demo", "sensorflow.evaluate"),  # commands built on the batch commands; neither knows the other
+    ("sensorflow.batch_commands", "sensorflow.incidents_command"),  # sidecar and task commands; listing incidents
+    ("sensorflow.demo", "sensorflow.evaluate", "sensorflow.report"),  # commands built on those; none knows another
     ("sensorflow.cli",),
     ("sensorflow.__main__",),
 )
