@@ -27,20 +27,24 @@ from sensorflow.simulator.config import (
     parse_duration,
     parse_start,
 )
+from sensorflow.simulator.timefmt import NS_PER_S, format_ts
 
-__all__ = ["add_subcommand", "build_config", "run"]
+__all__ = ["add_subcommand", "build_config", "event_span", "run"]
 
 EPILOG = """\
 examples:
   seed-compatible recording (3 devices x 5 tags, one reading every 2 s, 1 hour):
     sensorflow simulate --out rec/ --start 2026-01-01T00:00:00Z
+  the hour after it, as a recording of its own (the first printed "continue with --start
+  2026-01-01T01:00:00Z"); `sensorflow run` replays one after the other into the same store:
+    sensorflow simulate --out rec2/ --start 2026-01-01T01:00:00Z --seed 1
   a fleet of 10,000 sensors at 1 reading/s for 15 minutes, with faults and labelled anomalies:
     sensorflow simulate --out rec/ --profile fleet --devices 1000 --tags 10 --rate 1 \\
         --duration 15m --start 2026-01-01T00:00:00Z --seed 7 --anomaly-rate 2 \\
         --out-of-order 0.01 --max-delay 10s --duplicates 0.001 --malformed 0.001
   a mixed fleet (daily cycles of 1 h, quantized and on/off, counts, heavy tails) whose training
   range (the first 25 %) holds anomalies on a fifth of the sensors, one of them stuck for a long time:
-    sensorflow simulate --out rec/ --profile fleet --signal mixed --period 1h --duration 4h \
+    sensorflow simulate --out rec/ --profile fleet --signal mixed --period 1h --duration 4h \\
         --start 2026-01-01T00:00:00Z --anomaly-rate 1 --train-anomalies 0.2 --train-range 0.25
   JSON arrays of 50 readings per message, string ids:
     sensorflow simulate --out rec/ --profile fleet --ids str --readings-per-message 50
@@ -53,6 +57,12 @@ examples:
         --start 2026-01-01T00:00:00Z --duration 1d --pace fast
 
 a recording directory is what `sensorflow run --source DIR` replays; its labels.json is the ground truth.
+
+event time: readings start at --start (default: now, the wall clock when the command starts) and
+step every --interval (seed) or 1/--rate s (fleet) for --duration; a reading may sit up to --jitter
+of a step later. simulate prints the first and last step it wrote and the --start that continues
+it (the step after the last); a recording is never appended to, so continue into another --out
+(a --duration that is a multiple of the window length keeps every window inside one recording).
 """
 
 
@@ -93,7 +103,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     fleet.add_argument("--rate", type=float, help="fleet: readings per sensor per second (default 1)")
     fleet.add_argument("--interval", type=float, help="seed: seconds between readings (default 2)")
     fleet.add_argument("--duration", default="1h", help="simulated time span, e.g. 90s, 15m, 2h, 1d (default 1h)")
-    fleet.add_argument("--start", default="now", help="'now' or an ISO time like 2026-01-01T00:00:00Z")
+    fleet.add_argument("--start", default="now",
+                       help="event time of the first reading: 'now' (the default: the wall clock at start) or an ISO "
+                       "time like 2026-01-01T00:00:00Z; to continue a recording, the --start it printed")
     fleet.add_argument("--seed", type=int, default=0, help="random seed: same options and seed, same output")
     fleet.add_argument(
         "--signal", choices=SIGNAL_KINDS,
@@ -243,8 +255,29 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, EventHubsUnavailable) as error:
         _fail(f"{type(error).__name__}: {error}")
         return 1
-    print(json.dumps(figures))
+    span = event_span(config)
+    if span:
+        print(f"sensorflow simulate: event time {span['first_event']} .. {span['last_event']} "
+              f"(first and last of {config.timing.steps:,} steps, one every {config.timing.interval_ns / NS_PER_S:g} s); "
+              f"continue with --start {span['next_start']}", file=sys.stderr)
+    print(json.dumps({**figures, **span}))
     return 1 if figures.get("messages_failed") else 0
+
+
+def event_span(config: SimulatorConfig) -> dict[str, str]:
+    """The event time a run covers, as texts: its first and last step (``TS`` as the recording writes it;
+    a reading may sit up to ``jitter`` of a step later) and ``next_start``, the ``--start`` of the run
+    that continues it; {} when the run has no step."""
+    timing = config.timing
+    if timing.steps == 0:
+        return {}
+    end = timing.start_ns + timing.steps * timing.interval_ns
+    next_start = format_ts(end) if end % NS_PER_S else format_ts(end)[:19] + "Z"  # whole seconds read best
+    return {
+        "first_event": format_ts(timing.start_ns),
+        "last_event": format_ts(end - timing.interval_ns),
+        "next_start": next_start,
+    }
 
 
 def _record(args: argparse.Namespace, config: SimulatorConfig) -> dict[str, object]:
