@@ -411,7 +411,8 @@ class CalibratedModel(Model):
             **self._moves(series, skip),
             "spread": spread / s.spread_limit,
             "stuck": stuck_runs(v, spread, count) / s.stuck_limit,
-            "low_count": s.low_count_rare * (c.low_count * s.count_median) / count,  # 1.0 at half the usual count
+            # 1.0 at half the usual count; a window with the usual count or more is never low (any sensitivity)
+            "low_count": np.where(count < s.count_median, s.low_count_rare * (c.low_count * s.count_median) / count, 0.0),
         }
         for name, values in of_present.items():
             evidence[_ROW[name], present] = values

@@ -227,7 +227,8 @@ def test_sliding_median_is_exact(k):
 
 
 def test_the_sensitivity_setting_scales_the_low_count_rule_too():
-    """Half the usual count flags at scale 1; at scale 2 it takes a quarter (the rule is not all-or-nothing)."""
+    """Half the usual count flags at scale 1; at scale 2 it takes a quarter (the rule is not all-or-nothing);
+    a window with the usual count is never low evidence (it was 0.5: every window flagged at scale 0.5)."""
     train = readings_windows(TRAIN, 0, seed=0)
     scored = readings_windows(SCORED, TRAIN, seed=1)
     counts = scored.count.copy()
@@ -237,6 +238,9 @@ def test_the_sensitivity_setting_scales_the_low_count_rule_too():
         scores = get_detector("calibrated", threshold_scale=scale).fit(train).score(thin)
         flagged = {int(i) for i in np.flatnonzero(scores.is_anomaly)}
         assert flagged == expected, (scale, flagged)
+    _, evidence = get_detector("calibrated", threshold_scale=0.5).fit(train).evidence(thin)
+    low = evidence[FEATURES.index("low_count")]
+    assert set(np.flatnonzero(low > 0).tolist()) == {AT, AT + 40}, "a window with the usual count is never low"
 
 
 def from_readings(readings: np.ndarray, first_slot: int) -> SensorWindows:
