@@ -2,12 +2,12 @@
 
 The page needs no server and no network: inline CSS, no script, every plot a
 base64 PNG drawn by matplotlib (Agg). It holds the store's summary (windows,
-sensors, the window-time span, dead letters, predictions' detectors), the
-incidents table (``sensorflow incidents``'s rows), and for the top sensors
-(most incidents, then highest peak score) their window means with the
-min..max band, flagged windows, missing slots, the score against its
-threshold of 1, and the labelled spans when ``--labels`` is given (with how
-many labelled anomalies have an incident).
+sensors, the window-time span, dead letters, incidents, and with ``--labels``
+how many labelled anomalies have an incident), then for the top sensors (most
+incidents, then highest peak score) their window means with the min..max
+band, flagged windows, missing slots, the score against its threshold of 1
+and the labelled spans, then the incidents table (``sensorflow incidents``'s
+rows, the first 50).
 
 Exit status: 0 written; 2 bad arguments (``--since``, an unreadable labels
 file, an output directory that does not exist); 1 the store failed.
@@ -65,6 +65,7 @@ class ReportData:
     window_ns: int
     incidents: list[dict]
     incidents_total: int
+    open_total: int
     plots: list[SensorPlot]
     labels: int | None = None  # labelled anomalies in the report's range (None: no --labels)
     labels_found: int = 0  # of those, with an incident of their sensor overlapping them
@@ -91,8 +92,7 @@ def report_command(store_url: str, out: Path, since: str | None = None, labels: 
         print(f"sensorflow report: {e}", file=sys.stderr)
         return 1
     out.write_text(render_html(data), encoding="utf-8")
-    opened = sum(1 for r in data.incidents if r["open"])
-    print(f"sensorflow report: wrote {out} ({data.incidents_total:,} incident(s), {opened:,} open, "
+    print(f"sensorflow report: wrote {out} ({data.incidents_total:,} incident(s), {data.open_total:,} open, "
           f"{len(data.plots)} sensor plot(s))")
     return 0
 
@@ -108,8 +108,9 @@ def gather(store: Store, described: str, since: str | None, labels: Sequence[Lab
     in_range = None if labels is None else [s for s in labels if since_ns is None or s.end > since_ns]
     found = 0 if in_range is None else sum(1 for s in in_range if _has_incident(table, s, window_ns))
     rows = incident_rows(table.slice(0, INCIDENTS_LISTED))
+    opened = int(pc.sum(table["open"].cast(pa.int64())).as_py() or 0)
     return ReportData(described, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), summary, since_ns, newest,
-                      window_ns, rows, table.num_rows, plots, None if in_range is None else len(in_range), found)
+                      window_ns, rows, table.num_rows, opened, plots, None if in_range is None else len(in_range), found)
 
 
 def _describe(url: str) -> str:
@@ -187,8 +188,7 @@ def render_html(data: ReportData) -> str:
         ("store", data.store), ("window rows", f"{s.windows:,}"), ("sensors", f"{s.sensors:,}"),
         ("window time (window ends, UTC)", span), ("window length", f"{data.window_ns / 1e9:g} s"),
         ("dead letters", dead), ("incidents", f"{data.incidents_total:,} ({scope})"),
-        ("open incidents", f"{sum(1 for r in data.incidents if r['open']):,}"
-         + (" (of the listed)" if data.incidents_total > len(data.incidents) else "")),
+        ("open incidents", f"{data.open_total:,}"),
     ]
     if data.labels is not None:
         rows.append(("labelled anomalies with an incident", f"{data.labels_found:,} of {data.labels:,}"))
@@ -200,11 +200,6 @@ def render_html(data: ReportData) -> str:
         f'<p class="meta">generated {e(data.generated_at)} by sensorflow {e(__version__)}</p>',
         "<h2>Store</h2>", '<table class="summary" id="summary">',
         *(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows), "</table>",
-        "<h2>Incidents</h2>",
-        f'<p class="note">Runs of a sensor\'s flagged windows, newest first, then strongest. A window is flagged when '
-        f"its Score is at least {THRESHOLD:g} (the threshold); <em>open</em> incidents may still go on. "
-        "Times are window ends (UTC).</p>",
-        _incidents_table(data),
         "<h2>Top sensors</h2>",
     ]
     if not data.plots:
@@ -219,7 +214,14 @@ def render_html(data: ReportData) -> str:
         caption = f"device {p.device} / tag {p.tag}: {p.incidents} incident(s), peak score {_score(p.peak_score)} ({p.detector})"
         parts.append(f'<figure class="sensor"><img alt="{e(caption)}" src="data:image/png;base64,{image}">'
                      f"<figcaption>{e(caption)}</figcaption></figure>")
-    parts += ["</body>", "</html>", ""]
+    parts += [
+        "<h2>Incidents</h2>",
+        f'<p class="note">Runs of a sensor\'s flagged windows, newest first, then strongest. A window is flagged when '
+        f"its Score is at least {THRESHOLD:g} (the threshold); <em>open</em> incidents may still go on. "
+        "Times are window ends (UTC).</p>",
+        _incidents_table(data),
+        "</body>", "</html>", "",
+    ]
     return "\n".join(parts)
 
 

@@ -224,3 +224,25 @@ def test_the_test_dependencies_install_chromium():
     script = Path(__file__).resolve().parents[1] / ".ci" / "test-deps.sh"
     assert re.search(r"need_apt\+=\(chromium\)", script.read_text()), "test-deps.sh must install Debian's chromium"
     assert shutil.which("chromium") or Path(CHROMIUM).is_file(), "chromium missing: run .ci/test-deps.sh"
+
+
+def test_your_own_replay_to_a_report_as_the_readme_says(tmp_path):
+    """README "Your own replay": simulate -> run -> evaluate (train the first hour, score the rest) -> incidents -> report."""
+    command = [sys.executable, "-m", "sensorflow"]
+    rec, store = tmp_path / "rec", f"sqlite:///{tmp_path / 'mine.db'}"
+
+    def step(*args: str, timeout: float = 600) -> str:
+        return subprocess.run([*command, *args], check=True, capture_output=True, text=True, timeout=timeout,
+                              cwd=tmp_path).stdout
+
+    step("simulate", "--out", str(rec), "--profile", "fleet", "--devices", "3", "--tags", "4", "--duration", "7200",
+         "--anomaly-rate", "2", "--start", "2026-01-01T00:00:00Z")
+    step("run", "--source", str(rec), "--store", store)
+    step("evaluate", "--store", store, "--train-to=-1h", "--labels", str(rec / "labels.json"), "--task-processes", "1")
+    incidents = [json.loads(x) for x in step("incidents", "--store", store, "--detector", "eval:calibrated", "--json").splitlines()]
+    assert incidents and all(i["start"] > "2026-01-01T01:00:00" for i in incidents)  # the scored hour only
+    page = tmp_path / "mine.html"
+    step("report", "--store", store, "--labels", str(rec / "labels.json"), "--out", str(page))
+    found = parse(render(page))
+    assert len(found.rows) == min(len(incidents), 50) and {r[2] for r in found.rows} == {"eval:calibrated"}
+    assert found.images
