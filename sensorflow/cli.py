@@ -32,8 +32,11 @@ _DESCRIPTION = """\
 sensorflow turns sensor readings into 5-second window averages per (Device, Tag)
 in SQL, then trains and scores one anomaly model per sensor.
 
-Start with:
-  sensorflow run --source samples/seed --store sqlite:///sensorflow.db
+Start with (in any directory; about 30 s, everything under .sensorflow/demo):
+  sensorflow demo
+then replay a recording of your own into a store of your own:
+  sensorflow simulate --out rec --duration 10m --start 2026-01-01T00:00:00Z
+  sensorflow run --source rec --store sqlite:///sensorflow.db
 
 Every flag of a subcommand can also come from an environment variable
 SENSORFLOW_<FLAG> (e.g. SENSORFLOW_WINDOW_SECONDS=10) or from a TOML file

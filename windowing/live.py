@@ -222,16 +222,14 @@ def _report(job: LiveJob, partitions: int, stats: RunStats, store: StoreSummary 
     )
 
 
-def _rebuilt_from(job: LiveJob) -> str:
-    """Where the next start gets the windows still open back from (see the module docstring)."""
+def _rebuilt_from(job: LiveJob) -> str | None:
+    """Where the next start gets the windows still open back from (see the module docstring); None: nowhere."""
     sources = []
     if job.execution.recovery_dir is not None:
         sources.append(f"the recovery state in {job.execution.recovery_dir} (the same --recovery-dir)")
     if job.checkpoints is not None:
         sources.append(f"the hub, re-read from the Blob checkpoints in container {job.checkpoints.container!r}")
-    if not sources:
-        return "nowhere: without --recovery-dir or --checkpoint-container the next start begins at --starting-position"
-    return ", else ".join(sources)
+    return ", else ".join(sources) or None
 
 
 def _store_summary(job: LiveJob, quick: bool) -> StoreSummary | None:

@@ -64,15 +64,16 @@ def summary_lines(report: RunReport) -> list[str]:
 
 
 def _open_line(open_windows: OpenWindows | None, rebuilt_from: str | None) -> str:
+    if rebuilt_from is None:
+        fate = "they are lost: no --recovery-dir or --checkpoint-container, so the next start begins at --starting-position"
+    else:
+        fate = f"the next start rebuilds them from {rebuilt_from}"
     if open_windows is None:
-        return f"  open:   not counted (the stop was interrupted); windows still open are rebuilt from {rebuilt_from}"
+        return f"  open:   not counted (the stop was interrupted); {fate}"
     if open_windows.rows == 0:
         return "  open:   none: every window read is written"
     ends = f"{_time(open_windows.first_end)} .. {_time(open_windows.last_end)}"
-    return (
-        f"  open:   {open_windows.rows:,} window rows still open, not written (window ends {ends}); "
-        f"the next start rebuilds them from {rebuilt_from}"
-    )
+    return f"  open:   {open_windows.rows:,} window rows still open, not written (window ends {ends}); {fate}"
 
 
 def _time(ns: int | None) -> str:

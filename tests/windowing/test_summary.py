@@ -53,7 +53,7 @@ def test_the_summary_of_a_replay_with_late_readings_adds_up(tmp_path: Path, caps
     assert late == (stored["Reason"] == "late").sum() and dead == len(stored)
 
 
-def _live_report(open_windows: OpenWindows | None, rebuilt_from: str, store: StoreSummary | None) -> RunReport:
+def _live_report(open_windows: OpenWindows | None, rebuilt_from: str | None, store: StoreSummary | None) -> RunReport:
     stats = RunStats(messages=10, readings=8, elements=10, windows_written=3)
     stats.add_dead_letters(2)
     return RunReport(4, stats, store, source="event hub 'h' on ns", live=True, open_windows=open_windows,
@@ -65,13 +65,21 @@ def _live_report(open_windows: OpenWindows | None, rebuilt_from: str, store: Sto
      "  open:   12 window rows still open, not written (window ends 2026-01-01 00:00:05.000 .. 2026-01-01 00:01:00.000); "
      "the next start rebuilds them from SOMEWHERE"),
     (OpenWindows(), "  open:   none: every window read is written"),
-    (None, "  open:   not counted (the stop was interrupted); windows still open are rebuilt from SOMEWHERE"),
+    (None, "  open:   not counted (the stop was interrupted); the next start rebuilds them from SOMEWHERE"),
 ])
 def test_a_live_summary_says_what_is_open(open_windows, line):
     lines = summary_lines(_live_report(open_windows, "SOMEWHERE", StoreSummary(3, 1, "a", "b")))
     assert lines[0] == "sensorflow run: consumed 4 partition(s) of event hub 'h' on ns in " + lines[0].split(" in ")[1]
     assert lines[0].endswith("s (stopped: SIGTERM)")
     assert line in lines
+
+
+def test_without_recovery_or_checkpoints_the_open_windows_are_said_to_be_lost():
+    lines = summary_lines(_live_report(OpenWindows(3, 5 * S, 5 * S), None, StoreSummary(3, 1, "a", "b")))
+    assert lines[3] == (
+        "  open:   3 window rows still open, not written (window ends 1970-01-01 00:00:05.000 .. 1970-01-01 00:00:05.000); "
+        "they are lost: no --recovery-dir or --checkpoint-container, so the next start begins at --starting-position"
+    )
 
 
 def test_a_store_that_did_not_answer_at_the_stop_is_said_so():
