@@ -72,7 +72,8 @@ class ReportData:
 
 
 def report_command(store_url: str, out: Path, since: str | None = None, labels: Path | None = None,
-                   detector: str | None = None, top: int = 6, window_seconds: float = 5.0) -> int:
+                   detector: str | None = None, top: int = 6, window_seconds: float | None = None) -> int:
+    """Write the page to ``out``; ``window_seconds`` None: the length the store recorded (5 s if it recorded none)."""
     out = Path(out)
     if not out.parent.is_dir():
         print(f"sensorflow report: directory does not exist: {out.parent.resolve()}", file=sys.stderr)
@@ -84,7 +85,8 @@ def report_command(store_url: str, out: Path, since: str | None = None, labels: 
         return 2
     try:
         with open_store(store_url) as store:
-            data = gather(store, _describe(store_url), since, spans, detector, top, round(window_seconds * 1e9))
+            window_ns = round(window_seconds * 1e9) if window_seconds is not None else _recorded_window_ns(store)
+            data = gather(store, _describe(store_url), since, spans, detector, top, window_ns)
     except SinceError as e:
         print(f"sensorflow report: {e}", file=sys.stderr)
         return 2
@@ -111,6 +113,15 @@ def gather(store: Store, described: str, since: str | None, labels: Sequence[Lab
     opened = int(pc.sum(table["open"].cast(pa.int64())).as_py() or 0)
     return ReportData(described, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"), summary, since_ns, newest,
                       window_ns, rows, table.num_rows, opened, plots, None if in_range is None else len(in_range), found)
+
+
+def _recorded_window_ns(store: Store) -> int:
+    """The window length the store recorded at creation (``StoreSettings``); 5 s for a store made before that table."""
+    try:
+        recorded = store.read_settings().get("window_seconds")
+    except Exception:  # noqa: BLE001 - a store made before StoreSettings has no such table; the report only reads
+        recorded = None
+    return round(float(recorded) * 1e9) if recorded else 5 * 1_000_000_000
 
 
 def _describe(url: str) -> str:

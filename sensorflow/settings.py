@@ -388,7 +388,9 @@ class ReportSettings(IncidentsSettings):
     out: Path = Field(Path("report.html"), description="the HTML file to write (one self-contained page)")
     labels: Path | None = Field(None, description="labels.json of known anomalies (the simulator's format): shaded in the plots")
     top: int = Field(6, ge=0, le=100, description="sensors to draw: most incidents first, then the highest peak score")
-    window_seconds: float = Field(5.0, gt=0, le=86_400, description="window length of the stored windows")
+    window_seconds: float | None = Field(
+        None, gt=0, le=86_400, description="window length of the stored windows (default: the length the store recorded)"
+    )
 
 
 _LIVE_ONLY = (

@@ -188,14 +188,16 @@ def test_the_report_renders_in_chromium_with_incidents_plots_and_nothing_fetched
     assert not_blank(tmp_path / "report.png") > 0.02  # text, tables and plots drawn, not an empty page
 
 
-def test_a_report_of_an_empty_store_says_so(tmp_path, capsys):
+def test_a_report_of_an_empty_store_says_so_with_the_stores_window_length(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     with open_store(url) as store:
         store.create_schema()
+        store.record_settings({"window_seconds": "10"})  # what a run with --window-seconds 10 records
     page = tmp_path / "empty.html"
     assert main(["report", "--store", url, "--out", str(page)]) == 0
     dom = render(page)
     assert "No incidents in this range." in dom and "<img" not in dom
+    assert "<td>window length</td><td>10 s</td>" in dom  # the store's own, not the 5 s default
     assert main(["report", "--store", url, "--out", str(tmp_path / "missing-dir" / "r.html")]) == 2
     assert "directory does not exist" in capsys.readouterr().err
 
