@@ -18,16 +18,19 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TextIO
 
 from tqdm import tqdm
 
 from sensorflow.batch_jobs.executors import Executor
+from sensorflow.batch_jobs.metrics import SidecarMetrics
 from sensorflow.batch_jobs.model_store import ModelCatalog, ModelStoreError, open_model_store
 from sensorflow.batch_jobs.schedule import (
     SUCCESSFUL,
@@ -52,9 +55,9 @@ from sensorflow.batch_jobs.schedule import (
 )
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec
 from sensorflow.records.runs import RunKind, RunRecord, RunStatus
-from sensorflow.store import PlanningStore
+from sensorflow.store import PlanningStore, ScoringStore
 
-__all__ = ["Phase", "Sidecar", "SidecarConfig", "SidecarReport", "serve"]
+__all__ = ["Phase", "PhaseProgress", "Sidecar", "SidecarConfig", "SidecarReport", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +99,60 @@ class SidecarReport:
     train: Phase | None = None
 
 
-class Sidecar:
-    """Plans runs from the store's ``Runs`` and runs their tasks on ``executor``."""
+class PhaseProgress:
+    """Tasks done / total of one phase on ``out``: a tqdm bar on a terminal, else a plain line when the
+    phase starts, then at most one every ``every_s`` seconds as tasks finish, and one when the last has.
 
-    def __init__(self, config: SidecarConfig, store: PlanningStore, executor: Executor, progress: bool | None = None):
+    ``bar``: True a bar always, None a bar on a terminal only (plain lines otherwise), False nothing.
+    """
+
+    def __init__(self, kind: str, tasks: int, sensors: int, bar: bool | None, out: TextIO | None = None, every_s: float = 5.0):
+        self.kind, self.tasks, self.sensors = kind, tasks, sensors
+        self.out = out if out is not None else sys.stderr
+        self.every_s = every_s
+        self.done = self.sensors_done = self.failed = 0
+        self._started = self._printed = time.monotonic()
+        isatty = getattr(self.out, "isatty", None)
+        self._silent = bar is False
+        self._bar = None
+        if bar or (bar is None and isatty is not None and isatty()):
+            self._bar = tqdm(total=tasks, desc=f"{kind} (tasks)", unit="task", file=self.out, leave=False)
+        elif not self._silent:
+            self._line(f"{tasks:,} task(s) of {sensors:,} sensors started")
+
+    def task_done(self, result: TaskResult) -> None:
+        self.done += 1
+        self.sensors_done += len(result.outcomes)
+        self.failed += result.count("failed")
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{self.sensors_done:,}/{self.sensors:,} sensors, {self.failed:,} failed", refresh=False)
+            self._bar.update(1)
+        elif not self._silent and (self.done == self.tasks or time.monotonic() - self._printed >= self.every_s):
+            self._line(
+                f"{self.done:,}/{self.tasks:,} tasks done ({self.sensors_done:,}/{self.sensors:,} sensors, "
+                f"{self.failed:,} failed) in {time.monotonic() - self._started:.0f} s"
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def _line(self, text: str) -> None:
+        self._printed = time.monotonic()
+        print(f"sensorflow sidecar: {self.kind}: {text}", file=self.out, flush=True)
+
+
+class Sidecar:
+    """Plans runs from the store's ``Runs`` and runs their tasks on ``executor``.
+
+    ``progress``: see :class:`PhaseProgress` (None: a bar on a terminal, plain lines otherwise;
+    False: nothing). ``metrics`` counts every finished phase.
+    """
+
+    def __init__(self, config: SidecarConfig, store: PlanningStore, executor: Executor, progress: bool | None = None,
+                 metrics: SidecarMetrics | None = None):
         self.config, self.store, self.executor, self.progress = config, store, executor, progress
+        self.metrics = metrics
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renewed = 0.0
 
@@ -158,12 +210,28 @@ class Sidecar:
         """Score the sensors with a model; the run's ``range_to`` is the newest window seen so far."""
         work = score_work(written, last, retries(last), self.config.policy, have_model)
         detail = {"since": since, "written": len(written), "without_model": len(without_model(written, have_model))}
+        counted = self.metrics is not None and isinstance(self.store, ScoringStore)  # a store that keeps incidents
+        starts = [w.ts_from for w in work if w.ts_from is not None]
+        # incidents ending further back than the gap before every scored range cannot change (batch_jobs.incidents)
+        reach = (self.config.incident_gap_windows + 1) * self.config.window_ns
+        touched = min(starts) - reach if starts and len(starts) == len(work) else None
+        before = self._incident_keys(touched) if counted else set()
         phase = self._phase(RunKind.SCORE, work, detail)
         newest = newest_window(list(phase.results))
         carried = max((t for t in (newest, last and last.range_to, newest_known) if t is not None), default=None)
         run = replace(phase.run, range_to=carried)
         self.store.upsert_run(run)
+        if counted and work:
+            assert self.metrics is not None
+            opened = len(self._incident_keys(touched) - before)
+            self.metrics.incidents(opened, len(self.store.read_incidents(open_only=True, detector=self.config.detector)))  # type: ignore[attr-defined]
         return replace(phase, run=run)
+
+    def _incident_keys(self, since: int | None) -> set[tuple[str, str, int]]:
+        """(device, tag, start) of this detector's incidents ending after ``since`` (None: all): what a score phase
+        opened is what is there after it and was not before (metrics only)."""
+        table = self.store.read_incidents(since_ns=since, detector=self.config.detector)  # type: ignore[attr-defined]
+        return set(zip(table["device"].to_pylist(), table["tag"].to_pylist(), table["start"].to_pylist()))
 
     def _train(
         self, last: RunRecord | None, newest: int | None, missing: list[Sensor], context: ModelContext, rescan: bool
@@ -209,7 +277,10 @@ class Sidecar:
             why = f"interrupted: {e or 'SIGINT'}" if stopped else f"{type(e).__name__}: {e}"
             error = {**detail, **(self.executor.run_detail() if specs else {}), "error": why}
             status = RunStatus.INTERRUPTED if stopped else RunStatus.FAILED
-            self.store.upsert_run(replace(run, status=status, finished_at=self.store.database_time(), detail=json.dumps(error)))
+            ended = replace(run, status=status, finished_at=self.store.database_time(), detail=json.dumps(error))
+            self.store.upsert_run(ended)
+            if self.metrics is not None:
+                self.metrics.phase_done(ended, ())
             raise
         failed = failed_sensors(specs, results)
         failed_tasks = sum(1 for r in results if r.outcomes and r.count("failed") == len(r.outcomes))
@@ -228,20 +299,22 @@ class Sidecar:
         }
         run = replace(run, status=status, finished_at=self.store.database_time(), failures=len(failed),
                       detail=json.dumps(detail))
+        if self.metrics is not None:
+            self.metrics.phase_done(run, results)
         return Phase(run, tuple(specs), tuple(results))
 
     def _execute(self, kind: RunKind, specs: list[TaskSpec], sensors: int) -> list[TaskResult]:
         if not specs:
             return []
-        with tqdm(total=sensors, desc=f"{kind} (sensors)", unit="sensor", disable=self._quiet(), leave=False) as bar:
+        progress = PhaseProgress(str(kind), len(specs), sensors, self.progress)
+        try:
             def done(result: TaskResult) -> None:
-                bar.update(len(result.outcomes))
+                progress.task_done(result)
                 self._renew()
 
             return self.executor.run(specs, done)
-
-    def _quiet(self) -> bool | None:
-        return None if self.progress is None else not self.progress  # None: tqdm shows bars on a terminal only
+        finally:
+            progress.close()
 
     def _renew(self) -> None:
         """Keep the lease while tasks finish (every third of its lifetime)."""

@@ -116,6 +116,7 @@ def replay_job(settings: RunSettings) -> ReplayJob:
         output=output(settings),
         flow=flow_options(settings),
         execution=execution(settings),
+        metrics_port=settings.metrics_port,
     )
 
 

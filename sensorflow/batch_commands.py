@@ -8,15 +8,18 @@ task processes through their environment, never through a spec.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from sensorflow.assembly import open_executor
 from sensorflow.batch_jobs.azure_batch import RESULT_FILE_ENV
 from sensorflow.batch_jobs.azure_batch_pool import BatchSetupError
+from sensorflow.batch_jobs.metrics import SidecarMetrics
 from sensorflow.batch_jobs.model_store import ModelStoreError
 from sensorflow.batch_jobs.schedule import Cron, Every, Policy
 from sensorflow.batch_jobs.sidecar import Phase, Sidecar, SidecarConfig, SidecarReport, serve
@@ -82,9 +85,9 @@ def sidecar_command(settings: SidecarSettings, once: bool) -> int:
     schedule = Cron(settings.cron) if settings.cron else Every(settings.interval_seconds)
     raise_on_sigterm()  # SIGTERM stops a run in progress too, as Ctrl-C does: Kubernetes waits only 30 s
     try:
-        with open_store(store_url) as store, open_executor(settings, environ) as executor:
+        with open_store(store_url) as store, open_executor(settings, environ) as executor, _metrics(settings) as metrics:
             store.create_schema()
-            sidecar = Sidecar(config, store, executor)
+            sidecar = Sidecar(config, store, executor, metrics=metrics)
             if once:
                 print_report(sidecar.run_once())
                 return 0
@@ -97,6 +100,20 @@ def sidecar_command(settings: SidecarSettings, once: bool) -> int:
     except (StoreError, ModelStoreError, TaskError, BatchSetupError) as e:
         print(f"sensorflow sidecar: {e}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _metrics(settings: SidecarSettings) -> Iterator[SidecarMetrics | None]:
+    """The sidecar's metrics, served on ``settings.metrics_port`` while it runs (none without a port)."""
+    if settings.metrics_port is None:
+        yield None
+        return
+    from sensorflow.exposition import MetricsServer
+
+    metrics = SidecarMetrics()
+    with MetricsServer(metrics, port=settings.metrics_port) as server:
+        print(f"sensorflow sidecar: metrics on http://127.0.0.1:{server.port}/metrics", file=sys.stderr, flush=True)
+        yield metrics
 
 
 def print_report(report: SidecarReport) -> None:

@@ -109,7 +109,7 @@ class RunSettings(_Settings):
         30.0, gt=0, description="eventhubs: a partition silent this long (wall time) stops holding windows open"
     )
     metrics_port: int | None = Field(
-        None, ge=0, le=65_535, description="eventhubs: serve /metrics, /healthz, /readyz on this port (0: any free port)"
+        None, ge=0, le=65_535, description="serve /metrics, /healthz, /readyz on this port while the run runs (0: any free port)"
     )
     stop_after_idle_seconds: float | None = Field(
         None, gt=0, description="eventhubs: stop gracefully after no event at all for this long (none: run until SIGTERM)"
@@ -308,6 +308,9 @@ class SidecarSettings(ExecutorSettings):
     retrain_every_seconds: float = Field(3600.0, gt=0, description="retrain when the newest window moved this far past the last training")
     lease_seconds: float = Field(600.0, gt=0, description="lease lifetime; renewed while a run is in progress")
     seed_csv: bool = Field(False, description="also write the original's per-sensor prediction CSVs to predictions/")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65_535, description="serve /metrics, /healthz, /readyz on this port (0: any free port)"
+    )
 
     @field_validator("cron")
     @classmethod
@@ -401,7 +404,6 @@ _LIVE_ONLY = (
     "checkpoint_connection_string",
     "checkpoint_account_url",
     "checkpoint_container",
-    "metrics_port",
     "stop_after_idle_seconds",
     "max_runtime_seconds",
 )

@@ -20,7 +20,14 @@ from sensorflow.ingest.replay.avro import CAPTURE_SCHEMA
 from sensorflow.simulator.anomalies import write_labels
 from sensorflow.simulator.config import SimulatorConfig
 from sensorflow.simulator.messages import message_bodies
-from sensorflow.simulator.recording import LABELS_FILE, RecordingSummary, finish_output_dir, prepare_output_dir
+from sensorflow.simulator.progress import PhaseProgress
+from sensorflow.simulator.recording import (
+    LABELS_FILE,
+    RecordingSummary,
+    expected_readings,
+    finish_output_dir,
+    prepare_output_dir,
+)
 from sensorflow.simulator.stream import Simulation
 from sensorflow.simulator.timefmt import format_capture_time
 
@@ -80,6 +87,7 @@ def write_capture_recording(
     window_s: int = 300,
     codec: str = "null",
     overwrite: bool = False,
+    progress: PhaseProgress | None = None,
 ) -> RecordingSummary:
     """Write the run as Capture-style Avro files (one directory per partition) and `labels.json`."""
     if window_s < 1:
@@ -87,7 +95,10 @@ def write_capture_recording(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     prepare_output_dir(out_dir, ("*/*/*/*/*/*/*.avro", LABELS_FILE), overwrite)
+    progress = progress or PhaseProgress(enabled=False)
+    progress.phase("preparing the fleet and its anomalies", unit="")
     simulation = Simulation.prepare(config)
+    progress.phase(f"writing readings to {out_dir}", expected_readings(config))
     files = _PartitionFiles(out_dir, window_s * NS_PER_S, codec)
     keys = simulation.fleet.device_keys
     messages = readings = malformed = 0
@@ -126,12 +137,15 @@ def write_capture_recording(
                         "Body": body,
                     }
                 )
+            progress.advance(chunk.readings)
     finally:
         files.close()
+    progress.phase("writing labels.json", unit="")
     labels = simulation.labels
     write_labels(out_dir / LABELS_FILE, labels)
     finish_output_dir(out_dir)
     written = sum(p.stat().st_size for p in out_dir.glob("*/*/*/*/*/*/*.avro"))
+    progress.close()
     return RecordingSummary(
         out_dir, messages, readings, malformed, len(labels), config.messages.partitions, written,
         time.perf_counter() - started,

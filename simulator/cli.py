@@ -281,15 +281,18 @@ def event_span(config: SimulatorConfig) -> dict[str, str]:
 
 
 def _record(args: argparse.Namespace, config: SimulatorConfig) -> dict[str, object]:
+    from sensorflow.simulator.progress import PhaseProgress
+
+    progress = PhaseProgress()  # phase by phase on stderr: a bar on a terminal, a line every 5 s otherwise
     if args.format == "avro":
         from sensorflow.simulator.capture import write_capture_recording
 
         window_s = _duration(args.capture_window or "5m", "--capture-window") // 1_000_000_000
-        summary = write_capture_recording(args.out, config, window_s=window_s, overwrite=args.force)
+        summary = write_capture_recording(args.out, config, window_s=window_s, overwrite=args.force, progress=progress)
     else:
         from sensorflow.simulator.recording import write_jsonl_recording
 
-        summary = write_jsonl_recording(args.out, config, overwrite=args.force)
+        summary = write_jsonl_recording(args.out, config, overwrite=args.force, progress=progress)
     print(
         f"wrote {summary.messages:,} messages ({summary.readings:,} readings, {summary.malformed:,} malformed, "
         f"{summary.labels:,} labels) to {summary.directory} in {summary.seconds:.1f} s",

@@ -13,6 +13,7 @@ from sensorflow.records.recordings import INCOMPLETE
 from sensorflow.simulator.anomalies import write_labels
 from sensorflow.simulator.config import SimulatorConfig
 from sensorflow.simulator.envelope import EnvelopeWriter
+from sensorflow.simulator.progress import PhaseProgress
 from sensorflow.simulator.stream import Simulation
 
 __all__ = ["RecordingSummary", "finish_output_dir", "prepare_output_dir", "write_jsonl_recording"]
@@ -121,7 +122,9 @@ class _FileSink:
         return self._written
 
 
-def write_jsonl_recording(out_dir: Path | str, config: SimulatorConfig, overwrite: bool = False) -> RecordingSummary:
+def write_jsonl_recording(
+    out_dir: Path | str, config: SimulatorConfig, overwrite: bool = False, progress: PhaseProgress | None = None
+) -> RecordingSummary:
     """Write the run as a JSON Lines recording (CONTRACTS.md envelopes) and its `labels.json`.
 
     Lines of a partition file are in enqueued order with sequence numbers
@@ -130,7 +133,10 @@ def write_jsonl_recording(out_dir: Path | str, config: SimulatorConfig, overwrit
     started = time.perf_counter()
     out_dir = Path(out_dir)
     prepare_output_dir(out_dir, ("partition-*.jsonl", LABELS_FILE), overwrite)
+    progress = progress or PhaseProgress(enabled=False)
+    progress.phase("preparing the fleet and its anomalies", unit="")
     simulation = Simulation.prepare(config)
+    progress.phase(f"writing readings to {out_dir}", expected_readings(config))
     writer = EnvelopeWriter(config, simulation.fleet, simulation.texts, buffers=3)
     partitions = config.messages.partitions
     messages = readings = malformed = 0
@@ -142,11 +148,19 @@ def write_jsonl_recording(out_dir: Path | str, config: SimulatorConfig, overwrit
             readings += chunk.readings
             malformed += chunk.malformed
             sink.put(list(writer.blocks(chunk)))
+            progress.advance(chunk.readings)
     finally:
         written = sink.close()
+    progress.phase("writing labels.json", unit="")
     labels = simulation.labels
     write_labels(out_dir / LABELS_FILE, labels)
     finish_output_dir(out_dir)
+    progress.close()
     return RecordingSummary(
         out_dir, messages, readings, malformed, len(labels), partitions, written, time.perf_counter() - started
     )
+
+
+def expected_readings(config: SimulatorConfig) -> int:
+    """About how many readings a run makes: steps x readings per step (duplicates and dropouts move it a little)."""
+    return config.timing.steps * config.readings_per_step

@@ -94,7 +94,7 @@ def build_flow(
     malformed = op.filter_map("malformed", decoded, _dead_letters)
     readings = op.map("readings", decoded, _readings)
     by_partition = op.key_on("by_partition", readings, _partition)
-    stamped = op.key_rm("stamped", op.stateful_batch("lateness", by_partition, partial(_lateness, config, board)))
+    stamped = op.key_rm("stamped", op.stateful_batch("lateness", by_partition, partial(_lateness, config, board, stats)))
     late_or_routed = op.branch("late_or_routed", stamped, _is_dead_letter)
     windowed = op.key_rm("windowed", op.stateful_batch("window", late_or_routed.falses, partial(_window, config, board, stats)))
     closed_or_late = op.branch("closed_or_late", windowed, _is_window_batch)
@@ -124,8 +124,8 @@ def _partition(batch: ReadingBatch) -> str:
     return batch.partition
 
 
-def _lateness(config: FlowConfig, board: ResumeBoard | None, resume: LatenessSnapshot | None) -> LatenessLogic:
-    return LatenessLogic(config.lateness_ns, config.shards, resume, board)
+def _lateness(config: FlowConfig, board: ResumeBoard | None, stats: RunStats, resume: LatenessSnapshot | None) -> LatenessLogic:
+    return LatenessLogic(config.lateness_ns, config.shards, resume, board, stats)
 
 
 def _window(config: FlowConfig, board: ResumeBoard | None, stats: RunStats, resume: WindowSnapshot | None) -> WindowLogic:

@@ -17,6 +17,7 @@ from sensorflow.records.windows import END_OF_TIME, WindowBatch
 from sensorflow.windowing.resume.board import PartitionTracker, ResumeBoard, TrackerSnapshot
 from sensorflow.windowing.shards import ShardMessage, split_by_shard
 from sensorflow.windowing.state import SNAPSHOT_VERSION, checked
+from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.tumbling import PartitionClock, WindowAggregator, WindowSnapshot
 
 __all__ = [
@@ -53,8 +54,12 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
     progress goes no further: it is no sign of life of the partition for the window shards.
     """
 
-    def __init__(self, lateness_ns: int, shards: int, state: LatenessSnapshot | None, board: ResumeBoard | None = None):
-        """``state``: what :meth:`snapshot` gave before a restart (None: a fresh start).
+    def __init__(
+        self, lateness_ns: int, shards: int, state: LatenessSnapshot | None, board: ResumeBoard | None = None,
+        stats: RunStats | None = None,
+    ):
+        """``state``: what :meth:`snapshot` gave before a restart (None: a fresh start); ``stats`` is told
+        each partition's newest event time and watermark (the watermark and lag gauges).
 
         Raises :class:`~sensorflow.windowing.state.RecoveryStateError` for a state of another release.
         """
@@ -65,6 +70,8 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
             self.clock, tracked = PartitionClock(lateness_ns, state.watermark), state.tracker
         self.shards = shards
         self.tracker = None if board is None else PartitionTracker(board, tracked)
+        self.lateness_ns = lateness_ns
+        self.stats = stats
 
     def on_batch(self, values: list[ReadingBatch]) -> tuple[Iterable, bool]:
         out: list = []
@@ -88,6 +95,8 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
             drop = late if stored is None else late | stored
             if drop.any():
                 table = table.filter(pa.array(~drop))
+            if self.stats is not None and len(ts):  # the watermark is the newest event time read, less the lateness
+                self.stats.observe_partition(batch.partition, self.clock.watermark + self.lateness_ns, self.clock.watermark)
             watermark = END_OF_TIME if batch.eof else self.clock.watermark
             if batch.eof:
                 self.clock.watermark = END_OF_TIME

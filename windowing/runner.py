@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import sys
@@ -15,6 +16,7 @@ from bytewax.dataflow import Dataflow
 from pydantic import TypeAdapter
 
 from sensorflow.ingest.replay import ReplaySource
+from sensorflow.ingest.replay.source import ReadMeter
 from sensorflow.store import open_store
 from sensorflow.windowing.cluster import ClusterMember, run_local_cluster
 from sensorflow.windowing.dataflow import FlowOptions, build_flow
@@ -47,6 +49,7 @@ class ReplayJob:
     output: Output
     flow: FlowOptions = field(default_factory=FlowOptions)
     execution: Execution = field(default_factory=Execution)
+    metrics_port: int | None = None  # serve /metrics, /healthz, /readyz while the replay runs (0: a free port)
 
 
 JOBS: TypeAdapter[ReplayJob] = TypeAdapter(ReplayJob)
@@ -82,8 +85,8 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
     elif execution.recovery_dir is not None:
         Path(execution.recovery_dir).mkdir(parents=True, exist_ok=True)  # may hold none of the partitions
     interrupts = Interrupts()
-    flow, partitions, stats, window_sink = _prepare(job, interrupts)
-    with interrupts, Progress(stats, execution.progress_seconds, progress):
+    flow, partitions, stats, window_sink, meter = _prepare(job, interrupts)
+    with _metrics(job, member, stats, progress), interrupts, Progress(stats, execution.progress_seconds, progress, meter):
         try:
             if member is not None:
                 execute(flow, execution, member.process_id, list(member.addresses))
@@ -106,9 +109,20 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
     return RunReport(partitions, stats, summary, source=str(job.input.path))
 
 
+def _metrics(job: ReplayJob, member: ClusterMember | None, stats: RunStats, out: TextIO) -> contextlib.AbstractContextManager:
+    """/metrics, /healthz, /readyz while the replay runs if ``job.metrics_port`` is set (process 0 of a cluster)."""
+    if job.metrics_port is None or (member is not None and member.process_id != 0):
+        return contextlib.nullcontext()
+    from sensorflow.windowing.service import MetricsServer, RunCollector
+
+    server = MetricsServer(RunCollector(stats, {}), lambda: (True, "replaying"), job.metrics_port)
+    print(f"sensorflow: metrics on http://127.0.0.1:{server.port}/metrics", file=out, flush=True)
+    return server
+
+
 def prepare_flow(job: ReplayJob) -> tuple[Dataflow, int, RunStats]:
     """The dataflow for ``job``; every process of a cluster builds the same one."""
-    flow, partitions, stats, _ = _prepare(job, None)
+    flow, partitions, stats, _, _ = _prepare(job, None)
     return flow, partitions, stats
 
 
@@ -137,7 +151,7 @@ def _holds_committed_epoch(directory: Path) -> bool:
     return False
 
 
-def _prepare(job: ReplayJob, interrupts: Interrupts | None) -> tuple[Dataflow, int, RunStats, WindowSink]:
+def _prepare(job: ReplayJob, interrupts: Interrupts | None) -> tuple[Dataflow, int, RunStats, WindowSink, ReadMeter]:
     source = replay_source(job)
     stats = RunStats()
     config = job.flow.config(tuple(source.list_parts()), job.execution.total_workers)
@@ -150,4 +164,4 @@ def _prepare(job: ReplayJob, interrupts: Interrupts | None) -> tuple[Dataflow, i
         partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure, interrupts.kept
     )
     flow = build_flow(source, config, window_sink, dead_letter_sink, stats)
-    return flow, len(config.partitions), stats, window_sink
+    return flow, len(config.partitions), stats, window_sink, source.meter

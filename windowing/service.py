@@ -1,9 +1,10 @@
 """What makes the live dataflow a service: /metrics, /healthz, /readyz, JSON logs, graceful stops.
 
-* :class:`MetricsServer` serves Prometheus metrics (prometheus-client's exposition, from a
-  collector that reads the run's counters at scrape time, so the dataflow pays nothing per
-  reading), ``/healthz`` (the process answers) and ``/readyz`` (every partition's receiver is
-  connected, the store answers, checkpoints are being written).
+* :class:`RunCollector` gives a run's Prometheus metrics, read from its counters at scrape time
+  (the dataflow pays nothing per reading); ``sensorflow.exposition.MetricsServer`` serves them with
+  the standard process and platform collectors and the build info, with ``/healthz`` (the process
+  answers) and ``/readyz`` (a live run: every partition's receiver is connected, the store
+  answers, checkpoints are being written; a replay: always).
 * :class:`JsonFormatter` writes one JSON object per log line; ``partition`` and ``position``
   given as ``extra`` become fields, so every receiver error names where it happened.
 * :class:`StopSignal` turns SIGTERM (Kubernetes stopping the pod), a max runtime or a quiet hub
@@ -19,19 +20,18 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from sensorflow.exposition import MetricsServer
 from sensorflow.ingest.eventhubs.receiver import PartitionStatus
 from sensorflow.logfields import record_extra
+from sensorflow.records.windows import END_OF_TIME
 from sensorflow.windowing.stats import WRITE_BUCKETS, RunStats
 
 __all__ = ["JsonFormatter", "MetricsServer", "RunCollector", "StopSignal", "configure_logging"]
@@ -71,10 +71,17 @@ def configure_logging(level: str, fmt: str) -> None:
     logging.getLogger("azure").setLevel(max(logging.WARNING, root.level))  # the SDKs log every link at INFO
 
 
-class RunCollector:
-    """Prometheus metrics of one live run, read from its counters when scraped."""
+Figures = dict[str, tuple[str, float]]
+"""Extra gauges of a run: name (without ``sensorflow_``) -> (help text, value)."""
 
-    def __init__(self, stats: RunStats, partitions: Mapping[str, PartitionStatus], extra: Callable[[], dict[str, float]] | None = None):
+
+class RunCollector:
+    """Prometheus metrics of one run (live or replay), read from its counters when scraped.
+
+    ``partitions``: a live run's receivers (empty for a replay); ``extra``: more gauges, each with its help text.
+    """
+
+    def __init__(self, stats: RunStats, partitions: Mapping[str, PartitionStatus], extra: Callable[[], Figures] | None = None):
         self._stats = stats
         self._partitions = partitions
         self._extra = extra
@@ -115,57 +122,30 @@ class RunCollector:
             up.add_metric([pid], 1.0 if status.connected else 0.0)
             reconnects.add_metric([pid], status.reconnects)
         yield from (last, lag, behind, up, reconnects)
-        for name, value in (self._extra() if self._extra else {}).items():
-            yield GaugeMetricFamily(f"sensorflow_{name}", name.replace("_", " "), value=value)
+        yield from _event_time(dict(stats.partition_times), now_ns)
+        for name, (help_text, value) in (self._extra() if self._extra else {}).items():
+            yield GaugeMetricFamily(f"sensorflow_{name}", help_text, value=value)
 
 
-class MetricsServer:
-    """/metrics, /healthz and /readyz on ``port`` (0: a free one) on a daemon thread."""
-
-    def __init__(self, collector: RunCollector, ready: Callable[[], tuple[bool, str]], port: int, host: str = "0.0.0.0"):
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector)
-        handler = _handler(registry, ready)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
-
-    def __enter__(self) -> MetricsServer:
-        self._thread.start()
-        log.info("serving /metrics, /healthz and /readyz on port %d", self.port)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler(registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._reply(200, b"ok\n")
-            elif path == "/readyz":
-                ok, reason = ready()
-                self._reply(200 if ok else 503, (reason + "\n").encode())
-            else:
-                self._reply(404, b"not found\n")
-
-        def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # probes every few seconds: not worth a line
-            pass
-
-    return Handler
+def _event_time(times: Mapping[str, tuple[int, int]], now_ns: int) -> Iterator[Metric]:
+    """Per input partition: its watermark, and how far the newest event time read is behind the wall clock."""
+    watermark = GaugeMetricFamily(
+        "sensorflow_partition_watermark_seconds",
+        "The partition's watermark (newest event time read minus the allowed lateness), Unix seconds; "
+        "windows close when every partition's watermark has passed their end",
+        labels=["partition"],
+    )
+    lag = GaugeMetricFamily(
+        "sensorflow_partition_event_time_lag_seconds",
+        "Wall time minus the newest event time read on the partition (a replay of old data shows its age)",
+        labels=["partition"],
+    )
+    for pid, (newest, mark) in sorted(times.items()):
+        if mark != END_OF_TIME:  # a partition at its end holds nothing back
+            watermark.add_metric([pid], mark / 1e9)
+        lag.add_metric([pid], (now_ns - newest) / 1e9)
+    yield watermark
+    yield lag
 
 
 class StopSignal:

@@ -36,6 +36,8 @@ class RunStats:
     write_buckets: list[int] = field(default_factory=lambda: [0] * (len(WRITE_BUCKETS) + 1))
     write_seconds: float = 0.0
     writer_peak_rss_kb: int | None = None  # the store writer process's, once it has closed
+    partition_times: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Input partition -> (newest event time read, watermark), ns since the epoch, of this process's partitions."""
     _open_windows: list[Callable[[], OpenWindows]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -63,6 +65,11 @@ class RunStats:
             self.dead_letters_written += rows
             for code, n in counts.items():
                 self.dead_letters_by_reason[code] = self.dead_letters_by_reason.get(code, 0) + n
+
+    def observe_partition(self, partition: str, newest_event_ns: int, watermark_ns: int) -> None:
+        """Partition ``partition`` has read up to event time ``newest_event_ns``; its watermark is ``watermark_ns``."""
+        with self._lock:
+            self.partition_times[partition] = (newest_event_ns, watermark_ns)
 
     def observe_write(self, seconds: float) -> None:
         """One store batch took ``seconds`` from hand-over to commit."""
@@ -106,8 +113,9 @@ class RunStats:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def progress_line(self) -> str:
-        rate = self.readings / self.elapsed if self.elapsed > 0 else 0.0
+    def progress_line(self, readings_per_s: float | None = None) -> str:
+        """The counters in one line; ``readings_per_s`` (the current rate) if known, else the average since the start."""
+        rate = readings_per_s if readings_per_s is not None else (self.readings / self.elapsed if self.elapsed > 0 else 0.0)
         return (
             f"{self.elements:,} elements, {self.readings:,} readings ({rate:,.0f}/s), "
             f"{self.windows_written:,} window rows, {self.dead_letters_written:,} dead letters written"

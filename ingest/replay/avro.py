@@ -51,6 +51,12 @@ class AvroReader:
     def position(self) -> AvroPosition:
         return (self._file_index, self._record)
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the files read so far (the open file's position is where fastavro's buffered reads got to)."""
+        done = sum(f.stat().st_size for f in self.files[: self._file_index])
+        return done + (self._handle.tell() if self._handle is not None and not self._handle.closed else 0)
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()

@@ -79,6 +79,11 @@ class JsonlReader:
     def position(self) -> JsonlPosition:
         return (self._offset, self._line)
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the file consumed so far (what a replay's progress counts)."""
+        return self._offset
+
     def close(self) -> None:
         self._file.close()
 

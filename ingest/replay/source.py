@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ from sensorflow.records.readings import MessageBatch
 if TYPE_CHECKING:  # imported where a Capture recording is read
     from sensorflow.ingest.replay.avro import AvroReader
 
-__all__ = ["ReplaySource", "discover_partitions", "RecordingError"]
+__all__ = ["ReadMeter", "ReplaySource", "discover_partitions", "RecordingError"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,36 @@ def discover_partitions(path: Path) -> dict[str, list[Path]]:
     return parts
 
 
+class ReadMeter:
+    """How many bytes of the recording this process's partitions have read, of how many: a replay's
+    percent done and ETA. Thread-safe (each Bytewax worker reads its own partitions)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sizes: dict[str, int] = {}
+        self._read: dict[str, int] = {}
+
+    def add_partition(self, partition: str, size: int, read: int) -> None:
+        """This process reads ``partition`` of ``size`` bytes, ``read`` of them already (a resumed run)."""
+        with self._lock:
+            self._sizes[partition] = size
+            self._read[partition] = read
+
+    def note_read(self, partition: str, read: int) -> None:
+        with self._lock:
+            self._read[partition] = read
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+    @property
+    def bytes_read(self) -> int:
+        with self._lock:
+            return sum(self._read.values())
+
+
 class ReplaySource(FixedPartitionedSource[MessageBatch, tuple]):
     """Replays recorded partitions; each item is one :class:`MessageBatch`.
 
@@ -80,6 +111,7 @@ class ReplaySource(FixedPartitionedSource[MessageBatch, tuple]):
         self.block_bytes = block_bytes
         self.speed = speed
         self.decode = decode
+        self.meter = ReadMeter()
 
     def list_parts(self) -> list[str]:
         return list(self.partitions)
@@ -94,12 +126,14 @@ class ReplaySource(FixedPartitionedSource[MessageBatch, tuple]):
             reader = JsonlReader(files[0], for_part, resume_state or (0, 0), self.block_bytes, self.decode.max_message_bytes)
         if resume_state:
             log.info("partition %s resumes at %s", for_part, resume_state)
-        return _ReplayPartition(reader, _Pacer(self.speed, self.decode) if self.speed else None)
+        self.meter.add_partition(for_part, sum(f.stat().st_size for f in files), reader.bytes_read)
+        return _ReplayPartition(reader, _Pacer(self.speed, self.decode) if self.speed else None, self.meter)
 
 
 class _ReplayPartition(StatefulSourcePartition[MessageBatch, tuple]):
-    def __init__(self, reader: JsonlReader | AvroReader, pacer: _Pacer | None):
+    def __init__(self, reader: JsonlReader | AvroReader, pacer: _Pacer | None, meter: ReadMeter):
         self._reader = reader
+        self._meter = meter
         self._committed = reader.position
         self._done = False
         self._pacer = pacer
@@ -118,6 +152,7 @@ class _ReplayPartition(StatefulSourcePartition[MessageBatch, tuple]):
             batch, self._pending = self._pending, None
         self._committed = self._reader.position
         self._done = batch.eof
+        self._meter.note_read(self._reader.partition, self._reader.bytes_read)
         return [batch]
 
     def next_awake(self) -> datetime | None:
