@@ -11,7 +11,9 @@ bounded (``sensorflow.windowing.interrupts``): if the graceful stop has not fini
 interrupted as a replay is, every exit step waits a bounded time, and the run raises
 ``KeyboardInterrupt`` (``lifecycle.Terminated`` for SIGTERM) within 10 s of the signal. The
 recovery state stays at its last committed epoch, the checkpoints at their last write: a restart
-resumes from either.
+resumes from either. However it stops, the run's report counts the windows still open (folded,
+not written) and says where the next start rebuilds them from; a signal's report rides on its
+interrupt (``sensorflow.windowing.summary``), with the store read once, for at most 2 s.
 
 With Bytewax's cluster variables set (a pod of the StatefulSet), this process is one member of
 a cluster: it reads the Event Hubs partitions Bytewax gives its workers, and writes the resume
@@ -60,6 +62,7 @@ GRACE_SECONDS = 3.0
 _CHECKPOINT_STOP_SECONDS = 1.0  # the checkpointer thread, when a write hangs on an unreachable account
 _FINAL_CHECKPOINT_SECONDS = 2.0
 _RECEIVERS_STOP_SECONDS = 1.5  # the receiver process closes its links; then it is killed
+_SUMMARY_STOP_SECONDS = 2.0  # the store's summary for a signal's final report (a login may hang for 30 s)
 
 
 class LiveSourceError(RuntimeError):
@@ -233,16 +236,24 @@ def _rebuilt_from(job: LiveJob) -> str | None:
 
 
 def _store_summary(job: LiveJob, quick: bool) -> StoreSummary | None:
-    """What the store holds; ``quick`` (a stop by a signal, which must stay bounded): one try, None if it fails."""
+    """What the store holds. ``quick`` (a stop by a signal, which must stay within its bound): one try on a
+    daemon thread for at most :data:`_SUMMARY_STOP_SECONDS`; None if it failed or did not answer in time."""
     if not quick:
         with open_store(job.output.store, job.output.retry) as store:
             return store.summary()
-    try:
-        with open_store(job.output.store, _PROBE) as store:
-            return store.summary()
-    except Exception as e:  # the summary says the store was not read; the stop goes on
-        log.warning("the store's summary could not be read at the stop: %s: %s", type(e).__name__, e)
-        return None
+    found: list[StoreSummary] = []
+
+    def read() -> None:
+        try:
+            with open_store(job.output.store, _PROBE) as store:
+                found.append(store.summary())
+        except Exception as e:  # the summary says the store was not read; the stop goes on
+            log.warning("the store's summary could not be read at the stop: %s: %s", type(e).__name__, e)
+
+    reader = threading.Thread(target=read, name="stop-summary", daemon=True)
+    reader.start()
+    reader.join(_SUMMARY_STOP_SECONDS)
+    return found[0] if found else None
 
 
 class _running:
