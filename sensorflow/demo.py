@@ -230,3 +230,6 @@ def print_result(settings: DemoSettings, result: DemoResult) -> None:
                     for (d, t), n in top_sensors(result.predictions, 5))
     print(f"  top anomalous sensors (flagged windows, labelled kinds): {top or 'none'}")
     print(f"  plot:      {result.plot}")
+    print(f"  look:      sensorflow incidents --store sqlite:///{settings.out / 'sensorflow.db'}; "
+          f"sensorflow report --store sqlite:///{settings.out / 'sensorflow.db'} "
+          f"--labels {settings.out / 'recording-2' / 'labels.json'} --out report.html")

@@ -206,9 +206,11 @@ def test_from_make_run_to_a_report_as_the_readme_says(tmp_path):
     """README "Looking at results": the demo's store (what `make run` leaves) -> incidents -> report -> browser."""
     demo = tmp_path / "demo"
     command = [sys.executable, "-m", "sensorflow"]
-    subprocess.run([*command, "demo", "--out", str(demo), "--devices", "6", "--tags", "2", "--minutes", "12",
-                    "--anomaly-rate", "20", "--task-processes", "1"], check=True, capture_output=True, timeout=600)
+    ran = subprocess.run([*command, "demo", "--out", str(demo), "--devices", "6", "--tags", "2", "--minutes", "12",
+                          "--anomaly-rate", "20", "--task-processes", "1"], check=True, capture_output=True, text=True,
+                         timeout=600)
     store = f"sqlite:///{demo / 'sensorflow.db'}"
+    assert f"sensorflow report --store {store} --labels {demo / 'recording-2' / 'labels.json'}" in ran.stdout  # says how
     listed = subprocess.run([*command, "incidents", "--store", store, "--json"], check=True, capture_output=True,
                             text=True, timeout=120)
     incidents = [json.loads(line) for line in listed.stdout.splitlines()]
