@@ -348,14 +348,38 @@ def _sidecar(args: argparse.Namespace) -> int:
     from sensorflow.batch_commands import sidecar_command
     from sensorflow.settings import SidecarSettings, load_settings
 
-    return sidecar_command(load_settings(SidecarSettings, _flags(args, SidecarSettings), args.config), args.once)
+    settings = load_settings(SidecarSettings, _flags(args, SidecarSettings), args.config)
+    refused = _check_window_length("sidecar", settings.store, settings.window_ns)
+    return refused if refused is not None else sidecar_command(settings, args.once)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from sensorflow.evaluate import evaluate_command
     from sensorflow.settings import EvaluateSettings, load_settings
 
-    return evaluate_command(load_settings(EvaluateSettings, _flags(args, EvaluateSettings), args.config), args.as_scheduled)
+    settings = load_settings(EvaluateSettings, _flags(args, EvaluateSettings), args.config)
+    refused = _check_window_length("evaluate", settings.store, settings.window_ns)
+    return refused if refused is not None else evaluate_command(settings, args.as_scheduled)
+
+
+def _check_window_length(command: str, store_url: str, window_ns: int) -> int | None:
+    """The store's recorded window length against the command's (store.metadata); an exit status if refused.
+
+    A store that cannot be opened is left to the command, whose own line reports it as it always did.
+    """
+    from sensorflow.store import StoreError, open_store
+    from sensorflow.store.metadata import StoreSettings, StoreSettingsMismatch, check_store_settings
+
+    try:
+        with open_store(store_url) as store:
+            store.create_schema()
+            check_store_settings(store, StoreSettings(window_ns), record=False)
+    except StoreSettingsMismatch as e:
+        print(f"sensorflow {command}: {e}", file=sys.stderr)
+        return 2
+    except StoreError:
+        return None
+    return None
 
 
 def _task_run(args: argparse.Namespace) -> int:
@@ -500,3 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"sensorflow {args.command}: stopped by {stopped_by(e)}", file=sys.stderr)
         return exit_status(e)
+    from sensorflow.store.metadata import StoreSettingsMismatch
+    except StoreSettingsMismatch as e:  # a setting to change, not a failure: exit 2 as for bad settings
+        print(f"sensorflow run: {e}", file=sys.stderr)
+        return 2

@@ -1,5 +1,6 @@
 """The ``sensorflow`` command as a user meets it."""
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ def sensorflow(*args: str, cwd: Path = REPO, env: dict | None = None) -> subproc
 def test_help_explains_the_first_step():
     result = sensorflow("--help")
     assert result.returncode == 0
-    assert "sensorflow run --source samples/seed" in result.stdout
+    assert "sensorflow run --source " in result.stdout
     run_help = sensorflow("run", "--help")
     assert "--window-seconds" in run_help.stdout and "SENSORFLOW_" not in run_help.stderr
     assert "examples:" in run_help.stdout
@@ -68,3 +69,50 @@ def test_a_store_failure_mid_run_is_one_clear_line(tmp_path: Path, monkeypatch, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1].startswith("sensorflow run: the dataflow failed: OSError: disk full (simulated)")
+
+
+def _window_rows(db: Path) -> list[tuple]:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return connection.execute("SELECT Count, COUNT(*) FROM SensorValues GROUP BY Count ORDER BY Count").fetchall()
+
+
+def test_a_run_with_another_window_length_than_the_store_holds_is_refused(tmp_path: Path):
+    # Trap 1 of issue 17: `run --window-seconds 10` on a store of 5 s windows wrote 10 s windows among them.
+    store = f"sqlite:///{tmp_path}/w.db"
+    seed = str(REPO / "samples" / "seed")
+    assert sensorflow("run", "--source", seed, "--store", store).returncode == 0
+    before = _window_rows(tmp_path / "w.db")
+    for flags, stored, asked in ((["--window-seconds", "10"], "5 s", "not 10 s"),
+                                 (["--time-source", "enqueued"], "time source ts", "not enqueued")):
+        refused = sensorflow("run", "--source", seed, "--store", store, *flags)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1 and refused.stderr.startswith("sensorflow run: the store holds ")
+        assert stored in refused.stderr and asked in refused.stderr
+    sidecar = sensorflow("sidecar", "--once", "--store", store, "--window-seconds", "10", "--model-store", str(tmp_path / "m"))
+    assert sidecar.returncode == 2 and sidecar.stderr.strip() == (
+        "sensorflow sidecar: the store holds 5 s windows, not 10 s (window_seconds): use --window-seconds 5, or another store"
+    )
+    assert _window_rows(tmp_path / "w.db") == before  # nothing was written
+
+
+def test_a_store_made_before_stores_recorded_their_settings_is_judged_by_its_rows(tmp_path: Path):
+    import sqlite3
+
+    store = f"sqlite:///{tmp_path}/old.db"
+    seed = str(REPO / "samples" / "seed")
+    assert sensorflow("run", "--source", seed, "--store", store).returncode == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "old.db")) as connection:
+        connection.execute("DROP TABLE StoreSettings")  # as the previous version left it
+        connection.commit()
+    refused = sensorflow("run", "--source", seed, "--store", store, "--window-seconds", "10")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "multiples of 5 s" in refused.stderr and "not 10 s" in refused.stderr
+    again = sensorflow("run", "--source", seed, "--store", store)
+    assert again.returncode == 0, again.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "old.db")) as connection:
+        assert dict(connection.execute("SELECT Name, Value FROM StoreSettings")) == {
+            "window_seconds": "5", "time_source": "ts", "schema_version": "2"
+        }
+

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from sensorflow.ingest.replay import ReplaySource
 from sensorflow.ingest.replay.source import ReadMeter
 from sensorflow.store import open_store
+from sensorflow.store.metadata import prepare_window_store
 from sensorflow.windowing.cluster import ClusterMember, run_local_cluster
 from sensorflow.windowing.dataflow import FlowOptions, build_flow
 from sensorflow.windowing.execution import Execution, Output, RunReport, execute, init_recovery_dir
@@ -79,7 +80,7 @@ def run_replay(job: ReplayJob, member: ClusterMember | None = None, progress: Te
         writer_process.close()  # only a single process's own writer process takes it over
     if member is None or member.process_id == 0:  # the others write only once process 0 has joined
         with open_store(job.output.store, job.output.retry) as store:
-            store.create_schema()
+            prepare_window_store(store, job.flow.window_ns, job.flow.decode.time_source)  # refuses other settings
     if member is None and execution.recovery_dir is not None:
         _log_start(Path(execution.recovery_dir), execution.total_workers)
     elif execution.recovery_dir is not None:
