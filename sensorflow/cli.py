@@ -417,6 +417,7 @@ def _run(args: argparse.Namespace) -> int:
     from sensorflow.ingest.eventhubs.config import MissingDependency
     from sensorflow.ingest.replay.source import RecordingError
     from sensorflow.store import StoreError
+    from sensorflow.store.metadata import StoreSettingsMismatch
     from sensorflow.windowing.resume.checkpoints import CheckpointMismatch
     from sensorflow.windowing.state import RecoveryStateError
     from sensorflow.windowing.writer import WriterError
@@ -446,6 +447,9 @@ def _run(args: argparse.Namespace) -> int:
                                 writer_process=writer_process)
     except KeyboardInterrupt as e:
         return _stopped(e)
+    except StoreSettingsMismatch as e:  # a setting to change, not a failure: exit 2 as for bad settings
+        print(f"sensorflow run: {e}", file=sys.stderr)
+        return 2
     except (StoreError, RecordingError) as e:
         logging.getLogger("sensorflow").debug("run failed", exc_info=e)
         print(f"sensorflow run: {type(e).__name__ + ': ' if isinstance(e, StoreError) else ''}{e}", file=sys.stderr)
@@ -524,7 +528,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"sensorflow {args.command}: stopped by {stopped_by(e)}", file=sys.stderr)
         return exit_status(e)
-    from sensorflow.store.metadata import StoreSettingsMismatch
-    except StoreSettingsMismatch as e:  # a setting to change, not a failure: exit 2 as for bad settings
-        print(f"sensorflow run: {e}", file=sys.stderr)
-        return 2
