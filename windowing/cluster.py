@@ -152,7 +152,7 @@ def run_local_cluster(flow: Dataflow, execution: Execution, job: dict) -> list[d
             execute(flow, execution, 0, addresses)
         except BaseException as error:
             children.ending()
-            if not _lost_peer(error):  # its own error or an interrupt: raised as it came
+            if not _rust_panic(error):  # its own error or an interrupt: raised as it came
                 raise
             # A Rust panic: process 0 lost a peer's connection. Say what happened to the peer; if none
             # failed, still one line rather than a traceback.
@@ -176,7 +176,7 @@ before it exits at once: Bytewax waits in Rust, deaf to signals, for a peer that
 _PEER_EXIT_SECONDS = 5.0  # process 0 saw its peer go: how long the peer's exit may take to be seen
 
 
-def _lost_peer(error: BaseException) -> bool:
+def _rust_panic(error: BaseException) -> bool:
     """A Rust panic (Bytewax's worker lost a peer's connection, say), not an exception raised by a Python step:
     Bytewax raises those as ``BytewaxRuntimeError``; its panics (``PanicException``) are no ``Exception``."""
     return not isinstance(error, (Exception, KeyboardInterrupt, SystemExit))
@@ -255,7 +255,7 @@ class _Children:
         with self._lock:
             self._returned.set()
             exiting = self._exiting
-        if exiting:  # another thread is ending this process (_exit_now): nothing more to say
+        if exiting:  # another thread is ending this process (_exit_unless_returned): nothing more to say
             threading.Event().wait()
         self.ending()
         self._stop_all()
