@@ -5,7 +5,8 @@ the sidecar's score tasks keep the ``Incidents`` table up to date. ``--since`` i
 time: a duration before the store's newest window (``1h``, ``30m``, ``2d``) or an ISO-8601
 time; an incident is listed when it ends after it.
 
-Exit status: 0 done (also when there is no incident); 2 a bad ``--since``; 1 the store failed.
+Exit status: 0 done (also when there is no incident); 2 a bad ``--since`` or no such SQLite file; 1 the
+store failed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import TextIO
 
 import pyarrow as pa
@@ -20,11 +22,15 @@ import pyarrow as pa
 from sensorflow.records.timeparse import format_iso, parse_duration, parse_time
 from sensorflow.store import Store, StoreError, open_store
 
-__all__ = ["incidents_command", "incident_rows", "newest_window", "resolve_since"]
+__all__ = ["incidents_command", "incident_rows", "newest_window", "open_for_reading", "resolve_since"]
 
 
 class SinceError(ValueError):
     """A ``--since`` that is neither a duration nor a time."""
+
+
+class NoStore(ValueError):
+    """A SQLite store URL whose file does not exist (exit 2: a bad argument)."""
 
 
 def resolve_since(text: str | None, newest_ns: int | None) -> int | None:
@@ -44,6 +50,27 @@ def resolve_since(text: str | None, newest_ns: int | None) -> int | None:
         raise SinceError(f"bad --since {text!r}: expected a duration before the newest window (1h, 30m, 2d) "
                          "or an ISO-8601 time (2026-01-01T06:00:00Z)")
     return parsed
+
+
+def open_for_reading(store_url: str) -> Store:
+    """The store at ``store_url``, its tables made if missing (a store made before ``Incidents`` has none yet).
+
+    A SQLite file that does not exist is ``NoStore`` naming the absolute path: reading
+    must not leave an empty database behind (a relative path is ``sqlite:///PATH``, an
+    absolute one ``sqlite:////PATH``, four slashes).
+    """
+    if store_url.startswith("sqlite:///"):
+        path = Path(store_url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise NoStore(f"no store at {path.resolve()} (sensorflow run writes one; sqlite:///PATH is relative "
+                             "to the working directory, sqlite:////PATH absolute)")
+    store = open_store(store_url)
+    try:
+        store.create_schema()
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def newest_window(store: Store) -> int | None:
@@ -66,12 +93,13 @@ def incident_rows(table: pa.Table) -> list[dict]:
 
 
 def incidents_command(store_url: str, since: str | None = None, open_only: bool = False,
-                      detector: str | None = None, as_json: bool = False, out: TextIO = sys.stdout) -> int:
+                      detector: str | None = None, as_json: bool = False, out: TextIO | None = None) -> int:
+    out = sys.stdout if out is None else out
     try:
-        with open_store(store_url) as store:
+        with open_for_reading(store_url) as store:
             since_ns = resolve_since(since, newest_window(store) if since else None)
             table = store.read_incidents(since_ns=since_ns, open_only=open_only, detector=detector)
-    except SinceError as e:
+    except (SinceError, NoStore) as e:
         print(f"sensorflow incidents: {e}", file=sys.stderr)
         return 2
     except StoreError as e:

@@ -10,7 +10,7 @@ and the labelled spans, then the incidents table (``sensorflow incidents``'s
 rows, the first 50).
 
 Exit status: 0 written; 2 bad arguments (``--since``, an unreadable labels
-file, an output directory that does not exist); 1 the store failed.
+file, an output directory or a SQLite store that does not exist); 1 the store failed.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import pyarrow.compute as pc
 from sensorflow import __version__
 from sensorflow.batch_jobs.quality import LabelSpan, read_labels
 from sensorflow.batch_jobs.quality_plot import THRESHOLD, plot_png
-from sensorflow.incidents_command import SinceError, incident_rows, newest_window, resolve_since
+from sensorflow.incidents_command import NoStore, SinceError, incident_rows, newest_window, open_for_reading, resolve_since
 from sensorflow.records.timeparse import format_iso
-from sensorflow.store import Store, StoreError, StoreSummary, open_store
+from sensorflow.store import Store, StoreError, StoreSummary
 
 __all__ = ["ReportData", "render_html", "report_command"]
 
@@ -84,10 +84,10 @@ def report_command(store_url: str, out: Path, since: str | None = None, labels: 
         print(f"sensorflow report: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     try:
-        with open_store(store_url) as store:
+        with open_for_reading(store_url) as store:
             window_ns = round(window_seconds * 1e9) if window_seconds is not None else _recorded_window_ns(store)
             data = gather(store, _describe(store_url), since, spans, detector, top, window_ns)
-    except SinceError as e:
+    except (SinceError, NoStore) as e:
         print(f"sensorflow report: {e}", file=sys.stderr)
         return 2
     except StoreError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -222,6 +223,22 @@ def test_from_make_run_to_a_report_as_the_readme_says(tmp_path):
     found = parse(render(page, tmp_path / "demo.png"))
     assert len(found.rows) == min(len(incidents), 50) and 1 <= len(found.images) <= 6
     assert not_blank(tmp_path / "demo.png") > 0.02
+
+
+def test_a_missing_store_is_refused_and_not_created_and_an_older_store_gets_its_incidents_table(tmp_path, capsys):
+    """Reading must not leave an empty database behind; a store made before the Incidents table lists none."""
+    missing = tmp_path / "typo.db"
+    for command in (["incidents"], ["report", "--out", str(tmp_path / "r.html")]):
+        assert main([*command, "--store", f"sqlite:///{missing}"]) == 2
+        assert f"no store at {missing}" in capsys.readouterr().err
+        assert not missing.exists()
+    older = tmp_path / "older.db"
+    with open_store(f"sqlite:///{older}") as store:
+        store.create_schema()
+    with sqlite3.connect(older) as db:
+        db.execute('DROP TABLE "Incidents"')  # as the code before incidents made it
+    assert main(["incidents", "--store", f"sqlite:///{older}"]) == 0
+    assert capsys.readouterr().out.startswith("no incidents")
 
 
 def test_the_test_dependencies_install_chromium():
