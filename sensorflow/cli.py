@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib.util
 import logging
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,16 +81,110 @@ committed stays, and a rerun with the same --recovery-dir resumes.
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
-    """One flag per settings field; values are validated by the settings model, not argparse."""
+    """One flag per settings field; values are validated by the settings model (env and TOML values too).
+
+    Fields with a fixed set of values list them (``{ts,enqueued}``) and argparse refuses others;
+    booleans are ``--flag`` / ``--no-flag``.
+    """
     for name, field in cls.model_fields.items():
-        default = "required" if field.is_required() else f"default: {field.default}"
+        flag = f"--{name.replace('_', '-')}"
+        if _is_bool(field.annotation):
+            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=_field_help(field))
+            continue
+        choices = _choices(field)
         parser.add_argument(
-            f"--{name.replace('_', '-')}",
+            flag,
             dest=name,
             default=None,
-            metavar=name.split("_")[-1].upper(),
-            help=f"{field.description} ({default})",
+            choices=choices,
+            metavar=None if choices else name.split("_")[-1].upper(),
+            help=_field_help(field),
         )
+
+
+def _field_help(field: Any) -> str:
+    """The field's description and its default, unless the description says it or there is none to say."""
+    description = field.description or ""
+    if field.is_required():
+        return f"{description} (required)"
+    if field.default is None or isinstance(field.default, bool) or "default" in description:
+        return description
+    return f"{description} (default: {field.default})"
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool or (typing.get_origin(annotation) in (typing.Union, types.UnionType)
+                                  and set(typing.get_args(annotation)) == {bool, type(None)})
+
+
+def _choices(field: Any) -> list[str] | None:
+    """The values a field takes: a ``Literal``'s, or ``json_schema_extra["choices"]`` (names known without imports)."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if "choices" in extra:
+        return list(extra["choices"])
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(value) for value in typing.get_args(annotation)]
+    return None
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse as every ``sensorflow`` parser uses it.
+
+    No abbreviations (``--window-second`` is not ``--window-seconds``); the global flags
+    (``--log-level``, ``--config``) are accepted after the subcommand as well as before it; an
+    unknown flag gets this (sub)command's usage and the nearest known flag ("did you mean");
+    any other error is one line, exit 2.
+    """
+
+    def __init__(self, *args: Any, top: bool = False, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        # A subcommand's copy of a global flag leaves the value given before the subcommand alone.
+        default = None if top else argparse.SUPPRESS
+        self.add_argument("--log-level", default="WARNING" if top else default, type=str.upper, choices=_LOG_LEVELS,
+                          metavar="LEVEL", help=f"logging level: {', '.join(_LOG_LEVELS)} (default: WARNING)")
+        self.add_argument("--config", type=Path, default=default, metavar="TOML",
+                          help="TOML file of settings: keys as the flags (with _) at the top level, or in a "
+                          "[<command>] table for one command only")
+        self._globals = {o for a in self._actions[-2:] for o in a.option_strings}
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        global_flag = next((a for a in self._actions if set(a.option_strings) & set(args) & self._globals_), None)
+        if global_flag is not None:  # a command that defines --config itself: keep the global one, with its help
+            global_flag.help = kwargs.get("help", global_flag.help)
+            return global_flag
+        return super().add_argument(*args, **kwargs)
+
+    @property
+    def _globals_(self) -> set[str]:
+        return getattr(self, "_globals", set())
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self._unrecognized(extras)
+        return namespace, extras
+
+    def _unrecognized(self, extras: list[str]) -> None:
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        hints = []
+        for extra in extras:
+            if extra.startswith("-"):
+                close = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+                hints.append(f"{extra}: did you mean {close[0]}?" if close else f"{extra}: no such option")
+        if not hints:
+            hints.append(f"unexpected {' '.join(extras)}")
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: unrecognized arguments: {'; '.join(hints)}\n")
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 class _Command(argparse.ArgumentParser):
@@ -115,7 +212,7 @@ class _Command(argparse.ArgumentParser):
     def _defined(self) -> argparse.ArgumentParser:
         if self._parser is None:
             prefix, name = self.prog.rsplit(" ", 1)
-            commands = argparse.ArgumentParser().add_subparsers(prog=prefix)
+            commands = _Parser().add_subparsers(prog=prefix)
             self._define(commands)
             self._parser = commands.choices[name]
         return self._parser
@@ -127,11 +224,10 @@ _SIMULATE_HELP = "simulate sensor readings into a recording or Event Hubs"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sensorflow", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="sensorflow", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter, top=True
     )
     parser.add_argument("--version", action="version", version=f"sensorflow {__version__}")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default: WARNING)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Command)
     commands.add_parser(
         "run",
@@ -170,7 +266,6 @@ def _define_run(commands: argparse._SubParsersAction) -> None:
         epilog=_RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
     run.add_argument("--fresh", action="store_true",
                      help="start over: delete the recovery state in --recovery-dir first (a run refuses state made "
                      "from another input, store or window settings)")
@@ -233,7 +328,6 @@ def _define_sidecar(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sidecar.add_argument("--once", action="store_true", help="one run, then exit")
-    sidecar.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
     _add_settings_flags(sidecar, SidecarSettings)
     sidecar.set_defaults(func=_sidecar)
 
@@ -266,7 +360,6 @@ def _define_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--as-scheduled", action="store_true",
                           help="replay the sidecar's schedule: retrain every --retrain-every-seconds on the trailing "
                           "--train-seconds, score each slice up to the next retrain")
-    evaluate.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
     _add_settings_flags(evaluate, EvaluateSettings)
     evaluate.set_defaults(func=_evaluate)
 
@@ -279,7 +372,6 @@ def _define_demo(commands: argparse._SubParsersAction) -> None:
         description="Simulate a fleet with labelled anomalies, replay it through the dataflow into SQLite, "
         "train on the first part and score the rest with the sidecar, then report and plot.",
     )
-    demo.add_argument("--config", type=Path, default=None, help="TOML file of settings (keys as the flags, with _)")
     _add_settings_flags(demo, DemoSettings)
     demo.set_defaults(func=_demo)
 
@@ -442,7 +534,9 @@ def _run(args: argparse.Namespace) -> int:
                 return 1
         else:
             from sensorflow.assembly import run_replay
+            from sensorflow.ingest.replay.source import discover_partitions
 
+            discover_partitions(Path(settings.source))  # the recording first: "not found" must not hide behind a store error
             report = run_replay(settings, fresh=args.fresh, allow_incomplete=args.allow_incomplete,
                                 writer_process=writer_process)
     except KeyboardInterrupt as e:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
     "DemoSettings",
@@ -30,6 +33,7 @@ class _Settings(BaseSettings):
     """Every command's settings: flags > SENSORFLOW_* env > TOML file (``--config``) > defaults; frozen."""
 
     model_config = SettingsConfigDict(env_prefix="SENSORFLOW_", frozen=True, extra="forbid")
+    config_file: ClassVar[Path | None] = None  # the --config file (load_settings sets it on a subclass)
 
     @classmethod
     def settings_customise_sources(
@@ -40,7 +44,64 @@ class _Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, _CommandToml(settings_cls))
+
+
+class _CommandToml(PydanticBaseSettingsSource):
+    """The ``--config`` TOML file as one command reads it: the top-level keys, then its own ``[<command>]`` table.
+
+    One file serves every command: a command takes the top-level keys it has (keys of other
+    commands only are left to them; a key of no command is an unknown setting) and its own
+    table, and ignores the other commands' tables. The command is the settings class's name
+    without ``Settings``, lower case (``RunSettings``: ``[run]``).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings]):
+        super().__init__(settings_cls)
+        path = getattr(settings_cls, "config_file", None)
+        self._values = _command_values(settings_cls, Path(path)) if path else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def _command_of(cls: type[BaseSettings]) -> str:
+    return cls.__name__.removesuffix("Settings").lower()
+
+
+def _commands() -> dict[str, set[str]]:
+    """Every command's settings names (the concrete settings classes below ``_Settings``)."""
+    found: dict[str, set[str]] = {}
+    pending = list(_Settings.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if not cls.__name__.startswith("_"):
+            found.setdefault(_command_of(cls), set()).update(cls.model_fields)
+    return found
+
+
+def _command_values(cls: type[BaseSettings], path: Path) -> dict[str, Any]:
+    import tomllib
+
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    commands = _commands()
+    command = _command_of(cls)
+    tables = {key for key, value in data.items() if isinstance(value, dict)}
+    unknown_tables = sorted(tables - commands.keys())
+    if unknown_tables:
+        raise ValueError(
+            f"{path}: unknown table [{unknown_tables[0]}]: tables are commands' own settings, "
+            f"[{'], ['.join(sorted(c for c in commands if c != 'executor'))}]"
+        )
+    anyones = set().union(*commands.values())
+    values = {k: v for k, v in data.items() if k not in tables and (k in cls.model_fields or k not in anyones)}
+    values.update(data.get(command, {}))
+    return values
 
 
 class RunSettings(_Settings):
@@ -132,7 +193,7 @@ class RunSettings(_Settings):
     @model_validator(mode="after")
     def _store_scheme(self) -> "RunSettings":
         if not self.store.startswith(("sqlite:///", "postgresql+odbc:", "mssql+odbc:")):
-            raise ValueError(f"store must start with sqlite:///, postgresql+odbc: or mssql+odbc:, not {self.store!r}")
+            raise ValueError(_store_scheme_error(self.store))
         return self
 
     @model_validator(mode="after")
@@ -178,6 +239,10 @@ class RunSettings(_Settings):
 
 _STORE_SCHEMES = ("sqlite:///", "postgresql+odbc:", "mssql+odbc:")
 
+# The detectors' names, for --help without importing the detectors (tests/test_settings.py holds them to the registry).
+DETECTOR_NAMES = ("seed-ocsvm", "robust-window", "calibrated", "mad-z")
+DEFAULT_DETECTOR = "calibrated"
+
 
 class _BatchSettings(_Settings):
     """What the sidecar and the demo share: the model store, detector, task pool and Blob access."""
@@ -185,7 +250,9 @@ class _BatchSettings(_Settings):
     model_store: str = Field(
         ".sensorflow/models", description="model store: a directory, file:///PATH or azblob://CONTAINER[/PREFIX]"
     )
-    detector: str | None = Field(None, description="detector name (default: the project's default detector)")
+    detector: str | None = Field(
+        None, description=f"detector name (default: {DEFAULT_DETECTOR})", json_schema_extra={"choices": DETECTOR_NAMES}
+    )
     threshold_scale: float = Field(
         1.0, gt=0, le=1000, description="sensitivity: multiplies every sensor's threshold (2: fewer, stronger alarms; 0.5: more)"
     )
@@ -199,6 +266,16 @@ class _BatchSettings(_Settings):
         None, description="Azure Blob connection string for azblob:// (secret; prefer the env variable)"
     )
     blob_account_url: str | None = Field(None, description="Azure Blob account URL, used with DefaultAzureCredential")
+
+    @field_validator("model_store")
+    @classmethod
+    def _model_store_scheme(cls, value: str | None) -> str | None:
+        # A path, file:///PATH or azblob://...; anything else with a scheme would fail every sensor's task later.
+        if value is not None and "://" in value and not value.startswith(("file://", "azblob://")):
+            raise ValueError(
+                f"must be a directory, file:///PATH or azblob://CONTAINER[/PREFIX], not {redacted(value)!r}"
+            )
+        return value
 
     @field_validator("detector")
     @classmethod
@@ -273,7 +350,7 @@ class ExecutorSettings(_BatchSettings, _AzureBatchSettings):
     @classmethod
     def _store_scheme(cls, value: str) -> str:
         if not value.startswith(_STORE_SCHEMES):
-            raise ValueError(f"store must start with sqlite:///, postgresql+odbc: or mssql+odbc:, not {value[:16]!r}...")
+            raise ValueError(_store_scheme_error(value))
         return value
 
     @model_validator(mode="after")
@@ -416,10 +493,10 @@ def load_settings(cls: type[BaseSettings], flags: dict[str, Any], config_file: P
     """
     if config_file is not None and not Path(config_file).is_file():
         raise SettingsError(f"config file not found: {config_file}")
+    _warn_unknown_env(os.environ)
     target = cls
     if config_file is not None:
-        config = {**cls.model_config, "toml_file": Path(config_file)}
-        target = type(cls.__name__, (cls,), {"model_config": config})
+        target = type(cls.__name__, (cls,), {"config_file": Path(config_file)})
     try:
         return target(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as e:
@@ -429,13 +506,42 @@ def load_settings(cls: type[BaseSettings], flags: dict[str, Any], config_file: P
 
 
 def _one_line(error: ValidationError) -> str:
+    """Each error as ``name: message``; a check of several settings together (no name) as its message alone."""
     parts = []
     for item in error.errors():
-        name = ".".join(str(x) for x in item["loc"]) or "settings"
-        message = item["msg"]
+        name = ".".join(str(x) for x in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             message = f"required (flag --{name.replace('_', '-')} or env SENSORFLOW_{name.upper()})"
         elif item["type"] == "extra_forbidden":
             message = "unknown setting"
-        parts.append(f"{name}: {message}")
+        parts.append(f"{name}: {message}" if name else message)
     return "invalid settings: " + "; ".join(parts)
+
+
+def redacted(url: str) -> str:
+    """``url`` whole, but for the secrets a store or Blob URL may carry (passwords, keys, SAS signatures)."""
+    url = re.sub(r"(?i)\b(pwd|password|accountkey|sharedaccesskey|sig)=[^;&]*", r"\1=***", url)
+    return re.sub(r"(//[^:/@;]+):[^@/;]*@", r"\1:***@", url)
+
+
+def _store_scheme_error(value: str) -> str:
+    return f"store must start with sqlite:///, postgresql+odbc: or mssql+odbc:, not {redacted(value)!r}"
+
+
+def _warn_unknown_env(environ: Mapping[str, str]) -> None:
+    """A warning for each SENSORFLOW_* variable that is no command's setting, naming the closest one."""
+    import difflib
+    import logging
+
+    names = {f"SENSORFLOW_{name.upper()}" for fields in _commands().values() for name in fields} | _OTHER_ENV
+    for variable in sorted(environ):
+        if variable.startswith("SENSORFLOW_") and variable not in names and not variable.startswith(_OTHER_ENV_PREFIXES):
+            close = difflib.get_close_matches(variable, sorted(names), n=1, cutoff=0.6)
+            hint = f": did you mean {close[0]}?" if close else ""
+            logging.getLogger("sensorflow.settings").warning("%s is not a setting of any command, ignored%s", variable, hint)
+
+
+# SENSORFLOW_* variables that are not settings: the Batch task's result file, the simulator's hub settings.
+_OTHER_ENV = {"SENSORFLOW_TASK_RESULT_FILE"}
+_OTHER_ENV_PREFIXES = ("SENSORFLOW_EVENTHUB_",)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -116,3 +118,85 @@ def test_a_store_made_before_stores_recorded_their_settings_is_judged_by_its_row
             "window_seconds": "5", "time_source": "ts", "schema_version": "2"
         }
 
+
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    """``sensorflow ARGV`` in this process: exit status, stdout, stderr."""
+    from sensorflow.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse's own exits
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["run", "--source", "rec", "--window-second", "10"], "--window-second: did you mean --window-seconds?"),
+    (["run", "--sourc", "rec"], "--sourc: did you mean --source?"),
+    (["sidecar", "--onc"], "--onc: did you mean --once?"),
+    (["task", "run", "spec.json", "--spec"], "--spec: no such option"),
+])
+def test_flags_are_never_abbreviated_and_an_unknown_one_gets_its_commands_usage(capsys, argv, hint):
+    # Trap 1/6 of issue 17: `--window-second 10` was taken as --window-seconds, `--sourc` as --source.
+    code, _, err = _main(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"usage: sensorflow {' '.join(argv[:2] if argv[0] == 'task' else argv[:1])} ")
+    assert lines[-1].startswith(f"sensorflow {argv[0]}") and hint in lines[-1]
+
+
+def test_global_flags_go_before_or_after_the_subcommand(capsys, tmp_path: Path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'source = "{tmp_path / "nothing-here"}"\n')
+    for argv in (["--log-level", "debug", "run", "--config", str(config)],
+                 ["run", "--config", str(config), "--log-level", "DEBUG"],
+                 ["--config", str(config), "run"]):
+        code, _, err = _main(capsys, *argv)
+        assert code == 1 and "recording not found" in err, (argv, err)
+    after = sensorflow("run", "--source", str(tmp_path / "x"), "--log-level", "DEBUG")
+    assert after.returncode == 1 and "DEBUG sensorflow: run failed" in after.stderr
+
+
+@pytest.mark.parametrize("argv", [["--log-level", "LOUD", "run"], ["run", "--source", "rec", "--log-level", "LOUD"],
+                                  ["run", "--source", "rec", "--time-source", "wall"]])
+def test_an_invalid_value_is_one_line_and_exit_2(argv):
+    result = sensorflow(*argv)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "invalid choice" in result.stderr
+
+
+def test_help_lists_choices_once_and_defaults_once():
+    run_help = sensorflow("run", "--help").stdout
+    sidecar_help = sensorflow("sidecar", "--help").stdout
+    evaluate_help = sensorflow("evaluate", "--help").stdout
+    assert "--time-source {ts,enqueued}" in run_help and "--writer {process,inline}" in run_help
+    assert "--log-format {text,json}" in run_help and "--log-level LEVEL" in run_help
+    assert "--executor {local,azure-batch}" in sidecar_help
+    assert "--detector {seed-ocsvm,robust-window,calibrated,mad-z}" in sidecar_help
+    assert "--scope {sensor,device}" in evaluate_help
+    assert "[--seed-csv | --no-seed-csv]" in sidecar_help and "CSV]" not in sidecar_help
+    for text in (run_help, sidecar_help, evaluate_help):
+        flat = " ".join(text.split())
+        assert "(default: None)" not in flat and flat.count("(default: as fast as possible)") == (text is run_help)
+    assert "(default: as fast as possible) (default" not in " ".join(run_help.split())
+
+
+def test_the_recording_is_checked_before_the_store_and_a_relative_sqlite_path_is_explained(tmp_path: Path):
+    # Trap 6: "directory ... does not exist: data" hid "recording not found", and said nothing of the slashes.
+    missing = sensorflow("run", "--source", "nothing-here", "--store", "sqlite:///data/e1.db", cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.strip() == "sensorflow run: recording not found: nothing-here"
+    no_dir = sensorflow("run", "--source", str(REPO / "samples" / "seed"), "--store", "sqlite:///data/e1.db", cwd=tmp_path)
+    assert no_dir.returncode == 1 and no_dir.stderr.count("\n") == 1
+    assert f"does not exist: {tmp_path.resolve() / 'data'} " in no_dir.stderr
+    assert "an absolute path takes four slashes: sqlite:////data/e1.db" in no_dir.stderr
+
+
+def test_a_model_store_of_another_kind_is_refused_before_the_sidecar_runs(tmp_path: Path):
+    result = sensorflow("sidecar", "--once", "--store", f"sqlite:///{tmp_path}/s.db", "--model-store", "postgres://x")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "sensorflow sidecar: invalid settings: model_store: must be a directory, file:///PATH or "
+        "azblob://CONTAINER[/PREFIX], not 'postgres://x'\n"
+    )

@@ -172,7 +172,7 @@ class SqliteStore(Store):
         self.url = url
         self.path = Path(url[len("sqlite:///") :])
         if not self.path.parent.exists():
-            raise StoreError(f"directory for the SQLite store does not exist: {self.path.parent}")
+            raise StoreError(f"directory for the SQLite store does not exist: {self.path.parent.absolute()}{_slashes(url)}")
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60, check_same_thread=False)
             # Larger pages and a longer WAL between checkpoints: window upserts touch one
@@ -482,6 +482,14 @@ def _as_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
 
 
 _WINDOW_NUMBERS = ((2, np.float64), (3, np.int64), (4, np.float64), (5, np.float64))  # Value, Count, Min, Max
+
+
+def _slashes(url: str) -> str:
+    """For a relative path, how the URL was read and how an absolute one is written (README: SQLite URLs)."""
+    path = url[len("sqlite:///") :]
+    if Path(path).is_absolute():
+        return ""
+    return f" ({url} is relative to the current directory; an absolute path takes four slashes: sqlite:////{path})"
 
 
 def _has_exact_pow(db: sqlite3.Connection) -> bool:
