@@ -17,10 +17,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from sensorflow.batch_jobs.tasks import TaskSpec, run_task
 from sensorflow.cli import main
+from sensorflow.records.predictions import INCIDENT_SCHEMA
 from sensorflow.store import open_store
 from tests.support.builders import T0, W, window_table
 
@@ -267,3 +269,20 @@ def test_your_own_replay_to_a_report_as_the_readme_says(tmp_path):
     found = parse(render(page))
     assert len(found.rows) == min(len(incidents), 50) and {r[2] for r in found.rows} == {"eval:calibrated"}
     assert found.images
+
+
+def test_incidents_and_report_on_postgresql_mask_the_password(postgres_odbc, tmp_path, capsys):
+    url = f"postgresql+odbc:{postgres_odbc};PWD=hunter2"  # trust auth here: the server ignores it, the page must not show it
+    with open_store(url) as store:
+        store.create_schema()
+        store.upsert_windows(window_table([end(i) for i in range(20)], "pump-9", "temp", 21.0, 5))
+        store.replace_incidents(DETECTOR, {("pump-9", "temp"): 0}, pa.table({
+            "device": ["pump-9"], "tag": ["temp"], "detector": [DETECTOR], "start": [end(10)], "end": [end(12)],
+            "peak_score": [3.5], "flagged_windows": [3], "open": [False], "updated_at": [end(20)]}, schema=INCIDENT_SCHEMA))
+    assert main(["incidents", "--store", url, "--json"]) == 0
+    assert [json.loads(x)["start"] for x in capsys.readouterr().out.splitlines()] == ["2026-01-01T00:00:55.000Z"]
+    page = tmp_path / "pg.html"
+    assert main(["report", "--store", url, "--out", str(page)]) == 0
+    dom = render(page)
+    assert [r[:2] for r in parse(dom).rows] == [["pump-9", "temp"]] and len(parse(dom).images) == 1
+    assert "hunter2" not in page.read_text() and "PWD=***" in dom
