@@ -17,7 +17,9 @@ keeps it beside the state and refuses a run whose identity differs.
 * Window length, lateness and the time source are part of the state's meaning, and so is
   ``max_message_bytes``: which messages were dead-lettered as ``too_large`` and which were read, and
   where a resumed replay's reader stands, depend on it. An identity written before it was recorded
-  holds None, which differs from any value: what the state was made with cannot be known.
+  reads as the default (1 MiB), what such a run used unless it set the flag, so existing recovery
+  directories resume after an upgrade instead of every pod needing ``--fresh`` (a run that had set
+  another value and reruns with it is refused once and needs ``--fresh``).
 
 JSON on disk, never pickle; :data:`IDENTITY_VERSION` is the record's shape.
 """
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
+
+from sensorflow.ingest.decode import MAX_MESSAGE_BYTES
 
 __all__ = [
     "BLOCK_BYTES",
@@ -105,8 +109,8 @@ class RecoveryIdentity:
     window_ns: int
     lateness_ns: int
     time_source: str
-    max_message_bytes: int | None = None
-    """The decode setting; None in an identity written before it was recorded (never equal to a run's)."""
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    """The decode setting; the default in an identity written before it was recorded."""
     version: int = IDENTITY_VERSION
 
 
@@ -191,8 +195,8 @@ def differences(saved: RecoveryIdentity, current: RecoveryIdentity) -> list[str]
     return found
 
 
-def _bytes(limit: int | None) -> str:
-    return "not recorded" if limit is None else f"{limit:,}"
+def _bytes(limit: int) -> str:
+    return f"{limit:,}"
 
 
 def _input_difference(saved: RecordingIdentity | EventHubIdentity, current: RecordingIdentity | EventHubIdentity) -> str:

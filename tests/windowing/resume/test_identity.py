@@ -95,12 +95,15 @@ def test_store_window_lateness_time_source_and_hub_each_differ(tmp_path: Path):
     ]
 
 
-def test_max_message_bytes_differs_and_an_identity_that_did_not_record_it_differs_from_any(tmp_path: Path):
+def test_max_message_bytes_differs_and_an_identity_that_did_not_record_it_reads_as_the_default(tmp_path: Path):
     base = _identity(tmp_path, {"0": b"a\n"})
     assert differences(base, dataclasses.replace(base, max_message_bytes=4096)) == ["max_message_bytes 1,048,576 -> 4,096"]
     older = json.loads(encode_identity(base))
     del older["max_message_bytes"]  # as the release before wrote it
-    assert differences(decode_identity(json.dumps(older).encode()), base) == ["max_message_bytes not recorded -> 1,048,576"]
+    assert differences(decode_identity(json.dumps(older).encode()), base) == []  # most runs used the default
+    assert differences(decode_identity(json.dumps(older).encode()), dataclasses.replace(base, max_message_bytes=4096)) == [
+        "max_message_bytes 1,048,576 -> 4,096"
+    ]
 
 
 def test_a_store_identity_has_no_secret_and_a_relative_sqlite_path_is_made_absolute(tmp_path: Path, monkeypatch):
