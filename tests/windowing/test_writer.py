@@ -132,6 +132,7 @@ def test_a_killed_writer_process_ends_the_run_with_exit_1_and_a_rerun_writes_the
     import psutil
 
     from tests.conftest import REPO, run_flow, windows_frame
+    from tests.support.progress import sqlite_rows
 
     source = _recording(tmp_path / "rec")
     reference = tmp_path / "reference.db"
@@ -145,7 +146,7 @@ def test_a_killed_writer_process_ends_the_run_with_exit_1_and_a_rerun_writes_the
         writer = None
         while run.poll() is None and time.monotonic() < deadline:  # windows committed: the writer is at work
             writers = [c for c in psutil.Process(run.pid).children() if "sensorflow.windowing.writer" in " ".join(c.cmdline())]
-            if writers and db.exists() and table_now(f"sqlite:///{db}")[0] > 0:
+            if writers and sqlite_rows(db) > 0:  # 0 until the file and its schema exist
                 writer = writers[0]
                 break
             time.sleep(0.05)
