@@ -39,7 +39,7 @@ from sensorflow.records.predictions import INCIDENT_SCHEMA
 from sensorflow.records.windows import END_OF_TIME
 from sensorflow.store import ScoringStore
 
-__all__ = ["DEFAULT_GAP_WINDOWS", "ScoredRange", "Incidents", "find_incidents", "update_incidents"]
+__all__ = ["DEFAULT_GAP_WINDOWS", "IncidentUpdate", "Incidents", "ScoredRange", "find_incidents", "update_incidents"]
 
 DEFAULT_GAP_WINDOWS = 3
 """Flags at most this many unflagged window slots apart belong to one incident."""
@@ -95,11 +95,19 @@ class ScoredRange:
     is_anomaly: np.ndarray
 
 
+@dataclass(frozen=True)
+class IncidentUpdate:
+    """What ``update_incidents`` wrote: ``rows`` replaced, of them ``opened`` new (a Start the store did not hold)."""
+
+    rows: int = 0
+    opened: int = 0
+
+
 def update_incidents(
     store: ScoringStore, detector: str, scored: Sequence[ScoredRange], window_ns: int,
     gap_windows: int = DEFAULT_GAP_WINDOWS, now_ns: int | None = None,
-) -> int:
-    """Recompute and replace the incidents of ``detector`` that the scored ranges can touch; rows written.
+) -> IncidentUpdate:
+    """Recompute and replace the incidents of ``detector`` that the scored ranges can touch.
 
     Call it after the ranges' predictions are in the store. Reads: the incidents that
     end within the gap before each range (at most one per sensor), the stored flags
@@ -107,18 +115,18 @@ def update_incidents(
     one ``replace_incidents`` for the sensors that had or have incidents there.
     """
     if not scored:
-        return 0
+        return IncidentUpdate()
     now_ns = time.time_ns() if now_ns is None else now_ns
     sensors = [(r.device, r.tag) for r in scored]
     since = {(r.device, r.tag): r.range_from - gap_windows * window_ns for r in scored}
     # Incidents ending at >= since can merge with a flag in the range's first slot (or overlap the range).
     existing = store.read_incidents(since_ns=min(since.values()) - 1, detector=detector, sensors=sensors)
-    earliest = _earliest_start(existing, since)
+    earliest, known = _earliest_start(existing, since)
     begin = {s: min(r.range_from, earliest[s] - window_ns) if s in earliest else r.range_from
              for s, r in zip(sensors, scored)}
     before = _stored(store, detector, [(s, begin[s], r.range_from) for s, r in zip(sensors, scored) if begin[s] < r.range_from])
     after = _stored(store, detector, [(s, r.range_to, END_OF_TIME) for s, r in zip(sensors, scored)])
-    parts, touched = [], {}
+    parts, touched, opened = [], {}, 0
     for sensor, r in zip(sensors, scored):
         flagged = np.asarray(r.is_anomaly, dtype=bool)
         pieces = [before.get(sensor), (np.asarray(r.ts, dtype=np.int64)[flagged], np.asarray(r.score, float)[flagged]),
@@ -131,20 +139,23 @@ def update_incidents(
         if len(found) or sensor in earliest:  # a sensor with nothing before or now needs no delete
             touched[sensor] = since[sensor]
             parts.append(_table(sensor, detector, found, now_ns))
+            opened += sum(1 for start in found.start.tolist() if (sensor, start) not in known)
     if not touched:
-        return 0
-    return store.replace_incidents(detector, touched, pa.concat_tables(parts))
+        return IncidentUpdate()
+    return IncidentUpdate(store.replace_incidents(detector, touched, pa.concat_tables(parts)), opened)
 
 
-def _earliest_start(existing: pa.Table, since: dict[Sensor, int]) -> dict[Sensor, int]:
-    """Per sensor, the earliest Start of its incidents ending at or after its ``since``."""
+def _earliest_start(existing: pa.Table, since: dict[Sensor, int]) -> tuple[dict[Sensor, int], set[tuple[Sensor, int]]]:
+    """Per sensor, the earliest Start of its incidents ending at or after its ``since``; and (sensor, Start) of them all."""
     earliest: dict[Sensor, int] = {}
+    known: set[tuple[Sensor, int]] = set()
     columns = (existing.column(c).to_pylist() for c in ("device", "tag", "start", "end"))
     for device, tag, start, end in zip(*columns, strict=True):
         sensor = (device, tag)
         if sensor in since and end >= since[sensor]:
             earliest[sensor] = min(start, earliest.get(sensor, start))
-    return earliest
+            known.add((sensor, start))
+    return earliest, known
 
 
 def _stored(

@@ -193,6 +193,7 @@ class TaskResult:
     cpu_seconds: float = 0.0  # CPU time of the task's process while it ran (its share of a core, under load)
     stages: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    incidents_opened: int = 0  # incidents this task's scores started (batch_jobs.incidents; a rescore opens none)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", RunKind(self.kind))  # a result's JSON has it as text
@@ -257,6 +258,7 @@ class _Run:
         self.stages: dict[str, float] = {}
         self.outcomes: dict[tuple[str, str], SensorOutcome] = {}
         self.warnings: dict[tuple[str, str], str] = {}
+        self.incidents_opened = 0
 
     def run(self) -> TaskResult:
         windows = self._timed("read", self._read)
@@ -266,7 +268,8 @@ class _Run:
         outcomes = tuple(self.outcomes[s] for s in self.spec.sensors)
         seconds = time.perf_counter() - self.started
         cpu = time.process_time() - self.cpu_started
-        return TaskResult(self.spec.task_id, self.spec.run_id, self.spec.kind, outcomes, seconds, predictions, cpu, self.stages)
+        return TaskResult(self.spec.task_id, self.spec.run_id, self.spec.kind, outcomes, seconds, predictions, cpu, self.stages,
+                          incidents_opened=self.incidents_opened)
 
     def _timed(self, stage: str, step, *args):
         t = time.perf_counter()
@@ -368,8 +371,9 @@ class _Run:
             return 0
         ranges = [ScoredRange(w.device, w.tag, w.range_from, w.range_to, s.ts, s.score, s.is_anomaly) for w, _, s in scored]
         try:
-            self._timed("incidents", update_incidents, self.store, detector, ranges, self.spec.window_ns,
-                        self.spec.incident_gap_windows)
+            update = self._timed("incidents", update_incidents, self.store, detector, ranges, self.spec.window_ns,
+                                 self.spec.incident_gap_windows)
+            self.incidents_opened += update.opened
         except Exception as e:  # noqa: BLE001 - predictions stand; failed sensors are rescored (and their incidents mended) next run
             for w, _, _ in scored:
                 self._outcome(w, "failed", f"incident write failed: {_reason(e)}")

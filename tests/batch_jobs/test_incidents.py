@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from sensorflow.batch_jobs.incidents import find_incidents
-from sensorflow.batch_jobs.tasks import TaskSpec, run_task
+from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec, run_task
 from sensorflow.store import open_store
 from tests.support.builders import T0, W, window_table
 
@@ -92,10 +92,13 @@ def _windows() -> pa.Table:
     return window_table(np.concatenate(ends), devices, tags, np.concatenate(values), 5)
 
 
-def _run(ref: str, models: str, kind: str, ts_from: int, ts_to: int, number: int = 0, **kw) -> None:
+def _run(ref: str, models: str, kind: str, ts_from: int, ts_to: int, number: int = 0, **kw) -> int:
+    """Run one task on SENSORS; the incidents it opened."""
     spec = TaskSpec(f"{kind}-{number}", "run-1", kind, tuple(SENSORS), ts_from, ts_to, DETECTOR, ref, models, **kw)
     result = run_task(spec)
     assert result.error == "" and all(o.status in ("ok", "skipped") for o in result.outcomes), result
+    assert TaskResult.from_json(result.to_json()) == result
+    return result.incidents_opened
 
 
 def _incidents(url: str) -> list[tuple]:
@@ -112,7 +115,7 @@ def test_incidents_are_the_same_however_the_range_is_scored(fresh_store, tmp_pat
     models = str(tmp_path / "models")
     whole_ref, whole = fresh_store()
     _run(whole_ref, models, "train", T0, TRAIN_TO)  # models for every variant (one model store)
-    _run(whole_ref, models, "score", TRAIN_TO, end(N - 1))
+    assert _run(whole_ref, models, "score", TRAIN_TO, end(N - 1)) == 6
     expected = _incidents(whole)
 
     peaks = {}
@@ -130,15 +133,15 @@ def test_incidents_are_the_same_however_the_range_is_scored(fresh_store, tmp_pat
         incident("a", "1", 398, 399, 2, True), incident("a", "2", 160, 164, 2), incident("a", "2", 170, 170, 1),
     ])
 
-    _run(whole_ref, models, "score", TRAIN_TO, end(N - 1), number=1)  # a rescore of the same windows
+    assert _run(whole_ref, models, "score", TRAIN_TO, end(N - 1), number=1) == 0  # a rescore of the same windows
     assert _incidents(whole) == expected
 
     halves_ref, halves = fresh_store()
-    _run(halves_ref, models, "score", TRAIN_TO, end(250))  # ends inside the incident 249..252: open there
+    assert _run(halves_ref, models, "score", TRAIN_TO, end(250)) == 5  # ends inside the incident 249..252: open there
     middle = _incidents(halves)
     peak = max(peaks[("a", "1", end(249))], peaks[("a", "1", end(250))])
     assert ("a", "1", DETECTOR, end(249), end(250), peak, 2, True) in middle
-    _run(halves_ref, models, "score", end(250), end(N - 1), number=1)  # continues it
+    assert _run(halves_ref, models, "score", end(250), end(N - 1), number=1) == 1  # continues it; opens 398..399
     assert _incidents(halves) == expected
 
     overlap_ref, overlap = fresh_store()
