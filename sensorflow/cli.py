@@ -81,10 +81,9 @@ committed stays, and a rerun with the same --recovery-dir resumes.
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
-    """One flag per settings field; values are validated by the settings model (env and TOML values too).
+    """One flag per settings field; values are validated by the settings model, as env and TOML values are.
 
-    Fields with a fixed set of values list them (``{ts,enqueued}``) and argparse refuses others;
-    booleans are ``--flag`` / ``--no-flag``.
+    Fields with a fixed set of values list them (``{ts,enqueued}``); booleans are ``--flag`` / ``--no-flag``.
     """
     for name, field in cls.model_fields.items():
         flag = f"--{name.replace('_', '-')}"
@@ -96,8 +95,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]
             flag,
             dest=name,
             default=None,
-            choices=choices,
-            metavar=None if choices else name.split("_")[-1].upper(),
+            # Listed, not enforced here: the model's one message is the same for a flag, env or TOML value.
+            metavar="{" + ",".join(choices) + "}" if choices else name.split("_")[-1].upper(),
             help=_field_help(field),
         )
 
