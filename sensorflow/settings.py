@@ -458,7 +458,7 @@ class IncidentsSettings(_Settings):
     @classmethod
     def _store_scheme(cls, value: str) -> str:
         if not value.startswith(_STORE_SCHEMES):
-            raise ValueError(f"store must start with sqlite:///, postgresql+odbc: or mssql+odbc:, not {value[:16]!r}...")
+            raise ValueError(_store_scheme_error(value))
         return value
 
 
