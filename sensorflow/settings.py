@@ -515,7 +515,7 @@ def _one_line(error: ValidationError) -> str:
             message = f"required (flag --{name.replace('_', '-')} or env SENSORFLOW_{name.upper()})"
         elif item["type"] == "extra_forbidden":
             message = "unknown setting"
-        parts.append(f"{name}: {message}" if name else message)
+        parts.append(f"{name}: {message}" if name and not message.startswith(f"{name} ") else message)  # "store must ..."
     return "invalid settings: " + "; ".join(parts)
 
 
