@@ -1,8 +1,12 @@
 """Models as bytes without pickle: a NumPy ``.npz`` of the model's arrays plus a JSON member.
 
-``save_model`` writes every array of ``Model.to_arrays()`` under its name and
-one ``__model__`` member, a uint8 array holding UTF-8 JSON
-``{"format": 1, "detector": ..., "params": {...}}``. ``load_model`` reads with
+``save_model`` (format 2) writes the model's one-number float arrays of
+``Model.to_arrays()`` packed into one ``__scalars__`` float64 member, every
+other array under its own name, and one ``__model__`` member, a uint8 array
+holding UTF-8 JSON ``{"format": 2, "detector": ..., "params": {...},
+"scalars": [names in __scalars__ order]}``, uncompressed: a model is a few
+KB, and a zip member per scalar (format 1: a member per array, compressed)
+cost more than the model's fit. ``load_model`` reads formats 1 and 2 with
 ``allow_pickle=False`` and accepts only bool, integer and float arrays, so
 loading never runs code from the stored bytes.
 """
@@ -21,8 +25,10 @@ from sensorflow.batch_jobs.detectors.registry import UnknownDetectorError, model
 
 __all__ = ["FORMAT_VERSION", "ModelFormatError", "load_model", "save_model"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE = frozenset({1, 2})  # 1: one compressed member per array, no "scalars"
 _META = "__model__"
+_SCALARS = "__scalars__"
 _NUMERIC_KINDS = frozenset("biuf")
 
 
@@ -38,10 +44,13 @@ def save_model(model: Model) -> bytes:
             raise ValueError(f"bad model array name {name!r}")
         if np.asarray(array).dtype.kind not in _NUMERIC_KINDS:
             raise ValueError(f"model array {name!r} has dtype {np.asarray(array).dtype}: only numbers are stored")
-    meta = {"format": FORMAT_VERSION, "detector": model.detector, "params": model.params()}
+    packed = [name for name, array in arrays.items() if np.shape(array) == (1,) and np.asarray(array).dtype == np.float64]
+    meta = {"format": FORMAT_VERSION, "detector": model.detector, "params": model.params(), "scalars": packed}
     text = json.dumps(meta, sort_keys=True, allow_nan=False).encode("utf-8")
+    members = {name: array for name, array in arrays.items() if name not in set(packed)}
+    members[_SCALARS] = np.array([float(arrays[name][0]) for name in packed], dtype=np.float64)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays, **{_META: np.frombuffer(text, dtype=np.uint8)})
+    np.savez(buffer, **members, **{_META: np.frombuffer(text, dtype=np.uint8)})
     return buffer.getvalue()
 
 
@@ -55,8 +64,10 @@ def load_model(data: bytes) -> Model:
         meta: dict[str, Any] = json.loads(meta_bytes.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFormatError(f"model metadata is not JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") not in _READABLE:
         raise ModelFormatError(f"unsupported model format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+    if meta["format"] >= 2:
+        arrays = _unpacked(arrays, meta.get("scalars"))
     detector, params = meta.get("detector"), meta.get("params")
     if not isinstance(detector, str) or not isinstance(params, dict):
         raise ModelFormatError("model metadata needs a detector name and a params object")
@@ -68,6 +79,16 @@ def load_model(data: bytes) -> Model:
         return cls.from_arrays(arrays, params)
     except (ValueError, KeyError, TypeError) as e:
         raise ModelFormatError(f"bad {detector} model: {e}") from e
+
+
+def _unpacked(arrays: dict[str, np.ndarray], names: Any) -> dict[str, np.ndarray]:
+    """Format 2's ``__scalars__`` member back into one one-number array per name."""
+    packed = arrays.pop(_SCALARS, None)
+    if packed is None or not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ModelFormatError(f"format 2 model needs a {_SCALARS} member and its names")
+    if packed.dtype != np.float64 or packed.shape != (len(names),) or set(names) & set(arrays):
+        raise ModelFormatError(f"{_SCALARS} does not match its {len(names)} names")
+    return {**arrays, **{name: packed[i:i + 1] for i, name in enumerate(names)}}
 
 
 def _read_arrays(data: bytes) -> dict[str, np.ndarray]:

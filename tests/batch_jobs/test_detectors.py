@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -429,3 +430,27 @@ def test_robust_window_refuses_bad_statistics():
     with pytest.raises(ModelFormatError, match="must be finite: level"):
         load_model(_npz(**arrays, __model__=np.frombuffer(
             b'{"format": 1, "detector": "robust-window", "params": {}}', dtype=np.uint8)))
+
+
+@pytest.mark.parametrize("detector", ["calibrated", "robust-window", "seed-ocsvm"])
+def test_format_1_models_still_load_and_score_the_same(detector):
+    """Models saved before the scalars were packed (format 1: a compressed member per array) load as they were."""
+    model = get_detector(detector).fit(readings_windows(TRAIN, 0))
+    meta = json.dumps({"format": 1, "detector": detector, "params": model.params()}).encode()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **model.to_arrays(), __model__=np.frombuffer(meta, dtype=np.uint8))
+    scored = readings_windows(SCORED, TRAIN, "level_shift", 30, seed=1)
+    assert np.array_equal(load_model(buffer.getvalue()).score(scored).score, model.score(scored).score)
+    packed = load_model(save_model(model))
+    assert np.array_equal(packed.score(scored).score, model.score(scored).score)
+    assert {k: v.tolist() for k, v in packed.to_arrays().items()} == {k: v.tolist() for k, v in model.to_arrays().items()}
+
+
+def test_format_2_refuses_scalars_that_do_not_match_their_names():
+    model = fitted()
+    arrays = {name: a for name, a in model.to_arrays().items() if np.shape(a) != (1,)}
+    meta = json.dumps({"format": 2, "detector": "robust-window", "params": model.params(), "scalars": ["level"]}).encode()
+    with pytest.raises(ModelFormatError, match="__scalars__"):
+        load_model(_npz(**arrays, __scalars__=np.array([1.0, 2.0]), __model__=np.frombuffer(meta, dtype=np.uint8)))
+    with pytest.raises(ModelFormatError, match="__scalars__"):
+        load_model(_npz(**arrays, __model__=np.frombuffer(meta, dtype=np.uint8)))
