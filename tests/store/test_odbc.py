@@ -220,4 +220,4 @@ def test_tables_keep_their_names_case(store, postgres_odbc):
         tables = {r[0] for r in connection.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
         ).fetchall()}
-    assert tables == {"SensorValues", "SensorWrites", "DeadLetters", "Predictions", "Runs", "Leases"}
+    assert tables == {"SensorValues", "SensorWrites", "DeadLetters", "Predictions", "Runs", "Leases", "Incidents", "StoreSettings"}
