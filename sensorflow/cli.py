@@ -246,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the whole story on a simulated fleet: windows, models, anomalies found vs labelled, a plot",
         define=_define_demo,
     )
+    commands.add_parser("serve", help="run the dataflow and the sidecar together (a laptop's whole service)", define=_define_serve)
     commands.add_parser("incidents", help="list incidents (runs of a sensor's flagged windows), newest and strongest first",
                         define=_define_incidents)
     commands.add_parser("report", help="write one self-contained HTML page: the store's summary, incidents, top sensors' plots",
@@ -373,6 +374,75 @@ def _define_demo(commands: argparse._SubParsersAction) -> None:
     )
     _add_settings_flags(demo, DemoSettings)
     demo.set_defaults(func=_demo)
+
+
+_SERVE_EXAMPLES = """\
+examples:
+  # replay the sample into SQLite and score it; the sidecar keeps scoring every minute until Ctrl-C
+  sensorflow serve --source samples/seed --store sqlite:///sensorflow.db
+  # a live Event Hub (secrets from the environment), metrics of both on :9108 and :9109
+  sensorflow serve --source eventhubs --checkpoint-container checkpoints --recovery-dir .sensorflow/recovery \\
+      --metrics-port 9108 --sidecar-metrics-port 9109
+
+The dataflow is `sensorflow run` with the run flags below; the sidecar is `sensorflow sidecar` with
+the same --store and --window-seconds and the sidecar flags; other sidecar settings come from
+SENSORFLOW_* variables or --config. Ctrl-C or SIGTERM stops both (one line, exit 130 / 143); if
+either fails, the other is stopped and serve exits with its status.
+"""
+
+
+def _define_serve(commands: argparse._SubParsersAction) -> None:
+    from sensorflow.settings import RunSettings
+
+    serve = commands.add_parser(
+        "serve",
+        description="Run the windowing dataflow (sensorflow run) and the sidecar (sensorflow sidecar) side by side "
+        "as two child processes, until Ctrl-C or SIGTERM.",
+        epilog=_SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--config", type=Path, default=None, help="TOML file of settings, given to both commands")
+    serve.add_argument("--fresh", action="store_true", help="the dataflow's --fresh: delete the state in --recovery-dir first")
+    serve.add_argument("--allow-incomplete", action="store_true", help="the dataflow's --allow-incomplete")
+    side = serve.add_argument_group("sidecar")
+    side.add_argument("--model-store", default=None, help="sidecar: model store, a directory or azblob://CONTAINER (default: .sensorflow/models)")
+    side.add_argument("--detector", default=None, help="sidecar: detector name (default: the project's default)")
+    side.add_argument("--threshold-scale", default=None, help="sidecar: sensitivity (2: fewer, stronger alarms)")
+    side.add_argument("--task-processes", default=None, help="sidecar: local task processes (default: CPU count)")
+    side.add_argument("--interval-seconds", default="60", help="sidecar: score every N seconds (default: 60)")
+    side.add_argument("--cron", default=None, help="sidecar: run at the times of a cron expression instead")
+    side.add_argument("--sidecar-metrics-port", default=None,
+                      help="sidecar: serve /metrics, /healthz, /readyz on this port (0: any free port)")
+    run = serve.add_argument_group("dataflow (sensorflow run)")
+    _add_settings_flags(run, RunSettings)  # type: ignore[arg-type]  # an argument group adds arguments the same way
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sensorflow.serve import serve_command
+    from sensorflow.settings import RunSettings, SidecarSettings, load_settings
+
+    run_values = _flags(args, RunSettings)
+    sidecar_values = {name: getattr(args, name) for name in
+                      ("model_store", "detector", "threshold_scale", "task_processes", "interval_seconds", "cron")
+                      if getattr(args, name) is not None}
+    if args.sidecar_metrics_port is not None:
+        sidecar_values["metrics_port"] = args.sidecar_metrics_port
+    for shared in ("store", "window_seconds"):
+        if shared in run_values:
+            sidecar_values[shared] = run_values[shared]
+    if args.cron is not None:
+        sidecar_values.pop("interval_seconds")
+    load_settings(RunSettings, run_values, args.config)  # both refuse bad settings here: one line, exit 2
+    load_settings(SidecarSettings, sidecar_values, args.config)
+    config = ["--config", str(args.config)] if args.config is not None else []
+    run_flags = [*config, *(["--fresh"] if args.fresh else []), *(["--allow-incomplete"] if args.allow_incomplete else []),
+                 *_as_flags(run_values)]
+    return serve_command(run_flags, [*config, *_as_flags(sidecar_values)], args.log_level)
+
+
+def _as_flags(values: dict[str, Any]) -> list[str]:
+    return [f"--{name.replace('_', '-')}={value}" for name, value in values.items()]
 
 
 _INCIDENTS_EXAMPLES = """\

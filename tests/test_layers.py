@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sensorflow.assembly",),  # settings -> typed configs and jobs
     ("sensorflow.batch_commands", "sensorflow.incidents_command"),  # sidecar and task commands; listing incidents
     ("sensorflow.demo", "sensorflow.evaluate", "sensorflow.report"),  # commands built on those; none knows another
+    ("sensorflow.serve",),  # `serve`: the `run` and `sidecar` commands as child processes
     ("sensorflow.cli",),
     ("sensorflow.__main__",),
 )
