@@ -33,7 +33,7 @@ def _serve(processes, tmp_path: Path, *extra: str) -> subprocess.Popen:
         [sys.executable, "-m", "sensorflow", "serve", "--source", str(SEED), "--store", f"sqlite:///{tmp_path / 'serve.db'}",
          "--model-store", str(tmp_path / "models"), "--interval-seconds", "1", "--task-processes", "1",
          "--progress-seconds", "0", *extra],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -101,7 +101,7 @@ def test_the_metrics_port_variable_is_the_dataflows_alone(tmp_path, processes):
         [sys.executable, "-m", "sensorflow", "serve", "--source", str(SEED), "--store", f"sqlite:///{tmp_path / 'serve.db'}",
          "--model-store", str(tmp_path / "models"), "--interval-seconds", "1", "--task-processes", "1",
          "--progress-seconds", "0", "--replay-speed", "20"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     db = tmp_path / "serve.db"
     assert wait_for(lambda: sqlite_rows(db, "Runs") >= 2 and _commands(proc) >= {"run", "sidecar"},
@@ -125,7 +125,7 @@ def test_a_failing_dataflow_stops_the_sidecar(tmp_path, processes):
     proc = processes.start(
         [sys.executable, "-m", "sensorflow", "serve", "--source", str(tmp_path / "missing"),
          "--store", f"sqlite:///{tmp_path / 'serve.db'}", "--model-store", str(tmp_path / "models")],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
@@ -136,7 +136,7 @@ def test_a_failing_dataflow_stops_the_sidecar(tmp_path, processes):
 def test_bad_settings_are_refused_before_anything_starts(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "sensorflow", "serve", "--source", str(SEED), "--store", "mysql://x"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "store" in done.stderr, done.stderr
 
