@@ -58,7 +58,8 @@ examples:
 
 a recording directory is what `sensorflow run --source DIR` replays; its labels.json is the ground truth.
 
-event time: readings start at --start (default: now, the wall clock when the command starts) and
+event time: readings start at --start (default: now, the wall clock when the command starts,
+floored to the minute so that windows line up with the recording) and
 step every --interval (seed) or 1/--rate s (fleet) for --duration; a reading may sit up to --jitter
 of a step later. simulate prints the first and last step it wrote and the --start that continues
 it (the step after the last); a recording is never appended to, so continue into another --out
@@ -104,7 +105,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     fleet.add_argument("--interval", type=float, help="seed: seconds between readings (default 2)")
     fleet.add_argument("--duration", default="1h", help="simulated time span, e.g. 90s, 15m, 2h, 1d (default 1h)")
     fleet.add_argument("--start", default="now",
-                       help="event time of the first reading: 'now' (the default: the wall clock at start) or an ISO "
+                       help="event time of the first reading: 'now' (the default: the wall clock at start, floored to "
+                       "the minute) or an ISO "
                        "time like 2026-01-01T00:00:00Z; to continue a recording, the --start it printed")
     fleet.add_argument("--seed", type=int, default=0, help="random seed: same options and seed, same output")
     fleet.add_argument(

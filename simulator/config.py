@@ -221,9 +221,14 @@ class SimulatorConfig:
 
 
 def parse_start(text: str, now_ns: int) -> int:
-    """Parse `now` or an ISO 8601 time (UTC unless it says otherwise) into ns, on the 100 ns grid."""
+    """Parse `now` or an ISO 8601 time (UTC unless it says otherwise) into ns, on the 100 ns grid.
+
+    `now` is the wall clock floored to the whole minute, so that windows of up to a minute (any
+    length dividing 60 s) line up with the recording: a start in mid-window made the first and
+    the last window of every sensor partial, and a partial last window reads as a low count.
+    """
     if text.strip().lower() == "now":
-        return now_ns - now_ns % TICK_NS
+        return now_ns - now_ns % (60 * NS_PER_S)
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -59,7 +59,8 @@ def test_the_default_start_is_now(tmp_path: Path, capsys):
     assert _run(["--out", str(tmp_path), "--duration", "10s"]) == 0
     figures, _ = _span(capsys)
     first = datetime.fromisoformat(figures["first_event"][:26] + "+00:00")
-    assert before.replace(microsecond=0) <= first <= datetime.now(timezone.utc)
+    assert before.replace(second=0, microsecond=0) <= first <= datetime.now(timezone.utc)
+    assert first.second == 0 and first.microsecond == 0  # floored to the minute
     assert _event_times(tmp_path)[0] == figures["first_event"]
 
 
@@ -67,7 +68,15 @@ def test_the_help_documents_the_default_start_and_how_to_continue(capsys):
     with pytest.raises(SystemExit):
         _run(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "'now' (the default: the wall clock at start)" in text
+    assert "'now' (the default: the wall clock at start, floored to the minute)" in text
     assert "to continue a recording, the --start it printed" in text
     assert "continue into another --out" in text
     assert "--duration 4h \\ --start" in text  # the example's line break is shown, not swallowed
+
+
+def test_now_is_floored_to_the_minute_so_windows_line_up():
+    """A start in mid-window made every sensor's first and last window partial (a low count: flagged)."""
+    from sensorflow.simulator.config import parse_start
+
+    now_ns = 1_767_225_600 * 10**9 + 37 * 10**9 + 123_456_789  # 2026-01-01T00:00:37.123456789Z
+    assert parse_start("now", now_ns) == 1_767_225_600 * 10**9
