@@ -30,7 +30,7 @@ from decimal import Decimal
 import pyarrow as pa
 
 from sensorflow.records.timeparse import parse_time_array
-from sensorflow.store.base import SettingsRecord, Store, StoreError, WindowReader
+from sensorflow.store.base import Store, StoreError, WindowReader
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -61,27 +61,21 @@ class StoreSettings:
     window_ns: int
     time_source: str | None = None
 
-    def as_recorded(self) -> dict[str, str]:
-        values = {"window_seconds": window_text(self.window_ns)}
-        if self.time_source is not None:
-            values["time_source"] = self.time_source
-        return values
-
-
-class _CheckedStore(SettingsRecord, WindowReader):
-    """What the check needs of a store (``Store`` is one)."""
-
 
 def window_text(window_ns: int) -> str:
     """A window length in seconds as the table records it: ``5``, ``0.25``."""
-    return format(Decimal(window_ns) / _NS_PER_S, "f").rstrip("0").rstrip(".") if window_ns % _NS_PER_S else str(window_ns // _NS_PER_S)
+    if window_ns % _NS_PER_S == 0:
+        return str(window_ns // _NS_PER_S)
+    return format(Decimal(window_ns) / _NS_PER_S, "f").rstrip("0")
 
 
 def _window_ns(text: str) -> int:
     return int(Decimal(text) * _NS_PER_S)
 
 
-def check_store_settings(store: _CheckedStore, wanted: StoreSettings, *, record: bool, flag: str = "--window-seconds") -> dict[str, str]:
+def check_store_settings(
+    store: Store, wanted: StoreSettings, *, record: bool, flag: str = "--window-seconds"
+) -> dict[str, str]:
     """Compare ``wanted`` with what ``store`` was made with; returns what it records after.
 
     Call it after ``create_schema`` (the tables exist, and this code's schema version is then
