@@ -79,7 +79,7 @@ def _commands() -> dict[str, set[str]]:
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
-        if not cls.__name__.startswith("_"):
+        if not cls.__name__.startswith("_") and _command_of(cls) != "executor":  # ExecutorSettings: a base
             found.setdefault(_command_of(cls), set()).update(cls.model_fields)
     return found
 
@@ -96,7 +96,7 @@ def _command_values(cls: type[BaseSettings], path: Path) -> dict[str, Any]:
     if unknown_tables:
         raise ValueError(
             f"{path}: unknown table [{unknown_tables[0]}]: tables are commands' own settings, "
-            f"[{'], ['.join(sorted(c for c in commands if c != 'executor'))}]"
+            f"[{'], ['.join(sorted(commands))}]"
         )
     anyones = set().union(*commands.values())
     values = {k: v for k, v in data.items() if k not in tables and (k in cls.model_fields or k not in anyones)}
