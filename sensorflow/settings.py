@@ -139,7 +139,10 @@ class RunSettings(_Settings):
         "(learn.microsoft.com/azure/event-hubs/event-hubs-quotas); at most 4 MiB (a 4 MB array message takes a run "
         "from 0.3 to 0.54 GB of RSS: docs/recordings.md)",
     )
-    progress_seconds: float = Field(5.0, ge=0, description="progress line interval on stderr (0: off)")
+    progress_seconds: float = Field(
+        5.0, ge=0, description="progress on stderr: a bar on a terminal, else a line every N seconds with percent, "
+        "current rate and ETA (0: none)"
+    )
     # -- live: Azure Event Hubs (source = eventhubs) --------------------------------------------
     eventhub_connection_string: SecretStr | None = Field(
         None, description="eventhubs: connection string (Endpoint=sb://...;EntityPath=HUB); or use --eventhub-namespace"

@@ -20,14 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Lowest layer first. This table is the one written statement of what may import what.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("sensorflow", "sensorflow.records", "sensorflow.logfields", "sensorflow.lifecycle", "sensorflow.imports"),  # records: what flows; imports nothing of ours
+    ("sensorflow", "sensorflow.records", "sensorflow.logfields", "sensorflow.lifecycle", "sensorflow.imports", "sensorflow.exposition"),  # records: what flows; imports nothing of ours
     ("sensorflow.store", "sensorflow.ingest"),  # where data leaves / enters; neither knows the other
     ("sensorflow.windowing", "sensorflow.batch_jobs", "sensorflow.simulator"),  # the pipelines; none knows another
     ("sensorflow.settings",),  # one frozen settings object per command
     ("sensorflow.assembly",),  # settings -> typed configs and jobs
     ("sensorflow.batch_commands", "sensorflow.incidents_command"),  # sidecar and task commands; listing incidents
-    ("sensorflow.demo", "sensorflow.evaluate", "sensorflow.report"),  # commands built on those; none knows another
-    ("sensorflow.serve",),  # `serve`: the `run` and `sidecar` commands as child processes
+    ("sensorflow.demo", "sensorflow.evaluate", "sensorflow.report", "sensorflow.serve"),  # commands built on those; none knows another
     ("sensorflow.cli",),
     ("sensorflow.__main__",),
 )
