@@ -100,10 +100,12 @@ class SidecarReport:
 
 
 class PhaseProgress:
-    """Tasks done / total of one phase on ``out``: a tqdm bar on a terminal, else a plain line when the
-    phase starts, then at most one every ``every_s`` seconds as tasks finish, and one when the last has.
+    """Tasks done / total of one phase on ``out``: a tqdm bar on a terminal; otherwise plain lines once the
+    phase has run ``every_s`` seconds (a short phase adds nothing to the run's own report): what it is
+    doing, then at most one line every ``every_s`` seconds as tasks finish, and one when the last has.
 
     ``bar``: True a bar always, None a bar on a terminal only (plain lines otherwise), False nothing.
+    ``every_s`` 0: lines from the start, one per task.
     """
 
     def __init__(self, kind: str, tasks: int, sensors: int, bar: bool | None, out: TextIO | None = None, every_s: float = 5.0):
@@ -112,30 +114,50 @@ class PhaseProgress:
         self.every_s = every_s
         self.done = self.sensors_done = self.failed = 0
         self._started = self._printed = time.monotonic()
+        self._lock = threading.Lock()
+        self._announced = False
+        self._timer: threading.Timer | None = None
         isatty = getattr(self.out, "isatty", None)
         self._silent = bar is False
         self._bar = None
         if bar or (bar is None and isatty is not None and isatty()):
             self._bar = tqdm(total=tasks, desc=f"{kind} (tasks)", unit="task", file=self.out, leave=False)
+        elif not self._silent and every_s <= 0:
+            self._announce()
         elif not self._silent:
-            self._line(f"{tasks:,} task(s) of {sensors:,} sensors started")
+            self._timer = threading.Timer(every_s, self._announce)  # a phase still running then says so
+            self._timer.daemon = True
+            self._timer.start()
 
     def task_done(self, result: TaskResult) -> None:
-        self.done += 1
-        self.sensors_done += len(result.outcomes)
-        self.failed += result.count("failed")
-        if self._bar is not None:
-            self._bar.set_postfix_str(f"{self.sensors_done:,}/{self.sensors:,} sensors, {self.failed:,} failed", refresh=False)
-            self._bar.update(1)
-        elif not self._silent and (self.done == self.tasks or time.monotonic() - self._printed >= self.every_s):
-            self._line(
-                f"{self.done:,}/{self.tasks:,} tasks done ({self.sensors_done:,}/{self.sensors:,} sensors, "
-                f"{self.failed:,} failed) in {time.monotonic() - self._started:.0f} s"
-            )
+        with self._lock:
+            self.done += 1
+            self.sensors_done += len(result.outcomes)
+            self.failed += result.count("failed")
+            if self._bar is not None:
+                self._bar.set_postfix_str(f"{self.sensors_done:,}/{self.sensors:,} sensors, {self.failed:,} failed", refresh=False)
+                self._bar.update(1)
+            elif self._announced and (self.done == self.tasks or time.monotonic() - self._printed >= self.every_s):
+                self._line(
+                    f"{self.done:,}/{self.tasks:,} tasks done ({self.sensors_done:,}/{self.sensors:,} sensors, "
+                    f"{self.failed:,} failed) in {time.monotonic() - self._started:.0f} s"
+                )
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._silent = True  # a timer already firing says nothing after the end
         if self._bar is not None:
             self._bar.close()
+
+    def _announce(self) -> None:
+        with self._lock:
+            if self._silent or self.done == self.tasks:
+                return
+            self._announced = True
+            done = f", {self.done:,} done" if self.done else ""
+            self._line(f"{self.tasks:,} task(s) of {self.sensors:,} sensors{done}")
 
     def _line(self, text: str) -> None:
         self._printed = time.monotonic()
