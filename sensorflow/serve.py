@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -37,13 +37,22 @@ _PR_SET_PDEATHSIG = 1
 METRICS_PORT_ENV = "SENSORFLOW_METRICS_PORT"
 
 
-def _die_with_this_process(parent: int) -> None:  # runs in the child between fork and exec
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up in this process (not between fork and exec); None where there is none."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # not Linux: the children are still stopped by the normal paths
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+        return None
+
+
+def _die_with(parent: int, prctl: Callable[..., int] | None) -> Callable[[], None]:
+    def in_the_child() -> None:  # between fork and exec: no lookups, no locks
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return in_the_child
 
 
 @dataclass
@@ -58,12 +67,16 @@ class Child:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _relay: threading.Thread | None = None
 
-    def start(self) -> None:
-        parent = os.getpid()
+    def start(self, prctl: Callable[..., int] | None) -> None:
+        """Start the child (dying with this process); its lines are relayed once :meth:`relay` is called."""
         self.process = subprocess.Popen(
             self.argv, env=self.env, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
-            preexec_fn=lambda: _die_with_this_process(parent),
+            preexec_fn=_die_with(os.getpid(), prctl),
         )
+
+    def relay(self) -> None:
+        """Relay the child's stderr on a thread (started after every fork: no thread runs while one happens)."""
+        assert self.process is not None
         self._relay = threading.Thread(target=self._relay_lines, args=(self.process.stderr,), name=f"{self.name}-stderr", daemon=True)
         self._relay.start()
 
@@ -121,16 +134,19 @@ def serve_command(run_flags: Sequence[str], sidecar_flags: Sequence[str], log_le
     dataflow, sidecar = children
     raise_on_sigterm()
     try:
+        prctl = _prctl()
         for child in children:
-            child.start()
+            child.start(prctl)
+        for child in children:
+            child.relay()
         print("sensorflow serve: dataflow and sidecar started; Ctrl-C or SIGTERM stops both", file=sys.stderr, flush=True)
         replayed = False
         while True:
             run_status, sidecar_status = dataflow.poll(), sidecar.poll()
             if run_status == 0 and not replayed:
                 replayed = True
-                print("sensorflow serve: the dataflow has replayed its source; the sidecar keeps scoring on its "
-                      "schedule until Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
+                print("sensorflow serve: the dataflow has finished (its source ended); the sidecar keeps scoring on "
+                      "its schedule until Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
             if run_status not in (None, 0) or sidecar_status is not None:
                 failed, other = (dataflow, sidecar) if run_status not in (None, 0) else (sidecar, dataflow)
                 status = failed.poll()

@@ -71,7 +71,7 @@ def test_serve_replays_scores_and_stops_both_with_one_line(tmp_path, processes, 
     assert err.count("stopped by") == 1 and "Traceback" not in err, err  # the children's own stop lines are not repeated
     if not pace:
         assert "sensorflow run: replayed 3 partition(s)" in out, out  # the dataflow's summary, when the replay ended
-        assert "the dataflow has replayed its source; the sidecar keeps scoring" in err, err
+        assert "the dataflow has finished (its source ended); the sidecar keeps scoring" in err, err
     wait_for(lambda: all_gone(children), "the dataflow and the sidecar (and theirs) end with serve", timeout=10)
     with sqlite3.connect(db) as con:
         assert con.execute('SELECT COUNT(*) FROM "SensorValues"').fetchone()[0] > 0
