@@ -198,12 +198,15 @@ class Sidecar:
             candidates = self.store.sensors_written_since(0) if rescan and since > 0 else written
             have_model = self._with_models(set(candidates).union((f.device, f.tag) for f in retries(last_score)))
             missing = without_model(candidates, have_model)
-            # Before any scoring the newest window is unknown: the store says where the windows end
-            # (the score watermark starts there, as when a first run read everything and scored nothing).
+            # Where the windows of sensors without a model end: the store says (two index seeks a sensor).
+            # Before any scoring the score watermark starts there, as when a first run read everything and
+            # scored nothing; training always reaches there, or sensors that had too few windows at the
+            # first runs (no model, so no scores to move the watermark) would be trained on that span for ever.
             unknown = last_score is None or last_score.range_to is None
-            newest = newest_bound(self.store.window_bounds(missing)) if missing and unknown else None
-            score = self._score(last_score, since, written, have_model, newest)
-            train = self._train(last_train, score.run.range_to, missing, context, rescan)
+            newest_missing = newest_bound(self.store.window_bounds(missing)) if missing else None
+            score = self._score(last_score, since, written, have_model, newest_missing if unknown else None)
+            reach = [t for t in (score.run.range_to, newest_missing) if t is not None]
+            train = self._train(last_train, max(reach) if reach else None, missing, context, rescan)
             return SidecarReport(True, score, train)
         finally:
             self.store.release_lease(self.config.lease_name, self.owner)

@@ -382,6 +382,22 @@ def test_a_fresh_sidecar_trains_every_sensor_at_its_first_run_and_scores_them_at
     assert third.train is None
 
 
+def test_a_sidecar_started_before_enough_windows_trains_once_they_arrive(any_world):
+    """Every sensor had too few windows at the first run: no model, so no score moved the watermark, and
+    each later run trained on the first run's span again, skipping every sensor for ever."""
+    store, sidecar = any_world
+    add_windows(store, SENSORS, T0, 5)
+    first = sidecar.run_once()
+    assert {o.status for r in first.train.results for o in r.outcomes} == {"skipped"}
+    add_windows(store, SENSORS, T0 + 5 * W, 120, seed=1)
+    second = sidecar.run_once()
+    assert {(o.device, o.tag): o.status for r in second.train.results for o in r.outcomes} == dict.fromkeys(SENSORS, "ok")
+    assert second.train.specs[0].ts_to == T0 + 125 * W
+    add_windows(store, SENSORS, T0 + 125 * W, 12, seed=2)
+    third = sidecar.run_once()
+    assert scored_sensors(third.score) == set(SENSORS) and third.score.count("ok") == 3
+
+
 def test_a_new_sensor_gets_a_model_at_the_next_run_without_waiting_for_retraining(any_world):
     store, sidecar = any_world
     add_windows(store, SENSORS, T0, 120)
