@@ -179,6 +179,11 @@ def _connection(settings: RunSettings) -> EventHubsConnection:
     )
 
 
+def check_cluster(settings: RunSettings) -> None:
+    """SettingsError if the environment's Bytewax cluster variables are wrong for ``settings`` (before any I/O)."""
+    _member(settings)
+
+
 def _member(settings: RunSettings) -> tuple[RunSettings, ClusterMember | None]:
     """This process's cluster from Bytewax's variables, and the settings sized for it."""
     try:
