@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 import pyarrow as pa
 
-from sensorflow.records.predictions import INCIDENT_SCHEMA, PREDICTION_SCHEMA
+from sensorflow.records.predictions import PREDICTION_SCHEMA, incidents_from_rows
 from sensorflow.records.runs import RunRecord
 from sensorflow.records.windows import WINDOW_READ_SCHEMA
 from sensorflow.store.base import Store, StoreError, StoreSummary, incidents_to_write, last_per_key
@@ -226,17 +226,7 @@ class OdbcStore(Store):
             return [row for rows in _fetch(cursor) for row in rows]
 
         rows = self._transaction("read incidents", work)
-        if not rows:
-            return INCIDENT_SCHEMA.empty_table()
-        device, tag, det, start, end, peak, flagged, open_, updated = (list(c) for c in zip(*rows))
-        return pa.table(
-            [
-                pa.array(device, pa.string()), pa.array(tag, pa.string()), pa.array(det, pa.string()),
-                _ns_array(start), _ns_array(end), pa.array(peak, pa.float64()), pa.array(flagged, pa.int64()),
-                pa.array([bool(x) for x in open_], pa.bool_()), _ns_array(updated),
-            ],
-            schema=INCIDENT_SCHEMA,
-        )
+        return incidents_from_rows(rows, _ns_array)
 
     def read_settings(self) -> dict[str, str]:
         return self._transaction(

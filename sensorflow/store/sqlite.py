@@ -12,7 +12,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sensorflow.records.predictions import INCIDENT_SCHEMA, PREDICTION_SCHEMA
+from sensorflow.records.predictions import PREDICTION_SCHEMA, incidents_from_rows
 from sensorflow.records.runs import RunRecord
 from sensorflow.records.timeparse import format_ms, parse_time_array
 from sensorflow.records.windows import WINDOW_READ_SCHEMA
@@ -309,17 +309,7 @@ class SqliteStore(Store):
     ) -> pa.Table:
         wanted = None if sensors is None else _sensor_json(sensors)
         rows = self._db.execute(_READ_INCIDENTS, (_opt_ts_text(since_ns), int(open_only), detector, wanted)).fetchall()
-        if not rows:
-            return INCIDENT_SCHEMA.empty_table()
-        device, tag, det, start, end, peak, flagged, open_, updated = (list(c) for c in zip(*rows))
-        return pa.table(
-            [
-                pa.array(device, pa.string()), pa.array(tag, pa.string()), pa.array(det, pa.string()),
-                _ts_ns(start), _ts_ns(end), pa.array(peak, pa.float64()), pa.array(flagged, pa.int64()),
-                pa.array([bool(x) for x in open_], pa.bool_()), _ts_ns(updated),
-            ],
-            schema=INCIDENT_SCHEMA,
-        )
+        return incidents_from_rows(rows, _ts_ns)
 
     def read_settings(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT Name, Value FROM StoreSettings").fetchall())
