@@ -18,11 +18,17 @@ Connection strings may hold a password: they never appear in errors or logs.
 psqlODBC reports every failed login as SQLSTATE 08001, whether the server is down (worth
 retrying) or said the database or role does not exist (never worth it). :func:`postgres_login_state`
 asks the server itself, with a startup packet, which SQLSTATE it refuses this user and database
-with; it sends no password, so it learns only what the server says before asking for one.
+with; where the server asks for SCRAM-SHA-256 (PostgreSQL's default since 14) it also proves the
+password, so a wrong one is 28P01 (permanent). A password asked for in the clear or as MD5 is not
+sent (the probe's TLS checks no certificate): there it learns only what comes before the password.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 import socket
 import ssl
 import struct
@@ -128,9 +134,10 @@ _PG_SSL_REQUEST = 80877103
 
 
 def postgres_login_state(target: OdbcTarget, timeout: float = 5.0) -> str | None:
-    """The SQLSTATE a PostgreSQL server refuses ``target``'s user and database with before any password
-    is exchanged (3D000 no such database, 28000 no such role or no pg_hba.conf entry, 57P03 starting
-    up, ...); None when it cannot be reached, asks for a password, or lets the login in.
+    """The SQLSTATE a PostgreSQL server refuses ``target``'s login with (3D000 no such database, 28000
+    no such role or no pg_hba.conf entry, 28P01 a wrong password proved by SCRAM-SHA-256, 57P03
+    starting up, ...); None when it cannot be reached, asks for a password in the clear or as MD5, or
+    lets the login in.
     """
     keys = {k.lower(): v for k, v in _split(target.connection_string)}
     host = keys.get("server") or keys.get("servername") or keys.get("host")
@@ -138,6 +145,8 @@ def postgres_login_state(target: OdbcTarget, timeout: float = 5.0) -> str | None
     if target.dialect is not POSTGRES or not host or not user:
         return None
     database = keys.get("database") or user
+    password = keys.get("pwd") or keys.get("password")
+    scram: _Scram | None = None
     try:
         port = int(keys.get("port") or 5432)
         with socket.create_connection((host, port), timeout) as raw:
@@ -163,10 +172,55 @@ def postgres_login_state(target: OdbcTarget, timeout: float = 5.0) -> str | None
                 if kind == b"E":
                     fields = dict((item[:1], item[1:]) for item in payload.split(b"\0") if item)
                     return fields.get(b"C", b"").decode("ascii", "replace") or None
-                if kind != b"R" or payload[:4] != b"\0\0\0\0":  # a password asked for, or logged in
+                if kind != b"R":
                     return None
-    except (OSError, ValueError, struct.error):
+                (code,) = struct.unpack("!i", payload[:4])
+                if code == _SASL and password is not None and _SCRAM in payload[4:].split(b"\0"):
+                    scram = _Scram(password)
+                    first = scram.first()
+                    stream.sendall(_message(b"p", _SCRAM + b"\0" + struct.pack("!i", len(first)) + first))
+                elif code == _SASL_CONTINUE and scram is not None:
+                    stream.sendall(_message(b"p", scram.final(payload[4:])))
+                elif code not in (_AUTH_OK, _SASL_FINAL):  # after OK the server may still refuse the database
+                    # A password asked for in the clear or as MD5 is not sent by a probe whose TLS
+                    # checks no certificate (SCRAM reveals nothing a listener could reuse).
+                    return None
+    except (OSError, ValueError, KeyError, struct.error):
         return None
+
+
+_AUTH_OK, _SASL, _SASL_CONTINUE, _SASL_FINAL = 0, 10, 11, 12
+_SCRAM = b"SCRAM-SHA-256"
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+class _Scram:
+    """The client side of SCRAM-SHA-256 (RFC 5802/7677) as PostgreSQL speaks it: the probe's proof of the
+    password, so that a wrong one is refused with its own SQLSTATE (28P01) instead of psqlODBC's 08001."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password.encode("utf-8")
+        self.nonce = base64.b64encode(secrets.token_bytes(18)).decode("ascii")
+        self.first_bare = f"n=,r={self.nonce}"
+
+    def first(self) -> bytes:
+        return ("n,," + self.first_bare).encode("ascii")
+
+    def final(self, server_first: bytes) -> bytes:
+        text = server_first.decode("ascii")
+        fields = dict(item.split("=", 1) for item in text.split(","))
+        if not fields["r"].startswith(self.nonce):
+            raise ValueError("SCRAM: the server's nonce does not extend ours")
+        salted = hashlib.pbkdf2_hmac("sha256", self.password, base64.b64decode(fields["s"]), int(fields["i"]))
+        client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+        without_proof = f"c=biws,r={fields['r']}"
+        auth = f"{self.first_bare},{text},{without_proof}".encode("ascii")
+        signature = hmac.new(hashlib.sha256(client_key).digest(), auth, hashlib.sha256).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        return f"{without_proof},p={base64.b64encode(proof).decode('ascii')}".encode("ascii")
 
 
 def _exactly(stream: socket.socket, size: int) -> bytes:
