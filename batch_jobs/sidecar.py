@@ -235,28 +235,15 @@ class Sidecar:
         """Score the sensors with a model; the run's ``range_to`` is the newest window seen so far."""
         work = score_work(written, last, retries(last), self.config.policy, have_model)
         detail = {"since": since, "written": len(written), "without_model": len(without_model(written, have_model))}
-        counted = self.metrics is not None and isinstance(self.store, ScoringStore)  # a store that keeps incidents
-        starts = [w.ts_from for w in work if w.ts_from is not None]
-        # incidents ending further back than the gap before every scored range cannot change (batch_jobs.incidents)
-        reach = (self.config.incident_gap_windows + 1) * self.config.window_ns
-        touched = min(starts) - reach if starts and len(starts) == len(work) else None
-        before = self._incident_keys(touched) if counted else set()
         phase = self._phase(RunKind.SCORE, work, detail)
         newest = newest_window(list(phase.results))
         carried = max((t for t in (newest, last and last.range_to, newest_known) if t is not None), default=None)
         run = replace(phase.run, range_to=carried)
         self.store.upsert_run(run)
-        if counted and work:
-            assert self.metrics is not None
-            opened = len(self._incident_keys(touched) - before)
+        if self.metrics is not None and work and isinstance(self.store, ScoringStore):  # a store that keeps incidents
+            opened = sum(result.incidents_opened for result in phase.results)  # each task counts the Starts it made
             self.metrics.incidents(opened, len(self.store.read_incidents(open_only=True, detector=self.config.detector)))  # type: ignore[attr-defined]
         return replace(phase, run=run)
-
-    def _incident_keys(self, since: int | None) -> set[tuple[str, str, int]]:
-        """(device, tag, start) of this detector's incidents ending after ``since`` (None: all): what a score phase
-        opened is what is there after it and was not before (metrics only)."""
-        table = self.store.read_incidents(since_ns=since, detector=self.config.detector)  # type: ignore[attr-defined]
-        return set(zip(table["device"].to_pylist(), table["tag"].to_pylist(), table["start"].to_pylist()))
 
     def _train(
         self, last: RunRecord | None, newest: int | None, missing: list[Sensor], context: ModelContext, rescan: bool

@@ -179,11 +179,6 @@ def _connection(settings: RunSettings) -> EventHubsConnection:
     )
 
 
-def check_cluster(settings: RunSettings) -> None:
-    """SettingsError if the environment's Bytewax cluster variables are wrong for ``settings`` (before any I/O)."""
-    _member(settings)
-
-
 def _member(settings: RunSettings) -> tuple[RunSettings, ClusterMember | None]:
     """This process's cluster from Bytewax's variables, and the settings sized for it."""
     try:
@@ -210,7 +205,8 @@ def run_replay(settings: RunSettings, progress: TextIO = sys.stderr, *, fresh: b
             f"the recording {settings.source} is incomplete: its writer was stopped before the end ({marker} exists); "
             "write it again, or replay what is there with --allow-incomplete"
         )
-    settings, member = _member(settings)
+    settings, member = _member(settings)  # settings (exit 2) before the input and the store (exit 1)
+    discover_partitions(Path(settings.source))  # the recording before the store: "not found" must not hide behind its error
     _own_recovery(settings, member, fresh)
     return run(replay_job(settings), member, progress, writer_process)
 

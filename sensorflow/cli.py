@@ -602,11 +602,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"sensorflow run: {e}", file=sys.stderr)
                 return 1
         else:
-            from sensorflow.assembly import check_cluster, run_replay
-            from sensorflow.ingest.replay.source import discover_partitions
+            from sensorflow.assembly import run_replay
 
-            check_cluster(settings)  # settings (exit 2) before input and store (exit 1)
-            discover_partitions(Path(settings.source))  # the recording first: "not found" must not hide behind a store error
             report = run_replay(settings, fresh=args.fresh, allow_incomplete=args.allow_incomplete,
                                 writer_process=writer_process)
     except KeyboardInterrupt as e:

@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -104,13 +104,26 @@ def _command_values(cls: type[BaseSettings], path: Path) -> dict[str, Any]:
     return values
 
 
+_STORE_SCHEMES = ("sqlite:///", "postgresql+odbc:", "mssql+odbc:")
+
+
+def _checked_store(value: str) -> str:
+    if not value.startswith(_STORE_SCHEMES):
+        raise ValueError(_store_scheme_error(value))
+    return value
+
+
+StoreUrl = Annotated[str, AfterValidator(_checked_store)]
+"""A store URL of a scheme some backend opens (checked as a setting, before anything connects)."""
+
+
 class RunSettings(_Settings):
     """Settings of ``sensorflow run``."""
 
     source: str = Field(
         description="recording file or directory to replay (JSON Lines or Capture Avro), or 'eventhubs' to consume a live Event Hub"
     )
-    store: str = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH")
+    store: StoreUrl = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH")
     store_retry_seconds: float = Field(
         120.0, ge=0, le=86_400,
         description="server stores: retry transient errors (lost connection, failover) this long before the run fails; "
@@ -194,12 +207,6 @@ class RunSettings(_Settings):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
     @model_validator(mode="after")
-    def _store_scheme(self) -> "RunSettings":
-        if not self.store.startswith(("sqlite:///", "postgresql+odbc:", "mssql+odbc:")):
-            raise ValueError(_store_scheme_error(self.store))
-        return self
-
-    @model_validator(mode="after")
     def _live_settings(self) -> "RunSettings":
         if not self.live:
             given = [name for name in _LIVE_ONLY if getattr(self, name) is not None]
@@ -239,8 +246,6 @@ class RunSettings(_Settings):
     def lateness_ns(self) -> int:
         return round(self.lateness_seconds * 1e9)
 
-
-_STORE_SCHEMES = ("sqlite:///", "postgresql+odbc:", "mssql+odbc:")
 
 # The detectors' names, for --help without importing the detectors (tests/test_settings.py holds them to the registry).
 DETECTOR_NAMES = ("seed-ocsvm", "robust-window", "calibrated", "mad-z")
@@ -347,14 +352,7 @@ class _AzureBatchSettings(_Settings):
 class ExecutorSettings(_BatchSettings, _AzureBatchSettings):
     """What commands that run batch tasks share: the store the tasks read, and where they run (local pool or Azure Batch)."""
 
-    store: str = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH, postgresql+odbc:..., mssql+odbc:...")
-
-    @field_validator("store")
-    @classmethod
-    def _store_scheme(cls, value: str) -> str:
-        if not value.startswith(_STORE_SCHEMES):
-            raise ValueError(_store_scheme_error(value))
-        return value
+    store: StoreUrl = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH, postgresql+odbc:..., mssql+odbc:...")
 
     @model_validator(mode="after")
     def _azure_batch(self) -> ExecutorSettings:
@@ -448,7 +446,7 @@ class DemoSettings(_BatchSettings):
 class IncidentsSettings(_Settings):
     """Settings of ``sensorflow incidents``: which store, which incidents."""
 
-    store: str = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH, postgresql+odbc:..., mssql+odbc:...")
+    store: StoreUrl = Field("sqlite:///sensorflow.db", description="store URL: sqlite:///PATH, postgresql+odbc:..., mssql+odbc:...")
     since: str | None = Field(
         None, description="only incidents ending after this: a duration before the store's newest window (1h, 30m, 2d) "
         "or an ISO-8601 time (default: all)"
@@ -456,13 +454,6 @@ class IncidentsSettings(_Settings):
     detector: str | None = Field(
         None, description="only this detector's incidents, as Predictions.Detector names it (calibrated, eval:calibrated)"
     )
-
-    @field_validator("store")
-    @classmethod
-    def _store_scheme(cls, value: str) -> str:
-        if not value.startswith(_STORE_SCHEMES):
-            raise ValueError(_store_scheme_error(value))
-        return value
 
 
 class ReportSettings(IncidentsSettings):

@@ -6,6 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
 import psutil
@@ -62,6 +63,17 @@ def windows_frame(db: Path) -> pd.DataFrame:
             "SELECT TS, Device, Tag, Value, Count, Min, Max FROM SensorValues ORDER BY Device, Tag, TS", con
         )
     return frame
+
+
+def assert_uninterrupted(db: Path, reference: Path, more_than: int = 0) -> None:
+    """The windows and dead letters of ``db`` (an interrupted run, resumed) are those of ``reference``
+    (the same input, uninterrupted), with more than ``more_than`` window rows."""
+    clean, resumed = windows_frame(reference), windows_frame(db)
+    assert len(resumed) == len(clean) > more_than
+    keys = ["TS", "Device", "Tag", "Count", "Min", "Max"]
+    assert resumed[keys].equals(clean[keys])
+    np.testing.assert_allclose(resumed["Value"], clean["Value"], rtol=1e-9)
+    assert dead_letters_frame(db).equals(dead_letters_frame(reference))
 
 
 def dead_letters_frame(db: Path) -> pd.DataFrame:

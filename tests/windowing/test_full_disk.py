@@ -17,29 +17,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.conftest import REPO, dead_letters_frame, windows_frame
+from tests.conftest import REPO, assert_uninterrupted
 from tests.support.processes import ProcessRegistry, all_gone, descendants, wait_for
 from tests.support.progress import committed_epoch, sqlite_rows
-from tests.windowing.test_recovery import _recording
 
 ENDS_WITHIN = 120.0  # generous for a busy machine; a hang is what it catches
 NOISE = ("panicked", "Box<dyn Any>", "RUST_BACKTRACE", "Traceback", "Fatal Python error")  # a Rust report, a traceback
-
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> tuple[Path, Path]:
-    """The recovery test's recording and the table of its uninterrupted replay."""
-    directory = tmp_path_factory.mktemp("full-disk")
-    source = _recording(directory / "rec")
-    reference = directory / "reference.db"
-    done = subprocess.run([sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store",
-                           f"sqlite:///{reference}", "--progress-seconds", "0"],
-                          cwd=REPO, capture_output=True, timeout=600)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    return source, reference
 
 
 @pytest.fixture
@@ -123,12 +108,7 @@ def test_a_disk_that_fills_mid_run_ends_it_with_one_line_and_a_rerun_loses_nothi
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err.decode()[-2000:]
-    clean, resumed = windows_frame(reference), windows_frame(db)
-    assert len(resumed) == len(clean) > 0
-    keys = ["TS", "Device", "Tag", "Count", "Min", "Max"]
-    assert resumed[keys].equals(clean[keys])
-    np.testing.assert_allclose(resumed["Value"], clean["Value"], rtol=1e-9)
-    assert dead_letters_frame(db).equals(dead_letters_frame(reference))
+    assert_uninterrupted(db, reference)
 
 
 def test_a_recovery_directory_on_a_disk_full_from_the_start_is_one_line(tmp_path: Path, recording, processes,

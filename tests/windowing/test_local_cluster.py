@@ -16,14 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import REPO, dead_letters_frame, windows_frame
+from tests.conftest import REPO, assert_uninterrupted
 from tests.support.processes import all_gone, descendants, wait_for
 from tests.support.progress import committed_epoch, sqlite_rows
-from tests.windowing.test_recovery import _recording
 
 ENDS_WITHIN = 30.0  # the run's own bounds are 5 s (grace) + 5 s (stopping the others); a busy machine is slower
 STOP_SECONDS = 10.0  # the issue's bound for SIGTERM / Ctrl-C (Kubernetes waits 30 s)
@@ -35,19 +33,6 @@ def _command(source: Path, db: Path, recovery: Path, replay_speed: float = 20) -
     return [sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store", f"sqlite:///{db}",
             "--processes", "2", "--recovery-dir", str(recovery), "--snapshot-interval-seconds", "0.2",
             "--block-bytes", "8192", "--progress-seconds", "0", "--replay-speed", str(replay_speed)]
-
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> tuple[Path, Path]:
-    """The recovery test's recording and the table of its uninterrupted replay (one process, unpaced)."""
-    directory = tmp_path_factory.mktemp("local-cluster")
-    source = _recording(directory / "rec")
-    reference = directory / "reference.db"
-    done = subprocess.run([sys.executable, "-m", "sensorflow", "run", "--source", str(source), "--store",
-                           f"sqlite:///{reference}", "--progress-seconds", "0"],
-                          cwd=REPO, capture_output=True, timeout=600)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    return source, reference
 
 
 def _children(run: subprocess.Popen) -> list[psutil.Process]:
@@ -85,13 +70,12 @@ def _one_line(stderr: str) -> str:
     return lines[0]
 
 
-def _assert_uninterrupted(db: Path, reference: Path) -> None:
-    clean, resumed = windows_frame(reference), windows_frame(db)
-    assert len(resumed) == len(clean) > 0
-    keys = ["TS", "Device", "Tag", "Count", "Min", "Max"]
-    assert resumed[keys].equals(clean[keys])
-    np.testing.assert_allclose(resumed["Value"], clean["Value"], rtol=1e-9)
-    assert dead_letters_frame(db).equals(dead_letters_frame(reference))
+def _rerun_gives_the_uninterrupted_table(processes, source: Path, db: Path, recovery: Path, reference: Path) -> None:
+    rerun = processes.start(_command(source, db, recovery, replay_speed=200), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err.decode()[-2000:]
+    assert_uninterrupted(db, reference)
 
 
 @pytest.mark.slow
@@ -111,12 +95,7 @@ def test_a_child_killed_mid_run_ends_the_run_with_one_line_and_a_rerun_gives_the
     assert run.returncode == 1, line
     assert f"cluster process 1 (pid {child.pid}) was killed by SIGKILL" in line, line
     assert wait_for(lambda: all_gone(everything), "every process of the run ends", timeout=ENDS_WITHIN)
-
-    rerun = processes.start(_command(source, db, recovery, replay_speed=200), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, err = rerun.communicate(timeout=600)
-    assert rerun.returncode == 0, err.decode()[-2000:]
-    _assert_uninterrupted(db, reference)
+    _rerun_gives_the_uninterrupted_table(processes, source, db, recovery, reference)
 
 
 @pytest.mark.slow
@@ -162,11 +141,7 @@ def test_a_signal_stops_every_process_of_a_cluster_run(tmp_path: Path, recording
     assert line.startswith(f"sensorflow run: stopped by {name}"), line
     assert wait_for(lambda: all_gone(everything), "every process of the run ends", timeout=STOP_SECONDS)
     if signum == signal.SIGTERM:  # once is enough: what was committed is resumed
-        rerun = processes.start(_command(source, db, recovery, replay_speed=200), cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _, err = rerun.communicate(timeout=600)
-        assert rerun.returncode == 0, err.decode()[-2000:]
-        _assert_uninterrupted(db, reference)
+        _rerun_gives_the_uninterrupted_table(processes, source, db, recovery, reference)
 
 
 @pytest.mark.slow

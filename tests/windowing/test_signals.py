@@ -14,13 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.conftest import REPO, dead_letters_frame, windows_frame
+from tests.conftest import REPO, assert_uninterrupted, windows_frame
 from tests.support.processes import all_gone, descendants, wait_for
 from tests.support.progress import committed_epoch, sqlite_rows
-from tests.windowing.test_recovery import _command, _recording
+from tests.windowing.test_recovery import _command
 
 STOP_SECONDS = 10.0  # the issue's bound (Kubernetes waits 30 s before SIGKILL)
 
@@ -47,17 +46,6 @@ def _stop(process: subprocess.Popen, signum: int, group: bool) -> tuple[str, flo
         pytest.fail(f"the run was still running 60 s after {signal.Signals(signum).name}")
     stopped_in = time.monotonic() - signalled
     return process.stderr.read().decode(errors="replace"), stopped_in
-
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> tuple[Path, Path]:
-    """The recovery test's recording and the table of its uninterrupted replay."""
-    directory = tmp_path_factory.mktemp("signals")
-    source = _recording(directory / "rec")
-    reference = directory / "reference.db"
-    done = subprocess.run(_command(source, reference, None), cwd=REPO, capture_output=True, timeout=600)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    return source, reference
 
 
 @pytest.mark.slow
@@ -92,12 +80,7 @@ def test_a_signal_stops_a_replay_mid_run_and_a_rerun_gives_the_uninterrupted_tab
     rerun = processes.start(_command(source, db, recovery), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err.decode()[-2000:]
-    clean, resumed = windows_frame(reference), windows_frame(db)
-    assert len(resumed) == len(clean) > rows_at_stop
-    keys = ["TS", "Device", "Tag", "Count", "Min", "Max"]
-    assert resumed[keys].equals(clean[keys])
-    np.testing.assert_allclose(resumed["Value"], clean["Value"], rtol=1e-9)
-    assert dead_letters_frame(db).equals(dead_letters_frame(reference))
+    assert_uninterrupted(db, reference, more_than=rows_at_stop)
 
 
 def _pg_rows(odbc: str) -> int:
