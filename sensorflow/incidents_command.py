@@ -20,7 +20,7 @@ from typing import TextIO
 import pyarrow as pa
 
 from sensorflow.records.timeparse import format_iso, parse_duration, parse_time
-from sensorflow.store import Store, StoreError, open_store
+from sensorflow.store import Store, StoreError, StoreSummary, open_store
 
 __all__ = ["incidents_command", "incident_rows", "newest_window", "open_for_reading", "resolve_since"]
 
@@ -73,9 +73,9 @@ def open_for_reading(store_url: str) -> Store:
     return store
 
 
-def newest_window(store: Store) -> int | None:
-    """The newest window end in the store (ns), None when it has no windows."""
-    last = store.summary().last_window
+def newest_window(store: Store, summary: StoreSummary | None = None) -> int | None:
+    """The newest window end in the store (ns), None when it has no windows; from ``summary`` if already read."""
+    last = (summary or store.summary()).last_window
     return None if last is None else parse_time(last)
 
 

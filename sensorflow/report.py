@@ -103,7 +103,7 @@ def gather(store: Store, described: str, since: str | None, labels: Sequence[Lab
            detector: str | None, top: int, window_ns: int) -> ReportData:
     """The report's content from an open store."""
     summary = store.summary()
-    newest = newest_window(store)
+    newest = newest_window(store, summary)  # one summary read: it counts the whole table
     since_ns = resolve_since(since, newest)
     table = store.read_incidents(since_ns=since_ns, detector=detector)
     plots = [_plot(store, entry, table, labels or [], since_ns, newest, window_ns) for entry in _top(table, top)]
