@@ -239,12 +239,23 @@ def _cleaned(series: np.ndarray, flagged: np.ndarray, k: int) -> np.ndarray:
 
     The reference for a second look (``CalibratedModel.evidence``): windows
     after an anomaly are compared with what came before it, not with the
-    anomaly, so its end does not echo as more alarms.
+    anomaly, so its end does not echo as more alarms. The replacement goes on
+    past the run while the values stay nearer the run's own median than that
+    earlier median (the unflagged rest of a level shift: its first windows
+    were flagged, its plateau no longer is), up to the next run.
     """
     out = series.copy()
-    for start, end in zip(*true_runs(flagged)):
-        if start > 0:
-            out[start:end + 1] = np.median(out[max(0, start - k):start])
+    starts, ends = true_runs(flagged)
+    stops = np.append(starts[1:], series.shape[0]).tolist()
+    for start, end, stop in zip(starts.tolist(), ends.tolist(), stops):
+        if start == 0:
+            continue
+        before = float(np.median(out[max(0, start - k):start]))
+        level = float(np.median(series[start:end + 1]))
+        rest = series[end + 1:stop]
+        away = np.abs(rest - level) < np.abs(rest - before)
+        last = end + 1 + (int(np.argmin(away)) if not away.all() else away.shape[0])
+        out[start:last] = before
     return out
 
 

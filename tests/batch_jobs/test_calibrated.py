@@ -365,3 +365,11 @@ def test_median_of_medians_stands_in_for_a_long_sliding_median():
     assert upper_quantiles(np.arange(101.0), 0.5, 0.9) == (50.0, 90.0)
     with pytest.raises(ValueError):
         median_of_medians(v, 5)
+
+
+def test_the_second_look_replaces_the_unflagged_rest_of_a_flagged_anomaly():
+    """A level shift flagged only at its start: its plateau is replaced too, up to where the values come back."""
+    series = np.array([1.0, 2.0, 3.0, 40.0, 41.0, 39.0, 40.0, 3.0, 2.0, 60.0, 1.0])
+    flagged = np.array([False, False, False, True, False, False, False, False, False, True, False])
+    assert _cleaned(series, flagged, 3).tolist() == [1.0, 2.0, 3.0, 2.0, 2.0, 2.0, 2.0, 3.0, 2.0, 2.0, 1.0]
+
