@@ -1,27 +1,39 @@
-"""Per-sensor models in a ``ModelStore``: versioned names, metadata, and a ``latest`` pointer written last.
+"""Per-sensor models in a ``ModelStore``: versions kept by chunk, and one ``latest`` object per sensor written last.
 
-Layout under ``models/<detector>/<device>/<tag>/`` (ids percent-encoded)::
+Layout under ``models/<detector>/`` (ids percent-encoded, so no id is ``@packs``)::
 
-    <version>.npz    the model (``sensorflow.batch_jobs.detectors.save_model``: arrays + JSON, no pickle)
-    <version>.json   its ``ModelMetadata``
-    latest.json      the metadata of the newest version: the pointer readers follow
+    @packs/<pack>.json        every model one ``put_models`` call stored: its versions, never rewritten
+    <device>/<tag>/latest.json  the sensor's newest model: its metadata and the model itself
+
+Both hold models as entries ``{"metadata": <ModelMetadata>, "model": <base64 of
+save_model's bytes>}`` (the codec's bytes: arrays + JSON, no pickle); a pack is
+``{"format": 1, "detector": ..., "models": [entry, ...]}``, a pointer
+``{"format": 2, "pack": <pack>, **entry}``. A chunk of sensors costs one pack
+object plus one small object per sensor, and loading a sensor's latest model
+is one read. The pointer is replaced only after its pack is complete, and
+replacing it is atomic (``ModelStore.put_bytes``), so a reader always finds a
+whole model.
+
+Models stored before packs (pointer format 1) keep loading: there
+``latest.json`` is the bare ``ModelMetadata`` and the model is
+``<device>/<tag>/<version>.npz`` beside it (with ``<version>.json``).
 
 A version name is ``<trained_to as YYYYMMDDTHHMMSSZ>-<8 hex>``: sortable by
 the window time it was trained up to, unique across retrains of one range.
-Versions are never rewritten; the pointer is replaced only after its
-model and metadata are complete, so a reader that follows it always finds a
-whole model.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata as package_metadata
+from typing import Any
 
 from sensorflow.batch_jobs.detectors import Model, load_model, save_model
 from sensorflow.batch_jobs.model_store.base import ModelStore, id_component
@@ -29,6 +41,10 @@ from sensorflow.batch_jobs.model_store.base import ModelStore, id_component
 __all__ = ["ModelCatalog", "ModelMetadata", "StoredModel", "library_versions", "model_prefix", "new_version"]
 
 METADATA_FORMAT = 1
+POINTER_FORMAT = 2  # 1: the bare ModelMetadata (its own "format" 1), the model in <version>.npz
+PACK_FORMAT = 1
+PACKS = "@packs"  # '@' is percent-encoded in ids: never a device's component
+_FIELDS = ("device", "tag", "detector", "version", "trained_from", "trained_to", "windows", "libraries", "format")
 
 
 @lru_cache(maxsize=1)
@@ -57,18 +73,28 @@ class ModelMetadata:
     libraries: dict[str, str] = field(default_factory=library_versions)
     format: int = METADATA_FORMAT
 
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
+        return json.dumps(self.to_dict(), sort_keys=True).encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes) -> ModelMetadata:
+    def from_dict(cls, raw: Any) -> ModelMetadata:
         try:
-            raw = json.loads(data)
             if raw.get("format") != METADATA_FORMAT:
                 raise ValueError(f"unsupported metadata format {raw.get('format')!r}")
             return cls(**raw)
         except (ValueError, TypeError, AttributeError) as e:
             raise ValueError(f"bad model metadata: {e}") from e
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ModelMetadata:
+        try:
+            raw = json.loads(data)
+        except ValueError as e:
+            raise ValueError(f"bad model metadata: {e}") from e
+        return cls.from_dict(raw)
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,47 +119,55 @@ class ModelCatalog:
         self.store = store
 
     def put_models(self, models: list[tuple[ModelMetadata, Model]]) -> None:
-        """Store each model and its metadata, then (only then) move each sensor's ``latest`` pointer."""
-        versions: list[tuple[str, bytes]] = []
-        pointers: list[tuple[str, bytes]] = []
+        """Store the models as one pack, then (only then) replace each sensor's ``latest`` object."""
+        if not models:
+            return
+        detector = models[0][0].detector
+        entries: list[dict[str, Any]] = []
         for meta, model in models:
             if model.detector != meta.detector:
                 raise ValueError(f"model is {model.detector}, metadata says {meta.detector}")
-            prefix = model_prefix(meta.detector, meta.device, meta.tag)
-            described = meta.to_json()
-            versions.append((f"{prefix}/{meta.version}.npz", save_model(model)))
-            versions.append((f"{prefix}/{meta.version}.json", described))
-            pointers.append((f"{prefix}/latest.json", described))
-        self.store.put_many(versions, replace=False)
-        self.store.put_many(pointers)
+            if meta.detector != detector:
+                raise ValueError(f"one put_models call stores one detector's models: {meta.detector} and {detector}")
+            entries.append({"metadata": meta.to_dict(), "model": base64.b64encode(save_model(model)).decode("ascii")})
+        pack = new_version(max(meta.trained_to for meta, _ in models))
+        document = {"format": PACK_FORMAT, "detector": detector, "models": entries}
+        self.store.put_bytes(_pack_name(detector, pack), json.dumps(document).encode("utf-8"), replace=False)
+        self.store.put_many(
+            (f"{model_prefix(detector, meta.device, meta.tag)}/latest.json",
+             json.dumps({"format": POINTER_FORMAT, "pack": pack, **entry}).encode("utf-8"))
+            for (meta, _), entry in zip(models, entries)
+        )
 
     def latest_metadata(self, detector: str, sensors: list[tuple[str, str]]) -> list[ModelMetadata | None]:
         """Each sensor's latest metadata, None where it has no model yet."""
-        names = [f"{model_prefix(detector, d, t)}/latest.json" for d, t in sensors]
-        return [None if data is None else ModelMetadata.from_json(data) for data in self.store.get_many(names)]
+        out: list[ModelMetadata | None] = []
+        for data in self.store.get_many(_pointer_names(detector, sensors)):
+            out.append(None if data is None else _read_pointer(data)[0])
+        return out
 
     def load_latest(self, detector: str, sensors: list[tuple[str, str]]) -> list[StoredModel | None | Exception]:
         """Each sensor's latest model; None where there is none, the exception where it cannot be loaded.
 
         One bad model does not stop the others: its slot holds the error.
         """
-        out: list[StoredModel | None | Exception] = []
-        metas: list[ModelMetadata | None | Exception] = []
-        names = [f"{model_prefix(detector, d, t)}/latest.json" for d, t in sensors]
-        for data in self.store.get_many(names):
+        found: list[tuple[ModelMetadata, bytes | None] | None | Exception] = []
+        for data in self.store.get_many(_pointer_names(detector, sensors)):
             try:
-                metas.append(None if data is None else ModelMetadata.from_json(data))
+                found.append(None if data is None else _read_pointer(data))
             except ValueError as e:
-                metas.append(e)
-        wanted = [m for m in metas if isinstance(m, ModelMetadata)]
-        blobs = iter(self.store.get_many([f"{model_prefix(detector, m.device, m.tag)}/{m.version}.npz" for m in wanted]))
-        for meta in metas:
-            if not isinstance(meta, ModelMetadata):
-                out.append(meta)
+                found.append(e)
+        # Pointers of format 1 name a <version>.npz beside them: one more read each.
+        older = [slot[0] for slot in found if isinstance(slot, tuple) and slot[1] is None]
+        blobs = iter(self.store.get_many([f"{model_prefix(detector, m.device, m.tag)}/{m.version}.npz" for m in older]))
+        out: list[StoredModel | None | Exception] = []
+        for slot in found:
+            if not isinstance(slot, tuple):
+                out.append(slot)
                 continue
-            data = next(blobs)
+            meta, data = slot
             try:
-                if data is None:
+                if data is None and (data := next(blobs)) is None:
                     raise LookupError(f"latest points to missing version {meta.version}")
                 model = load_model(data)
                 if model.detector != detector:
@@ -146,10 +180,10 @@ class ModelCatalog:
     def with_models(self, detector: str, sensors: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of ``sensors``, those with a latest model of ``detector``: ONE listing of the detector's models.
 
-        A sensor has a model once its ``latest.json`` pointer exists (versions without
-        one are a write cut short). Sensors are matched by their encoded name
-        components, so hashed long ids are found too. The listing holds every stored
-        version as well, so its length grows with retrains.
+        A sensor has a model once its ``latest.json`` exists (a pack, or a version of the
+        older layout, without one is a write cut short). Sensors are matched by their
+        encoded name components, so hashed long ids are found too. The listing holds
+        the packs (and the older layout's versions) as well, so it grows with retrains.
         """
         prefix = f"models/{id_component(detector)}/"
         pointers = set()
@@ -160,6 +194,52 @@ class ModelCatalog:
         return {(d, t) for d, t in sensors if (id_component(d), id_component(t)) in pointers}
 
     def versions(self, detector: str, device: str, tag: str) -> list[str]:
-        """Every stored version of one sensor's model, oldest first."""
+        """Every stored version of one sensor's model, oldest first.
+
+        Reads every pack of the detector (the versions are kept by chunk, not by
+        sensor): for audits, not for tasks.
+        """
         prefix = model_prefix(detector, device, tag) + "/"
-        return [name[len(prefix):-len(".npz")] for name in self.store.list_names(prefix) if name.endswith(".npz")]
+        found = {name[len(prefix):-len(".npz")] for name in self.store.list_names(prefix) if name.endswith(".npz")}
+        packs = f"models/{id_component(detector)}/{PACKS}/"
+        for name in self.store.list_names(packs):
+            for entry in _read_pack(self.store.get_bytes(name))["models"]:
+                meta = entry.get("metadata") if isinstance(entry, dict) else None
+                if isinstance(meta, dict) and meta.get("device") == device and meta.get("tag") == tag:
+                    found.add(str(meta.get("version")))
+        return sorted(found)
+
+
+def _pack_name(detector: str, pack: str) -> str:
+    return f"models/{id_component(detector)}/{PACKS}/{pack}.json"
+
+
+def _pointer_names(detector: str, sensors: list[tuple[str, str]]) -> list[str]:
+    return [f"{model_prefix(detector, d, t)}/latest.json" for d, t in sensors]
+
+
+def _read_pointer(data: bytes) -> tuple[ModelMetadata, bytes | None]:
+    """A ``latest.json``: its metadata and, from format 2 on, the model's bytes (None: the model is a ``.npz`` beside it)."""
+    try:
+        raw = json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"bad model pointer: {e}") from e
+    if not isinstance(raw, dict) or raw.get("format") != POINTER_FORMAT:
+        return ModelMetadata.from_dict(raw), None  # format 1: the bare metadata
+    model = raw.get("model")
+    if not isinstance(model, str):
+        raise ValueError("bad model pointer: no model")
+    try:
+        return ModelMetadata.from_dict(raw.get("metadata")), base64.b64decode(model, validate=True)
+    except binascii.Error as e:
+        raise ValueError(f"bad model pointer: the model is not base64 ({e})") from e
+
+
+def _read_pack(data: bytes) -> dict[str, Any]:
+    try:
+        raw = json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"bad model pack: {e}") from e
+    if not isinstance(raw, dict) or raw.get("format") != PACK_FORMAT or not isinstance(raw.get("models"), list):
+        raise ValueError(f"bad model pack: unsupported format {raw.get('format') if isinstance(raw, dict) else raw!r}")
+    return raw

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
 import threading
 import uuid
 
@@ -20,6 +23,8 @@ from sensorflow.batch_jobs.model_store import (
     split_object_url,
 )
 from sensorflow.batch_jobs.model_store.base import ModelStore
+from sensorflow.batch_jobs.model_store.catalog import model_prefix
+from tests.support.models import replace_model
 
 S = 1_000_000_000
 T0 = 1_767_225_600 * S  # 2026-01-01T00:00:00Z
@@ -133,12 +138,75 @@ def test_unusual_ids_get_their_own_models(store):
 def test_a_broken_model_is_reported_in_its_slot(store):
     catalog = ModelCatalog(store)
     good, bad = fitted("1", "1"), fitted("1", "2")
-    catalog.put_models([good[1:], bad[1:]])
-    # Someone overwrote a version with a pickle: refused, and only for that sensor.
-    store.put_bytes(f"models/{DEFAULT_DETECTOR}/1/2/{bad[1].version}.npz", b"\x80\x04\x95 pickle")
-    ok, broken = catalog.load_latest(DEFAULT_DETECTOR, [("1", "1"), ("1", "2")])
+    catalog.put_models([good[1:], bad[1:], fitted("1", "3")[1:], fitted("1", "4")[1:]])
+    # Someone overwrote a model with a pickle: refused, and only for that sensor; so are pointers that are not ours.
+    replace_model(store, DEFAULT_DETECTOR, ("1", "2"), b"\x80\x04\x95 pickle")
+    store.put_bytes(f"models/{DEFAULT_DETECTOR}/1/3/latest.json", b"not json")
+    pointer = json.loads(store.get_bytes(f"models/{DEFAULT_DETECTOR}/1/4/latest.json"))
+    store.put_bytes(f"models/{DEFAULT_DETECTOR}/1/4/latest.json", json.dumps({**pointer, "model": "%%"}).encode())
+    ok, broken, garbled, unreadable = catalog.load_latest(DEFAULT_DETECTOR, [("1", "1"), ("1", "2"), ("1", "3"), ("1", "4")])
     assert ok.metadata.version == good[1].version
     assert isinstance(broken, ValueError) and "model archive" in str(broken)
+    assert isinstance(garbled, ValueError) and "bad model pointer" in str(garbled)
+    assert isinstance(unreadable, ValueError) and "not base64" in str(unreadable)
+
+
+def put_older_layout(store: ModelStore, meta: ModelMetadata, model) -> None:
+    """A model as sensorflow stored it before packs: <version>.npz (codec format 1), <version>.json, latest.json."""
+    buffer = io.BytesIO()
+    described = json.dumps({"format": 1, "detector": model.detector, "params": model.params()}).encode()
+    np.savez_compressed(buffer, **model.to_arrays(), __model__=np.frombuffer(described, dtype=np.uint8))
+    prefix = model_prefix(meta.detector, meta.device, meta.tag)
+    store.put_many([(f"{prefix}/{meta.version}.npz", buffer.getvalue()), (f"{prefix}/{meta.version}.json", meta.to_json())],
+                   replace=False)
+    store.put_bytes(f"{prefix}/latest.json", _older_pointer(meta))
+
+
+def test_models_of_the_older_layout_keep_loading_until_retrained(store):
+    catalog = ModelCatalog(store)
+    w, old, model = fitted("1", "1")
+    put_older_layout(store, old, model)
+    _, fresh, fresh_model = fitted("1", "2")
+    catalog.put_models([(fresh, fresh_model)])
+    sensors = [("1", "1"), ("1", "2")]
+    assert catalog.latest_metadata(DEFAULT_DETECTOR, sensors) == [old, fresh]
+    assert catalog.with_models(DEFAULT_DETECTOR, sensors + [("1", "3")]) == set(sensors)
+    loaded, loaded_fresh = catalog.load_latest(DEFAULT_DETECTOR, sensors)
+    assert loaded.metadata == old and loaded_fresh.metadata == fresh
+    np.testing.assert_array_equal(loaded.model.score(w).score, model.score(w).score)
+
+    _, retrained, again = fitted("1", "1", seed=1)  # the new layout takes over; the old version stays listed
+    catalog.put_models([(retrained, again)])
+    assert catalog.versions(DEFAULT_DETECTOR, "1", "1") == sorted([old.version, retrained.version])
+    (latest,) = catalog.load_latest(DEFAULT_DETECTOR, [("1", "1")])
+    assert latest.metadata == retrained
+
+    store.put_bytes(f"{model_prefix(DEFAULT_DETECTOR, '1', '3')}/latest.json", _older_pointer(fitted("1", "3")[1]))
+    (missing,) = catalog.load_latest(DEFAULT_DETECTOR, [("1", "3")])  # an older pointer without its version
+    assert isinstance(missing, LookupError) and "missing version" in str(missing)
+
+
+def _older_pointer(meta: ModelMetadata) -> bytes:
+    return json.dumps(dataclasses.asdict(meta), sort_keys=True).encode()
+
+
+def test_one_pack_per_call_holds_every_version_and_a_sensor_reads_only_its_pointer(store):
+    catalog = ModelCatalog(store)
+    first = [fitted("1", str(t))[1:] for t in range(1, 4)]
+    catalog.put_models(first)
+    later = [fitted("1", str(t), seed=5)[1:] for t in range(1, 3)]
+    catalog.put_models(later)
+    packs = store.list_names(f"models/{DEFAULT_DETECTOR}/@packs/")
+    assert len(packs) == 2
+    assert catalog.versions(DEFAULT_DETECTOR, "1", "1") == sorted([first[0][0].version, later[0][0].version])
+    assert catalog.versions(DEFAULT_DETECTOR, "1", "3") == [first[2][0].version]
+    reads = []
+    original = store.get_many
+    store.get_many = lambda names: reads.append(list(names)) or original(names)
+    loaded = catalog.load_latest(DEFAULT_DETECTOR, [("1", "1"), ("1", "3")])
+    assert [m.metadata.version for m in loaded] == [later[0][0].version, first[2][0].version]
+    assert [n for names in reads for n in names] == [f"models/{DEFAULT_DETECTOR}/1/1/latest.json",
+                                                     f"models/{DEFAULT_DETECTOR}/1/3/latest.json"]
 
 
 class _Recording(ModelStore):
@@ -162,8 +230,8 @@ def test_latest_pointers_are_written_after_every_version(store):
     recording = _Recording(store)
     ModelCatalog(recording).put_models([fitted("1", str(t))[1:] for t in range(1, 4)])
     pointers = [i for i, name in enumerate(recording.names) if name.endswith("latest.json")]
-    versions = [i for i, name in enumerate(recording.names) if not name.endswith("latest.json")]
-    assert len(pointers) == 3 and len(versions) == 6 and max(versions) < min(pointers)
+    packs = [i for i, name in enumerate(recording.names) if not name.endswith("latest.json")]
+    assert len(pointers) == 3 and len(packs) == 1 and max(packs) < min(pointers)
 
 
 def test_bad_urls_and_missing_access_are_one_line_errors(tmp_path):

@@ -38,6 +38,7 @@ from sensorflow.records.runs import RunRecord
 from sensorflow.store import open_store
 from tests.conftest import REPO
 from tests.support.builders import T0, S, W, add_windows
+from tests.support.models import latest_name, replace_model
 
 POLICY = Policy(safety_margin_ns=60 * S, score_lookback_ns=60 * S, train_span_ns=3600 * S,
                 retrain_every_ns=3600 * S, chunk_size=2)
@@ -219,9 +220,7 @@ def test_a_failed_sensor_is_retried_next_run_without_holding_back_the_others(wor
     add_windows(store, SENSORS, T0, 120)
     sidecar.run_once()  # models for all
     models = open_model_store(config.model_store)
-    (meta,) = ModelCatalog(models).latest_metadata(DEFAULT_DETECTOR, [("1", "2")])
-    good = models.get_bytes(f"models/{DEFAULT_DETECTOR}/1/2/{meta.version}.npz")
-    models.put_bytes(f"models/{DEFAULT_DETECTOR}/1/2/{meta.version}.npz", b"broken")
+    good = replace_model(models, DEFAULT_DETECTOR, ("1", "2"), b"broken")
     add_windows(store, SENSORS, T0 + 120 * W, 12, seed=3)
     partial = sidecar.run_once().score
     assert partial.run.status == "partial" and partial.run.failures == 1
@@ -230,7 +229,7 @@ def test_a_failed_sensor_is_retried_next_run_without_holding_back_the_others(wor
     new = {(d, t, ts) for d, t, ts in predictions(store) if ts > T0 + 120 * W}
     assert {(d, t) for d, t, _ in new} == {("1", "1"), ("2", "1")}  # the others were not held back
 
-    models.put_bytes(f"models/{DEFAULT_DETECTOR}/1/2/{meta.version}.npz", good)
+    models.put_bytes(latest_name(DEFAULT_DETECTOR, ("1", "2")), good)
     retry = sidecar.run_once().score  # nothing new was written: only the retry runs
     assert retry.run.status == "succeeded" and retry.run.sensors == 1
     assert {ts for d, t, ts in predictions(store) if (d, t) == ("1", "2") and ts > T0 + 120 * W} == {

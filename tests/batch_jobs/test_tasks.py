@@ -24,6 +24,7 @@ from sensorflow.records.windows import WINDOW_SCHEMA
 from sensorflow.store import open_store
 from sensorflow.store.sqlite import SqliteStore
 from tests.support.builders import T0, W, add_windows
+from tests.support.models import latest_model_bytes, replace_model
 
 SENSORS = [("1", "1"), ("1", "2"), ("2", "1")]
 DETECTOR = get_detector(DEFAULT_DETECTOR)
@@ -129,8 +130,7 @@ def test_one_failing_sensor_does_not_lose_the_others(env):
 
     # A model someone broke: that sensor fails to score, the others are written.
     models = open_model_store(env[1])
-    (meta,) = ModelCatalog(models).latest_metadata("seed-ocsvm", [("2", "1")])
-    models.put_bytes(f"models/seed-ocsvm/2/1/{meta.version}.npz", b"not a model")
+    replace_model(models, "seed-ocsvm", ("2", "1"), b"not a model")
     scored = run_task(spec(env, "score", [("1", "1"), ("2", "1")], ts_from=T0 + 80 * W, ts_to=None, detector="seed-ocsvm"))
     assert [o.status for o in scored.outcomes] == ["ok", "failed"]
     assert scored.outcomes[1].reason.startswith("model: ModelFormatError")
@@ -175,9 +175,8 @@ def test_seed_csv_is_written_per_sensor(env):
 def test_stored_models_load_without_pickle(env):
     run_task(spec(env, "train", [("1", "1")]))
     models = open_model_store(env[1])
-    (meta,) = ModelCatalog(models).latest_metadata(DEFAULT_DETECTOR, [("1", "1")])
-    data = models.get_bytes(f"models/{DEFAULT_DETECTOR}/1/1/{meta.version}.npz")
-    assert data[:4] == b"PK\x03\x04" and load_model(data).detector == DEFAULT_DETECTOR
+    data = latest_model_bytes(models, DEFAULT_DETECTOR, ("1", "1"))
+    assert data[:8] == b"SFMODEL\n" and load_model(data).detector == DEFAULT_DETECTOR
 
 
 def test_train_then_score_reads_once_and_scores_with_the_new_models(env, monkeypatch):
