@@ -1,22 +1,24 @@
 """Per-sensor models in a ``ModelStore``: versions kept by chunk, and one ``latest`` object per sensor written last.
 
-Layout under ``models/<detector>/`` (ids percent-encoded, so no id is ``@packs``)::
+Layout under ``models/<detector>/`` (ids percent-encoded: no component holds a ``.`` or is ``@packs``)::
 
-    @packs/<pack>.json        every model one ``put_models`` call stored: its versions, never rewritten
-    <device>/<tag>/latest.json  the sensor's newest model: its metadata and the model itself
+    @packs/<pack>.json          every model one ``put_models`` call stored: its versions, never rewritten
+    <device>/<tag>.latest.json  the sensor's newest model: its metadata and the model itself
 
 Both hold models as entries ``{"metadata": <ModelMetadata>, "model": <base64 of
 save_model's bytes>}`` (the codec's bytes: arrays + JSON, no pickle); a pack is
 ``{"format": 1, "detector": ..., "models": [entry, ...]}``, a pointer
 ``{"format": 2, "pack": <pack>, **entry}``. A chunk of sensors costs one pack
-object plus one small object per sensor, and loading a sensor's latest model
-is one read. The pointer is replaced only after its pack is complete, and
-replacing it is atomic (``ModelStore.put_bytes``), so a reader always finds a
-whole model.
+object plus one small object per sensor (and no directory per sensor), and
+loading a sensor's latest model is one read. The pointer is replaced only
+after its pack is complete, and replacing it is atomic
+(``ModelStore.put_bytes``), so a reader always finds a whole model.
 
-Models stored before packs (pointer format 1) keep loading: there
-``latest.json`` is the bare ``ModelMetadata`` and the model is
-``<device>/<tag>/<version>.npz`` beside it (with ``<version>.json``).
+Models stored before packs keep loading until their sensor is retrained: there
+the pointer is ``<device>/<tag>/latest.json`` holding the bare
+``ModelMetadata`` (format 1), the model ``<device>/<tag>/<version>.npz`` beside
+it (with ``<version>.json``). A sensor without a pointer of this layout is
+looked up there, one more read.
 
 A version name is ``<trained_to as YYYYMMDDTHHMMSSZ>-<8 hex>``: sortable by
 the window time it was trained up to, unique across retrains of one range.
@@ -38,10 +40,12 @@ from typing import Any
 from sensorflow.batch_jobs.detectors import Model, load_model, save_model
 from sensorflow.batch_jobs.model_store.base import ModelStore, id_component
 
-__all__ = ["ModelCatalog", "ModelMetadata", "StoredModel", "library_versions", "model_prefix", "new_version"]
+__all__ = ["ModelCatalog", "ModelMetadata", "StoredModel", "library_versions", "model_prefix", "new_version", "pointer_name"]
 
 METADATA_FORMAT = 1
 POINTER_FORMAT = 2  # 1: the bare ModelMetadata (its own "format" 1), the model in <version>.npz
+POINTER_SUFFIX = ".latest.json"
+OLDER_POINTER = "latest.json"  # <device>/<tag>/latest.json, pointer format 1
 PACK_FORMAT = 1
 PACKS = "@packs"  # '@' is percent-encoded in ids: never a device's component
 _FIELDS = ("device", "tag", "detector", "version", "trained_from", "trained_to", "windows", "libraries", "format")
@@ -104,7 +108,13 @@ class StoredModel:
 
 
 def model_prefix(detector: str, device: str, tag: str) -> str:
+    """The older layout's folder of one sensor's versions and pointer."""
     return f"models/{id_component(detector)}/{id_component(device)}/{id_component(tag)}"
+
+
+def pointer_name(detector: str, device: str, tag: str) -> str:
+    """The object holding the sensor's latest model."""
+    return f"models/{id_component(detector)}/{id_component(device)}/{id_component(tag)}{POINTER_SUFFIX}"
 
 
 def new_version(trained_to: int) -> str:
@@ -134,17 +144,14 @@ class ModelCatalog:
         document = {"format": PACK_FORMAT, "detector": detector, "models": entries}
         self.store.put_bytes(_pack_name(detector, pack), json.dumps(document).encode("utf-8"), replace=False)
         self.store.put_many(
-            (f"{model_prefix(detector, meta.device, meta.tag)}/latest.json",
+            (pointer_name(detector, meta.device, meta.tag),
              json.dumps({"format": POINTER_FORMAT, "pack": pack, **entry}).encode("utf-8"))
             for (meta, _), entry in zip(models, entries)
         )
 
     def latest_metadata(self, detector: str, sensors: list[tuple[str, str]]) -> list[ModelMetadata | None]:
         """Each sensor's latest metadata, None where it has no model yet."""
-        out: list[ModelMetadata | None] = []
-        for data in self.store.get_many(_pointer_names(detector, sensors)):
-            out.append(None if data is None else _read_pointer(data)[0])
-        return out
+        return [None if data is None else _read_pointer(data)[0] for data in self._pointers(detector, sensors)]
 
     def load_latest(self, detector: str, sensors: list[tuple[str, str]]) -> list[StoredModel | None | Exception]:
         """Each sensor's latest model; None where there is none, the exception where it cannot be loaded.
@@ -152,14 +159,15 @@ class ModelCatalog:
         One bad model does not stop the others: its slot holds the error.
         """
         found: list[tuple[ModelMetadata, bytes | None] | None | Exception] = []
-        for data in self.store.get_many(_pointer_names(detector, sensors)):
+        for data in self._pointers(detector, sensors):
             try:
                 found.append(None if data is None else _read_pointer(data))
             except ValueError as e:
                 found.append(e)
         # Pointers of format 1 name a <version>.npz beside them: one more read each.
         older = [slot[0] for slot in found if isinstance(slot, tuple) and slot[1] is None]
-        blobs = iter(self.store.get_many([f"{model_prefix(detector, m.device, m.tag)}/{m.version}.npz" for m in older]))
+        names = [f"{model_prefix(detector, m.device, m.tag)}/{m.version}.npz" for m in older]
+        blobs = iter(self.store.get_many(names) if names else [])
         out: list[StoredModel | None | Exception] = []
         for slot in found:
             if not isinstance(slot, tuple):
@@ -180,7 +188,7 @@ class ModelCatalog:
     def with_models(self, detector: str, sensors: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of ``sensors``, those with a latest model of ``detector``: ONE listing of the detector's models.
 
-        A sensor has a model once its ``latest.json`` exists (a pack, or a version of the
+        A sensor has a model once its pointer exists (a pack, or a version of the
         older layout, without one is a write cut short). Sensors are matched by their
         encoded name components, so hashed long ids are found too. The listing holds
         the packs (and the older layout's versions) as well, so it grows with retrains.
@@ -189,7 +197,9 @@ class ModelCatalog:
         pointers = set()
         for name in self.store.list_names(prefix):
             parts = name[len(prefix):].split("/")
-            if len(parts) == 3 and parts[2] == "latest.json":
+            if len(parts) == 2 and parts[0] != PACKS and parts[1].endswith(POINTER_SUFFIX):
+                pointers.add((parts[0], parts[1][:-len(POINTER_SUFFIX)]))
+            elif len(parts) == 3 and parts[2] == OLDER_POINTER:
                 pointers.add((parts[0], parts[1]))
         return {(d, t) for d, t in sensors if (id_component(d), id_component(t)) in pointers}
 
@@ -209,13 +219,20 @@ class ModelCatalog:
                     found.add(str(meta.get("version")))
         return sorted(found)
 
+    def _pointers(self, detector: str, sensors: list[tuple[str, str]]) -> list[bytes | None]:
+        """Each sensor's pointer bytes (this layout's, else the older layout's), None where it has neither."""
+        found = self.store.get_many([pointer_name(detector, d, t) for d, t in sensors])
+        lacking = [i for i, data in enumerate(found) if data is None]
+        if lacking:
+            older = self.store.get_many([f"{model_prefix(detector, *sensors[i])}/{OLDER_POINTER}" for i in lacking])
+            for i, data in zip(lacking, older):
+                found[i] = data
+        return found
+
 
 def _pack_name(detector: str, pack: str) -> str:
     return f"models/{id_component(detector)}/{PACKS}/{pack}.json"
 
-
-def _pointer_names(detector: str, sensors: list[tuple[str, str]]) -> list[str]:
-    return [f"{model_prefix(detector, d, t)}/latest.json" for d, t in sensors]
 
 
 def _read_pointer(data: bytes) -> tuple[ModelMetadata, bytes | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from pathlib import Path
@@ -35,20 +36,19 @@ class LocalModelStore(ModelStore):
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ModelStoreError(f"cannot create model store directory {self.root}: {e}") from e
-        self._made: set[str] = set()  # directories known to exist: one mkdir per directory, not per put
+        # Temporary names: unique per store object (token) and put (counter), no random draw per put.
+        self._token = uuid.uuid4().hex[:12]
+        self._puts = itertools.count()
 
     def put_bytes(self, name: str, data: bytes, replace: bool = True) -> None:
         path = self._path(name)
-        parent = os.path.dirname(path)
-        if parent not in self._made:
-            os.makedirs(parent, exist_ok=True)
-            self._made.add(parent)
         if not replace:
-            _write(path, data)
+            _write_making_folders(path, data)
             return
-        temporary = f"{parent}/.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
+        parent, _, base = path.rpartition("/")
+        temporary = f"{parent}/.{base}.{self._token}{next(self._puts)}.tmp"
         try:
-            _write(temporary, data)
+            _write_making_folders(temporary, data)
             os.replace(temporary, path)
         except BaseException:
             _remove_quietly(temporary)
@@ -78,6 +78,15 @@ class LocalModelStore(ModelStore):
 
     def _path(self, name: str) -> str:
         return f"{self.root}/{check_name(name)}"
+
+
+def _write_making_folders(path: str, data: bytes) -> None:
+    """``_write``, making the missing folders first when there are any (checked only when the open fails)."""
+    try:
+        _write(path, data)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write(path, data)
 
 
 def _write(path: str, data: bytes) -> None:

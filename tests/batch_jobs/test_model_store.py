@@ -141,9 +141,9 @@ def test_a_broken_model_is_reported_in_its_slot(store):
     catalog.put_models([good[1:], bad[1:], fitted("1", "3")[1:], fitted("1", "4")[1:]])
     # Someone overwrote a model with a pickle: refused, and only for that sensor; so are pointers that are not ours.
     replace_model(store, DEFAULT_DETECTOR, ("1", "2"), b"\x80\x04\x95 pickle")
-    store.put_bytes(f"models/{DEFAULT_DETECTOR}/1/3/latest.json", b"not json")
-    pointer = json.loads(store.get_bytes(f"models/{DEFAULT_DETECTOR}/1/4/latest.json"))
-    store.put_bytes(f"models/{DEFAULT_DETECTOR}/1/4/latest.json", json.dumps({**pointer, "model": "%%"}).encode())
+    store.put_bytes(f"models/{DEFAULT_DETECTOR}/1/3.latest.json", b"not json")
+    pointer = json.loads(store.get_bytes(f"models/{DEFAULT_DETECTOR}/1/4.latest.json"))
+    store.put_bytes(f"models/{DEFAULT_DETECTOR}/1/4.latest.json", json.dumps({**pointer, "model": "%%"}).encode())
     ok, broken, garbled, unreadable = catalog.load_latest(DEFAULT_DETECTOR, [("1", "1"), ("1", "2"), ("1", "3"), ("1", "4")])
     assert ok.metadata.version == good[1].version
     assert isinstance(broken, ValueError) and "model archive" in str(broken)
@@ -205,8 +205,8 @@ def test_one_pack_per_call_holds_every_version_and_a_sensor_reads_only_its_point
     store.get_many = lambda names: reads.append(list(names)) or original(names)
     loaded = catalog.load_latest(DEFAULT_DETECTOR, [("1", "1"), ("1", "3")])
     assert [m.metadata.version for m in loaded] == [later[0][0].version, first[2][0].version]
-    assert [n for names in reads for n in names] == [f"models/{DEFAULT_DETECTOR}/1/1/latest.json",
-                                                     f"models/{DEFAULT_DETECTOR}/1/3/latest.json"]
+    assert reads == [[f"models/{DEFAULT_DETECTOR}/1/1.latest.json", f"models/{DEFAULT_DETECTOR}/1/3.latest.json"]]
+    assert not [name for name in store.list_names("models/") if name.endswith("/latest.json")]  # no folder per sensor
 
 
 class _Recording(ModelStore):

@@ -6,12 +6,12 @@ import base64
 import json
 
 from sensorflow.batch_jobs.model_store import ModelStore
-from sensorflow.batch_jobs.model_store.catalog import model_prefix
+from sensorflow.batch_jobs.model_store.catalog import pointer_name
 
 
 def latest_name(detector: str, sensor: tuple[str, str]) -> str:
     """The object holding the sensor's latest model (``ModelCatalog``'s pointer)."""
-    return f"{model_prefix(detector, *sensor)}/latest.json"
+    return pointer_name(detector, *sensor)
 
 
 def replace_model(store: ModelStore, detector: str, sensor: tuple[str, str], data: bytes) -> bytes:
