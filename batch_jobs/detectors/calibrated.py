@@ -43,10 +43,13 @@ quantized training) falls back to the sensor's value resolution, the
 smallest step between its distinct training values, so an ordinary step of
 one quantum stays under the limit.
 
-Episodes (the alarm guard): windows in a gap of at most ``bridge`` slots
-between two flagged windows are flagged too, with score 1.0 (at the limit,
-by this rule), so a sensor flickering around its limit gives one long
-episode, not hundreds of alarms.
+Episodes (the alarm guard): windows in a gap of at most ``bridge`` windows
+with readings between two flagged windows are flagged too, with score 1.0
+(at the limit, by this rule), so a sensor flickering around its limit gives
+one long episode, not hundreds of alarms. The guard counts windows with
+readings, like every feature but the gap: a sensor read every 5 minutes
+in 5 s windows is judged as if its readings were back to back, and no
+empty slot is flagged by the guard (only by the gap rule).
 
 Scoring uses the end of the training range as history when a scored range
 starts right after it (no break longer than the history or the gap limit),
@@ -351,7 +354,7 @@ def _gap_evidence(count: np.ndarray, limit: float) -> np.ndarray:
 
 
 def _episodes(ratio: np.ndarray, bridge: int) -> np.ndarray:
-    """Scores with the alarm guard: a gap of at most ``bridge`` slots between two flags is flagged too (score 1.0)."""
+    """Scores with the alarm guard: a gap of at most ``bridge`` entries between two flags is flagged too (score 1.0)."""
     flagged = np.flatnonzero(ratio >= 1.0)
     if flagged.shape[0] < 2 or bridge < 1:
         return ratio
@@ -449,8 +452,10 @@ class CalibratedModel(Model):
 
     def score(self, windows: SensorWindows) -> Scores:
         full, evidence = self.evidence(windows)
-        ratio = _episodes(evidence.max(axis=0) / self.calibration.threshold_scale, self.calibration.bridge)
-        keep = (full.count > 0) | (ratio >= 1.0)
+        ratio = evidence.max(axis=0) / self.calibration.threshold_scale
+        present = full.count > 0
+        ratio[present] = _episodes(ratio[present], self.calibration.bridge)
+        keep = present | (ratio >= 1.0)
         return Scores(ts=full.ts[keep], value=full.value[keep], score=ratio[keep], is_anomaly=ratio[keep] >= 1.0)
 
     def to_arrays(self) -> dict[str, np.ndarray]:

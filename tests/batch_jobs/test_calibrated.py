@@ -4,6 +4,8 @@ the sensitivity setting and the no-pickle round trip."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -373,3 +375,27 @@ def test_the_second_look_replaces_the_unflagged_rest_of_a_flagged_anomaly():
     flagged = np.array([False, False, False, True, False, False, False, False, False, True, False])
     assert _cleaned(series, flagged, 3).tolist() == [1.0, 2.0, 3.0, 2.0, 2.0, 2.0, 2.0, 3.0, 2.0, 2.0, 1.0]
 
+
+
+@pytest.mark.parametrize("anomaly", ["level_shift", "noise", "flicker"])
+def test_a_sparse_sensor_is_judged_like_a_dense_one(anomaly):
+    """A sensor with one window in 60 (read every 5 minutes, 5 s windows) flags the same windows as the same
+    readings back to back: every feature but the gap counts windows with readings, the episode guard too
+    (flicker: five spikes two windows apart, one episode), and no empty slot is flagged by the guard."""
+    def sparse(w, every=60):
+        return dataclasses.replace(
+            w, ts=T0 + (w.ts - T0) * every, range_from=T0 + (w.range_from - T0) * every,
+            range_to=T0 + (w.range_to - T0) * every)
+
+    if anomaly == "flicker":
+        readings = noisy(SCORED, 1)
+        readings[AT:AT + 10:2] += 40
+        scored = from_readings(readings, TRAIN)
+    else:
+        scored = readings_windows(SCORED, TRAIN, anomaly, 30, seed=1)
+    training = readings_windows(TRAIN, 0)
+    dense = get_detector("calibrated").fit(training).score(scored)
+    spread_out = get_detector("calibrated").fit(sparse(training)).score(sparse(scored))
+    assert dense.is_anomaly.any()
+    assert spread_out.ts.tolist() == sparse(scored).ts.tolist(), "only windows with readings are scored"
+    assert spread_out.is_anomaly.tolist() == dense.is_anomaly.tolist()
