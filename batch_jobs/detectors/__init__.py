@@ -2,8 +2,8 @@
 
 ``get_detector(name)`` gives a detector, ``model_class(name)`` the class that
 loads its models, ``DEFAULT_DETECTOR`` the one tasks use unless told
-otherwise. ``save_model``/``load_model`` turn any model into ``.npz`` bytes
-and back (``codec``).
+otherwise. ``save_model``/``load_model`` turn any model into bytes (a JSON
+header and raw numeric arrays, no pickle) and back (``codec``).
 """
 
 from __future__ import annotations

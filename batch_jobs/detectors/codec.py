@@ -62,7 +62,7 @@ def save_model(model: Model) -> bytes:
         array = np.asarray(array)
         if array.dtype.kind not in _NUMERIC_KINDS:
             raise ValueError(f"model array {name!r} has dtype {array.dtype}: only numbers are stored")
-        little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        little = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
         described.append([name, little.dtype.str, list(little.shape)])
         chunks.append(little.tobytes())
     header = {"format": FORMAT_VERSION, "detector": model.detector, "params": model.params(), "arrays": described}

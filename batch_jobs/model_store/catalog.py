@@ -31,7 +31,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata as package_metadata
@@ -48,7 +48,6 @@ POINTER_SUFFIX = ".latest.json"
 OLDER_POINTER = "latest.json"  # <device>/<tag>/latest.json, pointer format 1
 PACK_FORMAT = 1
 PACKS = "@packs"  # '@' is percent-encoded in ids: never a device's component
-_FIELDS = ("device", "tag", "detector", "version", "trained_from", "trained_to", "windows", "libraries", "format")
 
 
 @lru_cache(maxsize=1)
@@ -78,7 +77,7 @@ class ModelMetadata:
     format: int = METADATA_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _FIELDS}
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "libraries": dict(self.libraries)}
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True).encode("utf-8")
@@ -232,7 +231,6 @@ class ModelCatalog:
 
 def _pack_name(detector: str, pack: str) -> str:
     return f"models/{id_component(detector)}/{PACKS}/{pack}.json"
-
 
 
 def _read_pointer(data: bytes) -> tuple[ModelMetadata, bytes | None]:
