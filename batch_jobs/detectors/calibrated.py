@@ -17,7 +17,9 @@ Evidence per window slot (rows of ``FEATURES``):
   against the same median ``shift_lag`` windows earlier: level shifts and
   ramps that are too slow for the one-step forecast;
 - drift: the same over ``drift_windows`` and ``drift_lag`` (10 minutes at
-  5 s windows): drifts too slow for the shift;
+  5 s windows): drifts too slow for the shift; off for a sensor whose
+  training range gave fewer than ``drift_lag`` drift scores (too short to
+  show how far it wanders over that span: 251 windows by default);
 - spread: ``max - min`` of the window (noise bursts);
 - stuck: readings repeating exactly, summed over a run of flat windows;
 - gap: a run of missing slots longer than the sensor's usual gaps, between
@@ -292,6 +294,15 @@ def _limit(scores: np.ndarray, margin: float, c: Calibration, floor: float, epis
     return margin * max(top, floor)
 
 
+def _drift_limit(scores: np.ndarray, c: Calibration, floor: float) -> float:
+    """The drift limit, or none (``_NEVER``) from fewer than ``c.drift_lag`` training scores: a training range
+    that short has not shown how far this sensor wanders over the drift's span, and a limit from its few
+    scores flags the ordinary wander of the long range scored after it."""
+    if np.count_nonzero(np.isfinite(scores)) < c.drift_lag:
+        return _NEVER
+    return _limit(scores, c.drift, c, floor, episodes=True)
+
+
 def _without_episodes(scores: np.ndarray, c: Calibration) -> float:
     """The largest of ``scores`` outside training episodes: ``c.episode_windows`` or more scores above the
     episode cap, each within ``c.bridge`` windows of the next (a noise burst dips under the cap now and then)."""
@@ -503,9 +514,7 @@ class Calibrated(Detector):
             level=level,
             trend_limit=_limit(_trend_errors(v, c.trend_windows, level), c.trend, c, step, episodes=True),
             shift_limit=_limit(_shifts(v, c.shift_windows, c.shift_lag, level), c.shift, c, step, episodes=True),
-            drift_limit=_limit(
-                _shifts(v, c.drift_windows, c.drift_lag, level, twice=True), c.drift, c, step, episodes=True
-            ),
+            drift_limit=_drift_limit(_shifts(v, c.drift_windows, c.drift_lag, level, twice=True), c, step),
             spread_limit=_limit(spread[count >= 2], c.spread, c, step, episodes=True),
             stuck_limit=_stuck_limit(repeated, runs, c),
             gap_limit=_limit(gap_before.astype(np.float64), c.gap, c, c.gap_min),

@@ -399,3 +399,13 @@ def test_a_sparse_sensor_is_judged_like_a_dense_one(anomaly):
     assert dense.is_anomaly.any()
     assert spread_out.ts.tolist() == sparse(scored).ts.tolist(), "only windows with readings are scored"
     assert spread_out.is_anomaly.tolist() == dense.is_anomaly.tolist()
+
+
+def test_a_training_range_too_short_for_the_drift_sets_no_drift_limit():
+    """Fewer than drift_lag drift scores (history 131 + 120 windows): the few would set a limit the ordinary
+    wander of the long scored range crosses. The other features still have limits."""
+    c = Calibration()
+    short = get_detector("calibrated").fit(readings_windows(c.history + c.drift_lag - 1, 0)).limits
+    enough = get_detector("calibrated").fit(readings_windows(c.history + c.drift_lag, 0)).limits
+    assert short.drift_limit >= 1e300 and enough.drift_limit < 1e300
+    assert short.shift_limit < 1e300 and short.trend_limit < 1e300
