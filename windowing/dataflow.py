@@ -16,7 +16,7 @@ from sensorflow.records.readings import MessageBatch, ReadingBatch
 from sensorflow.records.windows import WindowBatch
 from sensorflow.windowing.operators import LatenessLogic, LatenessSnapshot, WindowLogic, WriteBatchLogic, WriteBatchSnapshot
 from sensorflow.windowing.resume.board import ResumeBoard
-from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.sink import WindowSink
 from sensorflow.windowing.state import SNAPSHOT_VERSION
 from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.tumbling import WindowAggregator, WindowSnapshot
@@ -79,14 +79,14 @@ def build_flow(
     source: FixedPartitionedSource,
     config: FlowConfig,
     window_sink: WindowSink,
-    dead_letter_sink: DeadLetterSink,
     stats: RunStats,
     board: ResumeBoard | None = None,
 ) -> Dataflow:
     """One dataflow; no I/O happens until it runs.
 
     ``board`` (live runs with checkpoints) collects where each partition could restart without
-    Bytewax state; its ``start``, if any, is the checkpoint this run starts from.
+    Bytewax state; its ``start``, if any, is the checkpoint this run starts from. Dead letters go
+    to the window sink's one writer with the windows (``sensorflow.windowing.sink``).
     """
     flow = Dataflow("sensorflow")
     messages = op.input("read", flow, source)
@@ -101,8 +101,8 @@ def build_flow(
     dead_letters = op.merge("dead_letters", malformed, late_or_routed.trues, closed_or_late.falses)
     by_writer = op.key_on("by_writer", closed_or_late.trues, _writer)
     write_batches = op.stateful_batch("write_batches", by_writer, partial(_write_batches, config))
-    op.output("write_windows", write_batches, window_sink)
-    op.output("write_dead_letters", dead_letters, dead_letter_sink)
+    dead_letters_by_writer = op.key_on("dead_letters_by_writer", dead_letters, _writer)
+    op.output("write_windows", op.merge("to_writer", write_batches, dead_letters_by_writer), window_sink)
     return flow
 
 
@@ -144,7 +144,7 @@ def _write_batches(config: FlowConfig, resume: WriteBatchSnapshot | None) -> Wri
     return WriteBatchLogic(config.write_min_rows, config.write_rows, config.write_windows, config.write_wait, resume)
 
 
-def _writer(batch: WindowBatch) -> str:
+def _writer(batch: WindowBatch | DeadLetterBatch) -> str:
     # One writer: the embedded store takes one writing transaction at a time anyway.
     return "windows"
 

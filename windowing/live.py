@@ -48,7 +48,7 @@ from sensorflow.windowing.progress import Progress
 from sensorflow.windowing.resume.board import ResumeBoard
 from sensorflow.windowing.resume.checkpoints import BlobCheckpoints, Checkpointer, CheckpointLocation, StreamIdentity
 from sensorflow.windowing.service import Figures, MetricsServer, RunCollector, StopSignal
-from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.sink import WindowSink
 from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.summary import with_report
 
@@ -172,10 +172,7 @@ def run_live(
                 job.output.store, stats, job.output.writer, board.windows if board else None, job.output.retry,
                 stopping=lambda: interrupts.stopping, interrupted=interrupts.kept,
             )
-            dead_letter_sink = DeadLetterSink(
-                partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure, interrupts.kept
-            )
-            flow = build_flow(source, config, window_sink, dead_letter_sink, stats, board)
+            flow = build_flow(source, config, window_sink, stats, board)
             checkpointer = None
             if checkpoints is not None:
                 interval = min(1.0, execution.snapshot_interval_seconds)

@@ -8,7 +8,6 @@ import sqlite3
 import sys
 from contextlib import closing
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -24,7 +23,7 @@ from sensorflow.windowing.dataflow import FlowOptions, build_flow
 from sensorflow.windowing.execution import Execution, Output, RunReport, execute, init_recovery_dir
 from sensorflow.windowing.interrupts import Interrupts
 from sensorflow.windowing.progress import Progress
-from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.sink import WindowSink
 from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.writer import WriterProcess
 
@@ -161,8 +160,5 @@ def _prepare(job: ReplayJob, interrupts: Interrupts | None) -> tuple[Dataflow, i
         job.output.store, stats, job.output.writer, retry=job.output.retry,
         stopping=lambda: interrupts.stopping, interrupted=interrupts.kept,
     )
-    dead_letter_sink = DeadLetterSink(
-        partial(open_store, job.output.store, job.output.retry), stats, window_sink.note_failure, interrupts.kept
-    )
-    flow = build_flow(source, config, window_sink, dead_letter_sink, stats)
+    flow = build_flow(source, config, window_sink, stats)
     return flow, len(config.partitions), stats, window_sink, source.meter

@@ -1,13 +1,19 @@
-"""Bytewax sinks that hand batches to a store; each batch is one transaction.
+"""The Bytewax sink that hands window rows and dead letters to the store writer.
 
-Window rows go to a writer process (``sensorflow.windowing.writer``): ``write_batch``
-hands a batch over and returns, so decoding the next input overlaps the
-store's work on another core, and ``snapshot()`` returns only once every
-handed batch is committed. Bytewax snapshots the sink at the end of each
-epoch before it records the epoch as done, so no recovery snapshot ever
-covers a window that is not in the store; a crash in between replays those
-windows, and the upserts make the replay harmless. ``writer="inline"`` commits
-each batch before ``write_batch`` returns instead (one core, slower).
+Window rows and dead letters (late readings included) go to a writer process
+(``sensorflow.windowing.writer``): ``write_batch`` hands a batch over and returns, so
+decoding the next input overlaps the store's work on another core, and ``snapshot()``
+returns only once every handed batch is committed. Bytewax snapshots the sink at the end of
+each epoch before it records the epoch as done, so no recovery snapshot ever covers a window
+or a dead letter that is not in the store; a crash in between replays them, and the upserts
+(keyed, for dead letters, on Partition, Position, Element) make the replay harmless.
+``writer="inline"`` commits each batch before ``write_batch`` returns instead (one core, slower).
+
+Dead letters take the windows' path, not a store connection of their own in every worker:
+with the writer holding SQLite's one write lock for its window transactions, a worker that
+upserted dead letters itself waited for that lock (7.4 s of a 24 s run of the bench's input
+(b), 0.1% malformed messages). The flow routes them to the sink's one partition
+(``sensorflow.windowing.dataflow``), from every worker of every process.
 
 A failure (the store gave up, the writer died) is raised once, from ``write_batch`` or
 ``snapshot()``, and kept in :attr:`WindowSink.failure`. ``close()`` never raises: Bytewax
@@ -29,18 +35,18 @@ import time
 from typing import Callable
 
 import pyarrow as pa
-from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from sensorflow.records.dead_letters import DeadLetterBatch
 from sensorflow.records.windows import WindowBatch
-from sensorflow.store import RetryPolicy, WindowWriter
+from sensorflow.store import RetryPolicy
 from sensorflow.windowing.resume.board import CommittedWindows
 from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.writer import InlineWriter, ProcessWriter, WriterError, WriterProcess
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WindowSink", "DeadLetterSink", "STOP_COMMIT_SECONDS", "WINDOW_SINK_PARTITION"]
+__all__ = ["WindowSink", "STOP_COMMIT_SECONDS", "WINDOW_SINK_PARTITION"]
 
 WINDOW_SINK_PARTITION = "windows"
 STOP_COMMIT_SECONDS = 2.0  # of the 10 s a stopped run has (Kubernetes waits 30 s before SIGKILL)
@@ -56,42 +62,13 @@ def _ignore(interrupt: KeyboardInterrupt) -> None:
 
 def _tables(batches: list[WindowBatch] | list[DeadLetterBatch]) -> pa.Table | None:
     tables = [b.table for b in batches if b.table.num_rows]
-    return pa.concat_tables(tables) if tables else None
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0] if tables else None
 
 
-class _DeadLetterPartition(StatelessSinkPartition[DeadLetterBatch]):
-    def __init__(
-        self, store: WindowWriter, stats: RunStats, failed: Callable[[Exception], None],
-        interrupted: Callable[[KeyboardInterrupt], None] = _ignore,
-    ):
-        self._store = store
-        self._stats = stats
-        self._failed = failed
-        self._interrupted = interrupted
+class _WriterPartition(StatefulSinkPartition[WindowBatch | DeadLetterBatch, None]):
+    """Hands window and dead-letter batches to a writer process; ``snapshot()`` is the commit barrier.
 
-    def write_batch(self, items: list[DeadLetterBatch]) -> None:
-        table = _tables(items)
-        if table is not None:
-            started = time.monotonic()
-            try:
-                rows = self._store.upsert_dead_letters(table)  # committed before returning
-            except Exception as e:
-                self._failed(e)
-                raise
-            self._stats.add_dead_letters(rows, table["reason"])
-            self._stats.observe_write(time.monotonic() - started)
-
-    def close(self) -> None:
-        try:
-            self._store.close()
-        except KeyboardInterrupt as interrupt:  # raised here it would abort the process: the runner raises it
-            self._interrupted(interrupt)
-
-
-class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
-    """Hands window batches to a writer process; ``snapshot()`` is the commit barrier.
-
-    ``commits`` (live runs with checkpoints) learns what was handed and when it is committed.
+    ``commits`` (live runs with checkpoints) learns what window rows were handed and when they are committed.
     """
 
     def __init__(
@@ -109,17 +86,24 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
         self._failure: Exception | None = None
         self._handed_at: list[float] = []
 
-    def write_batch(self, values: list[WindowBatch]) -> None:
+    def write_batch(self, values: list[WindowBatch | DeadLetterBatch]) -> None:
         self._check()
-        table = _tables(values)
-        if table is not None:
+        windows = _tables([v for v in values if isinstance(v, WindowBatch)])
+        dead_letters = _tables([v for v in values if isinstance(v, DeadLetterBatch)])
+        if windows is not None:
             self._handed_at.append(time.monotonic())
             try:
-                self._writer.submit(table)
+                self._writer.submit(windows)
             except Exception as e:
                 raise self._fail(e)
             if self._commits is not None:
-                self._commits.handed(table)
+                self._commits.handed(windows)
+        if dead_letters is not None:
+            self._handed_at.append(time.monotonic())
+            try:
+                self._writer.submit_dead_letters(dead_letters)
+            except Exception as e:
+                raise self._fail(e)
 
     def snapshot(self) -> None:
         self._check()
@@ -165,6 +149,8 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
 
     def _drain(self) -> None:
         self._stats.add_windows(self._writer.drain())
+        for reasons in self._writer.committed_dead_letters():
+            self._stats.add_dead_letters(len(reasons), reasons)
         now = time.monotonic()
         for handed in self._handed_at:  # known committed only now: an upper bound per batch
             self._stats.observe_write(now - handed)
@@ -173,8 +159,8 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch, None]):
             self._commits.committed()
 
 
-class WindowSink(FixedPartitionedSink[WindowBatch, None]):
-    """Upserts closed windows into ``SensorValues`` (one partition: one writer)."""
+class WindowSink(FixedPartitionedSink[WindowBatch | DeadLetterBatch, None]):
+    """Upserts closed windows into ``SensorValues`` and dead letters into ``DeadLetters`` (one partition: one writer)."""
 
     def __init__(
         self, store_url: str, stats: RunStats, writer: str = "process", commits: CommittedWindows | None = None,
@@ -237,26 +223,6 @@ class WindowSink(FixedPartitionedSink[WindowBatch, None]):
             raise self.failure
 
     def note_failure(self, error: Exception) -> None:
-        """The flow is failing (here or in another sink, see :class:`DeadLetterSink`): close without committing."""
+        """The flow is failing: close without committing."""
         if self.failure is None:
             self.failure = error
-
-
-class DeadLetterSink(DynamicSink[DeadLetterBatch]):
-    """Upserts dead letters (late readings included) into ``DeadLetters``.
-
-    ``failed`` learns of a store error before it is raised (the window sink's ``note_failure``, so its
-    writer is not drained against a store that just gave up); ``interrupted`` an interrupt met in ``close()``.
-    """
-
-    def __init__(
-        self, open_store: Callable[[], WindowWriter], stats: RunStats, failed: Callable[[Exception], None] = lambda error: None,
-        interrupted: Callable[[KeyboardInterrupt], None] = _ignore,
-    ):
-        self._open_store = open_store
-        self._stats = stats
-        self._failed = failed
-        self._interrupted = interrupted
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
-        return _DeadLetterPartition(self._open_store(), self._stats, self._failed, self._interrupted)

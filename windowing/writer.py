@@ -1,7 +1,7 @@
 """A store writer in its own process, so store work runs on another core.
 
-The dataflow hands window tables over a pipe (Arrow IPC) and carries on. The
-writer upserts each table as it arrives into an open transaction and commits
+The dataflow hands window tables, and dead-letter tables, over a pipe (Arrow IPC) and carries
+on. The writer upserts each table as it arrives into an open transaction and commits
 when it holds ``COMMIT_ROWS`` rows, when the transaction is ``COMMIT_AFTER``
 old, or when the dataflow asks (a flush frame); then it acknowledges every
 table of that transaction. Tables that commit together write the store pages
@@ -9,7 +9,9 @@ they touch once, so the writer works while the dataflow reads and still
 writes in large transactions. ``drain()`` flushes and waits for every
 acknowledgement: the sink calls it from ``snapshot()``, so Bytewax never
 records an epoch whose windows are not committed. Rows not yet acknowledged
-are bounded (back-pressure).
+are bounded (back-pressure). Dead letters ride in the same transactions: the writer owns the
+store's one write lock, so the dataflow never waits for it, and they are made durable by the
+same barrier as the windows.
 
 A failure in the writer (the store gave up, the writer died) reaches the dataflow as one
 exception, a :class:`~sensorflow.store.StoreError` when the store failed (its message names
@@ -103,6 +105,7 @@ def _pump(requests: BinaryIO, frames: "queue.Queue[bytes | None]") -> None:
 
 
 _FLUSH = b"F"  # a frame asking to commit now (an Arrow IPC stream is never one byte)
+_DEAD_LETTERS = b"D"  # first byte of a dead-letter table's frame (an Arrow IPC stream starts with 0xFF)
 COMMIT_ROWS = 196_608
 COMMIT_AFTER = 1.0  # seconds a transaction may stay open (how stale a live store may get)
 
@@ -140,7 +143,7 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
     pump.start()
     with store:
         transaction = store.window_transaction()
-        tables: list[int] = []  # rows of each table in the open transaction, to acknowledge
+        tables: list[bytes] = []  # acknowledgement of each table in the open transaction, in order
         opened = 0.0
         while True:
             wait = None if not tables else max(0.0, opened + COMMIT_AFTER - time.monotonic())
@@ -153,19 +156,24 @@ def _writer_main(requests: BinaryIO, replies: BinaryIO) -> int:
                 return 0
             try:
                 if frame not in (_FLUSH, b""):
-                    table = pa.ipc.open_stream(frame).read_all()
-                    transaction.add(table)
+                    dead_letters = frame[:1] == _DEAD_LETTERS
+                    table = pa.ipc.open_stream(frame[1:] if dead_letters else frame).read_all()
+                    if dead_letters:
+                        transaction.add_dead_letters(table)
+                    else:
+                        transaction.add(table)
                     if not tables:
                         opened = time.monotonic()
-                    tables.append(table.num_rows)
-                if tables and (frame in (_FLUSH, b"") or transaction.rows >= COMMIT_ROWS):
+                    tables.append(orjson.dumps({"dead_letters" if dead_letters else "rows": table.num_rows}))
+                committed = bool(tables) and (frame in (_FLUSH, b"") or transaction.rows >= COMMIT_ROWS)
+                if committed:
                     transaction.commit()
             except Exception as e:
                 _send(replies, _error_reply(e))
                 return 1
-            if not transaction.rows:  # committed: one acknowledgement per table, as the dataflow counts them
-                for rows in tables:
-                    _send(replies, orjson.dumps({"rows": rows}))
+            if committed:  # one acknowledgement per table, as the dataflow counts them
+                for ack in tables:
+                    _send(replies, ack)
                 tables.clear()
             if frame == b"":
                 _send(replies, orjson.dumps({"closed": True, "peak_rss_kb": own_peak_rss_kb()}))
@@ -229,7 +237,11 @@ class WriterProcess:
 
 
 class ProcessWriter:
-    """Upserts window tables into ``store_url`` from a child process (``process``: one started earlier)."""
+    """Upserts window and dead-letter tables into ``store_url`` from a child process (``process``: one started earlier).
+
+    ``drain`` returns the window rows committed since the last drain, ``committed_dead_letters``
+    the reasons of the dead letters committed since it was last asked.
+    """
 
     def __init__(self, store_url: str, max_pending_rows: int = 2 * COMMIT_ROWS, retry: RetryPolicy | None = None,
                  process: WriterProcess | None = None):
@@ -237,6 +249,8 @@ class ProcessWriter:
             raise ValueError("max_pending_rows must be >= 1")
         self._max_pending_rows = max_pending_rows
         self._pending: list[int] = []  # rows of each table handed over and not yet acknowledged
+        self._pending_reasons: list[pa.Array | pa.ChunkedArray | None] = []  # of each: a dead-letter table's reasons
+        self._committed_reasons: list[pa.Array | pa.ChunkedArray] = []
         self._pending_rows = 0
         self._flushed = False  # a flush was asked since the last acknowledgement
         self.rows = 0
@@ -249,7 +263,19 @@ class ProcessWriter:
         _send(self._process.stdin, orjson.dumps(opening))
 
     def submit(self, table: pa.Table) -> None:
-        """Hand ``table`` over; blocks only while ``max_pending_rows`` rows wait for their commit."""
+        """Hand window ``table`` over; blocks only while ``max_pending_rows`` rows wait for their commit."""
+        self._hand(table, None)
+
+    def submit_dead_letters(self, table: pa.Table) -> None:
+        """Hand dead letters (``DEAD_LETTER_SCHEMA``) over, to commit with the windows; blocks as ``submit``."""
+        self._hand(table, table["reason"])
+
+    def committed_dead_letters(self) -> list[pa.Array | pa.ChunkedArray]:
+        """The reason column of each dead-letter table committed since the last call."""
+        committed, self._committed_reasons = self._committed_reasons, []
+        return committed
+
+    def _hand(self, table: pa.Table, reasons: pa.Array | pa.ChunkedArray | None) -> None:
         while self._pending and self._pending_rows + table.num_rows > self._max_pending_rows:
             # With COMMIT_ROWS handed over the writer commits by itself: a flush would cut its
             # transaction short, and small commits cost more per row (each writes the index pages
@@ -257,8 +283,9 @@ class ProcessWriter:
             if self._pending_rows < COMMIT_ROWS:
                 self._flush()
             self._ack()
-        self._write(_to_ipc(table))
+        self._write(_to_ipc(table) if reasons is None else _DEAD_LETTERS + _to_ipc(table))
         self._pending.append(table.num_rows)
+        self._pending_reasons.append(reasons)
         self._pending_rows += table.num_rows
         self._flushed = False
 
@@ -345,7 +372,11 @@ class ProcessWriter:
     def _ack(self) -> None:
         reply = self._reply()
         self._pending_rows -= self._pending.pop(0)
-        self.rows += reply["rows"]
+        reasons = self._pending_reasons.pop(0)
+        if reasons is None:
+            self.rows += reply["rows"]
+        else:
+            self._committed_reasons.append(reasons)
         if not self._pending:
             self._flushed = False
 
@@ -370,10 +401,19 @@ class InlineWriter:
 
         self._store: WindowWriter = open_store(store_url, retry)
         self.rows = 0
+        self._committed_reasons: list[pa.Array | pa.ChunkedArray] = []
         self.peak_rss_kb: int | None = None  # no process of its own
 
     def submit(self, table: pa.Table) -> None:
         self.rows += self._store.upsert_windows(table)
+
+    def submit_dead_letters(self, table: pa.Table) -> None:
+        self._store.upsert_dead_letters(table)
+        self._committed_reasons.append(table["reason"])
+
+    def committed_dead_letters(self) -> list[pa.Array | pa.ChunkedArray]:
+        committed, self._committed_reasons = self._committed_reasons, []
+        return committed
 
     def drain(self) -> int:
         rows, self.rows = self.rows, 0

@@ -115,31 +115,53 @@ def incidents_to_write(detector: str, since_ns: dict[tuple[str, str], int], inci
 
 
 class WindowTransaction:
-    """Window tables upserted as they come and committed together (one writer at a time).
+    """Window tables, and the dead letters of the same batches, upserted as they come and committed together
+    (one writer at a time).
 
-    This default gathers the tables and upserts them in one ``upsert_windows`` at ``commit``;
-    a store that can hold a transaction open (SQLite) writes each table as it is added, so
-    the work is done by the time the commit is asked for.
+    This default gathers the tables and upserts them at ``commit``, the windows in one
+    ``upsert_windows``, then the dead letters in one ``upsert_dead_letters``; a store that can
+    hold a transaction open (SQLite) writes each table as it is added, so the work is done by
+    the time the commit is asked for. ``rows`` counts window rows only.
     """
 
     def __init__(self, store: WindowWriter):
         self._store = store
         self._tables: list[pa.Table] = []
+        self._dead_letters: list[pa.Table] = []
         self.rows = 0
 
     def add(self, windows: pa.Table) -> None:
         self._tables.append(windows)
         self.rows += windows.num_rows
 
+    def add_dead_letters(self, dead_letters: pa.Table) -> None:
+        """Rows of ``records.dead_letters.DEAD_LETTER_SCHEMA``, committed by the next ``commit``."""
+        if dead_letters.num_rows:
+            self._dead_letters.append(dead_letters)
+
     def commit(self) -> int:
-        """Commit what was added (nothing to do when nothing was); returns its rows."""
-        tables, rows, self._tables, self.rows = self._tables, self.rows, [], 0
-        if tables:
-            self._store.upsert_windows(pa.concat_tables(tables) if len(tables) > 1 else tables[0])
+        """Commit what was added (nothing to do when nothing was); returns its window rows."""
+        tables, letters, rows = self._tables, self._dead_letters, self.rows
+        self._tables, self._dead_letters, self.rows = [], [], 0
+        if tables or letters:
+            self._write(_concat(tables), _concat(letters))
         return rows
 
+    def _write(self, windows: pa.Table | None, dead_letters: pa.Table | None) -> None:
+        """Upsert what ``commit`` gathered (a store that writes both in one transaction overrides this)."""
+        if windows is not None:
+            self._store.upsert_windows(windows)
+        if dead_letters is not None:
+            self._store.upsert_dead_letters(dead_letters)
+
     def rollback(self) -> None:
-        self._tables, self.rows = [], 0
+        self._tables, self._dead_letters, self.rows = [], [], 0
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table | None:
+    """The tables as one, or None if they hold no rows."""
+    tables = [t for t in tables if t.num_rows]
+    return (pa.concat_tables(tables) if len(tables) > 1 else tables[0]) if tables else None
 
 
 class StoreConnection(ABC):

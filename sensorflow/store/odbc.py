@@ -30,7 +30,7 @@ import pyarrow as pa
 from sensorflow.records.predictions import PREDICTION_SCHEMA, incidents_from_rows
 from sensorflow.records.runs import RunRecord
 from sensorflow.records.windows import WINDOW_READ_SCHEMA
-from sensorflow.store.base import Store, StoreError, StoreSummary, incidents_to_write, last_per_key
+from sensorflow.store.base import Store, StoreError, StoreSummary, WindowTransaction, incidents_to_write, last_per_key
 from sensorflow.store.dialects import POSTGRES, Statement
 from sensorflow.store.odbc_connect import connect, default_credential, import_pyodbc, parse_store_url, postgres_login_state
 from sensorflow.store.odbc_retry import RetryPolicy, diagnostics, is_permanent, is_permanent_state, is_transient, retry
@@ -72,6 +72,9 @@ _PREDICTION_COLUMNS = {
 }
 
 
+_Write = tuple[Statement, Any, pa.Table, dict[str, str]]  # statement, table spec, rows, SQL column -> Arrow column
+
+
 class OdbcStore(Store):
     """``mssql+odbc:...`` or ``postgresql+odbc:...`` (see odbc_connect for the URL forms).
 
@@ -104,20 +107,29 @@ class OdbcStore(Store):
     def upsert_windows(self, windows: pa.Table) -> int:
         if windows.num_rows == 0:
             return 0
-        rows = last_per_key(windows, ["device", "tag", "window_end"])  # key order also keeps index writes local
-        sensors = rows.select(["device", "tag"]).group_by(["device", "tag"]).aggregate([])
-        self._upsert("upsert windows", [
-            (self._sql.upsert_windows, SENSOR_VALUES, rows, _WINDOW_COLUMNS),
-            (self._sql.upsert_sensor_writes, SENSOR_WRITES, sensors, {"Device": "device", "Tag": "tag"}),
-        ])
+        self._upsert("upsert windows", self._window_writes(windows))
         return windows.num_rows
 
     def upsert_dead_letters(self, dead_letters: pa.Table) -> int:
         if dead_letters.num_rows == 0:
             return 0
-        rows = last_per_key(dead_letters, ["partition", "position", "element"])
-        self._upsert("upsert dead letters", [(self._sql.upsert_dead_letters, DEAD_LETTERS, rows, _DEAD_LETTER_COLUMNS)])
+        self._upsert("upsert dead letters", self._dead_letter_writes(dead_letters))
         return dead_letters.num_rows
+
+    def window_transaction(self) -> WindowTransaction:
+        return _OdbcWindowTransaction(self)
+
+    def _window_writes(self, windows: pa.Table) -> list[_Write]:
+        rows = last_per_key(windows, ["device", "tag", "window_end"])  # key order also keeps index writes local
+        sensors = rows.select(["device", "tag"]).group_by(["device", "tag"]).aggregate([])
+        return [
+            (self._sql.upsert_windows, SENSOR_VALUES, rows, _WINDOW_COLUMNS),
+            (self._sql.upsert_sensor_writes, SENSOR_WRITES, sensors, {"Device": "device", "Tag": "tag"}),
+        ]
+
+    def _dead_letter_writes(self, dead_letters: pa.Table) -> list[_Write]:
+        rows = last_per_key(dead_letters, ["partition", "position", "element"])
+        return [(self._sql.upsert_dead_letters, DEAD_LETTERS, rows, _DEAD_LETTER_COLUMNS)]
 
     def upsert_predictions(self, predictions: pa.Table) -> int:
         if predictions.num_rows == 0:
@@ -277,7 +289,7 @@ class OdbcStore(Store):
 
         return self._transaction(what, work)
 
-    def _upsert(self, what: str, writes: list[tuple[Statement, Any, pa.Table, dict[str, str]]]) -> None:
+    def _upsert(self, what: str, writes: list[_Write]) -> None:
         """Each (statement, table spec, rows, SQL column -> Arrow column) in one transaction, in chunks."""
 
         def work(cursor: Any) -> None:
@@ -397,3 +409,19 @@ def _first_line(error: BaseException) -> str:
     if len(error.args) > 1 and str(error.args[1]).strip():
         return str(error.args[1]).strip().splitlines()[0]
     return f"[{diagnostics(error)[0].sqlstate}] {type(error).__name__}"
+
+
+class _OdbcWindowTransaction(WindowTransaction):
+    """Gathers like the default and commits the windows and the dead letters in one server transaction."""
+
+    def __init__(self, store: OdbcStore):
+        super().__init__(store)
+        self._odbc = store
+
+    def _write(self, windows: pa.Table | None, dead_letters: pa.Table | None) -> None:
+        writes = self._odbc._window_writes(windows) if windows is not None else []
+        if dead_letters is not None:
+            writes += self._odbc._dead_letter_writes(dead_letters)
+        what = " and ".join(name for name, table in (("windows", windows), ("dead letters", dead_letters)) if table is not None)
+        if writes:
+            self._odbc._upsert(f"upsert {what}", writes)

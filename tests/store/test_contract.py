@@ -101,6 +101,26 @@ def test_dead_letters_are_keyed_so_replays_do_not_duplicate(store):
     assert store.summary().dead_letters == {"bad_json": 1, "late": 1}
 
 
+def test_a_window_transaction_commits_dead_letters_with_the_windows_and_rolls_both_back(store):
+    letters = DeadLetterBatch.from_records(
+        [DeadLetter("0", 8, 0, "bad_json", b"{"), DeadLetter("1", 9, 0, "late", None, T0 + S, "1", "2", 3.5)]
+    )
+    transaction = store.window_transaction()
+    transaction.add(windows([(5, "1", "1", 10.0, 2)]))
+    transaction.add_dead_letters(letters.table)
+    transaction.rollback()
+    assert transaction.commit() == 0
+    assert (store.summary().windows, store.summary().dead_letters) == (0, {})
+
+    transaction.add_dead_letters(letters.table)  # dead letters alone, then with windows, replayed
+    assert transaction.commit() == 0
+    transaction.add(windows([(5, "1", "1", 10.0, 2)]))
+    transaction.add_dead_letters(letters.table)
+    assert transaction.rows == 1 and transaction.commit() == 1
+    summary = store.summary()
+    assert (summary.windows, summary.dead_letters) == (1, {"bad_json": 1, "late": 1})
+
+
 def test_predictions_round_trip_and_replace(store):
     table = pa.table(
         {

@@ -1,8 +1,9 @@
-"""The sinks: window batches reach the store by the snapshot (the commit barrier), dead letters at once."""
+"""The sink: window batches and dead letters reach the store by the snapshot (the commit barrier), through one writer."""
 
 from __future__ import annotations
 
-from functools import partial
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
 from sensorflow.records.windows import WindowBatch
 from sensorflow.store import open_store
 from sensorflow.windowing.resume.board import CommittedWindows
-from sensorflow.windowing.sink import WINDOW_SINK_PARTITION, DeadLetterSink, WindowSink
+from sensorflow.windowing.sink import WINDOW_SINK_PARTITION, WindowSink
 from sensorflow.windowing.stats import RunStats
 from tests.conftest import dead_letters_frame, windows_frame
 from tests.support.builders import T0, W, window_table
@@ -65,25 +66,50 @@ def test_an_unknown_writer_kind_is_refused(store_url: str):
         WindowSink(store_url, RunStats(), "threads")
 
 
-def test_dead_letters_are_upserted_at_once_and_counted_by_reason(store_url: str, tmp_path: Path):
-    stats = RunStats()
-    sink = DeadLetterSink(partial(open_store, store_url), stats)
-    part = sink.build("write_dead_letters", 0, 1)
+def _letters() -> tuple[DeadLetterBatch, DeadLetterBatch]:
     letters = DeadLetterBatch.from_records([
         DeadLetter("0", 3, 0, "bad_json: unexpected end", b"{"),
         DeadLetter("0", 9, 1, "missing_field: Value", b"{}"),
     ])
     late = DeadLetterBatch.late("1", pa.table({
-        "position": pa.array([5], pa.int64()), "element": pa.array([0], pa.int32()), "ts": pa.array([T0], pa.int64()),
-        "device": ["d"], "tag": ["t"], "value": [1.5],
+        "position": pa.array([5, 6], pa.int64()), "element": pa.array([0, 0], pa.int32()),
+        "ts": pa.array([T0, T0 + 1_234_567_891], pa.int64()), "device": ["d", "e"], "tag": ["t", "t"], "value": [1.5, 2.5],
     }))
+    return letters, late
+
+
+@pytest.mark.parametrize("writer", ["inline", "process"])
+def test_dead_letters_go_through_the_writer_committed_by_the_snapshot_and_counted_by_reason(
+    store_url: str, tmp_path: Path, writer: str,
+):
+    stats = RunStats()
+    part = WindowSink(store_url, stats, writer).build_part("write_windows", WINDOW_SINK_PARTITION, None)
+    letters, late = _letters()
     try:
-        part.write_batch([letters, late])
+        part.write_batch([letters, _batch(1, 2), late])
         part.write_batch([letters])  # a replay of the same letters: the same rows
+        part.snapshot()
+        assert stats.windows_written == 2
+        assert dict(stats.dead_letters_by_reason) == {"bad_json": 2, "missing_field": 2, "late": 2}
+        with closing(sqlite3.connect(tmp_path / "sink.db")) as db:  # committed once snapshot() returns
+            rows = db.execute("SELECT Partition, Position, Reason, TS FROM DeadLetters ORDER BY 1, 2").fetchall()
+        assert rows == [
+            ("0", 3, "bad_json: unexpected end", None), ("0", 9, "missing_field: Value", None),
+            ("1", 5, "late", "2026-01-01 00:00:00.000"), ("1", 6, "late", "2026-01-01 00:00:01.234"),
+        ]
     finally:
         part.close()
-    frame = dead_letters_frame(tmp_path / "sink.db")
-    assert list(zip(frame["Partition"], frame["Position"], frame["Reason"])) == [
-        ("0", 3, "bad_json: unexpected end"), ("0", 9, "missing_field: Value"), ("1", 5, "late"),
-    ]
-    assert dict(stats.dead_letters_by_reason) == {"bad_json": 2, "missing_field": 2, "late": 1}
+
+
+def test_dead_letters_alone_are_committed_by_the_snapshot(store_url: str, tmp_path: Path):
+    stats = RunStats()
+    part = WindowSink(store_url, stats, "process").build_part("write_windows", WINDOW_SINK_PARTITION, None)
+    letters, _ = _letters()
+    try:
+        part.write_batch([letters])
+        part.snapshot()
+        assert len(dead_letters_frame(tmp_path / "sink.db")) == 2 and stats.dead_letters_written == 2
+        assert stats.windows_written == 0
+    finally:
+        part.close()
+

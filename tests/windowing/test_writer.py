@@ -46,6 +46,45 @@ def test_tables_handed_over_together_commit_together_and_are_counted_each(store_
     assert written_at == 1  # one transaction (WrittenAt is its start on the database clock)
 
 
+def dead_letters(partition: str, positions: range) -> pa.Table:
+    from sensorflow.records.dead_letters import DeadLetter, DeadLetterBatch
+
+    return DeadLetterBatch.from_records([DeadLetter(partition, p, 0, "bad_json: x", b"{") for p in positions]).table
+
+
+def dead_letters_now(url: str) -> tuple:
+    db = sqlite3.connect(url[len("sqlite:///") :])
+    try:
+        return db.execute("SELECT COUNT(*), COUNT(DISTINCT WrittenAt) FROM DeadLetters").fetchone()
+    finally:
+        db.close()
+
+
+def test_dead_letters_commit_in_the_windows_transaction_and_are_acknowledged_in_order(store_url):
+    writer = ProcessWriter(store_url)
+    writer.submit(windows(1, 50))
+    writer.submit_dead_letters(dead_letters("0", range(3)))
+    writer.submit(windows(2, 50))
+    writer.submit_dead_letters(dead_letters("1", range(4)))
+    writer.submit_dead_letters(dead_letters("0", range(3)))  # a replay: the same keys, no new rows
+    assert writer.drain() == 100  # window rows only
+    assert [len(reasons) for reasons in writer.committed_dead_letters()] == [3, 4, 3]
+    assert writer.committed_dead_letters() == []
+    writer.close()
+    assert table_now(store_url)[::2] == (100, 1) and dead_letters_now(store_url) == (7, 1)  # one transaction
+
+
+def test_dead_letters_alone_commit_by_themselves_after_a_while(store_url):
+    writer = ProcessWriter(store_url)
+    writer.submit_dead_letters(dead_letters("0", range(5)))
+    deadline = time.monotonic() + COMMIT_AFTER + 5
+    while dead_letters_now(store_url)[0] < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dead_letters_now(store_url)[0] == 5
+    assert writer.drain() == 0 and [len(r) for r in writer.committed_dead_letters()] == [5]
+    writer.close()
+
+
 def test_an_open_transaction_commits_by_itself_after_a_while(store_url):
     writer = ProcessWriter(store_url)
     writer.submit(windows(1, 20))

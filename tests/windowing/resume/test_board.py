@@ -27,7 +27,7 @@ from sensorflow.windowing.resume.board import (
     ResumePoint,
     ResumeStart,
 )
-from sensorflow.windowing.sink import DeadLetterSink, WindowSink
+from sensorflow.windowing.sink import WindowSink
 from sensorflow.windowing.stats import RunStats
 from tests.conftest import dead_letters_frame, windows_frame
 from tests.support.builders import window_table
@@ -142,8 +142,7 @@ def _run(partitions, db: Path, board: ResumeBoard, starts=None, stop_at=None) ->
     url = f"sqlite:///{db}"
     with open_store(url) as store:
         store.create_schema()
-    flow = build_flow(source, config, WindowSink(url, stats, "inline", board.windows),
-                      DeadLetterSink(lambda: open_store(url), stats), stats, board)
+    flow = build_flow(source, config, WindowSink(url, stats, "inline", board.windows), stats, board)
     cli_main(flow, epoch_interval=timedelta(milliseconds=1))
     return source
 
