@@ -1,6 +1,7 @@
 """Live-path speed: the raw azure-eventhub receive rate vs our dataflow end to end, on the same data.
 
-For each shape (1 and 50 readings per message) a fresh test broker (tests/support, in its own
+For each shape (1 and 50 readings per message, and 50 with one message in 1,000 cut short: a dead
+letter) a fresh test broker (tests/support, in its own
 process so it does not share our interpreter lock) holds the same events; then, ``--rounds``
 times in turn:
 
@@ -32,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+
+import numpy as np
 import time
 from pathlib import Path
 
@@ -39,10 +42,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 START_S = 1_767_225_600  # 2026-01-01T00:00:00Z
+# (name in the JSON line, readings per message, one malformed message in this many; 0: none)
+SHAPES = (("x1", 1, 0), ("x50", 50, 0), ("x50_malformed", 50, 1000))
 
 
-def _bodies(partition: int, partitions: int, messages: int, per_message: int, sensors: int) -> list[bytes]:
-    """Seed-format messages of this partition: every sensor reads once per second, in order."""
+def _bad(m: int, malformed_every: int) -> bool:
+    """Message ``m`` is malformed (a truncated body) in the shape with one bad message in ``malformed_every``."""
+    return malformed_every > 0 and m % malformed_every == malformed_every // 2
+
+
+def _bodies(partition: int, partitions: int, messages: int, per_message: int, sensors: int,
+            malformed_every: int = 0) -> list[bytes]:
+    """Seed-format messages of this partition: every sensor reads once per second, in order; with
+    ``malformed_every``, one message in that many is cut short (invalid JSON: a dead letter)."""
     import orjson
 
     out = []
@@ -53,17 +65,25 @@ def _bodies(partition: int, partitions: int, messages: int, per_message: int, se
             second, sensor = divmod(k, sensors)
             items.append({"TS": f"2026-01-01T{second // 3600 % 24:02d}:{second // 60 % 60:02d}:{second % 60:02d}.{sensor % 1000:03d}0000Z",
                           "Device": sensor // 10, "Tag": sensor % 10, "Value": float(k % 97)})
-        out.append(orjson.dumps(items[0] if per_message == 1 else items))
+        body = orjson.dumps(items[0] if per_message == 1 else items)
+        out.append(body[: len(body) // 2] if _bad(m, malformed_every) else body)
     return out
 
 
-def _windows(readings: int, sensors: int) -> int:
-    """Windows of 5 s the readings fall in: sensor s reads at seconds 0, 1, ... (reading k is sensor k % sensors)."""
-    seconds = [-(-(readings - s) // sensors) for s in range(min(sensors, readings))]  # readings of sensor s
-    return sum(-(-n // 5) for n in seconds)
+def _valid(messages: int, per_message: int, malformed_every: int) -> np.ndarray:
+    """Indices k of the readings in well-formed messages (reading k is in message k // per_message)."""
+    k = np.arange(messages * per_message, dtype=np.int64)
+    m = k // per_message
+    bad = (m % malformed_every == malformed_every // 2) if malformed_every > 0 else np.zeros(k.shape[0], dtype=bool)
+    return k[~bad]
 
 
-def _serve_broker(partitions: int, messages: int, per_message: int, sensors: int) -> None:
+def _windows(valid: np.ndarray, sensors: int) -> int:
+    """Windows of 5 s the readings ``valid`` fall in: reading k is sensor k % sensors at second k // sensors."""
+    return int(np.unique((valid % sensors) * (1 << 40) + (valid // sensors) // 5).shape[0])
+
+
+def _serve_broker(partitions: int, messages: int, per_message: int, sensors: int, malformed_every: int) -> None:
     """The broker process: fill every partition, print the connection string, serve until stdin closes."""
     import orjson
 
@@ -73,7 +93,7 @@ def _serve_broker(partitions: int, messages: int, per_message: int, sensors: int
     last_second = (messages * per_message) // sensors + 1
     sentinel = orjson.dumps({"TS": f"2026-01-01T{(last_second + 3600) // 3600:02d}:00:00Z", "Device": "sentinel", "Tag": 0, "Value": 0})
     for p in range(partitions):
-        bodies = _bodies(p, partitions, messages, per_message, sensors)
+        bodies = _bodies(p, partitions, messages, per_message, sensors, malformed_every)
         for i in range(0, len(bodies), 5000):
             broker.publish(str(p), bodies[i : i + 5000])
         broker.publish(str(p), [sentinel])
@@ -83,9 +103,10 @@ def _serve_broker(partitions: int, messages: int, per_message: int, sensors: int
 
 
 class _Broker:
-    def __init__(self, args: argparse.Namespace, per_message: int):
+    def __init__(self, args: argparse.Namespace, per_message: int, malformed_every: int):
         self._process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-broker", str(args.partitions), str(args.messages), str(per_message), str(args.sensors)],
+            [sys.executable, __file__, "--serve-broker", str(args.partitions), str(args.messages), str(per_message),
+             str(args.sensors), str(malformed_every)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.connection_string = self._process.stdout.readline().strip()
@@ -136,8 +157,9 @@ def _raw(connection_string: str, partitions: int, total: int) -> float:
     return seconds
 
 
-def _ours(connection_string: str, readings: int, windows: int) -> tuple[float, int]:
-    """Seconds for our dataflow until every reading is decoded and every window committed; windows committed."""
+def _ours(connection_string: str, readings: int, windows: int, dead_letters: int = 0) -> tuple[float, int]:
+    """Seconds for our dataflow until every reading is decoded and every window and dead letter committed;
+    windows committed."""
     from sensorflow.assembly import run_live
     from sensorflow.settings import RunSettings, load_settings
     from sensorflow.windowing.stats import RunStats
@@ -154,12 +176,13 @@ def _ours(connection_string: str, readings: int, windows: int) -> tuple[float, i
         while stats.readings < readings and runner.is_alive() and time.monotonic() - started < 900:
             time.sleep(0.005)
         stop.set()  # a graceful stop: the flow finishes what it read, commits, and returns
-        while stats.windows_written < windows and runner.is_alive():
+        while (stats.windows_written < windows or stats.dead_letters_written < dead_letters) and runner.is_alive():
             time.sleep(0.005)
         seconds = time.monotonic() - started
         runner.join(60)  # the receiver process stops after this
-        if stats.windows_written != windows:
-            raise RuntimeError(f"ours committed {stats.windows_written} windows, expected {windows}")
+        if stats.windows_written != windows or stats.dead_letters_written != dead_letters:
+            raise RuntimeError(f"ours committed {stats.windows_written} windows and {stats.dead_letters_written} dead "
+                               f"letters, expected {windows} and {dead_letters}")
         return seconds, stats.windows_written
 
 
@@ -206,7 +229,7 @@ def _stages(messages: int, per_message: int, sensors: int) -> dict[str, float]:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-broker":
-        _serve_broker(*map(int, sys.argv[2:6]))
+        _serve_broker(*map(int, sys.argv[2:7]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=60_000, help="messages per shape (default 60000)")
@@ -222,11 +245,12 @@ def main() -> int:
         print(json.dumps({"bench": "eventhubs-stages", **stages}))
         return 0
     results = {}
-    for per_message in (1, 50):
-        readings = args.messages * per_message
-        windows = _windows(readings, args.sensors)
+    for name, per_message, malformed_every in SHAPES:
+        valid = _valid(args.messages, per_message, malformed_every)
+        readings = int(valid.shape[0])
+        windows = _windows(valid, args.sensors)
         total = args.messages + args.partitions  # + one sentinel per partition
-        broker = _Broker(args, per_message)
+        broker = _Broker(args, per_message, malformed_every)
         raw_s, raw_cpu, ours_s, ours_cpu = [], [], [], []
         try:
             for _ in range(args.rounds):
@@ -234,7 +258,8 @@ def main() -> int:
                 raw_s.append(_raw(broker.connection_string, args.partitions, total))
                 raw_cpu.append(_cpu_seconds() - cpu)
                 cpu = _cpu_seconds()
-                ours_s.append(_ours(broker.connection_string, readings + args.partitions, windows)[0])
+                ours_s.append(_ours(broker.connection_string, readings + args.partitions, windows,
+                                    args.messages - readings // per_message)[0])
                 ours_cpu.append(_cpu_seconds() - cpu)
         finally:
             broker.close()
@@ -242,6 +267,7 @@ def main() -> int:
         shape = {
             "readings_per_message": per_message,
             "messages": args.messages,
+            "malformed_messages": args.messages - readings // per_message,
             "readings": readings,
             "windows": windows,
             "rounds": args.rounds,
@@ -254,8 +280,9 @@ def main() -> int:
             "raw_seconds": [round(x, 2) for x in raw_s],
             "ours_seconds": [round(x, 2) for x in ours_s],
         }
-        results[f"x{per_message}"] = shape
-        print(f"{per_message:>2} reading(s)/message: raw SDK {shape['raw_messages_per_s']:,} msg/s = "
+        results[name] = shape
+        bad = f", {shape['malformed_messages']} malformed" if malformed_every else ""
+        print(f"{per_message:>2} reading(s)/message{bad}: raw SDK {shape['raw_messages_per_s']:,} msg/s = "
               f"{shape['raw_readings_per_s']:,} readings/s ({shape['raw_cpu_us_per_message']} us CPU/msg); "
               f"ours end to end {shape['ours_readings_per_s']:,} readings/s ({shape['ours_cpu_us_per_message']} us CPU/msg), "
               f"{shape['ours_vs_raw']:.0%} of raw (median of {args.rounds}; {windows:,} windows each)", flush=True)
