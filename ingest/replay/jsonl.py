@@ -2,7 +2,9 @@
 
 A line is an envelope (an object with ``"body"``, see docs/recordings.md) or
 a raw message body. Only envelopes are unwrapped here; bodies are decoded
-downstream.
+downstream. Plain envelope lines (the simulator's) are cut apart without a
+JSON parser pass (``envelopes.py``); other envelopes are read by Arrow, and a
+line Arrow refuses is unwrapped alone.
 
 Memory stays bounded whatever a line holds: a line longer than the reader
 will hold (:func:`held_line_bytes`) is streamed past block by block, and it
@@ -26,6 +28,7 @@ import pyarrow.json as pa_json
 
 from sensorflow.ingest.decode import MAX_MESSAGE_BYTES, PAYLOAD_HEAD_BYTES, too_large_reason
 from sensorflow.ingest.jsonblock import Lines, isolate, join_binary, long_lines, read_object_lines
+from sensorflow.ingest.replay.envelopes import plain_envelopes
 from sensorflow.records.dead_letters import ReasonCode
 from sensorflow.records.readings import MessageBatch, Reject
 from sensorflow.records.timeparse import MISSING, parse_time, parse_time_array
@@ -267,18 +270,29 @@ _BODY_PATTERN = np.frombuffer(_BODY_KEY, np.uint8)
 def _envelopes_fast(
     partition: str, chunk: bytes, count: int, line_positions: np.ndarray, eof: bool
 ) -> MessageBatch | None:
-    """A block holding envelope lines, columnar: Arrow reads the envelopes, a line it refuses goes alone.
+    """A block holding envelope lines, columnar: plain envelopes cut apart, the rest read by Arrow,
+    a line Arrow refuses alone.
 
-    Lines with ``"body"`` whose body is a string go to Arrow's reader together (``isolate``
-    narrows a refused read down to the lines at fault); a ``{"base64": ...}`` body, a line
-    Arrow refuses and a line Arrow finds no body in are unwrapped line by line (``_envelope``);
-    lines without ``"body"`` are raw. None only when the block is not newline-separated lines.
+    Plain envelope lines (``envelopes.plain_envelopes``: the simulator's shape) need no parser
+    pass: their bodies and envelope fields are cut out by byte arithmetic. Other lines with
+    ``"body"`` whose body is a string go to Arrow's reader together (``isolate`` narrows a refused
+    read down to the lines at fault); a ``{"base64": ...}`` body, a line Arrow refuses and a line
+    Arrow finds no body in are unwrapped line by line (``_envelope``); lines without ``"body"``
+    are raw. None only when the block is not newline-separated lines.
     """
     try:
         lines = Lines(chunk[:-1], count)
     except ValueError:
         return None
     at = _body_keys(lines.chars)
+    positions = line_positions.copy()
+    enqueued = np.full(count, MISSING, dtype=np.int64)
+    plain = plain_envelopes(lines, at) if _is_utf8(lines.block) else None
+    if plain is not None:
+        positions[plain.index] = np.where(plain.has_sequence, plain.sequence, positions[plain.index])
+        enqueued[plain.index] = plain.enqueued_ns
+        if len(plain.index) == count:
+            return MessageBatch(partition, None, positions, enqueued, eof=eof, joined=plain.joined)
     candidate = np.zeros(count, dtype=bool)
     has_key = np.zeros(count, dtype=bool)
     if len(at):
@@ -290,43 +304,57 @@ def _envelopes_fast(
         )
         candidate[line_of[string_body]] = True
         candidate[line_of[~string_body]] = False  # a base64 body, or a second "body" on the line: line by line
+    if plain is not None:
+        candidate[plain.index] = False
 
     def read(index: np.ndarray) -> pa.Table | None:
         return read_object_lines(lines.join(index), len(index), _ENVELOPE_PARSE)
 
     parts, _ = isolate(np.flatnonzero(candidate), read)
-    fast_index = np.concatenate([index for index, _ in parts]) if parts else np.zeros(0, np.int64)
+    read_index = np.concatenate([index for index, _ in parts]) if parts else np.zeros(0, np.int64)
     tables = [table for _, table in parts]
     body = pa.concat_arrays([t.column("body").combine_chunks() for t in tables]) if tables else pa.array([], pa.string())
-    plain = body.is_valid().to_numpy(zero_copy_only=False)  # no top-level body: not an envelope to Arrow
-    fast_index, body = fast_index[plain], body.filter(pa.array(plain))
-    positions = line_positions.copy()
-    enqueued = np.full(count, MISSING, dtype=np.int64)
+    found = body.is_valid().to_numpy(zero_copy_only=False)  # no top-level body: not an envelope to Arrow
+    read_index, body = read_index[found], body.filter(pa.array(found))
     if tables:
-        sequence = pa.concat_arrays([t.column("sequence_number").combine_chunks() for t in tables]).filter(pa.array(plain))
-        enqueued_time = pa.concat_arrays([t.column("enqueued_time").combine_chunks() for t in tables]).filter(pa.array(plain))
+        sequence = pa.concat_arrays([t.column("sequence_number").combine_chunks() for t in tables]).filter(pa.array(found))
+        enqueued_time = pa.concat_arrays([t.column("enqueued_time").combine_chunks() for t in tables]).filter(pa.array(found))
         known = sequence.is_valid().to_numpy(zero_copy_only=False)
-        positions[fast_index] = np.where(known, sequence.fill_null(0).to_numpy(zero_copy_only=False), positions[fast_index])
-        enqueued[fast_index], _ = parse_time_array(enqueued_time)
-    if len(fast_index) == count:
-        joined = join_binary(body)
+        positions[read_index] = np.where(known, sequence.fill_null(0).to_numpy(zero_copy_only=False), positions[read_index])
+        enqueued[read_index], _ = parse_time_array(enqueued_time)
+    if plain is not None:
+        read_index = np.concatenate([plain.index, read_index])
+        body = pa.concat_arrays([pa.array(plain.joined.split(b"\n"), pa.binary()), body.cast(pa.binary())])
+    if len(read_index) == count:
+        order = np.argsort(read_index, kind="stable")
+        joined = join_binary(body.take(pa.array(order)) if plain is not None else body)
         if joined.count(b"\n") == count - 1:
             return MessageBatch(partition, None, positions, enqueued, eof=eof, joined=joined)
     # Some lines are not plain envelopes: unwrap those one by one, keep the rest's bodies as read.
     fast = np.zeros(count, dtype=bool)
-    fast[fast_index] = True
+    fast[read_index] = True
     others = np.flatnonzero(~fast)
     other_bodies, other_kept, rejects = _unwrap_each(zip(others.tolist(), lines.take(others)), positions, enqueued,
                                                      has_key)
     slot = np.empty(count, dtype=np.int64)
-    slot[fast_index] = np.arange(len(fast_index))
-    slot[other_kept] = len(fast_index) + np.arange(len(other_kept))
-    kept = np.sort(np.concatenate([fast_index, np.array(other_kept, dtype=np.int64)]))
+    slot[read_index] = np.arange(len(read_index))
+    slot[other_kept] = len(read_index) + np.arange(len(other_kept))
+    kept = np.sort(np.concatenate([read_index, np.array(other_kept, dtype=np.int64)]))
     bodies = pa.concat_arrays([body.cast(pa.binary()), pa.array(other_bodies, pa.binary())]).take(pa.array(slot[kept]))
     joined = join_binary(bodies)
     if joined.count(b"\n") != len(kept) - 1:
         return MessageBatch(partition, bodies.to_pylist(), positions[kept], enqueued[kept], tuple(rejects), eof)
     return MessageBatch(partition, None, positions[kept], enqueued[kept], tuple(rejects), eof, joined=joined)
+
+
+def _is_utf8(block: bytes) -> bool:
+    if block.isascii():
+        return True
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _body_keys(chars: np.ndarray) -> np.ndarray:
