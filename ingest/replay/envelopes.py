@@ -42,6 +42,7 @@ _MAX_TAIL = 16  # blanks after the closing brace
 _MAX_SHAPES = 64  # more distinct heads in one block: leave the block to the general path
 _MAX_DIGITS = 18  # a sequence number with more digits might not fit an int64: general path
 _DIGITS_TO_ONE = bytes(range(256)).replace(b"0123456789", b"1111111111")
+_DIGITS_TO_ONE_TABLE = np.frombuffer(_DIGITS_TO_ONE, np.uint8)
 _HASH = np.random.default_rng(20261207).integers(1, 2**63, size=_MAX_HEAD // 8, dtype=np.uint64) | np.uint64(1)
 
 
@@ -117,13 +118,17 @@ def plain_envelopes(lines: Lines, body_keys: np.ndarray) -> PlainEnvelopes | Non
         escapes = 1
     if escapes:
         joined = joined.translate(None, b"\\")  # each one escapes a quote
-    # Shapes: heads with digits masked (and the bytes after them: a finer grouping, never a coarser
-    # one, as the head's length is in the key), hashed; one json parse per distinct shape.
+    # Shapes: heads with digits masked, grouped (one json parse per distinct shape). Columns where
+    # every head has the first head's byte need no masking: only the others are hashed and compared.
+    # (The bytes past a head's end take part too: a finer grouping, never a coarser one, as the head's
+    # length is in the key.)
     width = -(-int(head.max()) // 8) * 8
     raw = np.lib.stride_tricks.sliding_window_view(padded, width)[_MAX_TAIL + line_start]
-    masked = np.frombuffer(raw.tobytes().translate(_DIGITS_TO_ONE), np.uint8).reshape(raw.shape)
+    varying = np.flatnonzero(~(raw == raw[0]).all(axis=0))
+    masked = np.zeros((len(line), -(-len(varying) // 8) * 8), np.uint8)
+    masked[:, : len(varying)] = _DIGITS_TO_ONE_TABLE[raw[:, varying]]
     words = masked.view(np.uint64)
-    keys = (words * _HASH[: width // 8]).sum(axis=1, dtype=np.uint64) + head.astype(np.uint64)
+    keys = (words * _HASH[: words.shape[1]]).sum(axis=1, dtype=np.uint64) + head.astype(np.uint64)
     shapes, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     if len(shapes) > _MAX_SHAPES:
         return None
@@ -133,30 +138,37 @@ def plain_envelopes(lines: Lines, body_keys: np.ndarray) -> PlainEnvelopes | Non
         plain = (words == words[first][inverse]).all(axis=1) & (head == head[first][inverse])
     sequence = np.zeros(len(line), np.int64)
     has_sequence = np.zeros(len(line), bool)
-    enqueued = np.full(len(line), MISSING, np.int64)
+    texts: list[np.ndarray] = []  # enqueued times: one parse for the block
+    timed: list[np.ndarray] = []
     for s, row in enumerate(first.tolist()):
         members = np.flatnonzero(inverse == s) if len(shapes) > 1 else np.arange(len(line))
-        shape = _shape(masked[row, : head[row]].tobytes())
+        template = raw[row, : head[row]].tobytes().translate(_DIGITS_TO_ONE)
+        shape = _shape(template)
         if shape is None:
             plain[members] = False
             continue
         for a, b in shape.numbers:  # JSON numbers have no leading zero: "07" masks to a valid "11"
-            d = a + int(masked[row, a] == _MINUS)
+            d = a + (template[a] == _MINUS)
             if b - d > 1:
                 plain[members[raw[members, d] == _ZERO]] = False
         if shape.sequence is not None:
             a, b = shape.sequence
-            sign = int(masked[row, a] == _MINUS)
+            sign = int(template[a] == _MINUS)
             digits = raw[members, a + sign : b].astype(np.int64) - _ZERO
             numbers = digits @ (10 ** np.arange(b - a - sign - 1, -1, -1, dtype=np.int64))
             sequence[members] = -numbers if sign else numbers
             has_sequence[members] = True
         if shape.enqueued is not None:
             a, b = shape.enqueued
-            texts = np.ascontiguousarray(raw[members, a:b])
-            offsets = np.arange(len(members) + 1, dtype=np.int32) * (b - a)
-            array = pa.Array.from_buffers(pa.string(), len(members), [None, pa.py_buffer(offsets), pa.py_buffer(texts)])
-            enqueued[members] = parse_time_array(array)[0]
+            texts.append(raw[members, a:b].ravel())
+            timed.append(members)
+    enqueued = np.full(len(line), MISSING, np.int64)
+    if timed:
+        index = np.concatenate(timed)
+        sizes = np.concatenate([np.full(len(m), len(t) // max(len(m), 1), np.int32) for m, t in zip(timed, texts)])
+        offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int32)]).astype(np.int32)
+        array = pa.Array.from_buffers(pa.string(), len(index), [None, pa.py_buffer(offsets), pa.py_buffer(np.concatenate(texts))])
+        enqueued[index] = parse_time_array(array)[0]
     if not plain.all():
         if not plain.any():
             return None
