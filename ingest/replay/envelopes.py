@@ -118,50 +118,21 @@ def plain_envelopes(lines: Lines, body_keys: np.ndarray) -> PlainEnvelopes | Non
         escapes = 1
     if escapes:
         joined = joined.translate(None, b"\\")  # each one escapes a quote
-    # Shapes: heads with digits masked, grouped (one json parse per distinct shape). Columns where
-    # every head has the first head's byte need no masking: only the others are hashed and compared.
-    # (The bytes past a head's end take part too: a finer grouping, never a coarser one, as the head's
-    # length is in the key.)
+    # Heads, by length (a writer's padded rows have one; a line it wrote another way, another).
     width = -(-int(head.max()) // 8) * 8
     raw = np.lib.stride_tricks.sliding_window_view(padded, width)[_MAX_TAIL + line_start]
-    varying = np.flatnonzero(~(raw == raw[0]).all(axis=0))
-    masked = np.zeros((len(line), -(-len(varying) // 8) * 8), np.uint8)
-    masked[:, : len(varying)] = _DIGITS_TO_ONE_TABLE[raw[:, varying]]
-    words = masked.view(np.uint64)
-    keys = (words * _HASH[: words.shape[1]]).sum(axis=1, dtype=np.uint64) + head.astype(np.uint64)
-    shapes, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    if len(shapes) > _MAX_SHAPES:
-        return None
-    if len(shapes) == 1:
-        plain = (words == words[first[0]]).all(axis=1) & (head == head[first[0]])  # no hash collision
-    else:
-        plain = (words == words[first][inverse]).all(axis=1) & (head == head[first][inverse])
+    plain = np.ones(len(line), bool)
     sequence = np.zeros(len(line), np.int64)
     has_sequence = np.zeros(len(line), bool)
     texts: list[np.ndarray] = []  # enqueued times: one parse for the block
     timed: list[np.ndarray] = []
-    for s, row in enumerate(first.tolist()):
-        members = np.flatnonzero(inverse == s) if len(shapes) > 1 else np.arange(len(line))
-        template = raw[row, : head[row]].tobytes().translate(_DIGITS_TO_ONE)
-        shape = _shape(template)
-        if shape is None:
-            plain[members] = False
-            continue
-        for a, b in shape.numbers:  # JSON numbers have no leading zero: "07" masks to a valid "11"
-            d = a + (template[a] == _MINUS)
-            if b - d > 1:
-                plain[members[raw[members, d] == _ZERO]] = False
-        if shape.sequence is not None:
-            a, b = shape.sequence
-            sign = int(template[a] == _MINUS)
-            digits = raw[members, a + sign : b].astype(np.int64) - _ZERO
-            numbers = digits @ (10 ** np.arange(b - a - sign - 1, -1, -1, dtype=np.int64))
-            sequence[members] = -numbers if sign else numbers
-            has_sequence[members] = True
-        if shape.enqueued is not None:
-            a, b = shape.enqueued
-            texts.append(raw[members, a:b].ravel())
-            timed.append(members)
+    lengths = np.unique(head)
+    if len(lengths) > _MAX_SHAPES:
+        return None
+    for length in lengths.tolist():
+        rows = np.flatnonzero(head == length) if len(lengths) > 1 else np.arange(len(line))
+        if not _read_heads(raw[rows], length, rows, plain, sequence, has_sequence, texts, timed):
+            return None
     enqueued = np.full(len(line), MISSING, np.int64)
     if timed:
         index = np.concatenate(timed)
@@ -172,11 +143,66 @@ def plain_envelopes(lines: Lines, body_keys: np.ndarray) -> PlainEnvelopes | Non
     if not plain.all():
         if not plain.any():
             return None
-        line, opening, closing = line[plain], opening[plain], closing[plain]
-        joined = _join(block, opening + 1, closing)
-        joined = joined.translate(None, b"\\") if b"\\" in joined else joined
+        line, joined = line[plain], _only(joined, plain)
         sequence, has_sequence, enqueued = sequence[plain], has_sequence[plain], enqueued[plain]
     return PlainEnvelopes(line, sequence, has_sequence, enqueued, joined)
+
+
+def _read_heads(
+    raw: np.ndarray, length: int, rows: np.ndarray, plain: np.ndarray, sequence: np.ndarray,
+    has_sequence: np.ndarray, texts: list[np.ndarray], timed: list[np.ndarray],
+) -> bool:
+    """Check heads of one ``length`` (``raw``: their first bytes, one row each, for lines ``rows``) and
+    cut out their sequence numbers and enqueued times; False when they hold too many shapes.
+
+    Heads with digits masked are grouped into shapes, one json parse per shape. Columns where every
+    head has the first head's byte need no masking: only the others are hashed and compared. (Bytes
+    past the heads' end take part too: a finer grouping, never a coarser one.) ``plain`` turns False
+    for the lines of a shape that is not a plain envelope head; the rest is written at ``rows``.
+    """
+    varying = np.flatnonzero(~(raw == raw[0]).all(axis=0))
+    masked = np.zeros((len(raw), -(-len(varying) // 8) * 8), np.uint8)
+    masked[:, : len(varying)] = _DIGITS_TO_ONE_TABLE[raw[:, varying]]
+    words = masked.view(np.uint64)
+    keys = (words * _HASH[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+    shapes, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if len(shapes) > _MAX_SHAPES:
+        return False
+    if len(shapes) == 1:
+        plain[rows] &= (words == words[first[0]]).all(axis=1)  # no hash collision
+    else:
+        plain[rows] &= (words == words[first][inverse]).all(axis=1)
+    for s, row in enumerate(first.tolist()):
+        members = np.flatnonzero(inverse == s) if len(shapes) > 1 else np.arange(len(raw))
+        template = raw[row, :length].tobytes().translate(_DIGITS_TO_ONE)
+        shape = _shape(template)
+        if shape is None:
+            plain[rows[members]] = False
+            continue
+        for a, b in shape.numbers:  # JSON numbers have no leading zero: "07" masks to a valid "11"
+            d = a + (template[a] == _MINUS)
+            if b - d > 1:
+                plain[rows[members[raw[members, d] == _ZERO]]] = False
+        if shape.sequence is not None:
+            a, b = shape.sequence
+            sign = int(template[a] == _MINUS)
+            digits = raw[members, a + sign : b].astype(np.int64) - _ZERO
+            numbers = digits @ (10 ** np.arange(b - a - sign - 1, -1, -1, dtype=np.int64))
+            sequence[rows[members]] = -numbers if sign else numbers
+            has_sequence[rows[members]] = True
+        if shape.enqueued is not None:
+            a, b = shape.enqueued
+            texts.append(raw[members, a:b].ravel())
+            timed.append(rows[members])
+    return True
+
+
+def _only(joined: bytes, keep: np.ndarray) -> bytes:
+    """The lines of ``joined`` where ``keep`` holds, joined again: one slice per run of kept lines."""
+    ends = np.concatenate([np.flatnonzero(np.frombuffer(joined, np.uint8) == ord("\n")), [len(joined)]])
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], keep, [False]]).astype(np.int8)))
+    return b"\n".join(joined[starts[a] : ends[b - 1]] for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def _join(block: bytes, starts: np.ndarray, ends: np.ndarray) -> bytes:

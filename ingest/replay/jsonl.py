@@ -322,20 +322,28 @@ def _envelopes_fast(
         known = sequence.is_valid().to_numpy(zero_copy_only=False)
         positions[read_index] = np.where(known, sequence.fill_null(0).to_numpy(zero_copy_only=False), positions[read_index])
         enqueued[read_index], _ = parse_time_array(enqueued_time)
+    fast = np.zeros(count, dtype=bool)
+    fast[read_index] = True
     if plain is not None:
-        read_index = np.concatenate([plain.index, read_index])
-        body = pa.concat_arrays([pa.array(plain.joined.split(b"\n"), pa.binary()), body.cast(pa.binary())])
-    if len(read_index) == count:
-        order = np.argsort(read_index, kind="stable")
-        joined = join_binary(body.take(pa.array(order)) if plain is not None else body)
+        fast[plain.index] = True
+    if fast.all() and plain is None:
+        joined = join_binary(body)
         if joined.count(b"\n") == count - 1:
             return MessageBatch(partition, None, positions, enqueued, eof=eof, joined=joined)
     # Some lines are not plain envelopes: unwrap those one by one, keep the rest's bodies as read.
-    fast = np.zeros(count, dtype=bool)
-    fast[read_index] = True
     others = np.flatnonzero(~fast)
     other_bodies, other_kept, rejects = _unwrap_each(zip(others.tolist(), lines.take(others)), positions, enqueued,
                                                      has_key)
+    if plain is not None:  # few lines besides the plain ones: their bodies go between runs of plain bodies
+        extra_index = np.concatenate([read_index, np.array(other_kept, dtype=np.int64)])
+        order = np.argsort(extra_index, kind="stable")
+        extra_bodies = body.cast(pa.binary()).to_pylist() + other_bodies
+        extra_bodies = [extra_bodies[i] for i in order.tolist()]
+        kept = np.sort(np.concatenate([plain.index, extra_index]))
+        bodies = _between(plain.index, plain.joined, extra_index[order], extra_bodies)
+        if isinstance(bodies, list):
+            return MessageBatch(partition, bodies, positions[kept], enqueued[kept], tuple(rejects), eof)
+        return MessageBatch(partition, None, positions[kept], enqueued[kept], tuple(rejects), eof, joined=bodies)
     slot = np.empty(count, dtype=np.int64)
     slot[read_index] = np.arange(len(read_index))
     slot[other_kept] = len(read_index) + np.arange(len(other_kept))
@@ -345,6 +353,29 @@ def _envelopes_fast(
     if joined.count(b"\n") != len(kept) - 1:
         return MessageBatch(partition, bodies.to_pylist(), positions[kept], enqueued[kept], tuple(rejects), eof)
     return MessageBatch(partition, None, positions[kept], enqueued[kept], tuple(rejects), eof, joined=joined)
+
+
+def _between(plain_index: np.ndarray, plain_joined: bytes, extra_index: np.ndarray, extra_bodies: list[bytes]) -> bytes | list[bytes]:
+    """The bodies of the lines ``plain_index`` (joined by newlines in ``plain_joined``) and of the lines
+    ``extra_index`` (ascending), in line order: joined (runs of plain bodies as single slices), or a
+    list when an extra body holds a line break."""
+    plain_ends = np.flatnonzero(np.frombuffer(plain_joined, np.uint8) == ord("\n"))
+    bounds = np.concatenate([[-1], plain_ends, [len(plain_joined)]]).tolist()  # body j: bounds[j] + 1 .. bounds[j + 1]
+    before = np.searchsorted(plain_index, extra_index).tolist()  # plain bodies before each extra one
+    if any(b"\n" in body for body in extra_bodies):
+        bodies = plain_joined.split(b"\n") if len(plain_index) else []
+        for k, (at, body) in enumerate(zip(before, extra_bodies)):
+            bodies.insert(at + k, body)
+        return bodies
+    pieces, taken = [], 0
+    for at, body in zip(before, extra_bodies):
+        if at > taken:
+            pieces.append(plain_joined[bounds[taken] + 1 : bounds[at]])
+        pieces.append(body)
+        taken = at
+    if taken < len(plain_index):
+        pieces.append(plain_joined[bounds[taken] + 1 :])
+    return b"\n".join(pieces)
 
 
 def _is_utf8(block: bytes) -> bool:
