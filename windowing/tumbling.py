@@ -18,9 +18,9 @@ from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sensorflow.records.windows import BEFORE_TIME, END_OF_TIME, WINDOW_SCHEMA, WindowBatch
+from sensorflow.windowing.sensor_ids import SensorIds
 from sensorflow.windowing.state import SNAPSHOT_VERSION, checked
 
 __all__ = [
@@ -43,7 +43,7 @@ _PARTIAL_SCHEMA = pa.schema(
         ("max", pa.float64()),
     ]
 )
-_KEYS = ["device", "tag", "window_end"]
+_KEYS = ["device", "tag", "window_end"]  # one row per key in a partial table
 
 
 def window_ends(ts: np.ndarray, length_ns: int) -> np.ndarray:
@@ -81,16 +81,6 @@ def aggregate(device: pa.Array, tag: pa.Array, window_end: np.ndarray, value: np
     return _as_partial(grouped, "value_sum", "value_count", "value_min", "value_max")
 
 
-def _merge(partials: list[pa.Table]) -> pa.Table:
-    if len(partials) == 1:
-        return partials[0]
-    table = pa.concat_tables(partials)
-    grouped = table.group_by(_KEYS, use_threads=False).aggregate(
-        [("sum", "sum"), ("count", "sum"), ("min", "min"), ("max", "max")]
-    )
-    return _as_partial(grouped, "sum_sum", "count_sum", "min_min", "max_max")
-
-
 def _as_partial(grouped: pa.Table, s: str, c: str, lo: str, hi: str) -> pa.Table:
     return pa.table(
         [grouped["device"], grouped["tag"], grouped["window_end"], grouped[s], grouped[c].cast(pa.int64()), grouped[lo], grouped[hi]],
@@ -98,13 +88,97 @@ def _as_partial(grouped: pa.Table, s: str, c: str, lo: str, hi: str) -> pa.Table
     )
 
 
-def _closed_rows(partial: pa.Table) -> WindowBatch:
-    mean = pc.divide(partial["sum"], partial["count"].cast(pa.float64()))
-    table = pa.table(
-        [partial["window_end"], partial["device"], partial["tag"], mean, partial["count"], partial["min"], partial["max"]],
-        schema=WINDOW_SCHEMA,
+@dataclass(frozen=True)
+class _Partial:
+    """Partial aggregates of one window by sensor id: one row per id once merged, maybe several before."""
+
+    sensor: np.ndarray  # int64 ids of a SensorIds
+    sum: np.ndarray
+    count: np.ndarray  # int64
+    min: np.ndarray
+    max: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.sensor)
+
+    def where(self, mask: np.ndarray) -> "_Partial":
+        return _Partial(self.sensor[mask], self.sum[mask], self.count[mask], self.min[mask], self.max[mask])
+
+
+def _partials_by_window(table: pa.Table, sensor_ids: SensorIds) -> dict[int, _Partial]:
+    """A partial table (``_PARTIAL_SCHEMA``) split by window end, its sensors as ids."""
+    columns = _Partial(
+        sensor_ids.ids(table["device"], table["tag"]),
+        table["sum"].to_numpy(),
+        table["count"].to_numpy(),
+        table["min"].to_numpy(),
+        table["max"].to_numpy(),
     )
-    return WindowBatch(table)
+    ends = table["window_end"].to_numpy()
+    first, last = int(ends.min()), int(ends.max())
+    if first == last:
+        return {first: columns}
+    return {int(end): columns.where(ends == end) for end in np.unique(ends)}
+
+
+def _merge(parts: list[_Partial], sensors: int) -> _Partial:
+    """One row per sensor id of ``parts`` (ids below ``sensors``), in id order.
+
+    Sums add in the order of ``parts`` and of their rows. Where the rows are many next to the
+    ids, each id is its own slot of a dense scratch array; otherwise the ids are first numbered
+    densely by a sort. Either way the work and memory are a few arrays of the rows' or ids'
+    length, not a hash table per group as Arrow's ``group_by`` builds (~300 bytes per group,
+    which for 100k sensors made every merge the dataflow's memory peak).
+    """
+    sensor = np.concatenate([p.sensor for p in parts])
+    if 4 * len(sensor) >= sensors:
+        ids, slot, size = None, sensor, sensors
+    else:
+        ids, slot = np.unique(sensor, return_inverse=True)
+        size = len(ids)
+    count = np.bincount(slot, weights=np.concatenate([p.count for p in parts]), minlength=size)
+    total = np.bincount(slot, weights=np.concatenate([p.sum for p in parts]), minlength=size)
+    low = np.full(size, np.inf)
+    np.minimum.at(low, slot, np.concatenate([p.min for p in parts]))
+    high = np.full(size, -np.inf)
+    np.maximum.at(high, slot, np.concatenate([p.max for p in parts]))
+    if ids is None:
+        ids = np.flatnonzero(count)
+        count, total, low, high = count[ids], total[ids], low[ids], high[ids]
+    return _Partial(ids.astype(np.int64, copy=False), total, count.astype(np.int64), low, high)
+
+
+class _OpenWindow:
+    """The partials of one open window. Each partial has one row per sensor; merged lazily."""
+
+    __slots__ = ("parts", "rows", "merged_rows")
+
+    def __init__(self) -> None:
+        self.parts: list[_Partial] = []
+        self.rows = 0  # of every partial
+        self.merged_rows = 0  # of the partial the last merge left
+
+    def add(self, part: _Partial) -> None:
+        self.parts.append(part)
+        self.rows += part.rows
+
+    def merged(self, sensors: int) -> _Partial:
+        """One row per sensor of the window; kept as the window's only partial."""
+        if len(self.parts) > 1:
+            self.parts = [_merge(self.parts, sensors)]
+        self.rows = self.merged_rows = self.parts[0].rows
+        return self.parts[0]
+
+    def should_merge(self, floor: int) -> bool:
+        """Whether the partials outgrew the last merge (twice its rows, and at least ``floor``)."""
+        return len(self.parts) > 1 and self.rows > max(floor, 2 * self.merged_rows)
+
+    def sensors(self) -> int:
+        """How many sensors the window holds; changes nothing."""
+        if len(self.parts) == 1:
+            return self.rows
+        return len(np.unique(np.concatenate([p.sensor for p in self.parts])))
 
 
 @dataclass(frozen=True)
@@ -142,9 +216,13 @@ class WindowAggregator:
     at end of input sends ``END_OF_TIME``. Readings of windows that are
     already closed (possible only after an idle partition wakes in live mode)
     are returned as late, never merged.
+
+    Open windows are kept by window end, their sensors as integer ids (:class:`SensorIds`):
+    each batch of readings is aggregated once by Arrow (device, tag, window end), and a
+    window's partials are merged by id, one window at a time, when they grow or close.
     """
 
-    _CONSOLIDATE_ROWS = 1 << 16
+    _MERGE_ROWS = 1 << 16  # a window's partials are merged once they hold more rows than this and twice the last merge
 
     def __init__(self, length_ns: int, partitions: Iterable[str], idle_timeout_ns: int | None = None):
         if length_ns <= 0:
@@ -155,19 +233,37 @@ class WindowAggregator:
         if not self.watermarks:
             raise ValueError("at least one input partition is needed")
         self.closed_through = BEFORE_TIME  # every window ending at or before this is emitted
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
-        self._open_rows = 0
-        self._min_end = END_OF_TIME
+        self._sensor_ids = SensorIds()
+        self._open: dict[int, _OpenWindow] = {}  # by window end
         self._last_seen: dict[str, int] = {}
         self._idle: set[str] = set()
 
     # -- state ---------------------------------------------------------------
 
     def snapshot(self) -> WindowSnapshot:
-        """The state for recovery; later input does not change it."""
-        self._consolidate()
-        return WindowSnapshot(SNAPSHOT_VERSION, dict(self.watermarks), self.closed_through, tuple(self._pending))
+        """The state for recovery; later input does not change it.
+
+        The open windows go as one partial table by device and tag (the snapshot does not
+        depend on this process's sensor ids), one row per sensor and window end.
+        """
+        ends = sorted(self._open)
+        if not ends:
+            return WindowSnapshot(SNAPSHOT_VERSION, dict(self.watermarks), self.closed_through, ())
+        merged = [self._open[end].merged(len(self._sensor_ids)) for end in ends]
+        ids = np.concatenate([m.sensor for m in merged])
+        table = pa.table(
+            [
+                self._sensor_ids.devices(ids),
+                self._sensor_ids.tags(ids),
+                np.repeat(np.array(ends, np.int64), [m.rows for m in merged]),
+                np.concatenate([m.sum for m in merged]),
+                np.concatenate([m.count for m in merged]),
+                np.concatenate([m.min for m in merged]),
+                np.concatenate([m.max for m in merged]),
+            ],
+            schema=_PARTIAL_SCHEMA,
+        )
+        return WindowSnapshot(SNAPSHOT_VERSION, dict(self.watermarks), self.closed_through, (table,))
 
     @classmethod
     def restore(
@@ -181,19 +277,20 @@ class WindowAggregator:
         agg = cls(length_ns, partitions, idle_timeout_ns)
         agg.closed_through = state.closed_through
         agg.watermarks.update(state.watermarks)
-        agg._pending = list(state.pending)
-        agg._pending_rows = agg._open_rows = sum(t.num_rows for t in agg._pending)
-        agg._min_end = min((pc.min(t["window_end"]).as_py() for t in agg._pending if t.num_rows), default=END_OF_TIME)
+        for table in state.pending:
+            if table.num_rows:
+                agg._fold(table)
+        for window in agg._open.values():  # a state's tables may hold a sensor and window more than once
+            window.parts = [_merge(window.parts, len(agg._sensor_ids))]
+            window.merged(len(agg._sensor_ids))
         return agg
 
     def open_windows(self) -> OpenWindows:
         """The windows folded but not emitted (one row per sensor and window end); changes nothing."""
-        tables = [t for t in self._pending if t.num_rows]
-        if not tables:
+        if not self._open:
             return OpenWindows()
-        merged = _merge(tables)  # the pending partials may hold a window more than once
-        ends = merged["window_end"]
-        return OpenWindows(merged.num_rows, pc.min(ends).as_py(), pc.max(ends).as_py())
+        rows = sum(window.sensors() for window in self._open.values())
+        return OpenWindows(rows, min(self._open), max(self._open))
 
     # -- input ---------------------------------------------------------------
 
@@ -213,18 +310,21 @@ class WindowAggregator:
                 keep = ~too_late
                 readings, ends = readings.filter(pa.array(keep)), ends[keep]
             if readings.num_rows:
-                partial = aggregate(readings["device"], readings["tag"], ends, readings["value"])
-                self._pending.append(partial)
-                self._pending_rows += partial.num_rows
-                self._min_end = min(self._min_end, int(ends.min()))
+                self._fold(aggregate(readings["device"], readings["tag"], ends, readings["value"]))
         self.watermarks[partition] = max(self.watermarks.get(partition, BEFORE_TIME), watermark)
         if wall_ns is not None:
             self._last_seen[partition] = wall_ns
             self._idle.discard(partition)
-        closed = self._close()
-        if self._pending_rows > max(self._CONSOLIDATE_ROWS, 2 * self._open_rows):
-            self._consolidate()
-        return closed, late
+        return self._close(), late
+
+    def _fold(self, partial: pa.Table) -> None:
+        for end, part in _partials_by_window(partial, self._sensor_ids).items():
+            window = self._open.get(end)
+            if window is None:
+                window = self._open[end] = _OpenWindow()
+            window.add(part)
+            if window.should_merge(self._MERGE_ROWS):
+                window.merged(len(self._sensor_ids))
 
     def check_idle(self, wall_ns: int) -> WindowBatch | None:
         """Live mode: stop waiting for partitions silent for ``idle_timeout``; close what that allows."""
@@ -260,31 +360,23 @@ class WindowAggregator:
         if through <= self.closed_through:
             return None
         self.closed_through = through
-        if not self._pending or self._min_end > through:
+        ends = sorted(end for end in self._open if end <= through)
+        if not ends:
             return None
-        # Only the closing rows are merged: open windows' partials stay as they are (merging
-        # them on every close regrouped the same open rows again and again), until
-        # ``_consolidate`` merges the pending tables when they grow.
-        bound = pa.scalar(through, pa.int64())
-        closing, still_open = [], []
-        for table in self._pending:
-            done = pc.less_equal(table["window_end"], bound)
-            if pc.all(done).as_py():
-                closing.append(table)
-                continue
-            part = table.filter(done)
-            if part.num_rows:
-                closing.append(part)
-                table = table.filter(pc.invert(done))
-            still_open.append(table)
-        self._pending = still_open
-        self._pending_rows = sum(t.num_rows for t in still_open)
-        self._open_rows = min(self._open_rows, self._pending_rows)
-        self._min_end = min((pc.min(t["window_end"]).as_py() for t in still_open), default=END_OF_TIME)
-        closed = _merge(closing) if closing else None
-        return _closed_rows(closed) if closed is not None and closed.num_rows else None
-
-    def _consolidate(self) -> None:
-        if len(self._pending) > 1:
-            self._pending = [_merge(self._pending)]
-        self._pending_rows = self._open_rows = sum(t.num_rows for t in self._pending)
+        sensors = len(self._sensor_ids)
+        closing = [self._open.pop(end).merged(sensors) for end in ends]
+        ids = np.concatenate([c.sensor for c in closing])
+        count = np.concatenate([c.count for c in closing])
+        table = pa.table(
+            [
+                np.repeat(np.array(ends, np.int64), [c.rows for c in closing]),
+                self._sensor_ids.devices(ids),
+                self._sensor_ids.tags(ids),
+                np.concatenate([c.sum for c in closing]) / count,
+                count,
+                np.concatenate([c.min for c in closing]),
+                np.concatenate([c.max for c in closing]),
+            ],
+            schema=WINDOW_SCHEMA,
+        )
+        return WindowBatch(table)
