@@ -93,9 +93,9 @@ def plain_envelopes(lines: Lines, body_keys: np.ndarray) -> PlainEnvelopes | Non
     ends = np.lib.stride_tricks.sliding_window_view(padded, _MAX_TAIL)[line_end]  # the bytes before line_end
     filled = (ends != _SPACE) & (ends != _TAB)
     last = _MAX_TAIL - 1 - np.argmax(filled[:, ::-1], axis=1)
-    rows = np.arange(len(line))
+    each = np.arange(len(line))
     closing = line_end - _MAX_TAIL + last - 1
-    ok &= filled[rows, last] & (ends[rows, last] == _CLOSE) & (last >= 1) & (ends[rows, last - 1] == _QUOTE)
+    ok &= filled[each, last] & (ends[each, last] == _CLOSE) & (last >= 1) & (ends[each, last - 1] == _QUOTE)
     ok &= (closing > opening) & (head <= _MAX_HEAD)
     if (np.count_nonzero(chars < 0x20) != n - 1) and ok.any():  # a control byte (beside the newlines)
         ok &= ~lines.lines_holding((chars < 0x20) & (chars != ord("\n")))[line]
@@ -156,11 +156,11 @@ def _read_heads(
     cut out their sequence numbers and enqueued times; False when they hold too many shapes.
 
     Heads with digits masked are grouped into shapes, one json parse per shape. Columns where every
-    head has the first head's byte need no masking: only the others are hashed and compared. (Bytes
-    past the heads' end take part too: a finer grouping, never a coarser one.) ``plain`` turns False
-    for the lines of a shape that is not a plain envelope head; the rest is written at ``rows``.
+    head has the first head's byte need no masking: only the others are hashed and compared.
+    ``plain`` turns False for the lines of a shape that is not a plain envelope head; the rest is
+    written at ``rows``.
     """
-    varying = np.flatnonzero(~(raw == raw[0]).all(axis=0))
+    varying = np.flatnonzero(~(raw[:, :length] == raw[0, :length]).all(axis=0))
     masked = np.zeros((len(raw), -(-len(varying) // 8) * 8), np.uint8)
     masked[:, : len(varying)] = _DIGITS_TO_ONE_TABLE[raw[:, varying]]
     words = masked.view(np.uint64)
