@@ -1,6 +1,6 @@
 """The object store under models, task specs and results: bytes by name, and ``open_model_store(url)``.
 
-A name is a relative ``/``-separated path (``models/seed-ocsvm/1/4/latest.json``).
+A name is a relative ``/``-separated path (``models/seed-ocsvm/1/4.latest.json``).
 ``put_bytes`` makes the whole object visible at once or not at all, so a
 reader never sees half an object: the local directory writes a temporary
 file and renames it, a Blob upload commits in one request. Objects written
