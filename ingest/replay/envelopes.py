@@ -126,13 +126,17 @@ def plain_envelopes(lines: Lines, body_keys: np.ndarray) -> PlainEnvelopes | Non
     has_sequence = np.zeros(len(line), bool)
     texts: list[np.ndarray] = []  # enqueued times: one parse for the block
     timed: list[np.ndarray] = []
-    lengths = np.unique(head)
-    if len(lengths) > _MAX_SHAPES:
-        return None
-    for length in lengths.tolist():
-        rows = np.flatnonzero(head == length) if len(lengths) > 1 else np.arange(len(line))
-        if not _read_heads(raw[rows], length, rows, plain, sequence, has_sequence, texts, timed):
+    if head.min() == head.max():  # as a rule
+        if not _read_heads(raw, int(head[0]), np.arange(len(line)), plain, sequence, has_sequence, texts, timed):
             return None
+    else:
+        lengths = np.unique(head)
+        if len(lengths) > _MAX_SHAPES:
+            return None
+        for length in lengths.tolist():
+            rows = np.flatnonzero(head == length)
+            if not _read_heads(raw[rows], length, rows, plain, sequence, has_sequence, texts, timed):
+                return None
     enqueued = np.full(len(line), MISSING, np.int64)
     if timed:
         index = np.concatenate(timed)
