@@ -163,7 +163,7 @@ def release_freed_memory() -> None:
 def _glibc_malloc_trim():  # noqa: ANN202 - a ctypes function or None
     try:
         return ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to trim
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows): nothing to trim
         return None
 
 

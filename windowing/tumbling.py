@@ -14,7 +14,7 @@ into a closed window.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,6 @@ from sensorflow.windowing.state import SNAPSHOT_VERSION, checked
 __all__ = [
     "window_ends",
     "PartitionClock",
-    "aggregate",
     "OpenWindows",
     "WindowAggregator",
     "WindowSnapshot",
@@ -43,7 +42,6 @@ _PARTIAL_SCHEMA = pa.schema(
         ("max", pa.float64()),
     ]
 )
-_KEYS = ["device", "tag", "window_end"]  # one row per key in a partial table
 
 
 def window_ends(ts: np.ndarray, length_ns: int) -> np.ndarray:
@@ -70,22 +68,6 @@ class PartitionClock:
         threshold = np.maximum(running, self.watermark)
         self.watermark = int(threshold[-1])
         return ts < threshold
-
-
-def aggregate(device: pa.Array, tag: pa.Array, window_end: np.ndarray, value: np.ndarray) -> pa.Table:
-    """Partial aggregates (sum, count, min, max) per (device, tag, window_end)."""
-    table = pa.table({"device": device, "tag": tag, "window_end": window_end, "value": value})
-    grouped = table.group_by(_KEYS, use_threads=False).aggregate(
-        [("value", "sum"), ("value", "count"), ("value", "min"), ("value", "max")]
-    )
-    return _as_partial(grouped, "value_sum", "value_count", "value_min", "value_max")
-
-
-def _as_partial(grouped: pa.Table, s: str, c: str, lo: str, hi: str) -> pa.Table:
-    return pa.table(
-        [grouped["device"], grouped["tag"], grouped["window_end"], grouped[s], grouped[c].cast(pa.int64()), grouped[lo], grouped[hi]],
-        schema=_PARTIAL_SCHEMA,
-    )
 
 
 @dataclass(frozen=True)
@@ -122,31 +104,70 @@ def _partials_by_window(table: pa.Table, sensor_ids: SensorIds) -> dict[int, _Pa
     return {int(end): columns.where(ends == end) for end in np.unique(ends)}
 
 
-def _merge(parts: list[_Partial], sensors: int) -> _Partial:
-    """One row per sensor id of ``parts`` (ids below ``sensors``), in id order.
+def _reduce(
+    codes: np.ndarray, bound: int, sums: np.ndarray, counts: np.ndarray | None, mins: np.ndarray, maxs: np.ndarray
+) -> _Partial:
+    """One row per distinct code (codes in ``[0, bound)``), in code order: sum, count, min and max.
 
-    Sums add in the order of ``parts`` and of their rows. Where the rows are many next to the
-    ids, each id is its own slot of a dense scratch array; otherwise the ids are first numbered
-    densely by a sort. Either way the work and memory are a few arrays of the rows' or ids'
-    length, not a hash table per group as Arrow's ``group_by`` builds (~300 bytes per group,
-    which for 100k sensors made every merge the dataflow's memory peak).
+    ``counts`` None: every row counts one (rows are readings). Sums add in row order. Where the
+    rows are many next to ``bound``, each code is its own slot of dense scratch arrays; else the
+    codes are first numbered densely by a sort. Either way work and memory are a few arrays of
+    the rows' or codes' length: no hash table per group, as Arrow's ``group_by`` builds (~300
+    bytes per group, which for 100k sensors made merging open windows the dataflow's peak).
     """
-    sensor = np.concatenate([p.sensor for p in parts])
-    if 4 * len(sensor) >= sensors:
-        ids, slot, size = None, sensor, sensors
+    if 4 * len(codes) >= bound:
+        distinct, slot, size = None, codes, bound
     else:
-        ids, slot = np.unique(sensor, return_inverse=True)
-        size = len(ids)
-    count = np.bincount(slot, weights=np.concatenate([p.count for p in parts]), minlength=size)
-    total = np.bincount(slot, weights=np.concatenate([p.sum for p in parts]), minlength=size)
+        distinct, slot = np.unique(codes, return_inverse=True)
+        size = len(distinct)
+    count = np.bincount(slot, minlength=size) if counts is None else np.bincount(slot, counts, size).astype(np.int64)
+    total = np.bincount(slot, sums, size)
     low = np.full(size, np.inf)
-    np.minimum.at(low, slot, np.concatenate([p.min for p in parts]))
+    np.minimum.at(low, slot, mins)
     high = np.full(size, -np.inf)
-    np.maximum.at(high, slot, np.concatenate([p.max for p in parts]))
-    if ids is None:
-        ids = np.flatnonzero(count)
-        count, total, low, high = count[ids], total[ids], low[ids], high[ids]
-    return _Partial(ids.astype(np.int64, copy=False), total, count.astype(np.int64), low, high)
+    np.maximum.at(high, slot, maxs)
+    if distinct is None:
+        distinct = np.flatnonzero(count)
+        count, total, low, high = count[distinct], total[distinct], low[distinct], high[distinct]
+    return _Partial(distinct.astype(np.int64, copy=False), total, count, low, high)
+
+
+def _merge(parts: list[_Partial], sensors: int) -> _Partial:
+    """One row per sensor id of ``parts`` (ids below ``sensors``), in id order; sums add in the parts' order."""
+    if len(parts) == 1:
+        part = parts[0]
+        return _reduce(part.sensor, sensors, part.sum, part.count, part.min, part.max)
+    return _reduce(
+        np.concatenate([p.sensor for p in parts]),
+        sensors,
+        np.concatenate([p.sum for p in parts]),
+        np.concatenate([p.count for p in parts]),
+        np.concatenate([p.min for p in parts]),
+        np.concatenate([p.max for p in parts]),
+    )
+
+
+def _readings_by_window(
+    readings: pa.Table, ends: np.ndarray, length_ns: int, sensor_ids: SensorIds
+) -> Iterator[tuple[int, _Partial]]:
+    """Readings aggregated by window end and sensor id: (window end, one row per sensor) for each window."""
+    codes, ids = sensor_ids.encode(readings["device"], readings["tag"])
+    first = int(ends.min())
+    windows = (int(ends.max()) - first) // length_ns + 1
+    if windows <= len(ends):  # number the windows from the first
+        window, window_ends_ = (ends - first) // length_ns, None
+    else:  # a few windows far apart
+        window_ends_, window = np.unique(ends, return_inverse=True)
+        windows = len(window_ends_)
+    value = readings["value"].to_numpy()
+    sensors = len(ids)
+    grouped = _reduce(window * sensors + codes, windows * sensors, value, None, value, value)
+    window, code = np.divmod(grouped.sensor, sensors)
+    starts = np.flatnonzero(np.diff(window)) + 1
+    for lo, hi in zip([0, *starts.tolist()], [*starts.tolist(), len(window)]):
+        w = int(window[lo])
+        end = first + w * length_ns if window_ends_ is None else int(window_ends_[w])
+        yield end, _Partial(ids[code[lo:hi]], grouped.sum[lo:hi], grouped.count[lo:hi], grouped.min[lo:hi], grouped.max[lo:hi])
 
 
 class _OpenWindow:
@@ -186,8 +207,11 @@ class WindowSnapshot:
     """A :class:`WindowAggregator`'s state for recovery (kept by Bytewax, pickled).
 
     ``watermarks``: each input partition's watermark; ``closed_through``: every window ending at
-    or before it is emitted; ``pending``: the open windows' partial aggregates (Arrow tables of
-    one schema, immutable, so a snapshot shares them with the aggregator).
+    or before it is emitted; ``pending``: the open windows' partial aggregates by device, tag and
+    window end (Arrow tables of one schema; :meth:`WindowAggregator.snapshot` writes one row per
+    sensor and window end, :meth:`WindowAggregator.restore` also merges repeated ones). Sensors
+    go by their strings, not by the integer ids the aggregator keys them by, so a snapshot does
+    not depend on the order a process first saw its sensors in.
     """
 
     version: int
@@ -218,8 +242,8 @@ class WindowAggregator:
     are returned as late, never merged.
 
     Open windows are kept by window end, their sensors as integer ids (:class:`SensorIds`):
-    each batch of readings is aggregated once by Arrow (device, tag, window end), and a
-    window's partials are merged by id, one window at a time, when they grow or close.
+    each batch of readings is aggregated by window end and sensor (one partial per window it
+    touches), and a window's partials are merged, one window at a time, when they grow or close.
     """
 
     _MERGE_ROWS = 1 << 16  # a window's partials are merged once they hold more rows than this and twice the last merge
@@ -279,7 +303,7 @@ class WindowAggregator:
         agg.watermarks.update(state.watermarks)
         for table in state.pending:
             if table.num_rows:
-                agg._fold(table)
+                agg._fold(_partials_by_window(table, agg._sensor_ids).items())
         for window in agg._open.values():  # a state's tables may hold a sensor and window more than once
             window.parts = [_merge(window.parts, len(agg._sensor_ids))]
             window.merged(len(agg._sensor_ids))
@@ -310,15 +334,15 @@ class WindowAggregator:
                 keep = ~too_late
                 readings, ends = readings.filter(pa.array(keep)), ends[keep]
             if readings.num_rows:
-                self._fold(aggregate(readings["device"], readings["tag"], ends, readings["value"]))
+                self._fold(_readings_by_window(readings, ends, self.length_ns, self._sensor_ids))
         self.watermarks[partition] = max(self.watermarks.get(partition, BEFORE_TIME), watermark)
         if wall_ns is not None:
             self._last_seen[partition] = wall_ns
             self._idle.discard(partition)
         return self._close(), late
 
-    def _fold(self, partial: pa.Table) -> None:
-        for end, part in _partials_by_window(partial, self._sensor_ids).items():
+    def _fold(self, parts: Iterable[tuple[int, _Partial]]) -> None:
+        for end, part in parts:
             window = self._open.get(end)
             if window is None:
                 window = self._open[end] = _OpenWindow()

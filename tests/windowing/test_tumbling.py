@@ -137,6 +137,48 @@ def test_aggregator_survives_snapshot_and_restore_anywhere(data, cuts, roundtrip
         assert got["min"].tolist() == expected["Min"].tolist()
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(st.integers(0, 600_000), st.integers(0, 39), st.sampled_from(["a", "b"]), st.floats(-50, 50), st.sampled_from("pq")),
+        max_size=150,
+    ),
+    cuts=st.lists(st.integers(0, 150), max_size=8),
+    merge_rows=st.sampled_from([1, 1 << 16]),
+)
+def test_many_sensors_over_many_windows_equal_the_reference(data, cuts, merge_rows):
+    """Few readings per window next to many sensors (the merge numbers ids densely first), two partitions,
+    merges on every batch or only at close: the windows equal the pandas reference, min and max exactly."""
+    rows = [(ms * 1_000_000, str(d), t, v, p) for ms, d, t, v, p in data]
+    frame = pd.DataFrame(rows, columns=["ts", "device", "tag", "value", "partition"])
+    accepted, _ = reference.accepted_and_late(frame, L)
+    expected = reference.windows(accepted, L)
+
+    clocks = {"p": PartitionClock(L), "q": PartitionClock(L)}
+    agg = WindowAggregator(L, ["p", "q"])
+    agg._MERGE_ROWS = merge_rows
+    out = []
+    bounds = sorted({0, len(rows), *[c for c in cuts if c <= len(rows)]})
+    for lo, hi in zip(bounds, bounds[1:]):
+        for partition, clock in clocks.items():
+            chunk = readings([r[:4] for r in rows[lo:hi] if r[4] == partition])
+            late = clock.late_mask(chunk["ts"].to_numpy())
+            closed, _ = agg.add(partition, chunk.filter(pa.array(~late)), clock.watermark)
+            if closed is not None:
+                out.append(closed.table)
+    for partition in clocks:
+        closed, _ = agg.add(partition, readings([]), END_OF_TIME)
+        if closed is not None:
+            out.append(closed.table)
+    got = pa.concat_tables(out).to_pandas() if out else pd.DataFrame(columns=["window_end"])
+    assert len(got) == len(expected)
+    if len(got):
+        got = got.sort_values(["device", "tag", "window_end"]).reset_index(drop=True)
+        assert got["count"].tolist() == expected["Count"].tolist()
+        np.testing.assert_allclose(got["value"], expected["Value"], rtol=1e-9, atol=1e-12)
+        assert got["min"].tolist() == expected["Min"].tolist() and got["max"].tolist() == expected["Max"].tolist()
+
+
 def test_shards_are_stable_and_partition_the_readings():
     table = readings([(i * S, str(i % 7), str(i % 3), i) for i in range(100)])
     parts = split_by_shard(table, 4)
