@@ -12,12 +12,16 @@ flag in the next window would join it.
 Incidents are a function of the Predictions rows alone: the same flagged
 windows give the same incidents (``UpdatedAt``, the wall time of the write,
 aside), whether a range is scored once, twice, or in two halves one after
-the other. ``find_incidents`` is that function for one sensor;
-``update_incidents`` applies it after a task wrote its predictions: it
-recomputes only the incidents the task's range can touch, from the task's
-own scores plus the stored flags of an incident it continues (one that ends
-within the gap before the range) and of anything scored after the range,
-and replaces them in one ``Store.replace_incidents`` transaction.
+the other. ``find_incidents`` is that function for one sensor.
+``plan_incidents`` works out what a task's scores change: it recomputes only
+the incidents the task's ranges can touch, from the task's own scores (the
+arrays it already has) plus the stored flags of an incident it continues
+(one that ends within the gap before the range) and of anything scored after
+the range. It only reads, and only outside the ranges, so a task plans before
+it writes and hands the plan to ``ScoringStore.upsert_scores`` with its
+predictions: one transaction for both. ``update_incidents`` is the same plan
+written on its own (``Store.replace_incidents``) for predictions already in
+the store.
 
 Tasks of the same detector that score the same sensor at the same time
 (neither the sidecar nor ``evaluate``'s explicit ranges do; ``evaluate
@@ -39,12 +43,24 @@ from sensorflow.records.predictions import INCIDENT_SCHEMA
 from sensorflow.records.windows import END_OF_TIME
 from sensorflow.store import ScoringStore
 
-__all__ = ["DEFAULT_GAP_WINDOWS", "IncidentUpdate", "Incidents", "ScoredRange", "find_incidents", "update_incidents"]
+__all__ = [
+    "DEFAULT_GAP_WINDOWS",
+    "IncidentPlan",
+    "IncidentUpdate",
+    "Incidents",
+    "ScoredRange",
+    "find_incidents",
+    "plan_incidents",
+    "update_incidents",
+]
 
 DEFAULT_GAP_WINDOWS = 3
 """Flags at most this many unflagged window slots apart belong to one incident."""
 
 Sensor = tuple[str, str]
+
+_NONE = np.iinfo(np.int64).min  # "no such time" in per-sensor int64 arrays
+_NEVER = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,18 +84,34 @@ def find_incidents(ts: np.ndarray, score: np.ndarray, window_ns: int, gap_window
     within ``gap_windows`` slots of it is open. Pure: the same flags give the same arrays.
     """
     ts = np.asarray(ts, dtype=np.int64)
-    score = np.asarray(score, dtype=np.float64)
-    order = np.argsort(ts, kind="stable")
-    ts, score = ts[order], score[order]
-    if ts.shape[0] == 0:
+    _, found = _group(np.zeros(ts.shape[0], np.int64), ts, score, np.array([newest], np.int64), window_ns, gap_windows)
+    return found
+
+
+def _group(
+    sensor: np.ndarray, ts: np.ndarray, score: np.ndarray, newest: np.ndarray, window_ns: int, gap_windows: int,
+) -> tuple[np.ndarray, Incidents]:
+    """``find_incidents`` of many sensors at once: each flag's sensor (an index into ``newest``), end and score.
+
+    Returns each incident's sensor and the incidents, by sensor then Start. Per sensor the
+    same arrays as ``find_incidents`` of its flags alone.
+    """
+    order = np.lexsort((ts, sensor))  # stable: by sensor, then ts
+    sensor, ts = sensor[order], ts[order]
+    score = np.asarray(score, dtype=np.float64)[order]
+    n = ts.shape[0]
+    if n == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return Incidents(empty, empty, np.zeros(0), empty, np.zeros(0, dtype=bool))
+        return empty, Incidents(empty, empty, np.zeros(0), empty, np.zeros(0, dtype=bool))
     reach = (gap_windows + 1) * window_ns  # the largest step between two flags of one incident
-    first = np.concatenate([[0], np.flatnonzero(np.diff(ts) > reach) + 1])
-    last = np.concatenate([first[1:] - 1, [ts.shape[0] - 1]])
+    begins = np.ones(n, dtype=bool)
+    begins[1:] = (sensor[1:] != sensor[:-1]) | (np.diff(ts) > reach)
+    first = np.flatnonzero(begins)
+    last = np.append(first[1:] - 1, n - 1)
     peak = np.fmax.reduceat(score, first)  # a NaN score (never expected) does not hide the others
-    start, end = ts[first], ts[last]
-    return Incidents(start, end, peak, (last - first + 1).astype(np.int64), newest - end <= gap_windows * window_ns)
+    owner, end = sensor[first], ts[last]
+    is_open = newest[owner] - end <= gap_windows * window_ns
+    return owner, Incidents(ts[first], end, peak, (last - first + 1).astype(np.int64), is_open)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,99 +135,163 @@ class IncidentUpdate:
     opened: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class IncidentPlan:
+    """``detector``'s incidents redone for scored ranges, ready for ``replace_incidents`` / ``upsert_scores``.
+
+    ``since``: each sensor that had or has incidents there, with the End from which its
+    stored ones are replaced; ``rows``: its incidents from then on (``INCIDENT_SCHEMA``);
+    ``opened``: how many of them have a Start the store did not hold.
+    """
+
+    detector: str
+    since: dict[Sensor, int]
+    rows: pa.Table
+    opened: int = 0
+
+    @classmethod
+    def empty(cls, detector: str) -> IncidentPlan:
+        return cls(detector, {}, INCIDENT_SCHEMA.empty_table())
+
+
+def plan_incidents(
+    store: ScoringStore, detector: str, scored: Sequence[ScoredRange], window_ns: int,
+    gap_windows: int = DEFAULT_GAP_WINDOWS, now_ns: int | None = None,
+) -> IncidentPlan:
+    """The incidents of ``detector`` that the scored ranges (one per sensor) can touch, recomputed.
+
+    Reads, all outside the ranges (so the ranges' own predictions may be written before or
+    after): the incidents that end within the gap before each range or later, the stored
+    flags of those that began before it, and anything scored after the ranges. Writes nothing.
+    """
+    if not scored:
+        return IncidentPlan.empty(detector)
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    sensors = [(r.device, r.tag) for r in scored]
+    index = {sensor: i for i, sensor in enumerate(sensors)}
+    if len(index) != len(sensors):
+        raise ValueError("plan_incidents takes one scored range per sensor")
+    range_from = np.array([r.range_from for r in scored], dtype=np.int64)
+    range_to = np.array([r.range_to for r in scored], dtype=np.int64)
+    since = range_from - gap_windows * window_ns
+    # Incidents ending at >= since can merge with a flag in the range's first slot (or overlap the range).
+    existing = store.read_incidents(since_ns=int(since.min()) - 1, detector=detector, sensors=sensors)
+    old_sensor, old_start = _continued(existing, index, since)
+    earliest = np.full(len(sensors), _NEVER, dtype=np.int64)
+    np.minimum.at(earliest, old_sensor, old_start)
+    had = earliest != _NEVER
+    begin = np.where(had, np.minimum(range_from, earliest - window_ns), range_from)
+    before = _stored_flags(store, detector, sensors, index, begin, range_from, begin < range_from)
+    after = _stored_flags(store, detector, sensors, index, range_to, np.full(len(sensors), END_OF_TIME), None)
+
+    flagged = [np.asarray(r.is_anomaly, dtype=bool) for r in scored]
+    own_ts = [np.asarray(r.ts, dtype=np.int64)[f] for r, f in zip(scored, flagged)]
+    own_score = [np.asarray(r.score, dtype=np.float64)[f] for r, f in zip(scored, flagged)]
+    own_sensor = np.repeat(np.arange(len(sensors)), [t.shape[0] for t in own_ts])
+    owner, found = _group(
+        np.concatenate([before.sensor, own_sensor, after.sensor]),
+        np.concatenate([before.ts, *own_ts, after.ts]),
+        np.concatenate([before.score, *own_score, after.score]),
+        np.maximum(range_to, after.newest), window_ns, gap_windows,
+    )
+    touched = np.flatnonzero(had | np.isin(np.arange(len(sensors)), owner))  # a sensor with nothing before or now needs no delete
+    if touched.shape[0] == 0:
+        return IncidentPlan.empty(detector)
+    known = set(zip(old_sensor.tolist(), old_start.tolist()))
+    opened = sum(1 for key in zip(owner.tolist(), found.start.tolist()) if key not in known)
+    cutoffs = {sensors[i]: int(since[i]) for i in touched.tolist()}
+    return IncidentPlan(detector, cutoffs, _table(sensors, owner, detector, found, now_ns), opened)
+
+
 def update_incidents(
     store: ScoringStore, detector: str, scored: Sequence[ScoredRange], window_ns: int,
     gap_windows: int = DEFAULT_GAP_WINDOWS, now_ns: int | None = None,
 ) -> IncidentUpdate:
-    """Recompute and replace the incidents of ``detector`` that the scored ranges can touch.
+    """Recompute and replace the incidents of ``detector`` that the scored ranges can touch (``plan_incidents``).
 
-    Call it after the ranges' predictions are in the store. Reads: the incidents that
-    end within the gap before each range (at most one per sensor), the stored flags
-    of those that began before it, and anything scored after the ranges. Writes
-    one ``replace_incidents`` for the sensors that had or have incidents there.
+    For predictions already in the store; one ``replace_incidents`` for the sensors that had
+    or have incidents there. A task writes its plan with its predictions instead (``upsert_scores``).
     """
-    if not scored:
+    plan = plan_incidents(store, detector, scored, window_ns, gap_windows, now_ns)
+    if not plan.since:
         return IncidentUpdate()
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    sensors = [(r.device, r.tag) for r in scored]
-    since = {(r.device, r.tag): r.range_from - gap_windows * window_ns for r in scored}
-    # Incidents ending at >= since can merge with a flag in the range's first slot (or overlap the range).
-    existing = store.read_incidents(since_ns=min(since.values()) - 1, detector=detector, sensors=sensors)
-    earliest, known = _earliest_start(existing, since)
-    begin = {s: min(r.range_from, earliest[s] - window_ns) if s in earliest else r.range_from
-             for s, r in zip(sensors, scored)}
-    before = _stored(store, detector, [(s, begin[s], r.range_from) for s, r in zip(sensors, scored) if begin[s] < r.range_from])
-    after = _stored(store, detector, [(s, r.range_to, END_OF_TIME) for s, r in zip(sensors, scored)])
-    parts, touched, opened = [], {}, 0
-    for sensor, r in zip(sensors, scored):
-        flagged = np.asarray(r.is_anomaly, dtype=bool)
-        pieces = [before.get(sensor), (np.asarray(r.ts, dtype=np.int64)[flagged], np.asarray(r.score, float)[flagged]),
-                  after.get(sensor)]
-        ts = np.concatenate([p[0] for p in pieces if p is not None])
-        score = np.concatenate([p[1] for p in pieces if p is not None])
-        later = after.get(sensor)
-        newest = max(r.range_to, int(later[2]) if later is not None else r.range_to)
-        found = find_incidents(ts, score, window_ns, gap_windows, newest)
-        if len(found) or sensor in earliest:  # a sensor with nothing before or now needs no delete
-            touched[sensor] = since[sensor]
-            parts.append(_table(sensor, detector, found, now_ns))
-            opened += sum(1 for start in found.start.tolist() if (sensor, start) not in known)
-    if not touched:
-        return IncidentUpdate()
-    return IncidentUpdate(store.replace_incidents(detector, touched, pa.concat_tables(parts)), opened)
+    return IncidentUpdate(store.replace_incidents(detector, plan.since, plan.rows), plan.opened)
 
 
-def _earliest_start(existing: pa.Table, since: dict[Sensor, int]) -> tuple[dict[Sensor, int], set[tuple[Sensor, int]]]:
-    """Per sensor, the earliest Start of its incidents ending at or after its ``since``; and (sensor, Start) of them all."""
-    earliest: dict[Sensor, int] = {}
-    known: set[tuple[Sensor, int]] = set()
-    columns = (existing.column(c).to_pylist() for c in ("device", "tag", "start", "end"))
-    for device, tag, start, end in zip(*columns, strict=True):
-        sensor = (device, tag)
-        if sensor in since and end >= since[sensor]:
-            earliest[sensor] = min(start, earliest.get(sensor, start))
-            known.add((sensor, start))
-    return earliest, known
+def _sensor_of_rows(table: pa.Table, index: dict[Sensor, int]) -> np.ndarray:
+    """Each row's sensor as its number in ``index`` (-1 for a sensor not in it); one lookup per distinct sensor."""
+    if table.num_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    device = pc.dictionary_encode(table["device"].combine_chunks())
+    tag = pc.dictionary_encode(table["tag"].combine_chunks())
+    tags = len(tag.dictionary)
+    pair = device.indices.to_numpy().astype(np.int64) * tags + tag.indices.to_numpy()
+    distinct, inverse = np.unique(pair, return_inverse=True)
+    devices, tag_names = device.dictionary.to_pylist(), tag.dictionary.to_pylist()
+    number = [index.get((devices[p // tags], tag_names[p % tags]), -1) for p in distinct.tolist()]
+    return np.array(number, dtype=np.int64)[inverse]
 
 
-def _stored(
-    store: ScoringStore, detector: str, wanted: list[tuple[Sensor, int, int]],
-) -> dict[Sensor, tuple[np.ndarray, np.ndarray, int]]:
-    """Per sensor, the stored flags (ts, score) of ``detector`` in its ``(lo, hi]`` and its newest scored ts there.
+def _continued(existing: pa.Table, index: dict[Sensor, int], since: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sensor number and Start of each stored incident that ends at or after its sensor's ``since``."""
+    sensor = _sensor_of_rows(existing, index)
+    if sensor.shape[0] == 0:
+        return sensor, np.zeros(0, dtype=np.int64)
+    start, end = existing["start"].to_numpy(), existing["end"].to_numpy()
+    keep = sensor >= 0
+    keep[keep] = end[keep] >= since[sensor[keep]]
+    return sensor[keep], start[keep]
 
-    One read for all: over the widest range, cut per sensor afterwards; sensors with no row are absent.
+
+@dataclass(frozen=True, eq=False)
+class _Flags:
+    """Stored flags of several sensors: each flag's sensor number, end and score; per sensor its newest scored end."""
+
+    sensor: np.ndarray
+    ts: np.ndarray
+    score: np.ndarray
+    newest: np.ndarray  # _NONE where the sensor has no row in its range
+
+
+def _stored_flags(
+    store: ScoringStore, detector: str, sensors: list[Sensor], index: dict[Sensor, int],
+    lo: np.ndarray, hi: np.ndarray, wanted: np.ndarray | None,
+) -> _Flags:
+    """The stored flags of ``detector`` in each sensor's ``(lo, hi]`` (only the ``wanted`` sensors; None: all).
+
+    One read for all: over the widest range, cut per sensor afterwards.
     """
-    if not wanted:
-        return {}
-    lo, hi = min(w[1] for w in wanted), max(w[2] for w in wanted)
-    rows = store.read_predictions([w[0] for w in wanted], lo, hi)
-    rows = rows.filter(pc.equal(rows["detector"], detector)).sort_by([("device", "ascending"), ("tag", "ascending")])
+    newest = np.full(len(sensors), _NONE, dtype=np.int64)
+    picked = np.arange(len(sensors)) if wanted is None else np.flatnonzero(wanted)
+    nothing = _Flags(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), newest)
+    if picked.shape[0] == 0:
+        return nothing
+    rows = store.read_predictions([sensors[i] for i in picked.tolist()], int(lo[picked].min()), int(hi[picked].max()))
     if rows.num_rows == 0:
-        return {}
+        return nothing
+    rows = rows.filter(pc.equal(rows["detector"], detector))
+    sensor = _sensor_of_rows(rows, index)
+    if sensor.shape[0] == 0:
+        return nothing
     ts = rows["ts"].to_numpy()
+    mine = sensor >= 0
+    if wanted is not None:
+        mine[mine] = wanted[sensor[mine]]
+    mine[mine] = (ts[mine] > lo[sensor[mine]]) & (ts[mine] <= hi[sensor[mine]])
+    np.maximum.at(newest, sensor[mine], ts[mine])
+    keep = mine & rows["is_anomaly"].fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
     score = rows["score"].to_numpy(zero_copy_only=False).astype(float)
-    flag = rows["is_anomaly"].fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
-    runs = rows.select(["device", "tag"]).group_by(["device", "tag"], use_threads=False).aggregate([([], "count_all")])
-    runs = runs.sort_by([("device", "ascending"), ("tag", "ascending")])
-    bounds = {sensor: (a, b) for sensor, a, b in wanted}
-    out, at = {}, 0
-    for device, tag, n in zip(*(runs.column(c).to_pylist() for c in ("device", "tag", "count_all")), strict=True):
-        a, b = bounds[(device, tag)]
-        piece = slice(at, at + n)
-        at += n
-        mine = (ts[piece] > a) & (ts[piece] <= b)
-        if mine.any():
-            keep = mine & flag[piece]
-            out[(device, tag)] = (ts[piece][keep], score[piece][keep], int(ts[piece][mine].max()))
-    return out
+    return _Flags(sensor[keep], ts[keep], score[keep], newest)
 
 
-def _table(sensor: Sensor, detector: str, found: Incidents, now_ns: int) -> pa.Table:
+def _table(sensors: list[Sensor], owner: np.ndarray, detector: str, found: Incidents, now_ns: int) -> pa.Table:
+    """The incidents as ``INCIDENT_SCHEMA`` rows; ``owner`` is each one's sensor number."""
     n = len(found)
+    which = pa.array(owner, pa.int64())
     return pa.table({
-        "device": pa.array([sensor[0]] * n, pa.string()),
-        "tag": pa.array([sensor[1]] * n, pa.string()),
-        "detector": pa.array([detector] * n, pa.string()),
+        "device": pa.array([d for d, _ in sensors], pa.string()).take(which),
+        "tag": pa.array([t for _, t in sensors], pa.string()).take(which),
+        "detector": pa.array([detector], pa.string()).take(pa.array(np.zeros(n, dtype=np.int64))),
         "start": pa.array(found.start, pa.int64()),
         "end": pa.array(found.end, pa.int64()),
         "peak_score": pa.array(found.peak_score, pa.float64()),

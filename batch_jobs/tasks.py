@@ -4,8 +4,9 @@ A ``TaskSpec`` (JSON, kept in the model store) says what to do; ``run_task``
 does it: ONE ``ScoringStore.read_windows`` for the whole chunk (the store chunks
 the fetch), the rows split per sensor with array slices, then per sensor
 either fit and store a new model version (``train``) or load the latest
-model and score (``score``). A score task writes all its predictions in one
-upsert. Every sensor ends ``ok``, ``skipped`` (with the reason, e.g. too few
+model and score (``score``). A score task writes all its predictions and
+the incidents they make in one transaction (``ScoringStore.upsert_scores``).
+Every sensor ends ``ok``, ``skipped`` (with the reason, e.g. too few
 windows) or ``failed`` (with the error); one sensor's failure never loses
 the others' results. ``run_task_at(spec_url)`` is what
 ``sensorflow task run SPEC_URL`` and the executors' workers call: it reads
@@ -36,7 +37,7 @@ from sensorflow.batch_jobs.detectors import (
     get_detector,
     iter_sensor_windows,
 )
-from sensorflow.batch_jobs.incidents import DEFAULT_GAP_WINDOWS, ScoredRange, update_incidents
+from sensorflow.batch_jobs.incidents import DEFAULT_GAP_WINDOWS, ScoredRange, plan_incidents
 from sensorflow.batch_jobs.model_store import (
     ModelCatalog,
     ModelMetadata,
@@ -352,7 +353,12 @@ class _Run:
         return self._predict(ready)
 
     def _predict(self, ready: list[tuple[SensorWindows, str, Model]]) -> int:
-        """Score each sensor with its model, write all predictions in one upsert, then their incidents; the number of rows."""
+        """Score each sensor with its model, then write all predictions and their incidents in one transaction; the number of rows.
+
+        The incidents are planned first (``plan_incidents`` reads only outside the scored
+        ranges); if that fails, the predictions are still written and the sensors fail with
+        the reason (the next scoring mends their incidents).
+        """
         scored: list[tuple[SensorWindows, str, Scores]] = []
         for w, version, model in ready:
             try:
@@ -361,23 +367,29 @@ class _Run:
                 self._outcome(w, "failed", _reason(e))
         detector = self.spec.prediction_detector or self.spec.detector
         table = _predictions_table(detector, scored)
+        ranges = [ScoredRange(w.device, w.tag, w.range_from, w.range_to, s.ts, s.score, s.is_anomaly) for w, _, s in scored]
+        plan, unplanned = None, None
         try:
-            self._timed("predictions", self.store.upsert_predictions, table)
+            plan = self._timed("incidents", plan_incidents, self.store, detector, ranges, self.spec.window_ns,
+                               self.spec.incident_gap_windows)
+        except Exception as e:  # noqa: BLE001 - the predictions can still be written
+            unplanned = e
+        try:
+            if plan is None:
+                self._timed("predictions", self.store.upsert_predictions, table)
+            else:
+                self._timed("predictions", self.store.upsert_scores, table, plan.detector, plan.since, plan.rows)
             if self.spec.seed_csv:
                 self._timed("csv", self.catalog.store.put_many, [_seed_csv(w, scores) for w, _, scores in scored])
         except Exception as e:  # noqa: BLE001 - the write failed: no sensor of the chunk has predictions
             for w, _, _ in scored:
                 self._outcome(w, "failed", f"prediction write failed: {_reason(e)}")
             return 0
-        ranges = [ScoredRange(w.device, w.tag, w.range_from, w.range_to, s.ts, s.score, s.is_anomaly) for w, _, s in scored]
-        try:
-            update = self._timed("incidents", update_incidents, self.store, detector, ranges, self.spec.window_ns,
-                                 self.spec.incident_gap_windows)
-            self.incidents_opened += update.opened
-        except Exception as e:  # noqa: BLE001 - predictions stand; failed sensors are rescored (and their incidents mended) next run
+        if unplanned is not None:  # predictions stand; failed sensors are rescored (and their incidents mended) next run
             for w, _, _ in scored:
-                self._outcome(w, "failed", f"incident write failed: {_reason(e)}")
+                self._outcome(w, "failed", f"incident write failed: {_reason(unplanned)}")
             return table.num_rows
+        self.incidents_opened += plan.opened
         for w, version, scores in scored:
             flagged = scores.is_anomaly.astype(bool)
             missing = ~np.isfinite(scores.value)

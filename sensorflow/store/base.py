@@ -310,6 +310,18 @@ class RunLedger(StoreConnection):
 class ScoringStore(WindowReader, PredictionWriter, IncidentStore):
     """What a scoring task uses: it reads windows and writes their predictions and incidents."""
 
+    @abstractmethod
+    def upsert_scores(
+        self, predictions: pa.Table, detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table,
+    ) -> tuple[int, int]:
+        """``upsert_predictions(predictions)`` and ``replace_incidents(detector, since_ns, incidents)`` in ONE transaction.
+
+        Both or neither: a scoring task's predictions and the incidents they make are
+        committed together. The incidents are checked as ``replace_incidents`` checks them
+        (ValueError before any write); empty ``since_ns`` and ``incidents`` touch no incident.
+        Returns (prediction rows, incident rows written).
+        """
+
 
 class PlanningStore(WindowReader, RunLedger):
     """What the sidecar plans runs with: which sensors got windows since, and its runs and leases."""

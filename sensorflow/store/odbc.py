@@ -134,12 +134,39 @@ class OdbcStore(Store):
     def upsert_predictions(self, predictions: pa.Table) -> int:
         if predictions.num_rows == 0:
             return 0
-        rows = last_per_key(predictions, ["device", "tag", "ts", "detector"])
-        self._upsert("upsert predictions", [(self._sql.upsert_predictions, PREDICTIONS, rows, _PREDICTION_COLUMNS)])
+        self._upsert("upsert predictions", self._prediction_writes(predictions))
         return predictions.num_rows
+
+    def _prediction_writes(self, predictions: pa.Table) -> list[_Write]:
+        if predictions.num_rows == 0:
+            return []
+        rows = last_per_key(predictions, ["device", "tag", "ts", "detector"])
+        return [(self._sql.upsert_predictions, PREDICTIONS, rows, _PREDICTION_COLUMNS)]
 
     def replace_incidents(self, detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table) -> int:
         rows = incidents_to_write(detector, since_ns, incidents)
+        self._transaction("replace incidents", self._incident_work(detector, since_ns, rows))
+        return rows.num_rows
+
+    def upsert_scores(
+        self, predictions: pa.Table, detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table,
+    ) -> tuple[int, int]:
+        rows = incidents_to_write(detector, since_ns, incidents)
+        writes = self._prediction_writes(predictions)
+        replace = self._incident_work(detector, since_ns, rows)
+        if not (writes or since_ns or rows.num_rows):
+            return 0, 0
+
+        def work(cursor: Any) -> None:
+            if writes:
+                self._write_rows(cursor, writes, self._clock(cursor))
+            replace(cursor)
+
+        self._transaction("upsert predictions and incidents", work)
+        return predictions.num_rows, rows.num_rows
+
+    def _incident_work(self, detector: str, since_ns: dict[tuple[str, str], int], rows: pa.Table) -> Callable[[Any], None]:
+        """``replace_incidents``' statements for an open transaction: the cutoffs' deletes, then the rows' upserts."""
         sensors = list(since_ns.items())
         cutoffs = pa.table({
             "Device": pa.array([d for (d, _), _ in sensors], pa.string()),
@@ -156,8 +183,7 @@ class OdbcStore(Store):
                 columns = {sql_name: chunk.column(arrow_name) for sql_name, arrow_name in _INCIDENT_COLUMNS.items()}
                 self._execute(cursor, self._sql.upsert_incidents, rows=json_rows(INCIDENTS, columns, self._dialect))
 
-        self._transaction("replace incidents", work)
-        return rows.num_rows
+        return work
 
     def record_settings(self, values: dict[str, str], replace: bool = False) -> dict[str, str]:
         rows = {"Name": pa.array(list(values), pa.string()), "Value": pa.array(list(values.values()), pa.string())}
@@ -292,14 +318,14 @@ class OdbcStore(Store):
     def _upsert(self, what: str, writes: list[_Write]) -> None:
         """Each (statement, table spec, rows, SQL column -> Arrow column) in one transaction, in chunks."""
 
-        def work(cursor: Any) -> None:
-            now = self._clock(cursor)
-            for statement, spec, rows, names in writes:
-                for chunk in rows.to_batches(max_chunksize=ROWS_PER_PARAMETER):
-                    columns = {sql_name: chunk.column(arrow_name) for sql_name, arrow_name in names.items()}
-                    self._execute(cursor, statement, rows=json_rows(spec, columns, self._dialect), now=now)
+        self._transaction(what, lambda cursor: self._write_rows(cursor, writes, self._clock(cursor)))
 
-        self._transaction(what, work)
+    def _write_rows(self, cursor: Any, writes: list[_Write], now: datetime) -> None:
+        """Each write's rows in chunks of JSON parameters, in the open transaction; ``now`` their WrittenAt."""
+        for statement, spec, rows, names in writes:
+            for chunk in rows.to_batches(max_chunksize=ROWS_PER_PARAMETER):
+                columns = {sql_name: chunk.column(arrow_name) for sql_name, arrow_name in names.items()}
+                self._execute(cursor, statement, rows=json_rows(spec, columns, self._dialect), now=now)
 
     def _clock(self, cursor: Any) -> datetime:
         return self._execute(cursor, self._sql.clock).fetchone()[0]

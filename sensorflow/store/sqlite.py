@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -82,10 +83,8 @@ INSERT INTO Leases (Name, Owner, ExpiresAt) VALUES (?, ?, ?)
 ON CONFLICT (Name) DO UPDATE SET Owner = excluded.Owner, ExpiresAt = excluded.ExpiresAt
 WHERE Leases.Owner = excluded.Owner OR Leases.ExpiresAt < ?"""
 
-_DELETE_INCIDENTS_SINCE = """
-WITH c(Device, Tag, Since) AS (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
-DELETE FROM Incidents WHERE Detector = ? AND EXISTS (
-    SELECT 1 FROM c WHERE c.Device = Incidents.Device AND c.Tag = Incidents.Tag AND Incidents."End" >= c.Since)"""
+# One sensor's incidents of one detector from its cutoff on: a seek on the key's (Device, Tag, Detector) prefix.
+_DELETE_INCIDENTS_SINCE = 'DELETE FROM Incidents WHERE Device = ? AND Tag = ? AND Detector = ? AND "End" >= ?'
 
 _UPSERT_INCIDENTS = """
 INSERT INTO Incidents (Device, Tag, Detector, Start, "End", PeakScore, FlaggedWindows, "Open", UpdatedAt)
@@ -94,14 +93,16 @@ ON CONFLICT (Device, Tag, Detector, Start) DO UPDATE SET
     "End" = excluded."End", PeakScore = excluded.PeakScore, FlaggedWindows = excluded.FlaggedWindows,
     "Open" = excluded."Open", UpdatedAt = excluded.UpdatedAt"""
 
-# A NULL parameter means "any"; the sensors' list is read only when one is given.
-_READ_INCIDENTS = """
-SELECT i.Device, i.Tag, i.Detector, i.Start, i."End", i.PeakScore, i.FlaggedWindows, i."Open", i.UpdatedAt
-FROM Incidents i
-WHERE (?1 IS NULL OR i."End" > ?1) AND (?2 = 0 OR i."Open" = 1) AND (?3 IS NULL OR i.Detector = ?3)
-    AND (?4 IS NULL OR EXISTS (
-        SELECT 1 FROM json_each(?4) s WHERE s.value ->> 0 = i.Device AND s.value ->> 1 = i.Tag))
-ORDER BY i.Start DESC, i.PeakScore DESC, i.Device, i.Tag, i.Detector"""
+# A NULL parameter means "any". With a list of sensors, the list drives (CROSS JOIN: each sensor
+# is one seek on the key's (Device, Tag) prefix), not a scan of every incident probing the list.
+_INCIDENT_FILTER = """(?1 IS NULL OR i."End" > ?1) AND (?2 = 0 OR i."Open" = 1) AND (?3 IS NULL OR i.Detector = ?3)"""
+_INCIDENT_COLUMNS = 'i.Device, i.Tag, i.Detector, i.Start, i."End", i.PeakScore, i.FlaggedWindows, i."Open", i.UpdatedAt'
+_INCIDENT_ORDER = "ORDER BY i.Start DESC, i.PeakScore DESC, i.Device, i.Tag, i.Detector"
+_READ_INCIDENTS = f"SELECT {_INCIDENT_COLUMNS} FROM Incidents i WHERE {_INCIDENT_FILTER} {_INCIDENT_ORDER}"
+_READ_INCIDENTS_OF_SENSORS = (
+    f"SELECT {_INCIDENT_COLUMNS} FROM json_each(?4) s CROSS JOIN Incidents i "
+    f"ON i.Device = s.value ->> 0 AND i.Tag = s.value ->> 1 WHERE {_INCIDENT_FILTER} {_INCIDENT_ORDER}"
+)
 
 _RECORD_SETTING = "INSERT INTO StoreSettings (Name, Value) VALUES (?, ?) ON CONFLICT (Name) DO NOTHING"
 _REPLACE_SETTING = "INSERT INTO StoreSettings (Name, Value) VALUES (?, ?) ON CONFLICT (Name) DO UPDATE SET Value = excluded.Value"
@@ -157,6 +158,32 @@ def _dead_letter_rows(dead_letters: pa.Table) -> list[tuple]:
     head = [dead_letters[name].to_pylist() for name in ("partition", "position", "element", "reason", "payload")]
     tail = [dead_letters[name].to_pylist() for name in ("device", "tag", "value")]
     return list(zip(*head, ts_text, *tail))
+
+
+def _prediction_rows(predictions: pa.Table) -> list[tuple]:
+    """``_UPSERT_PREDICTIONS``'s parameters but ``WrittenAt``, one tuple per row."""
+    ts = format_ms(predictions["ts"].to_numpy())
+    names = ("device", "tag", "value", "score", "is_anomaly", "detector", "model_version")
+    return list(zip(ts, *(predictions[name].to_pylist() for name in names)))
+
+
+def _incident_write(detector: str, since_ns: dict[tuple[str, str], int], rows: pa.Table) -> Callable[[sqlite3.Connection], None]:
+    """``replace_incidents``' statements, their parameters made before the write lock: a call that runs them."""
+    sensors = list(since_ns)
+    cutoffs = format_ms(np.array(list(since_ns.values()), dtype=np.int64)) if sensors else []
+    deletes = [(d, t, detector, since) for (d, t), since in zip(sensors, cutoffs)]
+    starts, ends, updated = (
+        format_ms(rows[name].to_numpy()) if rows.num_rows else [] for name in ("start", "end", "updated_at")
+    )
+    ids = [rows[name].to_pylist() for name in ("device", "tag", "detector")]
+    numbers = [rows[name].to_pylist() for name in ("peak_score", "flagged_windows")]
+    upserts = list(zip(*ids, starts, ends, *numbers, map(int, rows["open"].to_pylist()), updated))
+
+    def write(db: sqlite3.Connection) -> None:
+        db.executemany(_DELETE_INCIDENTS_SINCE, deletes)
+        db.executemany(_UPSERT_INCIDENTS, upserts)
+
+    return write
 
 
 def _ts_text(ns: int) -> str:
@@ -270,22 +297,40 @@ class SqliteStore(Store):
         return {wanted[r[0]]: (f, n) for r, f, n in zip(rows, first, last)}
 
     def upsert_predictions(self, predictions: pa.Table) -> int:
+        write = self._prediction_write(predictions)  # packed before: the write lock is held only for SQLite's work
+        if write is not None:
+            with self._transaction() as now:
+                write(now)
+        return predictions.num_rows
+
+    def upsert_scores(
+        self, predictions: pa.Table, detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table,
+    ) -> tuple[int, int]:
+        rows = incidents_to_write(detector, since_ns, incidents)
+        write_predictions = self._prediction_write(predictions)
+        write_incidents = _incident_write(detector, since_ns, rows)
+        if write_predictions is not None or since_ns or rows.num_rows:
+            with self._transaction() as now:
+                if write_predictions is not None:
+                    write_predictions(now)
+                write_incidents(self._db)
+        return predictions.num_rows, rows.num_rows
+
+    def _prediction_write(self, predictions: pa.Table) -> Callable[[str], object] | None:
+        """The upsert of ``predictions``, packed: a call that runs it in the open transaction with WrittenAt ``now``."""
         if predictions.num_rows == 0:
-            return 0
+            return None
         records = PredictionRecords.of(predictions) if self._unpacks_records else None
-        if records is None:
-            return self._upsert_predictions_by_row(predictions)
-        with self._transaction() as now:  # packed before: the write lock is held only for SQLite's work
-            self._db.executemany(UPSERT_PREDICTION_RECORDS, records.parameters(now))
-        return records.rows
+        if records is not None:
+            return lambda now: self._db.executemany(UPSERT_PREDICTION_RECORDS, records.parameters(now))
+        rows = _prediction_rows(predictions)
+        return lambda now: self._db.executemany(_UPSERT_PREDICTIONS, (row + (now,) for row in rows))
 
     def _upsert_predictions_by_row(self, predictions: pa.Table) -> int:
         """Row by row: where SQLite has no ``pow`` or a time does not pack (see sqlite_columns)."""
-        ts = format_ms(predictions["ts"].to_numpy())
-        names = ("device", "tag", "value", "score", "is_anomaly", "detector", "model_version")
-        columns = [predictions[name].to_pylist() for name in names]
+        rows = _prediction_rows(predictions)
         with self._transaction() as now:
-            self._db.executemany(_UPSERT_PREDICTIONS, zip(ts, *columns, repeat(now)))
+            self._db.executemany(_UPSERT_PREDICTIONS, (row + (now,) for row in rows))
         return predictions.num_rows
 
     def read_predictions(self, sensors: list[tuple[str, str]], ts_from: int, ts_to: int) -> pa.Table:
@@ -294,17 +339,9 @@ class SqliteStore(Store):
 
     def replace_incidents(self, detector: str, since_ns: dict[tuple[str, str], int], incidents: pa.Table) -> int:
         rows = incidents_to_write(detector, since_ns, incidents)
-        cutoffs = orjson.dumps([[d, t, _ts_text(ns)] for (d, t), ns in since_ns.items()]).decode()
-        starts, ends, updated = (
-            format_ms(rows[name].to_numpy()) if rows.num_rows else [] for name in ("start", "end", "updated_at")
-        )
-        columns = [rows[name].to_pylist() for name in ("device", "tag", "detector")]
-        numbers = [rows[name].to_pylist() for name in ("peak_score", "flagged_windows")]
+        write = _incident_write(detector, since_ns, rows)
         with self._transaction():
-            self._db.execute(_DELETE_INCIDENTS_SINCE, (cutoffs, detector))
-            self._db.executemany(
-                _UPSERT_INCIDENTS, zip(*columns, starts, ends, *numbers, map(int, rows["open"].to_pylist()), updated)
-            )
+            write(self._db)
         return rows.num_rows
 
     def read_incidents(
@@ -314,8 +351,11 @@ class SqliteStore(Store):
         detector: str | None = None,
         sensors: list[tuple[str, str]] | None = None,
     ) -> pa.Table:
-        wanted = None if sensors is None else _sensor_json(sensors)
-        rows = self._db.execute(_READ_INCIDENTS, (_opt_ts_text(since_ns), int(open_only), detector, wanted)).fetchall()
+        filters = (_opt_ts_text(since_ns), int(open_only), detector)
+        if sensors is None:
+            rows = self._db.execute(_READ_INCIDENTS, filters).fetchall()
+        else:  # each sensor once: the list drives the join
+            rows = self._db.execute(_READ_INCIDENTS_OF_SENSORS, (*filters, _sensor_json(list(dict.fromkeys(sensors))))).fetchall()
         return incidents_from_rows(rows, _ts_ns)
 
     def read_settings(self) -> dict[str, str]:
