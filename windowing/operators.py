@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -113,12 +112,9 @@ class LatenessLogic(StatefulBatchLogic[ReadingBatch, "Routed | DeadLetterBatch",
 class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatch", WindowSnapshot]):
     """One shard's open windows; emits closed windows and readings that came too late."""
 
-    RELEASE_ROWS = 1 << 16  # readings folded between two returns of freed memory to the system
-
     def __init__(self, aggregator: WindowAggregator):
         self.aggregator = aggregator
         self.live = aggregator.idle_timeout_ns is not None  # only live sources have an idle timeout
-        self._rows_since_release = 0
 
     def on_batch(self, values: list[ShardMessage]) -> tuple[Iterable, bool]:
         out: list = []
@@ -129,10 +125,6 @@ class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatc
                 out.append(DeadLetterBatch.late(message.partition, late, ReasonCode.LATE.detail("window already closed")))
             if closed is not None:
                 out.append(closed)
-            self._rows_since_release += message.readings.num_rows
-        if self._rows_since_release >= self.RELEASE_ROWS:
-            self._rows_since_release = 0
-            release_freed_memory()
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable, bool]:
@@ -145,29 +137,6 @@ class WindowLogic(StatefulBatchLogic[ShardMessage, "WindowBatch | DeadLetterBatc
 
     def snapshot(self) -> WindowSnapshot:
         return self.aggregator.snapshot()
-
-
-def release_freed_memory() -> None:
-    """Hands memory the allocators keep after frees back to the system: Arrow's pool, and glibc's malloc where present.
-
-    Both keep freed pages for reuse, and with blocks read, decoded and folded by several threads
-    what they keep is most of the dataflow's peak RSS above what is in use (for 100k sensors,
-    ~50 MB of ~340). Called every few hundred thousand readings it costs well under a
-    millisecond each time; pages it returns are faulted in again when needed.
-    """
-    pa.default_memory_pool().release_unused()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-def _glibc_malloc_trim():  # noqa: ANN202 - a ctypes function or None
-    try:
-        return ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
-    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows): nothing to trim
-        return None
-
-
-_malloc_trim = _glibc_malloc_trim()
 
 
 @dataclass(frozen=True)

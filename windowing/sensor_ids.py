@@ -40,11 +40,34 @@ class SensorIds:
         """``(codes, ids)``: each row's code (0, 1, ... in order of first appearance in the rows), and each code's id.
 
         ``ids[codes]`` is each row's sensor id; sensors not seen before get new ids, in row order.
+        Strings are hashed per row only by Arrow's dictionary encoding of each column; the
+        Python work is per distinct sensor.
         """
-        device, tag = _one_chunk(device), _one_chunk(tag)
-        encoded = _keys(device, tag).dictionary_encode()
-        codes = encoded.indices.to_numpy()
-        distinct = encoded.dictionary
+        device = _one_chunk(device).dictionary_encode()
+        tag = _one_chunk(tag).dictionary_encode()
+        tags = len(tag.dictionary)
+        pair = device.indices.to_numpy().astype(np.int64) * tags + tag.indices.to_numpy()
+        rows, bound = len(pair), len(device.dictionary) * tags
+        if bound <= 4 * rows:  # pairs numbered densely: no sort of the rows
+            first = np.full(bound, rows, np.int64)
+            np.minimum.at(first, pair, np.arange(rows))
+            present = np.flatnonzero(first < rows)
+            distinct = present[np.argsort(first[present], kind="stable")]
+            code_of = np.empty(bound, np.int64)
+            code_of[distinct] = np.arange(len(distinct))
+            codes = code_of[pair]
+        else:
+            distinct, first, codes = np.unique(pair, return_index=True, return_inverse=True)
+            order = np.argsort(first, kind="stable")
+            rank = np.empty(len(order), np.int64)
+            rank[order] = np.arange(len(order))
+            distinct, codes = distinct[order], rank[codes]
+        ids = self._lookup(device.dictionary.take(pa.array(distinct // tags)), tag.dictionary.take(pa.array(distinct % tags)))
+        return codes, ids
+
+    def _lookup(self, device: pa.Array, tag: pa.Array) -> np.ndarray:
+        """The id of each (distinct) sensor; new ones get new ids, in order."""
+        distinct = _keys(device, tag)
         key_list = distinct.to_pylist()
         hashes = np.fromiter(map(self._hash_key, key_list), np.int64, len(key_list))
         ids = np.full(len(key_list), -1, np.int64)
@@ -59,14 +82,11 @@ class SensorIds:
                 ids[rows[same]] = candidates[same]
         missing = np.flatnonzero(ids < 0)
         if len(missing):
-            first_row = np.empty(len(key_list), np.int64)  # where each code first appears
-            first_row[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-            new = np.array(self._add(key_list, hashes, hit, missing, ids), np.int64)
-            rows = pa.array(first_row[new], pa.int64())
-            self._keys.append(distinct.take(pa.array(new, pa.int64())))
-            self._devices.append(device.take(rows))
-            self._tags.append(tag.take(rows))
-        return codes, ids
+            new = pa.array(self._add(key_list, hashes, hit, missing, ids), pa.int64())
+            self._keys.append(distinct.take(new))
+            self._devices.append(device.take(new))
+            self._tags.append(tag.take(new))
+        return ids
 
     def ids(self, device: pa.Array | pa.ChunkedArray, tag: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """The id (int64) of each row's sensor; sensors not seen before get new ids, in row order."""

@@ -39,3 +39,12 @@ def test_chunked_columns_are_accepted():
     device = pa.chunked_array([["d1", "d2"], ["d1"]])
     tag = pa.chunked_array([["t"], ["t", "t"]])
     assert sensors.ids(device, tag).tolist() == [0, 1, 0]
+
+
+def test_many_devices_and_tags_in_few_rows_take_the_sorting_path():
+    """More (device, tag) combinations than rows: pairs are numbered by a sort, not densely."""
+    sensors = SensorIds()
+    device = pa.array([f"d{i}" for i in range(30)] + ["d3", "d0"])
+    tag = pa.array([f"t{i}" for i in range(30)] + ["t3", "t0"])
+    assert sensors.ids(device, tag).tolist() == [*range(30), 3, 0]
+    assert sensors.ids(pa.array([], pa.string()), pa.array([], pa.string())).tolist() == []
