@@ -51,6 +51,7 @@ from sensorflow.windowing.service import Figures, MetricsServer, RunCollector, S
 from sensorflow.windowing.sink import WindowSink
 from sensorflow.windowing.stats import RunStats
 from sensorflow.windowing.summary import with_report
+from sensorflow.windowing.writer import WriterProcess
 
 __all__ = ["GRACE_SECONDS", "LiveJob", "LiveSourceError", "has_bytewax_state", "run_live"]
 
@@ -149,6 +150,10 @@ def run_live(
             # The receiver process starts first: its start-up overlaps ours.
             host = ReceiverHost(connection, options)
             stack.callback(lambda: host.close(_RECEIVERS_STOP_SECONDS if interrupts.stopping else 15.0))
+            # Then the store writer's interpreter, so it is ready by the first closed windows. Started
+            # only when Bytewax builds the window sink, it held the first batch handed to it (a pipe it
+            # did not read yet) for 0.5-0.9 s, during which the flow read nothing.
+            writer_process = None if cluster or job.output.writer != "process" else stack.enter_context(WriterProcess())
             if member is None or member.process_id == 0:  # the others write only once process 0 has joined
                 with open_store(job.output.store, job.output.retry) as store:
                     prepare_window_store(store, job.flow.window_ns, job.flow.decode.time_source)  # refuses other settings
@@ -171,7 +176,12 @@ def run_live(
             window_sink = WindowSink(
                 job.output.store, stats, job.output.writer, board.windows if board else None, job.output.retry,
                 stopping=lambda: interrupts.stopping, interrupted=interrupts.kept,
+                # the store-commit barrier at every epoch guards the recovery state and the checkpoints: none, no wait
+                barrier=board is not None or execution.recovery_dir is not None,
             )
+            if writer_process is not None:
+                window_sink.start_writer(writer_process)  # the only process: it builds the window sink's partition
+                stack.callback(window_sink.close_unused)
             flow = build_flow(source, config, window_sink, stats, board)
             checkpointer = None
             if checkpoints is not None:

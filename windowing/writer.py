@@ -38,13 +38,14 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn, overload
 
 import orjson
 
@@ -93,6 +94,47 @@ def _receive(stream: BinaryIO) -> bytes:
     if len(payload) < size:
         raise EOFError
     return payload
+
+
+class _ReplyReader:
+    """The writer's replies, read from its stdout's descriptor: :meth:`poll` takes a reply that has
+    arrived without waiting for one that has not. A read cut short (an interrupt) leaves what it
+    had read in the buffer, so replies never get out of step."""
+
+    def __init__(self, stream: BinaryIO):
+        self._fd = stream.fileno()
+        self._buffer = bytearray()
+
+    def read(self) -> bytes:
+        """The next reply; waits for it. EOFError if the writer's end closed first."""
+        while (frame := self._frame()) is None:
+            self._fill()
+        return frame
+
+    def poll(self) -> bytes | None:
+        """The next reply if it has arrived whole, else None (EOFError as :meth:`read`)."""
+        while (frame := self._frame()) is None:
+            if not select.select([self._fd], [], [], 0)[0]:
+                return None
+            self._fill()
+        return frame
+
+    def _frame(self) -> bytes | None:
+        if len(self._buffer) < _LENGTH.size:
+            return None
+        (size,) = _LENGTH.unpack_from(self._buffer)
+        end = _LENGTH.size + size
+        if len(self._buffer) < end:
+            return None
+        frame = bytes(self._buffer[_LENGTH.size : end])
+        del self._buffer[:end]
+        return frame
+
+    def _fill(self) -> None:
+        chunk = os.read(self._fd, 1 << 16)
+        if not chunk:
+            raise EOFError
+        self._buffer += chunk
 
 
 def _pump(requests: BinaryIO, frames: "queue.Queue[bytes | None]") -> None:
@@ -239,8 +281,9 @@ class WriterProcess:
 class ProcessWriter:
     """Upserts window and dead-letter tables into ``store_url`` from a child process (``process``: one started earlier).
 
-    ``drain`` returns the window rows committed since the last drain, ``committed_dead_letters``
-    the reasons of the dead letters committed since it was last asked.
+    ``drain`` returns the window rows committed since the last drain (or ``collect``), waiting
+    for every commit; ``collect`` the same without waiting (what has been acknowledged);
+    ``committed_dead_letters`` the reasons of the dead letters committed since it was last asked.
     """
 
     def __init__(self, store_url: str, max_pending_rows: int = 2 * COMMIT_ROWS, retry: RetryPolicy | None = None,
@@ -257,6 +300,7 @@ class ProcessWriter:
         self.peak_rss_kb: int | None = None  # the writer process's, known once closed
         self._broken = False  # an interrupt (Ctrl-C, SIGTERM) cut a frame short: the pipes are out of step
         self._process = (process or WriterProcess()).take()
+        self._replies = _ReplyReader(self._process.stdout)
         opening: dict = {"store": store_url}
         if retry is not None:
             opening["retry"] = {"budget_seconds": retry.budget_seconds, "first": retry.backoff.first, "cap": retry.backoff.cap}
@@ -296,6 +340,19 @@ class ProcessWriter:
             self._ack()
         rows, self.rows = self.rows, 0
         return rows
+
+    def collect(self) -> int:
+        """Rows committed since the last drain or collect, as far as the writer has acknowledged them;
+        never waits (the writer commits by itself, at latest ``COMMIT_AFTER`` after a table arrived)."""
+        while self._pending and (reply := self._reply(wait=False)) is not None:
+            self._acknowledged(reply)
+        rows, self.rows = self.rows, 0
+        return rows
+
+    @property
+    def pending(self) -> int:
+        """Tables handed over whose commit is not acknowledged yet."""
+        return len(self._pending)
 
     def close(self) -> None:
         self.drain()
@@ -347,7 +404,7 @@ class ProcessWriter:
         """The process is gone without a word: say how it ended (an error it reported comes first)."""
         reply = None
         try:
-            reply = orjson.loads(_receive(self._process.stdout))
+            reply = orjson.loads(self._replies.read())
         except (EOFError, OSError, ValueError):
             pass
         if reply is not None and "error" in reply:
@@ -370,7 +427,9 @@ class ProcessWriter:
         raise WriterError(f"writing windows failed: {reply.get('kind', 'Error')}: {reply['error']}")
 
     def _ack(self) -> None:
-        reply = self._reply()
+        self._acknowledged(self._reply())
+
+    def _acknowledged(self, reply: dict) -> None:
         self._pending_rows -= self._pending.pop(0)
         reasons = self._pending_reasons.pop(0)
         if reasons is None:
@@ -380,14 +439,23 @@ class ProcessWriter:
         if not self._pending:
             self._flushed = False
 
-    def _reply(self) -> dict:
+    @overload
+    def _reply(self) -> dict: ...
+
+    @overload
+    def _reply(self, wait: bool) -> dict | None: ...
+
+    def _reply(self, wait: bool = True) -> dict | None:
         try:
-            reply = orjson.loads(_receive(self._process.stdout))
+            payload = self._replies.read() if wait else self._replies.poll()
         except EOFError as e:
             self._died(e)
-        except BaseException:  # an interrupt mid-reply: what is left of it would be read as the next one
+        except BaseException:  # an interrupt mid-reply: take the pipes as out of step (finish() then only ends the writer)
             self._broken = True
             raise
+        if payload is None:
+            return None
+        reply = orjson.loads(payload)
         if "error" in reply:
             self._raise_reported(reply)
         return reply
@@ -418,6 +486,10 @@ class InlineWriter:
     def drain(self) -> int:
         rows, self.rows = self.rows, 0
         return rows
+
+    collect = drain  # every batch was committed before submit returned
+
+    pending = 0
 
     def close(self) -> None:
         self._store.close()

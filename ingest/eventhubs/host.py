@@ -105,12 +105,18 @@ class ReceiverHost:
             self._by_index.append(entry)
             self._send({"op": "start", "index": entry.index, "partition": partition, "next": next_sequence})
 
-    def take(self, partition: str, limit: int) -> list[Received]:
-        """Up to ``limit`` received batches of ``partition``, oldest first; [] when none is waiting."""
+    def take(self, partition: str, limit: int, max_bytes: int | None = None) -> list[Received]:
+        """Up to ``limit`` received batches of ``partition``, oldest first; [] when none is waiting.
+
+        ``max_bytes``: stop once the batches taken hold that many bytes of bodies (at least one is taken).
+        """
         entry = self._partitions[partition]
         inbox, out = entry.inbox, []
-        while inbox and len(out) < limit:
-            out.append(inbox.popleft())
+        size = 0
+        while inbox and len(out) < limit and (max_bytes is None or size < max_bytes):
+            received = inbox.popleft()
+            out.append(received)
+            size += len(received.data)
         if out:
             self._send({"op": "ack", "index": entry.index, "n": len(out)})
         elif self._failure is not None:

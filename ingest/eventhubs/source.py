@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL = timedelta(milliseconds=5)
 _TAKE = 64  # received batches handed to Bytewax per call at most
+# ... and bytes of bodies per call (one batch at least). Bytewax runs each step over everything
+# the input emitted before the next step starts, so what one call hands over is decoded whole
+# before any window it completes is closed and written. With a backlog (the flow was busy; the
+# receivers kept receiving), 64 batches of 50-reading messages were a whole run's worth: the
+# store writer idled while they were decoded, then the flow waited while it wrote them.
+_TAKE_BYTES = 1 << 20
 
 
 def to_message_batch(partition: str, received: Received, progress: SourceProgress | None = None) -> MessageBatch:
@@ -139,7 +145,7 @@ class _EventHubsPartition(StatefulSourcePartition[MessageBatch, "int | None"]):
         if self._source.stop.is_set():
             return self._stopping(durable)
         batches = []
-        for received in self._host.take(self._partition, _TAKE):
+        for received in self._host.take(self._partition, _TAKE, _TAKE_BYTES):
             progress = None
             if self._source.progress:
                 progress = SourceProgress(durable, received.sequence_numbers, received.offsets)

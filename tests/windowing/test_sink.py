@@ -113,3 +113,39 @@ def test_dead_letters_alone_are_committed_by_the_snapshot(store_url: str, tmp_pa
     finally:
         part.close()
 
+
+
+def test_without_the_barrier_the_snapshot_counts_what_is_committed_and_does_not_wait(store_url: str, tmp_path: Path):
+    import os
+    import signal
+    import time
+
+    from sensorflow.windowing.writer import COMMIT_AFTER
+
+    stats = RunStats()
+    part = WindowSink(store_url, stats, "process", barrier=False).build_part("write_windows", WINDOW_SINK_PARTITION, None)
+    letters, _ = _letters()
+    try:
+        process = part._writer._process
+        process.send_signal(signal.SIGSTOP)  # a writer that cannot answer: the snapshot must not wait for it
+        try:
+            part.write_batch([_batch(1, 3), letters])
+            part.snapshot()
+            assert stats.windows_written == 0 and stats.dead_letters_written == 0
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + COMMIT_AFTER + 10
+        while (stats.windows_written, stats.dead_letters_written) != (3, 2) and time.monotonic() < deadline:
+            part.snapshot()  # the writer commits by itself; a later snapshot counts it
+            time.sleep(0.02)
+        assert (stats.windows_written, stats.dead_letters_written) == (3, 2)
+        part.write_batch([_batch(2, 3)])
+    finally:
+        part.close()  # commits and counts the rest before it returns
+    assert stats.windows_written == 6 and len(windows_frame(tmp_path / "sink.db")) == 6
+    assert sum(stats.write_buckets) == 3  # one observation per handed batch
+
+
+def test_checkpoints_need_the_barrier(store_url: str):
+    with pytest.raises(ValueError, match="need the commit barrier"):
+        WindowSink(store_url, RunStats(), "process", CommittedWindows(1), barrier=False)

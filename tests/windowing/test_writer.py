@@ -207,3 +207,46 @@ def test_a_killed_writer_process_ends_the_run_with_exit_1_and_a_rerun_writes_the
     keys = ["TS", "Device", "Tag", "Count", "Min", "Max"]
     assert got[keys].equals(expected[keys])
     np.testing.assert_allclose(got["Value"], expected["Value"], rtol=1e-9)
+
+
+def test_collect_takes_the_acknowledgements_that_arrived_and_never_waits_for_the_rest(store_url):
+    import os
+    import signal
+
+    writer = ProcessWriter(store_url)
+    writer.submit(windows(1, 20))
+    writer._process.send_signal(signal.SIGSTOP)  # a writer that cannot answer: collect() must not wait for it
+    try:
+        assert writer.collect() == 0 and writer.pending == 1
+    finally:
+        os.kill(writer._process.pid, signal.SIGCONT)
+    counted, deadline = 0, time.monotonic() + COMMIT_AFTER + 10
+    while writer.pending and time.monotonic() < deadline:  # the writer commits by itself after COMMIT_AFTER
+        counted += writer.collect()
+        time.sleep(0.02)
+    assert (counted, writer.pending) == (20, 0)
+    writer.submit(windows(2, 30))
+    assert writer.drain() == 30  # drain still waits, and counts only what collect did not
+    writer.close()
+    assert table_now(store_url)[0] == 50
+
+
+def test_replies_are_read_whole_however_they_arrive():
+    import os
+
+    from sensorflow.windowing.writer import _LENGTH, _ReplyReader
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as stream:
+        replies = _ReplyReader(stream)
+        frame = _LENGTH.pack(5) + b"hello"
+        assert replies.poll() is None
+        os.write(write_end, frame[:3])
+        assert replies.poll() is None  # a reply cut in the pipe waits for the rest
+        os.write(write_end, frame[3:] + frame + frame[:9])
+        assert [replies.poll(), replies.read(), replies.poll()] == [b"hello", b"hello", None]
+        os.write(write_end, frame[9:])
+        os.close(write_end)
+        assert replies.read() == b"hello"
+        with pytest.raises(EOFError):
+            replies.poll()

@@ -179,3 +179,31 @@ def test_a_receiver_process_that_dies_stops_the_source_with_a_clear_error(eventh
         assert not source.status["0"].connected
     finally:
         part.close()
+
+
+def test_one_call_hands_over_a_bounded_amount_of_bodies_and_at_least_one_batch(eventhubs_broker, monkeypatch):
+    # Bytewax decodes all a call hands over before any window it completes is closed and written:
+    # a backlog taken whole would leave the store writer idle, then the flow waiting for it.
+    from sensorflow.ingest.eventhubs import source as source_module
+
+    eventhubs_broker.publish("0", [b"%09d" % i for i in range(300)])  # 10 bytes a body with its separator
+    connection = EventHubsConnection(connection_string=SecretStr(eventhubs_broker.connection_string))
+    source = EventHubsSource(connection, _options(batch_size=50), ["0"])
+    part = source.build_part("read", "0", None)
+    try:
+        deadline = time.monotonic() + 30
+        while source.status["0"].received_events < 300 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert source.status["0"].received_events == 300
+        monkeypatch.setattr(source_module, "_TAKE_BYTES", 1)
+        taken = [part.next_batch()]  # the bound is below one batch: one batch all the same
+        monkeypatch.setattr(source_module, "_TAKE_BYTES", 600)
+        taken.append(part.next_batch())  # batches until they hold 600 bytes
+        monkeypatch.setattr(source_module, "_TAKE_BYTES", 1 << 20)
+        taken.append(part.next_batch())  # the rest
+    finally:
+        part.close()
+    sizes = [[10 * len(b) - 1 for b in batches] for batches in taken]  # bytes of bodies joined by newlines
+    assert len(sizes[0]) == 1
+    assert sum(sizes[1][:-1]) < 600 <= sum(sizes[1]) and sizes[2]
+    assert np.concatenate([b.positions for batches in taken for b in batches]).tolist() == list(range(300))
