@@ -28,7 +28,7 @@ from sensorflow.store.base import (
 )
 from sensorflow.store.dialects import SQLITE
 from sensorflow.store.schema import TABLES
-from sensorflow.store.sqlite_columns import UPSERT_PREDICTION_RECORDS, PredictionRecords, ts_ns_column
+from sensorflow.store.sqlite_columns import PredictionStatements, ts_ns_column
 
 __all__ = ["SqliteStore"]
 
@@ -228,7 +228,6 @@ class SqliteStore(Store):
             self._db.execute("PRAGMA wal_autocheckpoint=4000")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite store {self.path}: {e}") from e
-        self._unpacks_records = _has_exact_pow(self._db)
 
     def create_schema(self) -> None:
         with self._transaction():
@@ -320,14 +319,16 @@ class SqliteStore(Store):
         """The upsert of ``predictions``, packed: a call that runs it in the open transaction with WrittenAt ``now``."""
         if predictions.num_rows == 0:
             return None
-        records = PredictionRecords.of(predictions) if self._unpacks_records else None
-        if records is not None:
-            return lambda now: self._db.executemany(UPSERT_PREDICTION_RECORDS, records.parameters(now))
+        statements = PredictionStatements.of(predictions)
+        if statements is not None:
+            return lambda now: statements.execute(self._db, now)
         rows = _prediction_rows(predictions)
         return lambda now: self._db.executemany(_UPSERT_PREDICTIONS, (row + (now,) for row in rows))
 
     def _upsert_predictions_by_row(self, predictions: pa.Table) -> int:
-        """Row by row: where SQLite has no ``pow`` or a time does not pack (see sqlite_columns)."""
+        """Row by row: a table with a null in a NOT NULL column (SQLite names the column), and bench/models.py's reference."""
+        if predictions.num_rows == 0:
+            return 0
         rows = _prediction_rows(predictions)
         with self._transaction() as now:
             self._db.executemany(_UPSERT_PREDICTIONS, (row + (now,) for row in rows))
@@ -540,18 +541,6 @@ def _slashes(url: str) -> str:
     if Path(path).is_absolute():
         return ""
     return f" ({url} is relative to the current directory; an absolute path takes four slashes: sqlite:////{path})"
-
-
-def _has_exact_pow(db: sqlite3.Connection) -> bool:
-    """Whether this SQLite has the math function ``pow`` and it scales by powers of two exactly.
-
-    Builds without SQLITE_ENABLE_MATH_FUNCTIONS lack it: the store then writes predictions row by row.
-    """
-    try:
-        got = db.execute("SELECT pow(2.0, -1074), pow(2.0, 1023), pow(2.0, -3), pow(2.0, 1024)").fetchone()
-    except sqlite3.Error:
-        return False
-    return got == (5e-324, 2.0**1023, 0.125, float("inf"))
 
 
 def _sensor_json(sensors: list[tuple[str, str]]) -> str:

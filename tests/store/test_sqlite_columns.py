@@ -1,4 +1,4 @@
-"""The SQLite store's column paths: packed prediction upserts and sort-free window reads give the row-by-row results."""
+"""The SQLite store's column paths: multi-row prediction upserts and sort-free window reads give the row-by-row results."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sensorflow.records.predictions import PREDICTION_SCHEMA
 from sensorflow.records.timeparse import format_ms
 from sensorflow.store import open_store
-from sensorflow.store.sqlite_columns import exact_parts, ts_ns_column, ts_text_bytes
+from sensorflow.store.sqlite_columns import ROWS_PER_STATEMENT, PredictionStatements, ts_ns_column
 from tests.support.builders import S, T0, window_table
 
 EDGES = [0.0, -0.0, 1.0, -1.0, 0.1, 1 / 3, 5e-324, -5e-324, 2.2250738585072014e-308, 2.225073858507201e-308,
@@ -42,12 +42,11 @@ def stored(store) -> list[tuple]:
 
 @pytest.fixture
 def two_stores(tmp_path):
-    """A store that packs predictions and one that writes them row by row (as without ``pow``)."""
+    """A store that upserts predictions in multi-row statements and one that writes them row by row."""
     packed, by_row = (open_store(f"sqlite:///{tmp_path / name}") for name in ("packed.db", "by_row.db"))
     for store in (packed, by_row):
         store.create_schema()
-    by_row._unpacks_records = False
-    assert packed._unpacks_records  # this SQLite has the math functions: the packed path is the one tested
+    by_row.upsert_predictions = by_row._upsert_predictions_by_row
     yield packed, by_row
     packed.close()
     by_row.close()
@@ -56,15 +55,6 @@ def two_stores(tmp_path):
 def same_bits(a: float | None, b: float | None) -> bool:
     return a is None and b is None or (a is not None and b is not None and (a == b or a != a and b != b)
                                        and math.copysign(1, a) == math.copysign(1, b))
-
-
-def test_floats_split_into_exact_mantissa_and_power_of_two():
-    x = np.array(EDGES + [math.nan])
-    m, e = exact_parts(x)
-    assert (np.abs(m) < 2**53).all()
-    finite = np.isfinite(x)
-    assert np.array_equal(np.ldexp(m[finite].astype(np.float64), e[finite]), x[finite])
-    assert e[-1] == 9999 and e[-2] == e[-3] == 1024
 
 
 def test_edge_floats_round_trip_bit_for_bit_as_row_by_row(two_stores):
@@ -93,7 +83,7 @@ def test_any_table_upserts_as_row_by_row_twice_over(tmp_path_factory, rows):
     path = tmp_path_factory.mktemp("p")
     stores = [open_store(f"sqlite:///{path / name}") for name in ("packed.db", "by_row.db")]
     try:
-        stores[1]._unpacks_records = False
+        stores[1].upsert_predictions = stores[1]._upsert_predictions_by_row
         ts, device, tag, value, score, flag, detector, version = (list(c) for c in zip(*rows))
         table = predictions([T0 + t * S for t in ts], device, tag, value, score, flag, detector, version)
         for store in stores:
@@ -119,12 +109,16 @@ def test_the_extreme_times_of_int64_ns_pack_as_row_by_row(two_stores):
     assert stored(packed) == stored(by_row)
 
 
-def test_a_table_that_does_not_pack_goes_row_by_row(two_stores, monkeypatch):
+def test_runs_are_cut_into_the_statement_sizes_and_upsert_as_row_by_row(two_stores):
     packed, by_row = two_stores
-    monkeypatch.setattr("sensorflow.store.sqlite_columns.ts_text_bytes", lambda ns: None)
-    table = predictions([T0, T0 + S], "1", "2", [1.0, None], [0.5, 0.25], [False, True])
+    n = 2 * ROWS_PER_STATEMENT[0] + ROWS_PER_STATEMENT[1] + 3  # every size, and a second sensor's short run
+    table = predictions([T0 + i * S for i in range(n)], "1", "2", np.arange(n, dtype=float).tolist(),
+                        np.linspace(0, 1, n).tolist(), [i % 3 == 0 for i in range(n)])
+    table = pa.concat_tables([table, predictions([T0, T0 + S], "1", "3", [None, 2.0], [0.5, 0.25], True)])
+    statements = PredictionStatements.of(table)
+    assert [sql.count("), (") + 1 for sql, _ in statements.statements] == [128, 128, 16, 1, 1, 1, 1, 1]
     for store in two_stores:
-        assert store.upsert_predictions(table) == 2
+        assert store.upsert_predictions(table) == n + 2
     assert stored(packed) == stored(by_row)
 
 
@@ -133,12 +127,6 @@ def test_a_null_where_the_table_allows_none_fails_as_row_by_row(two_stores):
     for store in two_stores:
         with pytest.raises(sqlite3.IntegrityError):
             store.upsert_predictions(table)
-
-
-def test_packed_times_are_the_store_text():
-    ns = np.array([T0, T0 + 1, T0 + 999_999, T0 - 1, T0 + 12_345_678_901, 0, 951_782_400 * S])
-    text = ts_text_bytes(ns)
-    assert [bytes(row).decode() for row in text] == format_ms(ns)
 
 
 def test_ts_texts_parse_once_per_distinct_time():
