@@ -155,10 +155,10 @@ def _readings_by_window(
     first = int(ends.min())
     windows = (int(ends.max()) - first) // length_ns + 1
     if windows <= len(ends):  # number the windows from the first
-        window, window_ends_ = (ends - first) // length_ns, None
+        window, distinct_ends = (ends - first) // length_ns, None
     else:  # a few windows far apart
-        window_ends_, window = np.unique(ends, return_inverse=True)
-        windows = len(window_ends_)
+        distinct_ends, window = np.unique(ends, return_inverse=True)
+        windows = len(distinct_ends)
     value = readings["value"].to_numpy()
     sensors = len(ids)
     grouped = _reduce(window * sensors + codes, windows * sensors, value, None, value, value)
@@ -166,7 +166,7 @@ def _readings_by_window(
     starts = np.flatnonzero(np.diff(window)) + 1
     for lo, hi in zip([0, *starts.tolist()], [*starts.tolist(), len(window)]):
         w = int(window[lo])
-        end = first + w * length_ns if window_ends_ is None else int(window_ends_[w])
+        end = first + w * length_ns if distinct_ends is None else int(distinct_ends[w])
         yield end, _Partial(ids[code[lo:hi]], grouped.sum[lo:hi], grouped.count[lo:hi], grouped.min[lo:hi], grouped.max[lo:hi])
 
 

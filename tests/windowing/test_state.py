@@ -167,3 +167,29 @@ def test_a_nested_snapshot_of_another_version_is_refused_too():
     log = dataclasses.replace(state.tracker.log, version=SNAPSHOT_VERSION + 1)
     nested = dataclasses.replace(state, tracker=dataclasses.replace(state.tracker, log=log))
     assert "ResumeLogSnapshot version" in _refused(lambda: LatenessLogic(L, 1, nested, ResumeBoard(1)))
+
+
+def test_restore_merges_a_sensor_and_window_repeated_across_tables():
+    """Partial tables as any release of this snapshot version may hold them: a sensor and window in two tables."""
+    from sensorflow.records.windows import END_OF_TIME
+    from sensorflow.windowing.tumbling import _PARTIAL_SCHEMA
+
+    def partial(rows: list[tuple[str, int, float, int, float, float]]) -> pa.Table:
+        return pa.table(
+            {"device": [r[0] for r in rows], "tag": ["t"] * len(rows), "window_end": [r[1] for r in rows],
+             "sum": [r[2] for r in rows], "count": [r[3] for r in rows], "min": [r[4] for r in rows], "max": [r[5] for r in rows]},
+            schema=_PARTIAL_SCHEMA,
+        )
+
+    state = WindowSnapshot(
+        SNAPSHOT_VERSION, {"a": 6 * S}, L,
+        (partial([("d", 10 * S, 3.0, 2, 1.0, 2.0), ("e", 15 * S, 5.0, 1, 5.0, 5.0)]), partial([("d", 10 * S, 4.0, 1, 4.0, 4.0)])),
+    )
+    agg = WindowAggregator.restore(L, ["a"], state)
+    assert agg.open_windows().rows == 2
+    again = WindowAggregator.restore(L, ["a"], pickle.loads(pickle.dumps(agg.snapshot())))
+    closed, _ = again.add("a", _readings([]), END_OF_TIME)
+    assert closed.table.to_pylist() == [
+        {"window_end": 10 * S, "device": "d", "tag": "t", "value": 7.0 / 3, "count": 3, "min": 1.0, "max": 4.0},
+        {"window_end": 15 * S, "device": "e", "tag": "t", "value": 5.0, "count": 1, "min": 5.0, "max": 5.0},
+    ]
