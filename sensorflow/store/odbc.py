@@ -158,9 +158,9 @@ class OdbcStore(Store):
             return 0, 0
 
         def work(cursor: Any) -> None:
+            replace(cursor)
             if writes:
                 self._write_rows(cursor, writes, self._clock(cursor))
-            replace(cursor)
 
         self._transaction("upsert predictions and incidents", work)
         return predictions.num_rows, rows.num_rows

@@ -310,9 +310,9 @@ class SqliteStore(Store):
         write_incidents = _incident_write(detector, since_ns, rows)
         if write_predictions is not None or since_ns or rows.num_rows:
             with self._transaction() as now:
+                write_incidents(self._db)
                 if write_predictions is not None:
                     write_predictions(now)
-                write_incidents(self._db)
         return predictions.num_rows, rows.num_rows
 
     def _prediction_write(self, predictions: pa.Table) -> Callable[[str], object] | None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sensorflow.batch_jobs.incidents import find_incidents
+from sensorflow.batch_jobs.incidents import _group, find_incidents
 from sensorflow.batch_jobs.tasks import TaskResult, TaskSpec, run_task
 from sensorflow.store import open_store
 from tests.support.builders import T0, W, window_table
@@ -52,6 +54,25 @@ def test_flags_group_into_incidents(flags, gap, newest, expected):
 def test_peak_is_the_largest_score_of_the_incident():
     found = find_incidents(T0 + np.array([1, 2, 3, 10]) * W, np.array([1.5, 7.0, 2.0, 3.0]), W, 3, T0 + 10 * W)
     assert found.peak_score.tolist() == [7.0, 3.0]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.lists(st.integers(0, 60), unique=True, max_size=25), st.integers(0, 80)),
+                min_size=1, max_size=6), st.integers(0, 4))
+def test_many_sensors_group_as_each_sensor_alone(sensors, gap):
+    """One grouping of every sensor's flags (what a task computes) gives each sensor's find_incidents."""
+    sensors = list({number: (flags, newest) for number, flags, newest in sensors}.items())  # one entry per sensor
+    newest = np.array([T0 + n * W for _, (_, n) in sensors], dtype=np.int64)
+    owner = np.concatenate([np.full(len(flags), i, np.int64) for i, (_, (flags, _)) in enumerate(sensors)])
+    ts = np.concatenate([T0 + np.array(flags, dtype=np.int64) * W for _, (flags, _) in sensors])
+    score = np.sin(np.arange(ts.shape[0], dtype=float)) * 10  # any scores, some equal peaks
+    got_owner, got = _group(owner, ts, score, newest, W, gap)
+    for i in range(len(sensors)):
+        alone = find_incidents(ts[owner == i], score[owner == i], W, gap, int(newest[i]))
+        mine = got_owner == i
+        for field in ("start", "end", "peak_score", "flagged_windows", "open"):
+            assert np.array_equal(getattr(got, field)[mine], getattr(alone, field)), field
+    assert np.all(np.diff(got_owner) >= 0)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -185,3 +206,29 @@ def test_train_then_score_writes_incidents_of_the_training_range(fresh_store, tm
     ref, url = fresh_store()
     _run(ref, str(tmp_path / "models"), "train", TRAIN_TO, end(N - 1), then_score=True)
     assert [(r[0], r[1], r[3]) for r in _incidents(url)][:2] == [("a", "1", end(150)), ("a", "1", end(200))]
+
+
+def test_predictions_stand_when_the_incidents_cannot_be_read(tmp_path, monkeypatch):
+    """The incidents are planned before the write: if that fails, the predictions are still written and every
+    sensor fails with the reason (the next scoring mends the incidents)."""
+    from sensorflow.store.sqlite import SqliteStore
+
+    url = f"sqlite:///{tmp_path / 'sf.db'}"
+    with open_store(url) as store:
+        store.create_schema()
+        store.upsert_windows(_windows())
+    models = str(tmp_path / "models")
+    _run(url, models, "train", T0, TRAIN_TO)
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(SqliteStore, "read_incidents", broken)
+    spec = TaskSpec("score-0", "run-1", "score", tuple(SENSORS), TRAIN_TO, end(N - 1), DETECTOR, url, models)
+    result = run_task(spec)
+    assert {o.reason for o in result.outcomes} == {"incident write failed: OSError: disk gone"}
+    assert result.predictions == 3 * (N - 100 - 2)  # every window of the range but the two missing slots
+    monkeypatch.undo()
+    with open_store(url) as store:
+        assert store.read_predictions(SENSORS, TRAIN_TO, end(N - 1)).num_rows == result.predictions
+        assert store.read_incidents().num_rows == 0

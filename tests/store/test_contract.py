@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -313,6 +314,7 @@ def test_read_incidents_filters(store):
     assert keys(store.read_incidents(since_ns=T0 + 45 * S)) == [("2", "robust-window", 40), ("1", "other", 5)]  # End > since
     assert keys(store.read_incidents(open_only=True, detector="robust-window")) == [("2", "robust-window", 40), ("x", "robust-window", 20)]
     assert keys(store.read_incidents(sensors=[("1", "a"), ("x", "x")])) == [("1", "robust-window", 10), ("1", "other", 5)]
+    assert keys(store.read_incidents(sensors=[("1", "a"), ("1", "a")], detector="other")) == [("1", "other", 5)]  # each once
     assert store.read_incidents(sensors=[]).num_rows == 0
     assert store.read_incidents(detector="nope").num_rows == 0
 
@@ -324,6 +326,41 @@ def test_many_sensors_replace_their_incidents_in_one_call(store):
     assert store.replace_incidents("robust-window", dict.fromkeys(sensors, 0), rows) == 3000
     assert store.replace_incidents("robust-window", dict.fromkeys(sensors, T0 + 15 * S), rows[:10]) == 10
     assert store.read_incidents().num_rows == 10
+
+
+def scores(rows, detector="robust-window", score=0.5):
+    """Prediction rows: (device, tag, end_s, is_anomaly)."""
+    return pa.table({
+        "ts": pa.array([T0 + r[2] * S for r in rows], pa.int64()), "device": [r[0] for r in rows], "tag": [r[1] for r in rows],
+        "value": pa.array([1.0] * len(rows), pa.float64()), "score": pa.array([score] * len(rows), pa.float64()),
+        "is_anomaly": [r[3] for r in rows], "detector": [detector] * len(rows), "model_version": ["v1"] * len(rows),
+    }, schema=PREDICTION_SCHEMA)
+
+
+def test_scores_write_predictions_and_incidents_in_one_transaction(store):
+    store.replace_incidents("robust-window", {("1", "a"): 0}, incidents([("1", "a", 10, 30, 2.5, 3, False), ("1", "a", 60, 70, 3.0, 2, True)]))
+    scored = scores([("1", "a", 65, True), ("1", "a", 70, True), ("1", "a", 75, True)], score=6.0)
+    redo = incidents([("1", "a", 60, 75, 6.0, 3, True)])
+    for _ in range(2):  # the same call twice: the same tables
+        assert store.upsert_scores(scored, "robust-window", {("1", "a"): T0 + 65 * S}, redo) == (3, 1)
+        assert store.read_predictions([("1", "a")], T0, T0 + 90 * S)["ts"].to_pylist() == [T0 + e * S for e in (65, 70, 75)]
+        assert _brief(store.read_incidents()) == [
+            ("1", "a", "robust-window", 60, 75, 6.0, 3, True), ("1", "a", "robust-window", 10, 30, 2.5, 3, False),
+        ]
+    before = _brief(store.read_incidents())
+    # Checked first: a row of a sensor without a cutoff writes neither table.
+    with pytest.raises(ValueError, match="without a cutoff"):
+        store.upsert_scores(scores([("1", "a", 80, False)]), "robust-window", {("1", "a"): 0}, incidents([("9", "a", 10, 30, 2.5, 3, False)]))
+    # A prediction the table refuses (a NULL score) undoes the incidents' delete of the same call.
+    with pytest.raises((StoreError, sqlite3.IntegrityError)):
+        store.upsert_scores(scores([("1", "a", 80, False)], score=None), "robust-window", {("1", "a"): 0}, INCIDENT_SCHEMA.empty_table())
+    assert store.read_predictions([("1", "a")], T0, T0 + 90 * S).num_rows == 3
+    assert _brief(store.read_incidents()) == before
+    # Predictions alone (no sensor had or has incidents), and nothing at all.
+    assert store.upsert_scores(scores([("2", "a", 5, False)]), "robust-window", {}, INCIDENT_SCHEMA.empty_table()) == (1, 0)
+    assert store.read_predictions([("2", "a")], T0, T0 + 90 * S).num_rows == 1
+    assert store.upsert_scores(PREDICTION_SCHEMA.empty_table(), "robust-window", {}, INCIDENT_SCHEMA.empty_table()) == (0, 0)
+    assert _brief(store.read_incidents()) == before
 
 
 def test_settings_are_recorded_once_unless_replaced(store):
