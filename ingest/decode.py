@@ -20,7 +20,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -127,8 +127,8 @@ def decode_batch(batch: MessageBatch, config: DecodeConfig, now_ns: int | None =
         DeadLetter(batch.partition, r.position, 0, r.reason, r.payload) for r in batch.rejects
     ]
     batch = _within_limit(batch, config.max_message_bytes, dead)
-    candidates = _parse(batch)
-    readings = _validate(batch, candidates, config, now_ns, dead)
+    parts, body = _parse(batch)
+    readings = _validate_parts(batch, parts, body, config, now_ns, dead)
     dead_batch = DeadLetterBatch.from_records(dead)
     return Decoded(
         ReadingBatch(batch.partition, readings, batch.eof, batch.progress),
@@ -188,17 +188,22 @@ def _within_limit(batch: MessageBatch, limit: int, dead: list[DeadLetter]) -> Me
 # -- fast path ---------------------------------------------------------------
 
 
-def _parse(batch: MessageBatch) -> _Candidates:
-    """Every message as candidates, in message order: columnar but for the messages Arrow refuses.
+def _parse(batch: MessageBatch) -> tuple[list[_Candidates], Callable[[int], bytes]]:
+    """Every message as candidates, in parts (columnar but for the messages Arrow refuses), and the
+    body of message ``i`` by index.
 
     Messages that look odd (see ``Lines.odd_objects``) are read apart from the plain ones, so the
     plain ones go to Arrow in one read; a set Arrow still refuses is narrowed down piece by piece
-    (``isolate``). Only the messages no Arrow read takes go to the message-by-message path.
+    (``isolate``). Only the messages no Arrow read takes go to the message-by-message path. Each
+    part's ``message`` indexes the batch; a message's rows are all in one part, in element order.
+    The parts are not merged: a bad message's few rows must not cost a copy of every column.
     """
     n = len(batch)
     if n == 0:
-        return _empty_candidates()
+        return [_empty_candidates()], lambda i: batch.bodies[i]
     lines = _lines(batch)
+    # A dead letter's payload is its body: sliced from the block, never a split of all of it.
+    body = lines.line if lines.block is batch.joined else (lambda i: batch.bodies[i])
     first = lines.first_bytes()
     objects, arrays = first == _OPEN_BRACE, first == _OPEN_BRACKET
     odd = ~(objects | arrays)
@@ -233,9 +238,7 @@ def _parse(batch: MessageBatch) -> _Candidates:
         parts.append((slow_index, _parse_slow(bodies)))
     for index, part in parts:
         part.message = index[part.message]
-    if len(parts) == 1:
-        return parts[0][1]
-    return _in_message_order(_concat([part for _, part in parts]))
+    return [part for _, part in parts], body
 
 
 def _lines(batch: MessageBatch) -> Lines:
@@ -395,72 +398,6 @@ def _empty_candidates() -> _Candidates:
     )
 
 
-def _concat(parts: list[_Candidates]) -> _Candidates:
-    if len(parts) == 1:
-        return parts[0]
-    sizes = [len(p.message) for p in parts]
-
-    def texts(p: _Candidates, size: int) -> pa.Array:
-        return p.ts_text if p.ts_text is not None else pa.nulls(size, pa.string())
-
-    def numbers(p: _Candidates, size: int) -> np.ndarray:
-        return p.ts_number if p.ts_number is not None else np.full(size, MISSING, np.int64)
-
-    return _Candidates(
-        message=np.concatenate([p.message for p in parts]),
-        element=np.concatenate([p.element for p in parts]),
-        ts_text=pa.concat_arrays([texts(p, s) for p, s in zip(parts, sizes)]),
-        ts_number=np.concatenate([numbers(p, s) for p, s in zip(parts, sizes)]),
-        device=pa.concat_arrays([p.device for p in parts]),
-        tag=pa.concat_arrays([p.tag for p in parts]),
-        value=np.concatenate([p.value for p in parts]),
-        value_present=np.concatenate([p.value_present for p in parts]),
-        reason=np.concatenate([p.reason for p in parts]),
-        payload=_Payloads([p.payload for p in parts]),
-        numeric_ids=(all(p.numeric_ids[0] for p in parts), all(p.numeric_ids[1] for p in parts)),
-    )
-
-
-def _in_message_order(c: _Candidates) -> _Candidates:
-    """Rows sorted by message, stable (elements of a message stay in order): readings keep their read order."""
-    if len(c.message) < 2 or (np.diff(c.message) >= 0).all():
-        return c
-    order = np.argsort(c.message, kind="stable")
-    take = pa.array(order)
-    return _Candidates(
-        message=c.message[order],
-        element=c.element[order],
-        ts_text=c.ts_text.take(take) if c.ts_text is not None else None,
-        ts_number=c.ts_number[order] if c.ts_number is not None else None,
-        device=c.device.take(take),
-        tag=c.tag.take(take),
-        value=c.value[order],
-        value_present=c.value_present[order],
-        reason=c.reason[order],
-        payload=_Payloads([c.payload], order),
-        numeric_ids=c.numeric_ids,
-    )
-
-
-class _Payloads(Sequence):
-    """Payloads of several parts back to back (optionally reordered), looked up only for dead letters."""
-
-    def __init__(self, parts: list[Sequence[bytes | None]], order: np.ndarray | None = None):
-        self._parts = parts
-        self._ends = np.cumsum([len(p) for p in parts])
-        self._order = order
-
-    def __len__(self) -> int:
-        return int(self._ends[-1]) if len(self._ends) else 0
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        i = int(self._order[i]) if self._order is not None else int(i)
-        part = int(np.searchsorted(self._ends, i, side="right"))
-        return self._parts[part][i - (int(self._ends[part - 1]) if part else 0)]
-
-
 # -- slow path: one message at a time ----------------------------------------
 
 @dataclass(frozen=True)
@@ -587,13 +524,48 @@ def _id(raw: object, name: str) -> tuple[str | None, str | None]:
 # -- common checks -------------------------------------------------------------
 
 
-def _validate(
-    batch: MessageBatch, c: _Candidates, config: DecodeConfig, now_ns: int, dead: list[DeadLetter]
+def _validate_parts(
+    batch: MessageBatch, parts: list[_Candidates], body: Callable[[int], bytes], config: DecodeConfig, now_ns: int,
+    dead: list[DeadLetter],
 ) -> pa.Table:
+    """The readings of every part, in message order; their dead letters appended to ``dead`` in
+    message order (every check is per row, so judging the parts apart changes no verdict)."""
+    judged = [_validate(batch, c, body, config, now_ns) for c in parts if len(c.message)]
+    letters = [j for j in judged if j.dead]
+    if len(letters) == 1:
+        dead.extend(letters[0].dead)
+    elif letters:
+        merged = [letter for j in letters for letter in j.dead]
+        order = np.argsort(np.concatenate([j.dead_message for j in letters]), kind="stable")
+        dead.extend(merged[i] for i in order.tolist())
+    kept = [j for j in judged if j.readings.num_rows]
+    if not kept:
+        return READING_SCHEMA.empty_table()
+    if len(kept) == 1:
+        return kept[0].readings
+    message = np.concatenate([j.message for j in kept])
+    table = pa.concat_tables([j.readings for j in kept])
+    if (np.diff(message) < 0).any():
+        table = table.take(pa.array(np.argsort(message, kind="stable")))
+    return table.combine_chunks()
+
+
+@dataclass(frozen=True, eq=False)
+class _Judged:
+    """One part's readings and dead letters, with the message each came from (for merging parts)."""
+
+    readings: pa.Table
+    message: np.ndarray
+    dead: list[DeadLetter]
+    dead_message: np.ndarray
+
+
+def _validate(
+    batch: MessageBatch, c: _Candidates, body: Callable[[int], bytes], config: DecodeConfig, now_ns: int
+) -> _Judged:
     reason = c.reason.copy()
     n = len(reason)
-    if n == 0:
-        return READING_SCHEMA.empty_table()
+    dead: list[DeadLetter] = []
     flagged = reason != None  # elementwise
     mark = partial(_mark, reason, flagged)
     if config.time_source == "enqueued":
@@ -627,7 +599,7 @@ def _validate(
     if len(bad):
         devices, tags = c.device.take(pa.array(bad)).to_pylist(), c.tag.take(pa.array(bad)).to_pylist()
         for k, i in enumerate(bad):
-            payload = c.payload[i] if c.payload[i] is not None else batch.bodies[c.message[i]]
+            payload = c.payload[i] if c.payload[i] is not None else body(int(c.message[i]))
             dead.append(
                 DeadLetter(
                     batch.partition,
@@ -648,7 +620,7 @@ def _validate(
         index = pa.array(np.flatnonzero(keep))
     pick = (lambda a: a) if index is None else (lambda a: a.take(index))
     pick_np = (lambda a: a) if index is None else (lambda a: a[keep])
-    return pa.table(
+    readings = pa.table(
         [
             pa.array(pick_np(positions)),
             pa.array(pick_np(c.element)),
@@ -659,6 +631,7 @@ def _validate(
         ],
         schema=READING_SCHEMA,
     )
+    return _Judged(readings, pick_np(c.message), dead, c.message[bad])
 
 
 def _text_times(texts: pa.Array, has_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
