@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -231,6 +232,7 @@ def _plain_bodies(
     return (escapes == per_body(quote)) & (escapes == per_body(escaped_quote)) & (escapes == in_line)
 
 
+@lru_cache(maxsize=1024)  # a writer's shapes recur block after block; a head is at most _MAX_HEAD bytes
 def _shape(head: bytes) -> _Shape | None:
     """Where a masked head (everything before the body's opening quote) holds the sequence number and
     the enqueued time; None unless it is a valid JSON object head ending in ``"body":`` with no key

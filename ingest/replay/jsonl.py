@@ -298,9 +298,13 @@ def _envelopes_fast(
     if len(at):
         line_of = np.searchsorted(lines.starts, at, side="right") - 1
         has_key[line_of] = True
-        chars = np.append(lines.chars, np.zeros(3, np.uint8))  # room to look past the last key
-        string_body = (chars[at + 6] == ord(":")) & (  # '"body":"' or '"body": "'
-            (chars[at + 7] == ord('"')) | ((chars[at + 7] == ord(" ")) & (chars[at + 8] == ord('"')))
+        chars, last = lines.chars, len(lines.chars) - 1
+
+        def after_key(k: int) -> np.ndarray:  # past the end: the last byte, never the one looked for there
+            return chars[np.minimum(at + k, last)]
+
+        string_body = (after_key(6) == ord(":")) & (  # '"body":"' or '"body": "'
+            (after_key(7) == ord('"')) | ((after_key(7) == ord(" ")) & (after_key(8) == ord('"')))
         )
         candidate[line_of[string_body]] = True
         candidate[line_of[~string_body]] = False  # a base64 body, or a second "body" on the line: line by line
