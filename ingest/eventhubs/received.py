@@ -9,19 +9,42 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sensorflow.records.dead_letters import ReasonCode
-from sensorflow.records.readings import Reject
-from sensorflow.records.timeparse import MISSING
+if TYPE_CHECKING:
+    from sensorflow.records.readings import Reject
 
 __all__ = ["NOT_DATA", "Received", "received_from_events"]
 
 _NS_PER_MS = 1_000_000
 _SEQUENCE, _OFFSET, _ENQUEUED = b"x-opt-sequence-number", b"x-opt-offset", b"x-opt-enqueued-time"
-NOT_DATA = ReasonCode.MISSING_BODY.detail("an AMQP value or sequence body, not data sections")
+
+# The receiver process builds Received; the records' modules (and with them pyarrow, 0.1-0.15 s
+# of its start-up, before it can even list the partitions) are imported only when an event
+# needs them: one without a data body, or without an enqueued time.
+
+
+@cache
+def _not_data() -> str:
+    from sensorflow.records.dead_letters import ReasonCode
+
+    return ReasonCode.MISSING_BODY.detail("an AMQP value or sequence body, not data sections")
+
+
+@cache
+def _missing_time() -> int:
+    from sensorflow.records.timeparse import MISSING
+
+    return int(MISSING)
+
+
+def __getattr__(name: str) -> Any:  # NOT_DATA: the reason of an event without data sections
+    if name == "NOT_DATA":
+        return _not_data()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,11 +135,13 @@ def received_from_events(events: list, after: int | None = None) -> Received | N
             continue  # a redelivery after a reconnect
         last = seq
         if body is None:
-            rejects.append(Reject(seq, NOT_DATA, b""))
+            from sensorflow.records.readings import Reject
+
+            rejects.append(Reject(seq, _not_data(), b""))
             continue
         bodies.append(body)
         seqs.append(seq)
-        enqueued.append(MISSING if enqueued_ms is None else enqueued_ms * _NS_PER_MS)
+        enqueued.append(_missing_time() if enqueued_ms is None else enqueued_ms * _NS_PER_MS)
         offsets.append(offset or b"")
     if last is None:
         return None

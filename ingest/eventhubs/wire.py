@@ -19,7 +19,6 @@ from pydantic import SecretStr
 
 from sensorflow.ingest.eventhubs.config import EventHubsConnection, ReceiveOptions
 from sensorflow.ingest.eventhubs.received import Received
-from sensorflow.records.readings import Reject
 
 __all__ = [
     "BATCH",
@@ -95,7 +94,11 @@ def decode_batch(payload: bytes) -> tuple[int, Received]:
     lengths = column() if not clean and n else None
     offsets = payload[at : at + n_offsets].split(b"\n") if n else []
     at += n_offsets
-    rejects = tuple(Reject(p, r, bytes.fromhex(h)) for p, r, h in orjson.loads(view[at : at + n_rejects])) if n_rejects else ()
+    rejects: tuple = ()
+    if n_rejects:
+        from sensorflow.records.readings import Reject  # not in the receiver process, which only encodes
+
+        rejects = tuple(Reject(p, r, bytes.fromhex(h)) for p, r, h in orjson.loads(view[at : at + n_rejects]))
     at += n_rejects
     data = payload[at : at + n_data]
     return index, Received(data, bool(clean), lengths, seqs, enqueued, offsets, next_sequence, rejects)

@@ -40,3 +40,29 @@ def test_a_received_batch_crosses_the_process_boundary_unchanged(received):
     assert list(back.offsets) == list(received.offsets)
     batch = to_message_batch("0", back)
     assert (batch.bodies, batch.rejects, batch.messages) == (received.bodies, received.rejects, len(received) + len(received.rejects))
+
+
+def test_the_receiver_process_imports_no_pyarrow():
+    # Its start-up is on the way to the first reading (it lists the partitions); pyarrow and its
+    # compute functions were ~0.1-0.15 s of it, for types it needs only on a rare event.
+    import subprocess
+    import sys
+
+    probe = "import sys, sensorflow.ingest.eventhubs.child; print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyarrow'))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
+
+
+def test_events_without_data_or_enqueued_time_get_the_records_types():
+    class Message:  # the pyamqp message's shape (see _event_fields)
+        def __init__(self, seq, data, enqueued=None):
+            self.data, self.message_annotations = data, {b"x-opt-sequence-number": seq, b"x-opt-offset": b"%d" % seq}
+            if enqueued is not None:
+                self.message_annotations[b"x-opt-enqueued-time"] = enqueued
+
+    from sensorflow.ingest.eventhubs.received import received_from_events
+
+    received = received_from_events([Message(4, [b"a"], 1_000), Message(5, None, 2_000), Message(6, [b"b", b"c"])])
+    assert received.bodies == [b"a", b"bc"] and received.sequence_numbers.tolist() == [4, 6]
+    assert received.enqueued_ns.tolist() == [1_000 * 1_000_000, MISSING]
+    assert received.rejects == (Reject(5, NOT_DATA, b""),) and received.next_sequence == 7
