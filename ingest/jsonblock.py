@@ -26,8 +26,7 @@ import pyarrow.json as pa_json
 __all__ = ["Lines", "isolate", "join_binary", "long_lines", "read_object_lines"]
 
 _READ = pa_json.ReadOptions(block_size=1 << 16, use_threads=True)  # small blocks: all cores on one batch
-_NEWLINE, _OPEN, _CLOSE, _QUOTE, _BRACKET, _CR = ord("\n"), ord("{"), ord("}"), ord('"'), ord("["), ord("\r")
-_NULL_N = ord("n")  # in null (and NaN, Infinity), never in the seed's keys, numbers, ISO times or integer ids
+_NEWLINE, _OPEN, _CLOSE, _QUOTE, _CR = ord("\n"), ord("{"), ord("}"), ord('"'), ord("\r")
 _ZERO, _NINE = ord("0"), ord("9")
 _TS_HEAD = np.frombuffer(b'{"TS": "', np.uint8)
 _PIECES = 8  # a refused set of lines is read again as this many pieces
@@ -125,14 +124,41 @@ class Lines:
         typical = int(np.partition(lengths, len(lengths) // 2)[len(lengths) // 2])
         odd = (self.first_bytes() != _OPEN) | (self.last_bytes() != _CLOSE) | (last_value < _ZERO) | (last_value > _NINE)
         odd |= lengths > 2 * typical + 16
-        if b"n" in self.block or b"[" in self.block:  # memchr: most blocks hold neither
-            odd |= self.lines_holding((self.chars == _NULL_N) | (self.chars == _BRACKET))
-        try:
-            self.block.decode("utf-8")
-        except UnicodeDecodeError:
-            odd |= self.lines_holding(self.chars >= 0x80)
+        # "n" is in null (and NaN, Infinity), never in the seed's keys, numbers, ISO times or integer ids.
+        for byte in (b"n", b"["):  # memchr: most blocks hold neither, a few blocks a few
+            odd |= self._lines_holding_byte(byte)
+        if not self.block.isascii():
+            try:
+                self.block.decode("utf-8")
+            except UnicodeDecodeError:
+                odd |= self._lines_holding_non_ascii()
         odd |= self._odd_times()
         return odd
+
+    def _lines_holding_byte(self, byte: bytes, few: int = 64) -> np.ndarray:
+        """Per line: whether it holds ``byte``. A few hits are found by ``bytes.find`` alone; more, by
+        one compare over the block."""
+        hits, at = [], self.block.find(byte)
+        while at >= 0 and len(hits) < few:
+            hits.append(at)
+            at = self.block.find(byte, at + 1)
+        if at >= 0:
+            return self.lines_holding(self.chars == byte[0])
+        held = np.zeros(self.n, dtype=bool)
+        if hits:
+            held[np.searchsorted(self.starts, hits, side="right") - 1] = True
+        return held
+
+    def _lines_holding_non_ascii(self, segment: int = 1 << 16) -> np.ndarray:
+        """Per line: whether it holds a byte >= 0x80, compared only in the segments of the block
+        that are not ASCII (``bytes.isascii`` per segment: a bad message's bytes are few)."""
+        held = np.zeros(self.n, dtype=bool)
+        block = self.block
+        for start in range(0, len(block), segment):
+            if not block[start : start + segment].isascii():
+                hits = np.flatnonzero(self.chars[start : start + segment] >= 0x80) + start
+                held[np.searchsorted(self.starts, hits, side="right") - 1] = True
+        return held
 
     def heads(self, width: int) -> np.ndarray:
         """The first ``width`` bytes of every line, one row each (one gather of whole rows from a

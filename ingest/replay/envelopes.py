@@ -120,24 +120,27 @@ def plain_envelopes(lines: Lines, body_keys: np.ndarray) -> PlainEnvelopes | Non
     if escapes:
         joined = joined.translate(None, b"\\")  # each one escapes a quote
     # Heads, by length (a writer's padded rows have one; a line it wrote another way, another).
-    width = -(-int(head.max()) // 8) * 8
-    raw = np.lib.stride_tricks.sliding_window_view(padded, width)[_MAX_TAIL + line_start]
     plain = np.ones(len(line), bool)
     sequence = np.zeros(len(line), np.int64)
     has_sequence = np.zeros(len(line), bool)
     texts: list[np.ndarray] = []  # enqueued times: one parse for the block
     timed: list[np.ndarray] = []
-    if head.min() == head.max():  # as a rule
-        if not _read_heads(raw, int(head[0]), np.arange(len(line)), plain, sequence, has_sequence, texts, timed):
-            return None
-    else:
-        lengths = np.unique(head)
+    shortest = int(head.min())
+    counts = np.bincount(head - shortest)
+    if len(counts) == 1:  # as a rule
+        groups = [(shortest, np.arange(len(line)))]
+    else:  # each length's rows gathered once, at its own width
+        lengths = np.flatnonzero(counts) + shortest
         if len(lengths) > _MAX_SHAPES:
             return None
-        for length in lengths.tolist():
-            rows = np.flatnonzero(head == length)
-            if not _read_heads(raw[rows], length, rows, plain, sequence, has_sequence, texts, timed):
-                return None
+        order = np.argsort(head, kind="stable")
+        ends = np.cumsum(counts[lengths - shortest])
+        groups = list(zip(lengths.tolist(), np.split(order, ends[:-1])))
+    for length, rows in groups:
+        width = -(-length // 8) * 8
+        raw = np.lib.stride_tricks.sliding_window_view(padded, width)[_MAX_TAIL + line_start[rows]]
+        if not _read_heads(raw, length, rows, plain, sequence, has_sequence, texts, timed):
+            return None
     enqueued = np.full(len(line), MISSING, np.int64)
     if timed:
         index = np.concatenate(timed)
