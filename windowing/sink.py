@@ -13,8 +13,8 @@ That barrier is what recovery and checkpoints rely on; a run with neither (``bar
 a live run without ``recovery_dir`` or Blob checkpoints) records nothing from its epochs, so
 its ``snapshot()`` only counts what the writer has acknowledged and returns. The barrier has a
 price: the flow reads nothing while it waits, and on a busy 2-core machine, with 1 s epochs,
-those waits (0.1-0.5 s each, the writer's backlog and its commit) added 1.5-2 s to a 6-9 s live
-run of ``bench/eventhubs.py``. Without it the writer still commits by itself within
+those waits (0.1-0.5 s each, the writer's backlog and its commit) added about 2 s to a 6-10 s
+live run of ``bench/eventhubs.py`` (medians of 3 rounds: 9.6 s with them, 7.6 s without). Without it the writer still commits by itself within
 ``COMMIT_AFTER`` (how stale the store may get), the rows waiting for a commit stay bounded, and
 ``close()`` still commits everything before the run returns.
 
