@@ -63,19 +63,20 @@ class _Lines:
 
 
 def test_a_long_phase_says_what_it_is_doing_while_it_runs(tmp_path, processes):
-    """3,000 sensors with the slowest detector: a training phase of minutes, silent on the old code."""
+    """9,000 sensors with the slowest detector: a training phase of tens of seconds (3,000 took 5-9 s once tasks
+    got faster: too close to the 5 s before a phase says anything), silent on the old code."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     with open_store(url) as store:
         store.create_schema()
-        add_windows(store, [(str(d), "1") for d in range(3000)], T0 + W, 720)
+        add_windows(store, [(str(d), "1") for d in range(9000)], T0 + W, 720)
     sidecar = processes.start(
         [sys.executable, "-m", "sensorflow", "sidecar", "--once", "--store", url, "--model-store", str(tmp_path / "models"),
          "--detector", "seed-ocsvm", "--task-processes", "2", "--chunk-size", "20", "--train-seconds", "100000"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     err = _Lines(sidecar.stderr)
-    said = wait_for(lambda: re.search(r"sensorflow sidecar: train: 150 task\(s\) of 3,000 sensors.*\n"
-                                      r"(.|\n)*sensorflow sidecar: train: \d+/150 tasks done \([\d,]+/3,000 sensors, 0 failed\) in \d+ s\n",
+    said = wait_for(lambda: re.search(r"sensorflow sidecar: train: 450 task\(s\) of 9,000 sensors.*\n"
+                                      r"(.|\n)*sensorflow sidecar: train: \d+/450 tasks done \([\d,]+/9,000 sensors, 0 failed\) in \d+ s\n",
                                       err.text()),
                     "the phase and its tasks done so far on stderr", timeout=300, alive=[sidecar])
     assert said, err.text()
