@@ -166,7 +166,7 @@ def _on_volume(value: str, volumes: dict[str, Path]) -> str:
     return value
 
 
-def _recording(directory: Path, partitions: int = 3, per_partition: int = 20_000, seed: int = 3) -> Path:
+def _recording(directory: Path, partitions: int = 3, per_partition: int = 100_000, seed: int = 3) -> Path:
     """The same sensors on every partition, out of order within and beyond lateness, some bad lines."""
     rng = np.random.default_rng(seed)
     bodies = {}
@@ -279,7 +279,7 @@ def test_a_killed_pod_and_a_restarted_cluster_write_the_same_table(tmp_path: Pat
         # killed while the others still dial it is simply waited for, and proves nothing here).
         formed = wait_for(lambda: _committed_epoch(tmp_path) > before, "the cluster to commit an epoch",
                           timeout=300, alive=running)
-        # Then k more epochs (0.3 s each on a quiet machine; a whole run takes about 40 of them):
+        # Then k more epochs (0.3 s each; a whole run takes 40 or more of them, 300k readings):
         # the moment is chosen by the cluster's progress, not by a clock a busy machine stretches.
         target = _committed_epoch(tmp_path) + rng.randint(1, 12)
         if formed and wait_for(lambda: _committed_epoch(tmp_path) >= target, f"epoch {target}", timeout=300, alive=running):
