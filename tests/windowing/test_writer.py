@@ -27,12 +27,16 @@ def store_url(tmp_path):
     return url
 
 
-def table_now(url: str) -> tuple:
+def _one_row(url: str, query: str) -> tuple:
     db = sqlite3.connect(url[len("sqlite:///") :])
     try:
-        return db.execute("SELECT COUNT(*), SUM(Value), COUNT(DISTINCT WrittenAt) FROM SensorValues").fetchone()
+        return db.execute(query).fetchone()
     finally:
         db.close()
+
+
+def table_now(url: str) -> tuple:
+    return _one_row(url, "SELECT COUNT(*), SUM(Value), COUNT(DISTINCT WrittenAt) FROM SensorValues")
 
 
 def test_tables_handed_over_together_commit_together_and_are_counted_each(store_url):
@@ -53,11 +57,7 @@ def dead_letters(partition: str, positions: range) -> pa.Table:
 
 
 def dead_letters_now(url: str) -> tuple:
-    db = sqlite3.connect(url[len("sqlite:///") :])
-    try:
-        return db.execute("SELECT COUNT(*), COUNT(DISTINCT WrittenAt) FROM DeadLetters").fetchone()
-    finally:
-        db.close()
+    return _one_row(url, "SELECT COUNT(*), COUNT(DISTINCT WrittenAt) FROM DeadLetters")
 
 
 def test_dead_letters_commit_in_the_windows_transaction_and_are_acknowledged_in_order(store_url):
