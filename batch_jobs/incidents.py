@@ -19,9 +19,7 @@ arrays it already has) plus the stored flags of an incident it continues
 (one that ends within the gap before the range) and of anything scored after
 the range. It only reads, and only outside the ranges, so a task plans before
 it writes and hands the plan to ``ScoringStore.upsert_scores`` with its
-predictions: one transaction for both. ``update_incidents`` is the same plan
-written on its own (``Store.replace_incidents``) for predictions already in
-the store.
+predictions: one transaction for both.
 
 Tasks of the same detector that score the same sensor at the same time
 (neither the sidecar nor ``evaluate``'s explicit ranges do; ``evaluate
@@ -40,18 +38,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sensorflow.records.predictions import INCIDENT_SCHEMA
+from sensorflow.records.sensors import sensor_pairs
 from sensorflow.records.windows import END_OF_TIME
 from sensorflow.store import ScoringStore
 
 __all__ = [
     "DEFAULT_GAP_WINDOWS",
     "IncidentPlan",
-    "IncidentUpdate",
     "Incidents",
     "ScoredRange",
     "find_incidents",
     "plan_incidents",
-    "update_incidents",
 ]
 
 DEFAULT_GAP_WINDOWS = 3
@@ -127,14 +124,6 @@ class ScoredRange:
     is_anomaly: np.ndarray
 
 
-@dataclass(frozen=True)
-class IncidentUpdate:
-    """What ``update_incidents`` wrote: ``rows`` replaced, of them ``opened`` new (a Start the store did not hold)."""
-
-    rows: int = 0
-    opened: int = 0
-
-
 @dataclass(frozen=True, eq=False)
 class IncidentPlan:
     """``detector``'s incidents redone for scored ranges, ready for ``replace_incidents`` / ``upsert_scores``.
@@ -203,31 +192,14 @@ def plan_incidents(
     return IncidentPlan(detector, cutoffs, _table(sensors, owner, detector, found, now_ns), opened)
 
 
-def update_incidents(
-    store: ScoringStore, detector: str, scored: Sequence[ScoredRange], window_ns: int,
-    gap_windows: int = DEFAULT_GAP_WINDOWS, now_ns: int | None = None,
-) -> IncidentUpdate:
-    """Recompute and replace the incidents of ``detector`` that the scored ranges can touch (``plan_incidents``).
-
-    For predictions already in the store; one ``replace_incidents`` for the sensors that had
-    or have incidents there. A task writes its plan with its predictions instead (``upsert_scores``).
-    """
-    plan = plan_incidents(store, detector, scored, window_ns, gap_windows, now_ns)
-    if not plan.since:
-        return IncidentUpdate()
-    return IncidentUpdate(store.replace_incidents(detector, plan.since, plan.rows), plan.opened)
-
-
 def _sensor_of_rows(table: pa.Table, index: dict[Sensor, int]) -> np.ndarray:
     """Each row's sensor as its number in ``index`` (-1 for a sensor not in it); one lookup per distinct sensor."""
     if table.num_rows == 0:
         return np.zeros(0, dtype=np.int64)
-    device = pc.dictionary_encode(table["device"].combine_chunks())
-    tag = pc.dictionary_encode(table["tag"].combine_chunks())
-    tags = len(tag.dictionary)
-    pair = device.indices.to_numpy().astype(np.int64) * tags + tag.indices.to_numpy()
+    pair, device_names, tag_dictionary = sensor_pairs(table["device"], table["tag"])
+    tags = len(tag_dictionary)
     distinct, inverse = np.unique(pair, return_inverse=True)
-    devices, tag_names = device.dictionary.to_pylist(), tag.dictionary.to_pylist()
+    devices, tag_names = device_names.to_pylist(), tag_dictionary.to_pylist()
     number = [index.get((devices[p // tags], tag_names[p % tags]), -1) for p in distinct.tolist()]
     return np.array(number, dtype=np.int64)[inverse]
 

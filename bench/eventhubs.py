@@ -52,8 +52,9 @@ START_S = 1_767_225_600  # 2026-01-01T00:00:00Z
 SHAPES = (("x1", 1, 0), ("x50", 50, 0), ("x50_malformed", 50, 1000))
 
 
-def _bad(m: int, malformed_every: int) -> bool:
-    """Message ``m`` is malformed (a truncated body) in the shape with one bad message in ``malformed_every``."""
+def _bad(m, malformed_every: int):
+    """Message ``m`` (an int or an array of them) is malformed (a truncated body) in the shape with one bad
+    message in ``malformed_every``."""
     return malformed_every > 0 and m % malformed_every == malformed_every // 2
 
 
@@ -79,9 +80,7 @@ def _bodies(partition: int, partitions: int, messages: int, per_message: int, se
 def _valid(messages: int, per_message: int, malformed_every: int) -> np.ndarray:
     """Indices k of the readings in well-formed messages (reading k is in message k // per_message)."""
     k = np.arange(messages * per_message, dtype=np.int64)
-    m = k // per_message
-    bad = (m % malformed_every == malformed_every // 2) if malformed_every > 0 else np.zeros(k.shape[0], dtype=bool)
-    return k[~bad]
+    return k[~_bad(k // per_message, malformed_every)] if malformed_every > 0 else k
 
 
 def _windows(valid: np.ndarray, sensors: int) -> int:

@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorflow.records.sensors import sensor_pairs
+
 __all__ = ["SensorIds"]
 
 
@@ -43,11 +45,9 @@ class SensorIds:
         Strings are hashed per row only by Arrow's dictionary encoding of each column; the
         Python work is per distinct sensor.
         """
-        device = _one_chunk(device).dictionary_encode()
-        tag = _one_chunk(tag).dictionary_encode()
-        tags = len(tag.dictionary)
-        pair = device.indices.to_numpy().astype(np.int64) * tags + tag.indices.to_numpy()
-        rows, bound = len(pair), len(device.dictionary) * tags
+        pair, devices, tag_names = sensor_pairs(device, tag)
+        tags = len(tag_names)
+        rows, bound = len(pair), len(devices) * tags
         if bound <= 4 * rows:  # pairs numbered densely: no sort of the rows
             first = np.full(bound, rows, np.int64)
             np.minimum.at(first, pair, np.arange(rows))
@@ -62,7 +62,7 @@ class SensorIds:
             rank = np.empty(len(order), np.int64)
             rank[order] = np.arange(len(order))
             distinct, codes = distinct[order], rank[codes]
-        ids = self._lookup(device.dictionary.take(pa.array(distinct // tags)), tag.dictionary.take(pa.array(distinct % tags)))
+        ids = self._lookup(devices.take(pa.array(distinct // tags)), tag_names.take(pa.array(distinct % tags)))
         return codes, ids
 
     def _lookup(self, device: pa.Array, tag: pa.Array) -> np.ndarray:
@@ -135,9 +135,3 @@ def _column(chunks: list[pa.Array], ids: np.ndarray) -> pa.Array:
     if len(chunks) > 1:
         chunks[:] = [pa.concat_arrays(chunks)]
     return chunks[0].take(pa.array(ids, pa.int64()))
-
-
-def _one_chunk(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(column, pa.ChunkedArray):
-        return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    return column

@@ -102,19 +102,18 @@ class _WriterPartition(StatefulSinkPartition[WindowBatch | DeadLetterBatch, None
         windows = _tables([v for v in values if isinstance(v, WindowBatch)])
         dead_letters = _tables([v for v in values if isinstance(v, DeadLetterBatch)])
         if windows is not None:
-            self._handed_at.append(time.monotonic())
-            try:
-                self._writer.submit(windows)
-            except Exception as e:
-                raise self._fail(e)
+            self._hand(self._writer.submit, windows)
             if self._commits is not None:
                 self._commits.handed(windows)
         if dead_letters is not None:
-            self._handed_at.append(time.monotonic())
-            try:
-                self._writer.submit_dead_letters(dead_letters)
-            except Exception as e:
-                raise self._fail(e)
+            self._hand(self._writer.submit_dead_letters, dead_letters)
+
+    def _hand(self, submit: Callable[[pa.Table], None], table: pa.Table) -> None:
+        self._handed_at.append(time.monotonic())
+        try:
+            submit(table)
+        except Exception as e:
+            raise self._fail(e)
 
     def snapshot(self) -> None:
         self._check()

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sensorflow.records.sensors import sensor_pairs
+
 __all__ = [
     "Detector",
     "Model",
@@ -147,10 +149,8 @@ def _sensor_runs(table: pa.Table, ts: np.ndarray) -> tuple[np.ndarray, list[tupl
 
 def _sorted_by_sensor(table: pa.Table, columns: dict[str, np.ndarray]):
     """Sort rows by (device, tag, ts): row bounds, sensors and the reordered columns."""
-    device = pc.dictionary_encode(table.column("device").combine_chunks())
-    tag = pc.dictionary_encode(table.column("tag").combine_chunks())
-    devices, tags = device.dictionary.to_pylist(), tag.dictionary.to_pylist()
-    key = device.indices.to_numpy().astype(np.int64) * len(tags) + tag.indices.to_numpy()
+    key, device_names, tag_names = sensor_pairs(table.column("device"), table.column("tag"))
+    devices, tags = device_names.to_pylist(), tag_names.to_pylist()
     order = np.lexsort((columns["ts"], key))
     key = key[order]
     bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
